@@ -1,0 +1,74 @@
+//! `weir-connectors`: the sources and sinks Weir ships with.
+//!
+//! Each connector implements the engine's [`Connector`] trait and is found by
+//! name (`'connector' = '…'` in a table's `WITH (…)` options) in a
+//! [`ConnectorRegistry`]. The entry point is [`default_registry`] (or
+//! [`register_all`] to add them to an existing registry).
+//!
+//! ```text
+//!   datagen ─┐                                    ┌─> filesystem (csv | json | parquet)
+//!   nexmark ─┼─> Source::poll_batch ─> engine ─> Sink::write_batch ─┼─> print
+//!   filesystem ┘                                  └─> blackhole
+//! ```
+//!
+//! | connector    | reads | writes | bounded                                   |
+//! |--------------|-------|--------|-------------------------------------------|
+//! | `datagen`    | yes   |        | with `number-of-rows` or a sequence field |
+//! | `nexmark`    | yes   |        | with `nexmark.event.num`                  |
+//! | `filesystem` | yes   | yes    | always                                    |
+//! | `print`      |       | yes    |                                           |
+//! | `blackhole`  |       | yes    |                                           |
+//!
+//! Option names follow Flink's where Flink has the connector, RisingWave's for
+//! Nexmark. Every source splits its data among the subtasks of the scan so
+//! that the union over subtasks is the whole table, and emits batches with
+//! exactly the projected schema.
+
+use std::sync::Arc;
+
+use weir_engine::ConnectorRegistry;
+
+pub mod blackhole;
+pub mod datagen;
+pub mod filesystem;
+pub mod nexmark;
+pub mod print;
+mod util;
+
+pub use blackhole::BlackholeConnector;
+pub use datagen::DatagenConnector;
+pub use filesystem::FilesystemConnector;
+pub use nexmark::NexmarkConnector;
+pub use print::PrintConnector;
+
+/// Adds every connector of this crate to `registry`.
+pub fn register_all(registry: &mut ConnectorRegistry) {
+    registry.register(Arc::new(DatagenConnector));
+    registry.register(Arc::new(NexmarkConnector));
+    registry.register(Arc::new(FilesystemConnector));
+    registry.register(Arc::new(PrintConnector));
+    registry.register(Arc::new(BlackholeConnector));
+}
+
+/// A registry holding every connector of this crate.
+pub fn default_registry() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::new();
+    register_all(&mut registry);
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_has_every_connector() {
+        let registry = default_registry();
+        assert_eq!(
+            registry.names(),
+            ["blackhole", "datagen", "filesystem", "nexmark", "print"]
+        );
+        let err = registry.get("datagn").unwrap_err().to_string();
+        assert!(err.contains("did you mean 'datagen'"), "{err}");
+    }
+}

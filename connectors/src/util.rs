@@ -1,0 +1,220 @@
+//! Helpers shared by the connectors: projections, subtask splits, row kinds.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema, SchemaRef, UInt8Type};
+use weir_engine::message::ROW_KIND_COLUMN;
+use weir_engine::{Error, Result, RowKind};
+
+/// The schema of `projection` of `schema` (all of it when `None`).
+pub fn projected_schema(schema: &SchemaRef, projection: Option<&[usize]>) -> Result<SchemaRef> {
+    match projection {
+        None => Ok(Arc::clone(schema)),
+        Some(indices) => schema.project(indices).map(Arc::new).map_err(|e| {
+            Error::internal(format!("projection {indices:?} does not fit the table schema: {e}"))
+        }),
+    }
+}
+
+/// The table column indices a projection reads, in output order.
+pub fn projection_indices(schema: &Schema, projection: Option<&[usize]>) -> Vec<usize> {
+    match projection {
+        None => (0..schema.fields().len()).collect(),
+        Some(indices) => indices.to_vec(),
+    }
+}
+
+/// A batch of `columns` with `schema`, also for zero columns (`count(*)`).
+pub fn make_batch(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
+}
+
+/// The rows `0..total` that `subtask` of `parallelism` owns: a contiguous block,
+/// the blocks of all subtasks covering `0..total` exactly once.
+pub fn split_range(total: u64, subtask: usize, parallelism: usize) -> Range<u64> {
+    let p = parallelism.max(1) as u128;
+    let k = subtask as u128;
+    let total = total as u128;
+    // u128 so that `total * k` cannot overflow for any u64 total.
+    let start = total * k / p;
+    let end = total * (k + 1) / p;
+    start as u64..end as u64
+}
+
+/// Splits the row-kind column off an updating stream's batch: the data
+/// columns, and the kinds (`None` for an append-only batch).
+pub fn split_row_kinds(batch: &RecordBatch) -> Result<(RecordBatch, Option<Vec<RowKind>>)> {
+    let Some(index) = batch.schema().index_of(ROW_KIND_COLUMN).ok() else {
+        return Ok((batch.clone(), None));
+    };
+    let column = batch.column(index);
+    let codes = column.as_primitive_opt::<UInt8Type>().ok_or_else(|| {
+        Error::internal(format!("column '{ROW_KIND_COLUMN}' is {}, not UInt8", column.data_type()))
+    })?;
+    let kinds = codes
+        .iter()
+        .map(|code| {
+            code.and_then(RowKind::from_code)
+                .ok_or_else(|| Error::internal(format!("invalid row kind code {code:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut data = batch.clone();
+    data.remove_column(index);
+    Ok((data, Some(kinds)))
+}
+
+/// The batch's columns under `schema` (the sink table's names), cast where the
+/// types differ. Errors when the column count differs.
+pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(Error::internal(format!(
+            "sink received {} columns, the table has {}",
+            batch.num_columns(),
+            schema.fields().len()
+        )));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type()).map_err(Error::from)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // The sink's declared nullability is not enforced: the data is what the
+    // query produced, the names and types are what the table declares.
+    let relaxed = Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| f.as_ref().clone().with_nullable(f.is_nullable() || c.null_count() > 0))
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ));
+    make_batch(&relaxed, columns, batch.num_rows())
+}
+
+/// Parses a size such as `128MB`, `64 kb`, `1gb` or `1048576` (bytes), as Flink's `MemorySize`.
+pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
+    let text = value.trim().to_ascii_lowercase();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" | "bytes" => 1,
+        "k" | "kb" | "kibibytes" => 1 << 10,
+        "m" | "mb" | "mebibytes" => 1 << 20,
+        "g" | "gb" | "gibibytes" => 1 << 30,
+        "t" | "tb" | "tebibytes" => 1 << 40,
+        other => {
+            return Err(Error::Config(format!(
+                "option '{key}' = '{value}' has an unknown unit '{other}' (use b, kb, mb, gb or tb)"
+            )));
+        }
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| Error::Config(format!("option '{key}' = '{value}' is not a size such as '128mb'")))?;
+    number
+        .checked_mul(multiplier)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::Config(format!("option '{key}' = '{value}' is out of range")))
+}
+
+/// A positive integer option, with a default.
+pub fn positive_usize(options: &weir_engine::ConnectorOptions, key: &str, default: usize) -> Result<usize> {
+    match options.parse::<usize>(key)? {
+        Some(0) => Err(Error::Config(format!("option '{key}' must be greater than 0"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// True for the types a flat text format (CSV) can hold.
+pub fn is_flat_type(data_type: &DataType) -> bool {
+    !data_type.is_nested() && !matches!(data_type, DataType::Dictionary(..) | DataType::RunEndEncoded(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_range_covers_everything_once() {
+        for total in [0u64, 1, 7, 10, 1000] {
+            for p in 1..6 {
+                let ranges: Vec<_> = (0..p).map(|k| split_range(total, k, p)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[p - 1].end, total);
+                for w in ranges.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("k", "128MB").unwrap(), 128 << 20);
+        assert_eq!(parse_memory_size("k", "64 kb").unwrap(), 64 << 10);
+        assert_eq!(parse_memory_size("k", "1000").unwrap(), 1000);
+        assert!(parse_memory_size("k", "12 parsecs").unwrap_err().to_string().contains("'k'"));
+    }
+}
+
+/// Helpers for the connectors' unit tests.
+#[cfg(test)]
+pub mod test_support {
+    use std::sync::Arc;
+
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{Field, Schema};
+    use weir_engine::{ConnectorOptions, Source, SourcePoll, TableDescriptor, TaskInfo};
+
+    /// A table with `fields` and `options`.
+    pub fn table(fields: Vec<Field>, options: &[(&str, &str)]) -> TableDescriptor {
+        TableDescriptor {
+            name: "t".into(),
+            schema: Arc::new(Schema::new(fields)),
+            options: ConnectorOptions::new(options.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        }
+    }
+
+    /// Subtask `subtask` of `parallelism`.
+    pub fn task(subtask: usize, parallelism: usize) -> TaskInfo {
+        TaskInfo {
+            subtask,
+            parallelism,
+            ..TaskInfo::single("test")
+        }
+    }
+
+    /// Polls a bounded source to the end (an `Idle` is waited out briefly).
+    pub async fn drain(mut source: Box<dyn Source>) -> weir_engine::Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        loop {
+            match source.poll_batch().await? {
+                SourcePoll::Batch(b) => batches.push(b),
+                SourcePoll::Idle(d) => tokio::time::sleep(d).await,
+                SourcePoll::Finished => return Ok(batches),
+            }
+        }
+    }
+
+    /// The rows of `batches` as strings.
+    pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+        batches.iter().flat_map(weir_engine::testing::format_rows).collect()
+    }
+}

@@ -1,0 +1,235 @@
+//! The connector interface: [`Source`]s and [`Sink`]s, created per subtask by
+//! a [`Connector`] that the SQL layer finds by name in a [`ConnectorRegistry`].
+//! The engine knows no concrete connector; `weir-connectors` implements them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::message::CheckpointId;
+use crate::operator::TaskInfo;
+
+/// A table's `WITH (…)` options, keys as written (case-sensitive, like Flink).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorOptions(BTreeMap<String, String>);
+
+impl ConnectorOptions {
+    /// Options from key/value pairs.
+    pub fn new(options: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(options.into_iter().collect())
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// The value of `key`, or an error naming it.
+    pub fn require(&self, key: &str) -> Result<&str> {
+        self.get(key)
+            .ok_or_else(|| Error::Config(format!("missing required option '{key}'")))
+    }
+
+    /// The value of `key` parsed, with an error naming the key and value.
+    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        self.get(key)
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|e| {
+                    Error::Config(format!("option '{key}' = '{v}' is invalid: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A boolean option (`true`/`false`, case-insensitive).
+    pub fn parse_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(Error::Config(format!("option '{key}' = '{v}' must be 'true' or 'false'"))),
+            })
+            .transpose()
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Every key and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Rejects keys that `allowed` does not accept, suggesting the closest allowed key.
+    pub fn check_keys(&self, connector: &str, allowed: &[&str], allowed_prefix: impl Fn(&str) -> bool) -> Result<()> {
+        for key in self.keys() {
+            if key == "connector" || allowed.contains(&key) || allowed_prefix(key) {
+                continue;
+            }
+            let suggestion = crate::suggest::closest(key, allowed.iter().copied())
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            return Err(Error::Config(format!(
+                "unknown option '{key}' for connector '{connector}'{suggestion}; valid options: {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A table as connectors see it: name, physical columns and options.
+#[derive(Debug, Clone)]
+pub struct TableDescriptor {
+    /// The table's name.
+    pub name: String,
+    /// The columns the connector reads or writes (computed columns excluded).
+    pub schema: SchemaRef,
+    /// The `WITH (…)` options.
+    pub options: ConnectorOptions,
+}
+
+/// What a [`Source`] has for the runtime.
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// A batch of rows.
+    Batch(RecordBatch),
+    /// Nothing now; poll again after about this long (rate limits, no new data).
+    Idle(Duration),
+    /// A bounded source is exhausted.
+    Finished,
+}
+
+/// One subtask of a source. The runtime polls it; between polls it is at a
+/// consistent position, which is where checkpoints record it.
+#[async_trait]
+pub trait Source: Send {
+    /// The next batch. Must not wait long: return [`SourcePoll::Idle`] instead.
+    async fn poll_batch(&mut self) -> Result<SourcePoll>;
+
+    /// The source's position, to store in a checkpoint (none by default).
+    fn snapshot_position(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Rewinds to a position taken by [`Source::snapshot_position`].
+    fn restore_position(&mut self, _position: &[u8]) -> Result<()> {
+        Err(Error::Config("this source cannot be restored from a checkpoint".into()))
+    }
+}
+
+/// One subtask of a sink.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes a batch.
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()>;
+
+    /// A checkpoint barrier passed: make what was written so far durable but
+    /// not yet visible (two-phase commit, phase one).
+    async fn pre_commit(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// The checkpoint completed everywhere: make its writes visible.
+    async fn commit(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// The input ended: flush and make everything visible.
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// A kind of connector (`'connector' = 'name'`): validates options and
+/// creates sources and sinks.
+pub trait Connector: fmt::Debug + Send + Sync {
+    /// The name used in `'connector' = '…'`.
+    fn name(&self) -> &str;
+
+    /// The schema the connector defines for a table, if it defines one (e.g.
+    /// the Nexmark tables); `None` when the DDL must declare columns.
+    fn defined_schema(&self, _options: &ConnectorOptions) -> Result<Option<SchemaRef>> {
+        Ok(None)
+    }
+
+    /// Checks a source table's options; an error names the bad option.
+    fn validate_source(&self, _table: &TableDescriptor) -> Result<()> {
+        Err(Error::Config(format!("connector '{}' cannot be read from", self.name())))
+    }
+
+    /// Checks a sink table's options.
+    fn validate_sink(&self, _table: &TableDescriptor) -> Result<()> {
+        Err(Error::Config(format!("connector '{}' cannot be written to", self.name())))
+    }
+
+    /// True when the table's source ends by itself.
+    fn is_bounded(&self, _table: &TableDescriptor) -> bool {
+        false
+    }
+
+    /// Creates one subtask of a source producing the `projection` of the table's columns.
+    fn create_source(
+        &self,
+        _table: &TableDescriptor,
+        _projection: Option<&[usize]>,
+        _task: &TaskInfo,
+    ) -> Result<Box<dyn Source>> {
+        Err(Error::Config(format!("connector '{}' cannot be read from", self.name())))
+    }
+
+    /// Creates one subtask of a sink.
+    fn create_sink(&self, _table: &TableDescriptor, _task: &TaskInfo) -> Result<Box<dyn Sink>> {
+        Err(Error::Config(format!("connector '{}' cannot be written to", self.name())))
+    }
+}
+
+/// Connectors by name.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorRegistry {
+    connectors: HashMap<String, Arc<dyn Connector>>,
+}
+
+impl ConnectorRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a connector.
+    pub fn register(&mut self, connector: Arc<dyn Connector>) {
+        self.connectors.insert(connector.name().to_string(), connector);
+    }
+
+    /// The connector called `name`, or an error with a suggestion.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Connector>> {
+        if let Some(c) = self.connectors.get(name) {
+            return Ok(Arc::clone(c));
+        }
+        let mut names: Vec<&str> = self.connectors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let suggestion = crate::suggest::closest(name, names.iter().copied())
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        Err(Error::Config(format!(
+            "unknown connector '{name}'{suggestion}; available: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// Names of the registered connectors.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.connectors.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

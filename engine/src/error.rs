@@ -1,0 +1,102 @@
+//! The engine's error type. Every variant says who is at fault, so callers
+//! can tell a user's mistake from an outage or a bug in Weir.
+
+use arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who is at fault for an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// Bad configuration, bad SQL or bad input records: the user can fix it.
+    User,
+    /// Something outside Weir failed (disk, network, broker); a retry may help.
+    External,
+    /// A bug in Weir.
+    Internal,
+}
+
+/// Errors raised by the dataflow runtime and its operators.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid configuration or options given by the user.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A record or batch that cannot be processed as the user declared it.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// An external system (file system, network, broker) failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What Weir was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A connector reported an external failure.
+    #[error("connector '{connector}': {message}")]
+    Connector {
+        /// The connector's name.
+        connector: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Arrow compute failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    /// A DataFusion expression or accumulator failed.
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    /// An operator failed; wraps the error with the operator and subtask.
+    #[error("operator '{operator}' (subtask {subtask}): {source}")]
+    Operator {
+        /// The operator's display name.
+        operator: String,
+        /// The subtask index.
+        subtask: usize,
+        /// The underlying error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The job was cancelled.
+    #[error("job cancelled")]
+    Cancelled,
+    /// A bug in Weir: an invariant did not hold.
+    #[error("internal error (this is a bug in Weir, please report it): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who is at fault.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            Error::Config(_) | Error::BadInput(_) => ErrorDomain::User,
+            Error::Io { .. } | Error::Connector { .. } | Error::Cancelled => ErrorDomain::External,
+            Error::Arrow(_) | Error::Internal(_) => ErrorDomain::Internal,
+            Error::DataFusion(e) => match e {
+                DataFusionError::Plan(_) | DataFusionError::SQL(..) => ErrorDomain::User,
+                DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+                    ErrorDomain::External
+                }
+                _ => ErrorDomain::Internal,
+            },
+            Error::Operator { source, .. } => source.domain(),
+        }
+    }
+
+    /// Wraps an I/O error with what Weir was doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an internal error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+}

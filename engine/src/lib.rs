@@ -1,0 +1,36 @@
+//! `weir-engine`: Weir's dataflow runtime.
+//!
+//! A job is a [`LogicalGraph`] of operators (built by `weir-sql` from a query,
+//! or by hand through this API), turned into a [`PhysicalGraph`] (parallelism
+//! resolved, forward edges chained) and deployed by the [`LocalRuntime`] as
+//! one task per subtask. [`Message`]s flow along bounded channels: record
+//! batches, watermarks, checkpoint barriers, end of stream.
+//!
+//! ```text
+//!   Source ─> WatermarkGenerator ─> Projection ──Hash(key)──> WindowAggregate ─> Sink
+//!   └────────── one chained task ──────────────┘             └── one task ──────────┘
+//! ```
+//!
+//! The engine knows nothing of SQL or of concrete connectors: it defines the
+//! [`Connector`], [`Source`] and [`Sink`] traits and the operators; the
+//! `weir-sql` and `weir-connectors` crates build on them.
+
+pub mod clock;
+pub mod connector;
+pub mod error;
+pub mod graph;
+pub mod message;
+pub mod metrics;
+pub mod operator;
+pub mod partition;
+pub mod runtime;
+pub mod suggest;
+pub mod testing;
+pub mod time;
+
+pub use connector::{Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor};
+pub use error::{Error, ErrorDomain, Result};
+pub use graph::{EdgeKind, LogicalGraph, PhysicalGraph};
+pub use message::{CheckpointBarrier, CheckpointId, Message, RowKind, Watermark};
+pub use operator::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+pub use runtime::{JobHandle, LocalRuntime, RuntimeConfig};

@@ -1,0 +1,198 @@
+//! The [`Operator`] trait and the operators of the dataflow core.
+//!
+//! An operator is created per subtask by an [`OperatorFactory`] (the node of
+//! the graph) and driven by the runtime: batches go to
+//! [`Operator::process_batch`], watermarks to [`Operator::handle_watermark`],
+//! barriers to [`Operator::handle_checkpoint`], and the end of input to
+//! [`Operator::on_close`]. Output goes into a [`Collector`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
+use crate::metrics::TaskMetrics;
+use crate::partition::{KeyGroup, key_group_range};
+
+mod filter;
+mod group_aggregate;
+mod grouped_state;
+mod projection;
+mod session_window_aggregate;
+mod sink;
+mod watermark_generator;
+mod window_aggregate;
+mod window_assigner;
+
+pub use filter::FilterOperator;
+pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
+pub use grouped_state::{AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState};
+pub use projection::ProjectionOperator;
+pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
+pub use sink::{ChannelSinkNode, SinkNode, SinkOperator};
+pub use watermark_generator::WatermarkGeneratorOperator;
+pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
+pub use window_assigner::{WindowAssignerOperator, WindowKind};
+
+/// Where a subtask runs in its job.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    /// The job's name.
+    pub job: String,
+    /// The operator's (or chain's) display name.
+    pub operator: String,
+    /// This subtask's index, `0..parallelism`.
+    pub subtask: usize,
+    /// The operator's parallelism.
+    pub parallelism: usize,
+    /// The job's number of key groups.
+    pub max_key_groups: u32,
+}
+
+impl TaskInfo {
+    /// A task info for tests and single-subtask use.
+    pub fn single(operator: impl Into<String>) -> Self {
+        TaskInfo {
+            job: "test".into(),
+            operator: operator.into(),
+            subtask: 0,
+            parallelism: 1,
+            max_key_groups: crate::partition::DEFAULT_MAX_KEY_GROUPS,
+        }
+    }
+
+    /// The key groups whose keyed state this subtask owns.
+    pub fn key_groups(&self) -> std::ops::Range<KeyGroup> {
+        key_group_range(self.subtask, self.max_key_groups, self.parallelism)
+    }
+}
+
+/// What an operator sees of its subtask: identity, counters, time.
+#[derive(Debug, Clone)]
+pub struct OperatorContext {
+    /// Identity of the subtask.
+    pub task: TaskInfo,
+    /// The subtask's counters.
+    pub metrics: Arc<TaskMetrics>,
+    /// Processing time.
+    pub clock: Arc<dyn Clock>,
+    /// The last watermark this operator received.
+    pub current_watermark: Watermark,
+}
+
+impl OperatorContext {
+    /// A context for tests.
+    pub fn for_test(operator: &str) -> Self {
+        OperatorContext {
+            task: TaskInfo::single(operator),
+            metrics: Arc::new(TaskMetrics::default()),
+            clock: crate::clock::system_clock(),
+            current_watermark: Watermark::MIN,
+        }
+    }
+}
+
+/// Buffers what an operator emits until the runtime passes it on.
+#[derive(Debug, Default)]
+pub struct Collector {
+    messages: Vec<Message>,
+}
+
+impl Collector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Emits a batch (empty batches are dropped).
+    pub fn collect(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.messages.push(Message::Data(batch));
+        }
+    }
+
+    /// Emits a watermark after the batches emitted so far.
+    pub fn emit_watermark(&mut self, watermark: Watermark) {
+        self.messages.push(Message::Watermark(watermark));
+    }
+
+    /// Takes what was emitted.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
+        self.messages.drain(..)
+    }
+
+    /// True when nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// A streaming operator. One instance runs per subtask.
+#[async_trait]
+pub trait Operator: Send {
+    /// Called once before the first message.
+    async fn on_start(&mut self, _ctx: &mut OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes one batch of input.
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()>;
+
+    /// Event time advanced to `watermark` (already combined across inputs).
+    /// Emit what the watermark completes; return the watermark to forward,
+    /// or `None` to hold it back.
+    async fn handle_watermark(
+        &mut self,
+        watermark: Watermark,
+        _ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        Ok(Some(watermark))
+    }
+
+    /// A checkpoint barrier arrived on every input: snapshot state now.
+    async fn handle_checkpoint(
+        &mut self,
+        _barrier: &CheckpointBarrier,
+        _ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The checkpoint `_checkpoint` completed everywhere: commit side effects.
+    async fn handle_commit(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every input ended: flush what is left.
+    async fn on_close(&mut self, _ctx: &mut OperatorContext, _out: &mut Collector) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A node of the graph that creates one [`Operator`] per subtask.
+///
+/// `Display` gives the one-line description that `EXPLAIN` prints.
+pub trait OperatorFactory: fmt::Display + fmt::Debug + Send + Sync {
+    /// A short name: `Filter`, `WindowAggregate`, …
+    fn name(&self) -> &str;
+    /// The schema of the batches the operator emits.
+    fn output_schema(&self) -> SchemaRef;
+    /// Creates the operator for one subtask.
+    fn create(&self, task: &TaskInfo) -> Result<Box<dyn Operator>>;
+}

@@ -1,0 +1,282 @@
+//! Session window aggregation.
+//!
+//! Every row arrives as its own window `[ts, ts + gap)` (see
+//! [`WindowAssignerOperator`](super::WindowAssignerOperator)). Per key, the
+//! operator merges windows that overlap into sessions, merging their
+//! accumulator states, and emits a session when the watermark passes its end.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use async_trait::async_trait;
+
+use super::grouped_state::{AggregateSpec, AggregateSpecRef, SingleGroupState};
+use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use crate::error::{Error, Result};
+use crate::message::Watermark;
+use crate::time::{from_epoch_millis, to_epoch_millis};
+
+struct Session {
+    start: i64,
+    end: i64,
+    state: SingleGroupState,
+}
+
+/// Aggregates per key and session.
+pub struct SessionWindowAggregateOperator {
+    spec: AggregateSpecRef,
+    single: AggregateSpec,
+    start_group: usize,
+    end_group: usize,
+    gap_ms: i64,
+    key_groups: Vec<usize>,
+    converter: RowConverter,
+    sessions: HashMap<OwnedRow, Vec<Session>>,
+    watermark: Watermark,
+}
+
+impl fmt::Debug for SessionWindowAggregateOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionWindowAggregateOperator")
+            .field("keys", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl SessionWindowAggregateOperator {
+    /// `start_group`/`end_group` are the group expressions holding the
+    /// window start and end; the other group expressions are the session key.
+    pub fn new(spec: AggregateSpecRef, start_group: usize, end_group: usize, gap_ms: i64) -> Result<Self> {
+        let key_groups: Vec<usize> = (0..spec.group_exprs.len())
+            .filter(|&i| i != start_group && i != end_group)
+            .collect();
+        let fields = key_groups
+            .iter()
+            .map(|&i| SortField::new(spec.group_schema.field(i).data_type().clone()))
+            .collect();
+        Ok(Self {
+            converter: RowConverter::new(fields)?,
+            single: spec.single_group(),
+            spec,
+            start_group,
+            end_group,
+            gap_ms,
+            key_groups,
+            sessions: HashMap::new(),
+            watermark: Watermark::MIN,
+        })
+    }
+
+    fn add_session(&mut self, key: OwnedRow, mut new: Session) -> Result<()> {
+        let sessions = self.sessions.entry(key).or_default();
+        let mut i = 0;
+        while i < sessions.len() {
+            let s = &sessions[i];
+            if s.start < new.end && new.start < s.end {
+                let old = sessions.swap_remove(i);
+                new.start = new.start.min(old.start);
+                new.end = new.end.max(old.end);
+                new.state.merge(old.state)?;
+            } else {
+                i += 1;
+            }
+        }
+        sessions.push(new);
+        Ok(())
+    }
+
+    fn fire_until(&mut self, watermark: Watermark, out: &mut Collector) -> Result<()> {
+        let bound = watermark.0.saturating_add(1);
+        let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
+        self.sessions.retain(|key, sessions| {
+            let mut i = 0;
+            while i < sessions.len() {
+                if sessions[i].end <= bound {
+                    fired.push((key.clone(), sessions.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+            !sessions.is_empty()
+        });
+        if fired.is_empty() {
+            return Ok(());
+        }
+        fired.sort_by_key(|(_, s)| s.start);
+        let schema = &self.spec.output_schema;
+        let keys = self
+            .converter
+            .convert_rows(fired.iter().map(|(k, _)| k.row()))?;
+        let starts = Int64Array::from_iter_values(fired.iter().map(|(_, s)| s.start));
+        let ends = Int64Array::from_iter_values(fired.iter().map(|(_, s)| s.end));
+        let mut aggregates: Vec<RecordBatch> = Vec::with_capacity(fired.len());
+        for (_, session) in &mut fired {
+            aggregates.push(session.state.emit()?);
+        }
+        let agg_schema = aggregates
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| Error::internal("no session aggregates"))?;
+        let aggregates = concat_batches(&agg_schema, &aggregates)?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        let mut key_columns = keys.into_iter();
+        for g in 0..self.spec.group_exprs.len() {
+            let field = schema.field(g);
+            if g == self.start_group {
+                columns.push(from_epoch_millis(starts.clone(), field.data_type())?);
+            } else if g == self.end_group {
+                columns.push(from_epoch_millis(ends.clone(), field.data_type())?);
+            } else {
+                columns.push(
+                    key_columns
+                        .next()
+                        .ok_or_else(|| Error::internal("session key column missing"))?,
+                );
+            }
+        }
+        columns.extend(aggregates.columns().iter().cloned());
+        out.collect(RecordBatch::try_new(Arc::clone(schema), columns)?);
+        Ok(())
+    }
+}
+
+impl fmt::Display for SessionWindowAggregateOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionWindowAggregate: gap={}ms, {}", self.gap_ms, self.spec)
+    }
+}
+
+/// Creates [`SessionWindowAggregateOperator`]s.
+#[derive(Debug, Clone)]
+pub struct SessionWindowAggregateFactory {
+    spec: AggregateSpecRef,
+    start_group: usize,
+    end_group: usize,
+    gap_ms: i64,
+}
+
+impl SessionWindowAggregateFactory {
+    /// See [`SessionWindowAggregateOperator::new`].
+    pub fn new(spec: AggregateSpecRef, start_group: usize, end_group: usize, gap_ms: i64) -> Self {
+        Self {
+            spec,
+            start_group,
+            end_group,
+            gap_ms,
+        }
+    }
+}
+
+impl fmt::Display for SessionWindowAggregateFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionWindowAggregate: gap={}ms, {}", self.gap_ms, self.spec)
+    }
+}
+
+impl OperatorFactory for SessionWindowAggregateFactory {
+    fn name(&self) -> &str {
+        "SessionWindowAggregate"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.spec.output_schema)
+    }
+    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(SessionWindowAggregateOperator::new(
+            Arc::clone(&self.spec),
+            self.start_group,
+            self.end_group,
+            self.gap_ms,
+        )?))
+    }
+}
+
+#[async_trait]
+impl Operator for SessionWindowAggregateOperator {
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        let input = self.spec.evaluate(&batch)?;
+        let ts = to_epoch_millis(&input.keys[self.start_group])?;
+        let key_cols: Vec<ArrayRef> = self.key_groups.iter().map(|&i| Arc::clone(&input.keys[i])).collect();
+        let rows = self.converter.convert_columns(&key_cols)?;
+        let late_bound = self.watermark.0.saturating_add(1);
+        // Rows per key, in event-time order.
+        let mut by_key: HashMap<OwnedRow, Vec<(i64, u32)>> = HashMap::new();
+        let mut late = 0;
+        for (i, t) in ts.iter().enumerate() {
+            match t {
+                Some(t) if t + self.gap_ms > late_bound => {
+                    by_key.entry(rows.row(i).owned()).or_default().push((t, i as u32))
+                }
+                _ => late += 1,
+            }
+        }
+        ctx.metrics.add_late(late);
+        for (key, mut rows) in by_key {
+            rows.sort_unstable();
+            // Consecutive rows closer than the gap form one run, aggregated at once.
+            let mut run_start = 0;
+            for i in 1..=rows.len() {
+                let split = i == rows.len() || rows[i].0 >= rows[i - 1].0 + self.gap_ms;
+                if !split {
+                    continue;
+                }
+                let run = &rows[run_start..i];
+                let indices = UInt32Array::from_iter_values(run.iter().map(|(_, r)| *r));
+                let mut state = self.single.new_single_state()?;
+                state.update(&input.take(&indices)?)?;
+                let session = Session {
+                    start: run[0].0,
+                    end: run[run.len() - 1].0 + self.gap_ms,
+                    state,
+                };
+                self.add_session(key.clone(), session)?;
+                run_start = i;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_watermark(
+        &mut self,
+        watermark: Watermark,
+        _ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            self.fire_until(watermark, out)?;
+        }
+        Ok(Some(watermark))
+    }
+
+    async fn on_close(&mut self, _ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
+        self.fire_until(Watermark::MAX, out)
+    }
+}
+
+impl AggregateSpec {
+    /// The same aggregates without group keys: the state of one session.
+    pub fn single_group(&self) -> AggregateSpec {
+        let aggs = self.output_schema.fields().len() - self.group_exprs.len();
+        let fields: Vec<_> = self.output_schema.fields().iter().skip(self.group_exprs.len()).cloned().collect();
+        debug_assert_eq!(fields.len(), aggs);
+        AggregateSpec {
+            group_exprs: Vec::new(),
+            group_schema: Arc::new(arrow::datatypes::Schema::empty()),
+            aggregates: self.aggregates.clone(),
+            filters: self.filters.clone(),
+            output_schema: Arc::new(arrow::datatypes::Schema::new(fields)),
+            input_schema: Arc::clone(&self.input_schema),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator at the end of every pipeline: hands batches to a [`Sink`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+
+use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use crate::connector::{Connector, Sink, TableDescriptor};
+use crate::error::Result;
+use crate::message::{CheckpointBarrier, CheckpointId};
+
+/// Writes every batch to a sink; emits nothing.
+pub struct SinkOperator {
+    sink: Box<dyn Sink>,
+}
+
+impl SinkOperator {
+    /// Wraps a sink.
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        Self { sink }
+    }
+}
+
+#[async_trait]
+impl Operator for SinkOperator {
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        let rows = batch.num_rows();
+        self.sink.write_batch(batch).await?;
+        ctx.metrics.add_out(rows);
+        Ok(())
+    }
+
+    async fn handle_checkpoint(
+        &mut self,
+        barrier: &CheckpointBarrier,
+        _ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        self.sink.pre_commit(barrier.id).await
+    }
+
+    async fn handle_commit(&mut self, checkpoint: CheckpointId, _ctx: &mut OperatorContext) -> Result<()> {
+        self.sink.commit(checkpoint).await
+    }
+
+    async fn on_close(&mut self, _ctx: &mut OperatorContext, _out: &mut Collector) -> Result<()> {
+        self.sink.finish().await
+    }
+}
+
+/// A sink table in the graph: creates a [`SinkOperator`] per subtask.
+#[derive(Debug, Clone)]
+pub struct SinkNode {
+    connector: Arc<dyn Connector>,
+    table: TableDescriptor,
+}
+
+impl SinkNode {
+    /// A node writing to `table` through `connector`.
+    pub fn new(connector: Arc<dyn Connector>, table: TableDescriptor) -> Self {
+        Self { connector, table }
+    }
+
+    /// The table written to.
+    pub fn table(&self) -> &TableDescriptor {
+        &self.table
+    }
+}
+
+impl fmt::Display for SinkNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sink: {} ({})", self.table.name, self.connector.name())
+    }
+}
+
+impl OperatorFactory for SinkNode {
+    fn name(&self) -> &str {
+        "Sink"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::new(Schema::empty())
+    }
+    fn create(&self, task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(SinkOperator::new(self.connector.create_sink(&self.table, task)?)))
+    }
+}
+
+/// A sink that hands every batch to a channel: how a bare `SELECT` returns
+/// rows to the caller (the console, the SQL shell, tests).
+#[derive(Debug, Clone)]
+pub struct ChannelSinkNode {
+    sender: tokio::sync::mpsc::Sender<RecordBatch>,
+    label: String,
+}
+
+impl ChannelSinkNode {
+    /// Batches go to `sender`; all subtasks share it.
+    pub fn new(sender: tokio::sync::mpsc::Sender<RecordBatch>, label: impl Into<String>) -> Self {
+        Self {
+            sender,
+            label: label.into(),
+        }
+    }
+}
+
+impl fmt::Display for ChannelSinkNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sink: {}", self.label)
+    }
+}
+
+struct ChannelSink {
+    sender: tokio::sync::mpsc::Sender<RecordBatch>,
+}
+
+#[async_trait]
+impl Sink for ChannelSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        self.sender.send(batch).await.map_err(|_| crate::error::Error::Cancelled)
+    }
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl OperatorFactory for ChannelSinkNode {
+    fn name(&self) -> &str {
+        "Sink"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::new(Schema::empty())
+    }
+    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(SinkOperator::new(Box::new(ChannelSink {
+            sender: self.sender.clone(),
+        }))))
+    }
+}

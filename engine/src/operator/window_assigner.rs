@@ -1,0 +1,211 @@
+//! Window assignment: the `TUMBLE`, `HOP` and `SESSION` table functions.
+//!
+//! Appends `window_start` and `window_end` to every row. A hopping window of
+//! size `n × slide` repeats each row `n` times, once per window it falls in.
+//! For sessions each row gets its own `[ts, ts + gap)` window; the session
+//! aggregate merges overlapping ones.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+
+use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use crate::error::{Error, Result};
+use crate::time::{from_epoch_millis, to_epoch_millis};
+
+/// The kind of event-time window, with its sizes in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumble {
+        /// Window length.
+        size_ms: i64,
+    },
+    /// Fixed windows of `size_ms` starting every `slide_ms`.
+    Hop {
+        /// Distance between window starts.
+        slide_ms: i64,
+        /// Window length.
+        size_ms: i64,
+    },
+    /// Windows per key that close after `gap_ms` without events.
+    Session {
+        /// Inactivity gap.
+        gap_ms: i64,
+    },
+}
+
+impl WindowKind {
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            WindowKind::Tumble { size_ms } => size_ms > 0,
+            WindowKind::Hop { slide_ms, size_ms } => slide_ms > 0 && size_ms > 0,
+            WindowKind::Session { gap_ms } => gap_ms > 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config(format!("window sizes must be positive: {self}")))
+        }
+    }
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowKind::Tumble { size_ms } => write!(f, "TUMBLE(size={size_ms}ms)"),
+            WindowKind::Hop { slide_ms, size_ms } => {
+                write!(f, "HOP(slide={slide_ms}ms, size={size_ms}ms)")
+            }
+            WindowKind::Session { gap_ms } => write!(f, "SESSION(gap={gap_ms}ms)"),
+        }
+    }
+}
+
+/// Appends `window_start` and `window_end` computed from a time column.
+#[derive(Debug, Clone)]
+pub struct WindowAssignerOperator {
+    kind: WindowKind,
+    time_column: usize,
+    schema: SchemaRef,
+}
+
+impl WindowAssignerOperator {
+    /// `schema` is the input schema plus the two window columns (of the time
+    /// column's type) at the end.
+    pub fn new(kind: WindowKind, time_column: usize, schema: SchemaRef) -> Result<Self> {
+        kind.validate()?;
+        Ok(Self {
+            kind,
+            time_column,
+            schema,
+        })
+    }
+
+    fn with_window(&self, batch: &RecordBatch, starts: Int64Array, size_ms: i64) -> Result<RecordBatch> {
+        let window_type = self.schema.field(self.schema.fields().len() - 1).data_type();
+        let ends: Int64Array = starts.unary(|s| s.saturating_add(size_ms));
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(from_epoch_millis(starts, window_type)?);
+        columns.push(from_epoch_millis(ends, window_type)?);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+impl fmt::Display for WindowAssignerOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self.schema.field(self.time_column).name();
+        write!(f, "WindowAssigner: {} on {time}", self.kind)
+    }
+}
+
+impl OperatorFactory for WindowAssignerOperator {
+    fn name(&self) -> &str {
+        "WindowAssigner"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl Operator for WindowAssignerOperator {
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let mut ts = to_epoch_millis(batch.column(self.time_column))?;
+        let batch = if ts.null_count() > 0 {
+            // A row without event time belongs to no window.
+            let valid = BooleanArray::from(ts.iter().map(|v| Some(v.is_some())).collect::<Vec<_>>());
+            let kept = filter_record_batch(&batch, &valid)?;
+            ts = to_epoch_millis(kept.column(self.time_column))?;
+            kept
+        } else {
+            batch
+        };
+        match self.kind {
+            WindowKind::Tumble { size_ms } => {
+                let starts = ts.unary(|t| t - t.rem_euclid(size_ms));
+                out.collect(self.with_window(&batch, starts, size_ms)?);
+            }
+            WindowKind::Hop { slide_ms, size_ms } => {
+                let copies = (size_ms + slide_ms - 1) / slide_ms;
+                for k in 0..copies {
+                    let starts = ts.unary(|t| t - t.rem_euclid(slide_ms) - k * slide_ms);
+                    let inside: BooleanArray = ts
+                        .values()
+                        .iter()
+                        .zip(starts.values().iter())
+                        .map(|(t, s)| Some(*t < s + size_ms))
+                        .collect();
+                    let with = self.with_window(&batch, starts, size_ms)?;
+                    out.collect(filter_record_batch(&with, &inside)?);
+                }
+            }
+            WindowKind::Session { gap_ms } => {
+                out.collect(self.with_window(&batch, ts, gap_ms)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::OperatorHarness;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> (SchemaRef, SchemaRef) {
+        let input = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, false)]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("ts", DataType::Int64, false),
+            Field::new("window_start", DataType::Int64, false),
+            Field::new("window_end", DataType::Int64, false),
+        ]));
+        (input, output)
+    }
+
+    async fn assign(kind: WindowKind, ts: Vec<i64>) -> Vec<String> {
+        let (input, output) = schema();
+        let op = WindowAssignerOperator::new(kind, 0, output).unwrap();
+        let mut h = OperatorHarness::new(Box::new(op));
+        let batch = RecordBatch::try_new(input, vec![Arc::new(Int64Array::from(ts))]).unwrap();
+        h.process(batch).await.unwrap();
+        let mut rows = h.rows_as_strings();
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn tumble_assigns_one_window() {
+        let rows = assign(WindowKind::Tumble { size_ms: 10 }, vec![0, 9, 10, -1]).await;
+        assert_eq!(rows, vec!["-1,-10,0", "0,0,10", "10,10,20", "9,0,10"]);
+    }
+
+    #[tokio::test]
+    async fn hop_assigns_every_covering_window() {
+        let rows = assign(WindowKind::Hop { slide_ms: 5, size_ms: 10 }, vec![7]).await;
+        assert_eq!(rows, vec!["7,0,10", "7,5,15"]);
+        let rows = assign(WindowKind::Hop { slide_ms: 4, size_ms: 10 }, vec![9]).await;
+        assert_eq!(rows, vec!["9,0,10", "9,4,14", "9,8,18"]);
+    }
+
+    #[test]
+    fn rejects_non_positive_sizes() {
+        let (_, output) = schema();
+        assert!(WindowAssignerOperator::new(WindowKind::Tumble { size_ms: 0 }, 0, output).is_err());
+    }
+}

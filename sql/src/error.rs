@@ -1,0 +1,197 @@
+//! The SQL layer's errors. Each says where in the statement the problem is
+//! when that is known, and what the user can do about it.
+
+use std::fmt;
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the SQL layer.
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+/// A 1-based line and column in the statement text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// Errors from parsing, planning and lowering SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The text is not valid SQL.
+    #[error("SQL parse error{}: {message}", at(.position))]
+    Parse {
+        /// What is wrong.
+        message: String,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// Valid SQL that cannot be planned: unknown table or column, type errors…
+    #[error("planning error{}: {message}", at(.position))]
+    Plan {
+        /// What is wrong, with a suggestion where one is close.
+        message: String,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// A construct Weir does not run on streams.
+    #[error("not supported in streaming{}: {message}", at(.position))]
+    Unsupported {
+        /// What is not supported and what to do instead.
+        message: String,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// A table's options or a `SET` value are invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The engine rejected the job.
+    #[error(transparent)]
+    Engine(#[from] weir_engine::Error),
+    /// A bug in Weir.
+    #[error("internal error (this is a bug in Weir, please report it): {0}")]
+    Internal(String),
+}
+
+fn at(position: &Option<Position>) -> String {
+    position.map(|p| format!(" at {p}")).unwrap_or_default()
+}
+
+impl SqlError {
+    /// A planning error without position.
+    pub fn plan(message: impl Into<String>) -> Self {
+        SqlError::Plan {
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// An unsupported-construct error without position.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        SqlError::Unsupported {
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// Who is at fault.
+    pub fn domain(&self) -> weir_engine::ErrorDomain {
+        match self {
+            SqlError::Engine(e) => e.domain(),
+            SqlError::Internal(_) => weir_engine::ErrorDomain::Internal,
+            _ => weir_engine::ErrorDomain::User,
+        }
+    }
+
+    /// The position, if the error has one.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            SqlError::Parse { position, .. }
+            | SqlError::Plan { position, .. }
+            | SqlError::Unsupported { position, .. } => *position,
+            _ => None,
+        }
+    }
+
+    /// Shifts the position by where the statement starts in its script.
+    pub fn offset_by(mut self, line_offset: u64, first_line_column_offset: u64) -> Self {
+        if let SqlError::Parse { position, .. }
+        | SqlError::Plan { position, .. }
+        | SqlError::Unsupported { position, .. } = &mut self
+        {
+            if let Some(p) = position {
+                if p.line == 1 {
+                    p.column += first_line_column_offset;
+                }
+                p.line += line_offset;
+            }
+        }
+        self
+    }
+}
+
+/// Parses sqlparser's "at Line: L, Column: C" suffix.
+fn parser_position(message: &str) -> (String, Option<Position>) {
+    if let Some(idx) = message.rfind(" at Line: ") {
+        let tail = &message[idx + " at Line: ".len()..];
+        let mut parts = tail.split(", Column: ");
+        let line = parts.next().and_then(|l| l.trim().parse().ok());
+        let column = parts.next().and_then(|c| c.trim().parse().ok());
+        if let (Some(line), Some(column)) = (line, column) {
+            return (message[..idx].to_string(), Some(Position { line, column }));
+        }
+    }
+    (message.to_string(), None)
+}
+
+impl From<datafusion::sql::sqlparser::parser::ParserError> for SqlError {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        let text = match e {
+            datafusion::sql::sqlparser::parser::ParserError::ParserError(m)
+            | datafusion::sql::sqlparser::parser::ParserError::TokenizerError(m) => m,
+            other => other.to_string(),
+        };
+        let (message, position) = parser_position(&text);
+        SqlError::Parse { message, position }
+    }
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        let position = e.diagnostic().and_then(|d| d.span).map(|s| Position {
+            line: s.start.line,
+            column: s.start.column,
+        });
+        let root = e.find_root();
+        match root {
+            DataFusionError::SQL(parse, _) => {
+                let mut err = SqlError::from(parse.as_ref().clone());
+                if let SqlError::Parse { position: p, .. } = &mut err {
+                    *p = p.or(position);
+                }
+                err
+            }
+            DataFusionError::External(inner) => SqlError::Plan {
+                message: inner.to_string(),
+                position,
+            },
+            DataFusionError::Internal(m) => SqlError::Internal(m.clone()),
+            other => SqlError::Plan {
+                message: strip_prefix(&other.strip_backtrace()),
+                position,
+            },
+        }
+    }
+}
+
+/// DataFusion prefixes messages with its error kind; users need the message.
+fn strip_prefix(message: &str) -> String {
+    const PREFIXES: [&str; 5] = [
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Execution error: ",
+        "Optimizer rule ",
+    ];
+    let mut m = message.trim();
+    for p in PREFIXES.iter().take(4) {
+        if let Some(rest) = m.strip_prefix(p) {
+            m = rest;
+        }
+    }
+    m.to_string()
+}
+
+impl From<arrow::error::ArrowError> for SqlError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        SqlError::Internal(e.to_string())
+    }
+}

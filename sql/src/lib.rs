@@ -1,0 +1,25 @@
+//! `weir-sql`: Weir's SQL layer.
+//!
+//! A [`Session`] holds the catalog (tables declared with Flink-style
+//! `CREATE TABLE … WITH (…)`) and the `SET` configuration. Each statement is
+//! parsed ([`statement`]), queries are planned by DataFusion with Weir's
+//! tables, window table functions (`TUMBLE`, `HOP`, `SESSION`) and
+//! Flink-compatible functions, and the physical plan is lowered
+//! ([`lowering`]) to a `weir_engine` dataflow graph:
+//!
+//! ```text
+//! SQL text ─> Statement ─> DataFusion LogicalPlan ─> ExecutionPlan ─> LogicalGraph ─> PhysicalGraph
+//! ```
+
+pub mod catalog;
+pub mod error;
+pub mod functions;
+pub mod lowering;
+pub mod session;
+pub mod statement;
+pub mod types;
+pub mod window_tvf;
+
+pub use error::{Position, Result, SqlError};
+pub use session::{JobPlan, Outcome, QueryPlan, Session};
+pub use statement::{StatementText, split_statements};

@@ -1,0 +1,407 @@
+//! Lowering: a DataFusion physical plan (planned with one partition and no
+//! physical optimizer) becomes Weir's [`LogicalGraph`].
+//!
+//! ```text
+//! ProjectionExec / FilterExec        -> Projection / Filter (chained, Forward)
+//! AggregateExec over a window scan   -> Hash(keys) -> WindowAggregate | SessionWindowAggregate
+//! AggregateExec                      -> Hash(keys) -> GroupAggregate (emits at end of input)
+//! StreamScanExec                     -> Source -> computed columns -> WatermarkGenerator
+//!                                       -> WindowAssigner -> Projection
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::union::UnionExec;
+use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
+use weir_engine::operator::{
+    AggregateSpec, FilterOperator, GroupAggregateFactory, OperatorFactory, ProjectionOperator,
+    SessionWindowAggregateFactory, WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator,
+    WindowKind,
+};
+
+use crate::catalog::StreamScanExec;
+use crate::error::{Result, SqlError};
+
+/// A lowered subplan: the node producing it and its schema.
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    /// The node whose output is the subplan's result.
+    pub node: NodeId,
+    /// Its schema.
+    pub schema: SchemaRef,
+}
+
+/// Builds a logical graph from physical plans.
+pub struct Lowering<'a> {
+    graph: &'a mut LogicalGraph,
+}
+
+fn physical(expr: &datafusion::logical_expr::Expr, schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    Ok(create_physical_expr(expr, &df_schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+}
+
+impl<'a> Lowering<'a> {
+    /// Lowers into `graph`.
+    pub fn new(graph: &'a mut LogicalGraph) -> Self {
+        Self { graph }
+    }
+
+    fn chain(&mut self, input: &Lowered, op: Arc<dyn OperatorFactory>) -> Result<Lowered> {
+        let schema = op.output_schema();
+        let node = self.graph.add_operator(op, None);
+        self.graph.connect(input.node, node, EdgeKind::Forward)?;
+        Ok(Lowered { node, schema })
+    }
+
+    /// Lowers a plan; returns the node producing its output.
+    pub fn lower(&mut self, plan: &Arc<dyn ExecutionPlan>) -> Result<Lowered> {
+        let any = plan.as_ref();
+        if let Some(scan) = any.downcast_ref::<StreamScanExec>() {
+            return self.lower_scan(scan);
+        }
+        if let Some(p) = any.downcast_ref::<ProjectionExec>() {
+            let input = self.lower(p.input())?;
+            let exprs = p.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
+            return self.chain(&input, Arc::new(ProjectionOperator::new(exprs, p.schema())));
+        }
+        if let Some(f) = any.downcast_ref::<FilterExec>() {
+            let input = self.lower(f.input())?;
+            let filtered = self.chain(
+                &input,
+                Arc::new(FilterOperator::new(Arc::clone(f.predicate()), Arc::clone(&input.schema))),
+            )?;
+            if f.projection().is_some() {
+                let out = f.schema();
+                let exprs = out
+                    .fields()
+                    .iter()
+                    .map(|field| -> Result<Arc<dyn PhysicalExpr>> {
+                        let idx = input.schema.index_of(field.name())?;
+                        Ok(Arc::new(Column::new(field.name(), idx)))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                return self.chain(&filtered, Arc::new(ProjectionOperator::new(exprs, out)));
+            }
+            return Ok(filtered);
+        }
+        if let Some(a) = any.downcast_ref::<AggregateExec>() {
+            return self.lower_aggregate(a);
+        }
+        if any.is::<CoalescePartitionsExec>() || any.is::<RepartitionExec>() {
+            return self.lower(&plan.children()[0].clone());
+        }
+        if let Some(u) = any.downcast_ref::<UnionExec>() {
+            let schema = u.schema();
+            let exprs: Vec<Arc<dyn PhysicalExpr>> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+                .collect();
+            let node = self
+                .graph
+                .add_operator(Arc::new(ProjectionOperator::new(exprs, Arc::clone(&schema))), None);
+            for child in u.children() {
+                let input = self.lower(child)?;
+                self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
+            }
+            return Ok(Lowered { node, schema });
+        }
+        Err(unsupported_node(plan.name()))
+    }
+
+    fn lower_scan(&mut self, scan: &StreamScanExec) -> Result<Lowered> {
+        let table = &scan.table;
+        let full_len = table.schema.fields().len();
+        let physical_len = table.physical_len();
+        let extended_len = scan.full_schema.fields().len();
+        let projection: Vec<usize> = scan
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..extended_len).collect());
+        // Columns of the table needed: projected ones, the window's time column,
+        // the watermark's column and what its expression reads.
+        let mut needed: BTreeSet<usize> = projection.iter().copied().filter(|&i| i < full_len).collect();
+        if let Some(w) = &scan.window {
+            needed.insert(w.time_column);
+        }
+        if let Some(wm) = &table.watermark {
+            needed.insert(table.schema.index_of(&wm.column)?);
+            for c in wm.expr.column_refs() {
+                needed.insert(table.schema.index_of(&c.name)?);
+            }
+        }
+        let mut physical_needed: BTreeSet<usize> = needed.iter().copied().filter(|&i| i < physical_len).collect();
+        for &i in needed.iter().filter(|&&i| i >= physical_len) {
+            for c in table.computed[i - physical_len].expr.column_refs() {
+                physical_needed.insert(table.descriptor.schema.index_of(&c.name)?);
+            }
+        }
+        if physical_needed.is_empty() && physical_len > 0 {
+            // Nothing read (e.g. COUNT(*)): read one column so batches carry their row count.
+            physical_needed.insert(0);
+        }
+        let physical_needed: Vec<usize> = physical_needed.into_iter().collect();
+        let needed: Vec<usize> = needed.into_iter().collect();
+        let source = SourceNode::new(
+            Arc::clone(&table.connector),
+            table.descriptor.clone(),
+            Some(physical_needed.clone()),
+        )?;
+        let mut current = Lowered {
+            schema: source.output_schema(),
+            node: self.graph.add_source(source, None),
+        };
+        // Bring the batch to the needed table columns, in table order.
+        if needed != physical_needed {
+            let schema = Arc::new(table.schema.project(&needed)?);
+            let exprs = needed
+                .iter()
+                .map(|&i| -> Result<Arc<dyn PhysicalExpr>> {
+                    if i < physical_len {
+                        let name = table.schema.field(i).name();
+                        Ok(Arc::new(Column::new(name, current.schema.index_of(name)?)))
+                    } else {
+                        let expr = physical(&table.computed[i - physical_len].expr, &current.schema)?;
+                        let want = table.schema.field(i).data_type();
+                        Ok(if expr.data_type(&current.schema)? == *want {
+                            expr
+                        } else {
+                            Arc::new(CastExpr::new(expr, want.clone(), None))
+                        })
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
+        }
+        if let Some(wm) = &table.watermark {
+            let expr = physical(&wm.expr, &current.schema)?;
+            let op = WatermarkGeneratorOperator::new(expr, Arc::clone(&current.schema));
+            current = self.chain(&current, Arc::new(op))?;
+        }
+        let position_of = |i: usize| needed.iter().position(|&n| n == i);
+        if let Some(w) = &scan.window {
+            let time = position_of(w.time_column).ok_or_else(|| SqlError::Internal("time column missing".into()))?;
+            let time_type = table.schema.field(w.time_column).data_type().clone();
+            let mut fields: Vec<_> = current.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(arrow::datatypes::Field::new("window_start", time_type.clone(), false));
+            fields.push(arrow::datatypes::Field::new("window_end", time_type, false));
+            let op = WindowAssignerOperator::new(w.kind, time, Arc::new(Schema::new(fields)))?;
+            current = self.chain(&current, Arc::new(op))?;
+        }
+        // Finally the scan's own projection (window columns come last).
+        let out_positions: Vec<usize> = projection
+            .iter()
+            .map(|&i| {
+                if i < full_len {
+                    position_of(i).ok_or_else(|| SqlError::Internal("projected column missing".into()))
+                } else {
+                    Ok(needed.len() + (i - full_len))
+                }
+            })
+            .collect::<Result<_>>()?;
+        if out_positions != (0..current.schema.fields().len()).collect::<Vec<_>>() {
+            let schema = Arc::new(scan.full_schema.project(&projection)?);
+            let exprs = out_positions
+                .iter()
+                .map(|&p| Arc::new(Column::new(current.schema.field(p).name(), p)) as Arc<dyn PhysicalExpr>)
+                .collect();
+            current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
+        }
+        Ok(current)
+    }
+
+    fn lower_aggregate(&mut self, agg: &AggregateExec) -> Result<Lowered> {
+        // Single-phase, or Final over Partial: the partial holds the real exprs.
+        let (spec_source, input_plan) = match agg.mode() {
+            AggregateMode::Single | AggregateMode::SinglePartitioned => (agg, agg.input()),
+            AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                let mut child = agg.input();
+                while child.is::<CoalescePartitionsExec>() || child.is::<RepartitionExec>() {
+                    child = &child.children()[0];
+                }
+                match child.downcast_ref::<AggregateExec>() {
+                    Some(partial) if *partial.mode() == AggregateMode::Partial => (partial, partial.input()),
+                    _ => return Err(SqlError::Internal("final aggregate without a partial one".into())),
+                }
+            }
+            other => return Err(SqlError::Internal(format!("unexpected aggregate mode {other:?}"))),
+        };
+        if spec_source.group_expr().has_grouping_set() {
+            return Err(SqlError::unsupported("GROUPING SETS, CUBE and ROLLUP are not supported yet"));
+        }
+        let input = self.lower(input_plan)?;
+        let group_exprs: Vec<Arc<dyn PhysicalExpr>> =
+            spec_source.group_expr().expr().iter().map(|(e, _)| Arc::clone(e)).collect();
+        let group_schema = spec_source.group_expr().group_schema(&input.schema)?;
+        let spec = Arc::new(AggregateSpec {
+            group_exprs: group_exprs.clone(),
+            group_schema,
+            aggregates: spec_source.aggr_expr().to_vec(),
+            filters: spec_source.filter_expr().to_vec(),
+            output_schema: agg.schema(),
+            input_schema: Arc::clone(&input.schema),
+        });
+        let window = find_window(input_plan);
+        let column_named = |name: &str| {
+            group_exprs.iter().position(|e| {
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| c.name() == name)
+            })
+        };
+        let (start, end) = match window {
+            Some(_) => (column_named("window_start"), column_named("window_end")),
+            None => (None, None),
+        };
+        let window_groups: Vec<usize> = start.iter().chain(end.iter()).copied().collect();
+        let key_exprs: Vec<usize> = (0..group_exprs.len()).filter(|i| !window_groups.contains(i)).collect();
+        let factory: Arc<dyn OperatorFactory> = match (window, start, end) {
+            (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => {
+                Arc::new(SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms))
+            }
+            (Some(WindowKind::Session { .. }), _, _) => {
+                return Err(SqlError::unsupported(
+                    "a SESSION window aggregate must GROUP BY both window_start and window_end",
+                ));
+            }
+            (Some(_), _, Some(e)) => Arc::new(WindowAggregateFactory::new(Arc::clone(&spec), e, 0)),
+            (Some(kind), Some(s), None) => {
+                let size = match kind {
+                    WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
+                    WindowKind::Session { gap_ms } => gap_ms,
+                };
+                Arc::new(WindowAggregateFactory::new(Arc::clone(&spec), s, size))
+            }
+            _ => Arc::new(GroupAggregateFactory::new(Arc::clone(&spec))),
+        };
+        // Partition by the non-window keys; with none, one subtask sees everything.
+        let (edge, parallelism) = if key_exprs.is_empty() {
+            (EdgeKind::Rebalance, Some(1))
+        } else {
+            let mut keyed = input.clone();
+            let mut key_columns = Vec::new();
+            let mut extra: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
+            for &k in &key_exprs {
+                match group_exprs[k].downcast_ref::<Column>() {
+                    Some(c) => key_columns.push(c.index()),
+                    None => {
+                        key_columns.push(input.schema.fields().len() + extra.len());
+                        extra.push((Arc::clone(&group_exprs[k]), format!("__weir_key_{k}")));
+                    }
+                }
+            }
+            if !extra.is_empty() {
+                // Computed keys: append them so the shuffle can hash them.
+                let mut fields: Vec<_> = input.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let mut exprs: Vec<Arc<dyn PhysicalExpr>> = (0..fields.len())
+                    .map(|i| Arc::new(Column::new(input.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+                    .collect();
+                for (e, name) in extra {
+                    fields.push(arrow::datatypes::Field::new(name, e.data_type(&input.schema)?, true));
+                    exprs.push(e);
+                }
+                keyed = self.chain(&input, Arc::new(ProjectionOperator::new(exprs, Arc::new(Schema::new(fields)))))?;
+            }
+            let _ = &keyed;
+            return self.connect_keyed(keyed, factory, EdgeKind::Hash(key_columns));
+        };
+        let node = self.graph.add_operator(factory, parallelism);
+        self.graph.connect(input.node, node, edge)?;
+        Ok(Lowered {
+            node,
+            schema: agg.schema(),
+        })
+    }
+
+    fn connect_keyed(&mut self, input: Lowered, factory: Arc<dyn OperatorFactory>, edge: EdgeKind) -> Result<Lowered> {
+        let schema = factory.output_schema();
+        let node = self.graph.add_operator(factory, None);
+        self.graph.connect(input.node, node, edge)?;
+        Ok(Lowered { node, schema })
+    }
+}
+
+/// The window kind of the window scan feeding a plan, if any.
+fn find_window(plan: &Arc<dyn ExecutionPlan>) -> Option<WindowKind> {
+    if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
+        return scan.window.as_ref().map(|w| w.kind);
+    }
+    if plan.is::<AggregateExec>() {
+        return None;
+    }
+    plan.children().into_iter().find_map(find_window)
+}
+
+fn unsupported_node(name: &str) -> SqlError {
+    let what = match name {
+        "SortExec" | "SortPreservingMergeExec" => {
+            "ORDER BY on an unbounded stream (results would never be final); aggregate over windows instead"
+        }
+        "GlobalLimitExec" | "LocalLimitExec" => "LIMIT is not supported yet",
+        n if n.contains("Join") => "joins are not supported yet",
+        "WindowAggExec" | "BoundedWindowAggExec" => "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION",
+        "PlaceholderRowExec" | "EmptyExec" => "a streaming query must read from a table (FROM …)",
+        "DataSourceExec" | "ValuesExec" | "MemoryExec" => "VALUES and in-memory tables are not streams; declare a table with CREATE TABLE",
+        other => return SqlError::unsupported(format!("the plan node {other} has no streaming operator yet")),
+    };
+    SqlError::unsupported(what)
+}
+
+/// Projects `input` onto the sink schema by position, casting where types differ.
+pub fn cast_to_sink(input: &SchemaRef, sink: &SchemaRef, sink_name: &str) -> Result<Option<ProjectionOperator>> {
+    if input.fields().len() != sink.fields().len() {
+        return Err(SqlError::plan(format!(
+            "the query returns {} columns but table '{sink_name}' has {} ({})",
+            input.fields().len(),
+            sink.fields().len(),
+            sink.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let same = input
+        .fields()
+        .iter()
+        .zip(sink.fields())
+        .all(|(a, b)| a.data_type() == b.data_type() && a.name() == b.name());
+    if same {
+        return Ok(None);
+    }
+    let exprs = input
+        .fields()
+        .iter()
+        .zip(sink.fields())
+        .enumerate()
+        .map(|(i, (a, b))| -> Result<Arc<dyn PhysicalExpr>> {
+            let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(a.name(), i));
+            if a.data_type() == b.data_type() {
+                return Ok(col);
+            }
+            if !arrow::compute::can_cast_types(a.data_type(), b.data_type()) {
+                return Err(SqlError::plan(format!(
+                    "column {} of the query ('{}', {}) cannot be written to column '{}' ({}) of table '{sink_name}'",
+                    i + 1,
+                    a.name(),
+                    a.data_type(),
+                    b.name(),
+                    b.data_type()
+                )));
+            }
+            Ok(Arc::new(CastExpr::new(col, b.data_type().clone(), None)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fields: Vec<_> = sink.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Ok(Some(ProjectionOperator::new(exprs, Arc::new(Schema::new(fields)))))
+}

@@ -1,0 +1,535 @@
+//! A SQL session: the catalog, `SET` configuration, and planning of each
+//! statement into something to show or a job to run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{ArrayRef, BooleanArray, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use weir_engine::graph::{LogicalGraph, NodeKind, PhysicalGraph};
+use weir_engine::operator::{ChannelSinkNode, SinkNode};
+use weir_engine::suggest::closest;
+use weir_engine::time::is_event_time_type;
+use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor};
+
+use crate::catalog::{ComputedColumn, StreamTable, StreamTableProvider, WatermarkSpec};
+use crate::error::{Result, SqlError};
+use crate::lowering::{Lowered, Lowering, cast_to_sink};
+use crate::statement::{ColumnDef, CreateTable, Statement, keyword_position, parse_statement};
+use crate::window_tvf::{SharedTables, WindowFunction, WindowTableFunction};
+
+/// The `SET` key for the default parallelism of jobs (Flink's name).
+pub const PARALLELISM_KEY: &str = "parallelism.default";
+/// The `SET` key naming the next job (Flink's name).
+pub const JOB_NAME_KEY: &str = "pipeline.name";
+
+/// A planned job, ready to deploy.
+#[derive(Debug)]
+pub struct JobPlan {
+    /// The job's name.
+    pub name: String,
+    /// The deployable graph.
+    pub graph: PhysicalGraph,
+    /// True when every source ends by itself.
+    pub bounded: bool,
+}
+
+/// A planned bare `SELECT`: a job whose rows come back through `rows`.
+#[derive(Debug)]
+pub struct QueryPlan {
+    /// The job.
+    pub job: JobPlan,
+    /// The result schema.
+    pub schema: SchemaRef,
+    /// Where result batches arrive while the job runs.
+    pub rows: mpsc::Receiver<RecordBatch>,
+}
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A confirmation (`CREATE TABLE`, `SET` …).
+    Message(String),
+    /// `EXPLAIN` output.
+    Explain(String),
+    /// A small result computed at once (`SHOW TABLES`, `DESCRIBE`, `SET`).
+    Rows(RecordBatch),
+    /// `INSERT INTO`: a job to run.
+    Job(JobPlan),
+    /// A bare `SELECT`: a job whose rows the caller reads.
+    Query(QueryPlan),
+}
+
+/// A SQL session over a connector registry.
+pub struct Session {
+    ctx: SessionContext,
+    tables: SharedTables,
+    registry: ConnectorRegistry,
+    settings: BTreeMap<String, String>,
+    default_parallelism: usize,
+    jobs_planned: usize,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("settings", &self.settings).finish()
+    }
+}
+
+impl Session {
+    /// A session whose tables use the connectors of `registry`.
+    pub fn new(registry: ConnectorRegistry) -> Self {
+        let mut config = SessionConfig::new().with_target_partitions(1);
+        config.options_mut().sql_parser.collect_spans = true;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(vec![])
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        crate::functions::register(&ctx);
+        let tables: SharedTables = Arc::new(RwLock::new(HashMap::new()));
+        for (name, f) in [
+            ("tumble", WindowFunction::Tumble),
+            ("hop", WindowFunction::Hop),
+            ("session", WindowFunction::Session),
+        ] {
+            ctx.register_udtf(name, Arc::new(WindowTableFunction::new(f, Arc::clone(&tables))));
+        }
+        Self {
+            ctx,
+            tables,
+            registry,
+            settings: BTreeMap::new(),
+            default_parallelism: 1,
+            jobs_planned: 0,
+        }
+    }
+
+    /// Sets the parallelism jobs get when no `SET 'parallelism.default'` says otherwise.
+    pub fn set_default_parallelism(&mut self, parallelism: usize) {
+        self.default_parallelism = parallelism.max(1);
+    }
+
+    /// The parallelism the next job gets.
+    pub fn parallelism(&self) -> Result<usize> {
+        match self.settings.get(PARALLELISM_KEY) {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| SqlError::Config(format!("'{PARALLELISM_KEY}' must be a positive integer, not '{v}'"))),
+            None => Ok(self.default_parallelism),
+        }
+    }
+
+    /// The `SET` configuration.
+    pub fn settings(&self) -> &BTreeMap<String, String> {
+        &self.settings
+    }
+
+    /// Names of the declared tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = tables.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A declared table.
+    pub fn table(&self, name: &str) -> Result<Arc<StreamTable>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tables.get(name) {
+            return Ok(Arc::clone(t));
+        }
+        let hint = closest(name, tables.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        Err(SqlError::plan(format!("table '{name}' not found{hint}")))
+    }
+
+    /// Plans one statement (without its `;`).
+    pub async fn execute(&mut self, sql: &str) -> Result<Outcome> {
+        let statement = parse_statement(sql)?;
+        self.execute_statement(statement, sql).await
+    }
+
+    async fn execute_statement(&mut self, statement: Statement, sql: &str) -> Result<Outcome> {
+        match statement {
+            Statement::CreateTable(create) => self.create_table(create),
+            Statement::DropTable { name, if_exists } => {
+                let removed = self
+                    .tables
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name)
+                    .is_some();
+                if removed {
+                    self.ctx.deregister_table(name.as_str())?;
+                    Ok(Outcome::Message(format!("Table '{name}' dropped.")))
+                } else if if_exists {
+                    Ok(Outcome::Message(format!("Table '{name}' does not exist.")))
+                } else {
+                    self.table(&name).map(|_| Outcome::Message(String::new()))
+                }
+            }
+            Statement::Set(None) => {
+                let keys: Vec<&str> = self.settings.keys().map(String::as_str).collect();
+                let values: Vec<&str> = self.settings.values().map(String::as_str).collect();
+                Ok(Outcome::Rows(string_batch(&[("key", keys), ("value", values)])?))
+            }
+            Statement::Set(Some((key, value))) => {
+                if key == PARALLELISM_KEY {
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&p| p > 0)
+                        .ok_or_else(|| SqlError::Config(format!("'{key}' must be a positive integer, not '{value}'")))?;
+                } else if !KNOWN_SETTINGS.contains(&key.as_str()) {
+                    let hint = closest(&key, KNOWN_SETTINGS.iter().copied())
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
+                    warn!("'{key}' is not a setting Weir uses{hint}; it is stored but has no effect");
+                }
+                self.settings.insert(key.clone(), value.clone());
+                Ok(Outcome::Message(format!("Set '{key}' = '{value}'.")))
+            }
+            Statement::Reset(key) => {
+                self.settings.remove(&key);
+                Ok(Outcome::Message(format!("Reset '{key}'.")))
+            }
+            Statement::ShowTables => {
+                let names = self.table_names();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                Ok(Outcome::Rows(string_batch(&[("table_name", names)])?))
+            }
+            Statement::Describe(name) => self.describe(&name).map(Outcome::Rows),
+            Statement::Insert { table, query, query_start } => {
+                let job = self
+                    .plan_insert(&table, &query)
+                    .await
+                    .map_err(|e| e.offset_by(query_start.line - 1, query_start.column - 1))?;
+                Ok(Outcome::Job(job))
+            }
+            Statement::Query(query) => Ok(Outcome::Query(self.plan_select(&query).await?)),
+            Statement::Explain { dot, statement } => {
+                let graph = match *statement {
+                    Statement::Insert { table, query, query_start } => self
+                        .plan_insert(&table, &query)
+                        .await
+                        .map_err(|e| e.offset_by(query_start.line - 1, query_start.column - 1))?
+                        .graph,
+                    Statement::Query(query) => self.plan_select(&query).await?.job.graph,
+                    _ => return Err(SqlError::plan("EXPLAIN takes an INSERT INTO or a SELECT statement")),
+                };
+                let _ = sql;
+                Ok(Outcome::Explain(if dot { graph.to_dot() } else { graph.to_string() }))
+            }
+        }
+    }
+
+    fn create_table(&mut self, create: CreateTable) -> Result<Outcome> {
+        let exists = self
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&create.name);
+        if exists {
+            if create.if_not_exists {
+                return Ok(Outcome::Message(format!("Table '{}' already exists.", create.name)));
+            }
+            return Err(SqlError::plan(format!("table '{}' already exists", create.name)));
+        }
+        let options = ConnectorOptions::new(create.options.clone());
+        let connector_name = options.get("connector").ok_or_else(|| {
+            SqlError::Config(format!(
+                "table '{}' needs a connector: WITH ('connector' = '…'); available: {}",
+                create.name,
+                self.registry.names().join(", ")
+            ))
+        })?;
+        let connector = self.registry.get(connector_name)?;
+        let mut physical = Vec::new();
+        for c in &create.columns {
+            if let ColumnDef::Physical { name, data_type, nullable } = c {
+                if physical.iter().any(|f: &Field| f.name() == name) {
+                    return Err(SqlError::plan(format!("column '{name}' is declared twice")));
+                }
+                physical.push(Field::new(name, data_type.clone(), *nullable));
+            }
+        }
+        let declared_columns = !create.columns.is_empty();
+        if !declared_columns {
+            if let Some(schema) = connector.defined_schema(&options)? {
+                physical = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            }
+        }
+        let physical_schema = Arc::new(Schema::new(physical.clone()));
+        let physical_df = DFSchema::try_from(physical_schema.as_ref().clone())?;
+        let mut computed = Vec::new();
+        let mut all_fields = physical.clone();
+        for c in &create.columns {
+            if let ColumnDef::Computed { name, expr } = c {
+                let planned = self
+                    .ctx
+                    .parse_sql_expr(expr, &physical_df)
+                    .map_err(|e| with_context(e.into(), &format!("computed column '{name}'")))?;
+                let data_type = planned
+                    .to_field(&physical_df)
+                    .map(|(_, f)| f.data_type().clone())
+                    .map_err(|e| with_context(e.into(), &format!("computed column '{name}'")))?;
+                all_fields.push(Field::new(name, data_type, true));
+                computed.push(ComputedColumn {
+                    name: name.clone(),
+                    sql: expr.clone(),
+                    expr: planned,
+                });
+            }
+        }
+        let schema = Arc::new(Schema::new(all_fields));
+        let watermark = match &create.watermark {
+            None => None,
+            Some((column, expr)) => {
+                let Ok(field) = schema.field_with_name(column) else {
+                    let hint = closest(column, schema.fields().iter().map(|f| f.name().as_str()))
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
+                    return Err(SqlError::plan(format!("WATERMARK FOR '{column}': no such column{hint}")));
+                };
+                if !is_event_time_type(field.data_type()) {
+                    return Err(SqlError::plan(format!(
+                        "WATERMARK FOR '{column}': the column must be a TIMESTAMP or BIGINT, not {}",
+                        field.data_type()
+                    )));
+                }
+                let df = DFSchema::try_from(schema.as_ref().clone())?;
+                let planned = self
+                    .ctx
+                    .parse_sql_expr(expr, &df)
+                    .map_err(|e| with_context(e.into(), "the WATERMARK expression"))?;
+                let data_type = planned
+                    .to_field(&df)
+                    .map(|(_, f)| f.data_type().clone())
+                    .map_err(|e| with_context(e.into(), "the WATERMARK expression"))?;
+                if !is_event_time_type(&data_type) {
+                    return Err(SqlError::plan(format!(
+                        "the WATERMARK expression must give a TIMESTAMP, not {data_type}"
+                    )));
+                }
+                Some(WatermarkSpec {
+                    column: column.clone(),
+                    sql: expr.clone(),
+                    expr: planned,
+                })
+            }
+        };
+        let descriptor = TableDescriptor {
+            name: create.name.clone(),
+            schema: physical_schema,
+            options,
+        };
+        if !physical.is_empty() {
+            let as_source = connector.validate_source(&descriptor);
+            let as_sink = connector.validate_sink(&descriptor);
+            if let (Err(source_error), Err(sink_error)) = (as_source, as_sink) {
+                let generic = format!("connector '{}' cannot be read from", connector.name());
+                let error = if source_error.to_string().contains(&generic) {
+                    sink_error
+                } else {
+                    source_error
+                };
+                return Err(with_context(error.into(), &format!("table '{}'", create.name)));
+            }
+        }
+        let table = Arc::new(StreamTable {
+            descriptor,
+            connector,
+            computed,
+            watermark,
+            schema,
+            declared_columns: declared_columns || !physical.is_empty(),
+        });
+        self.ctx
+            .register_table(create.name.as_str(), Arc::new(StreamTableProvider::new(Arc::clone(&table))))?;
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(create.name.clone(), table);
+        debug!(table = %create.name, "table created");
+        Ok(Outcome::Message(format!("Table '{}' created.", create.name)))
+    }
+
+    fn describe(&self, name: &str) -> Result<RecordBatch> {
+        let table = self.table(name)?;
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        let mut nulls = Vec::new();
+        let mut extras = Vec::new();
+        for (i, f) in table.schema.fields().iter().enumerate() {
+            names.push(f.name().clone());
+            types.push(f.data_type().to_string());
+            nulls.push(f.is_nullable());
+            let mut extra = String::new();
+            if i >= table.physical_len() {
+                extra = format!("AS {}", table.computed[i - table.physical_len()].sql);
+            }
+            if let Some(wm) = table.watermark.as_ref().filter(|w| &w.column == f.name()) {
+                if !extra.is_empty() {
+                    extra.push_str("; ");
+                }
+                extra.push_str(&format!("WATERMARK AS {}", wm.sql));
+            }
+            extras.push(extra);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("null", DataType::Boolean, false),
+            Field::new("extras", DataType::Utf8, false),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(names)) as ArrayRef,
+                Arc::new(StringArray::from(types)),
+                Arc::new(BooleanArray::from(nulls)),
+                Arc::new(StringArray::from(extras)),
+            ],
+        )?)
+    }
+
+    async fn lower_query(&self, sql: &str, graph: &mut LogicalGraph) -> Result<Lowered> {
+        let state = self.ctx.state();
+        let logical = state.create_logical_plan(sql).await?;
+        let physical = state.create_physical_plan(&logical).await?;
+        Lowering::new(graph).lower(&physical).map_err(|e| match e {
+            SqlError::Unsupported { message, position: None } => {
+                let position = if message.starts_with("ORDER BY") {
+                    keyword_position(sql, Keyword::ORDER)
+                } else if message.starts_with("LIMIT") {
+                    keyword_position(sql, Keyword::LIMIT)
+                } else if message.starts_with("joins") {
+                    keyword_position(sql, Keyword::JOIN)
+                } else if message.starts_with("OVER") {
+                    keyword_position(sql, Keyword::OVER)
+                } else {
+                    None
+                };
+                SqlError::Unsupported { message, position }
+            }
+            other => other,
+        })
+    }
+
+    fn job_name(&mut self, default: String) -> String {
+        self.jobs_planned += 1;
+        self.settings
+            .get(JOB_NAME_KEY)
+            .cloned()
+            .unwrap_or_else(|| format!("{default}-{}", self.jobs_planned))
+    }
+
+    fn finish_job(&self, name: String, graph: LogicalGraph) -> Result<JobPlan> {
+        let bounded = graph.nodes().iter().all(|n| match &n.kind {
+            NodeKind::Source(s) => s.is_bounded(),
+            NodeKind::Operator(_) => true,
+        });
+        for node in graph.nodes() {
+            if let NodeKind::Source(s) = &node.kind {
+                let table = self.table(&s.table().name)?;
+                table
+                    .connector
+                    .validate_source(s.table())
+                    .map_err(|e| with_context(e.into(), &format!("table '{}'", s.table().name)))?;
+            }
+        }
+        let graph = PhysicalGraph::from_logical(graph, self.parallelism()?)?;
+        Ok(JobPlan { name, graph, bounded })
+    }
+
+    async fn plan_insert(&mut self, table_name: &str, query: &str) -> Result<JobPlan> {
+        let table = self.table(table_name)?;
+        let mut graph = LogicalGraph::new();
+        let mut lowered = self.lower_query(query, &mut graph).await?;
+        let mut descriptor = table.descriptor.clone();
+        if table.declared_columns {
+            if let Some(cast) = cast_to_sink(&lowered.schema, &table.descriptor.schema, table_name)? {
+                let schema = weir_engine::OperatorFactory::output_schema(&cast);
+                let node = graph.add_operator(Arc::new(cast), None);
+                graph.connect(lowered.node, node, weir_engine::EdgeKind::Forward)?;
+                lowered = Lowered { node, schema };
+            }
+        } else {
+            descriptor.schema = Arc::clone(&lowered.schema);
+        }
+        table
+            .connector
+            .validate_sink(&descriptor)
+            .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
+        let sink = graph.add_operator(Arc::new(SinkNode::new(Arc::clone(&table.connector), descriptor)), None);
+        graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;
+        let name = self.job_name(format!("insert-into-{table_name}"));
+        self.finish_job(name, graph)
+    }
+
+    async fn plan_select(&mut self, query: &str) -> Result<QueryPlan> {
+        let mut graph = LogicalGraph::new();
+        let lowered = self.lower_query(query, &mut graph).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let sink = graph.add_operator(Arc::new(ChannelSinkNode::new(tx, "console")), None);
+        graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;
+        let name = self.job_name("select".into());
+        Ok(QueryPlan {
+            job: self.finish_job(name, graph)?,
+            schema: lowered.schema,
+            rows: rx,
+        })
+    }
+}
+
+/// Settings Weir reads (anything else is stored and reported by `SET`).
+const KNOWN_SETTINGS: &[&str] = &[
+    PARALLELISM_KEY,
+    JOB_NAME_KEY,
+    "execution.checkpointing.interval",
+    "execution.checkpointing.dir",
+    "table.exec.source.idle-timeout",
+    "sql-client.execution.result-mode",
+];
+
+fn with_context(error: SqlError, context: &str) -> SqlError {
+    match error {
+        SqlError::Plan { message, position } => SqlError::Plan {
+            message: format!("{context}: {message}"),
+            position,
+        },
+        SqlError::Engine(weir_engine::Error::Config(m)) | SqlError::Config(m) => {
+            SqlError::Config(format!("{context}: {m}"))
+        }
+        other => other,
+    }
+}
+
+fn string_batch(columns: &[(&str, Vec<&str>)]) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, _)| Field::new(*name, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays = columns
+        .iter()
+        .map(|(_, values)| Arc::new(StringArray::from(values.clone())) as ArrayRef)
+        .collect();
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}

@@ -1,0 +1,648 @@
+//! Splitting a script into statements and parsing Weir's own statements:
+//! `CREATE TABLE` (with Flink's computed columns, `WATERMARK FOR` and
+//! `WITH (…)` options), `SET`, `INSERT INTO`, `EXPLAIN`, `SHOW TABLES`,
+//! `DESCRIBE`, `DROP TABLE`. Queries are handed to DataFusion as text.
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{Position, Result, SqlError};
+
+/// One statement of a script, with where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementText {
+    /// The statement without its terminating `;`.
+    pub text: String,
+    /// Where it starts in the script.
+    pub start: Position,
+}
+
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
+    let dialect = GenericDialect {};
+    Ok(Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Parse {
+            message: e.message.clone(),
+            position: Some(Position {
+                line: e.location.line,
+                column: e.location.column,
+            }),
+        })?)
+}
+
+fn is_trivia(t: &Token) -> bool {
+    matches!(t, Token::Whitespace(_))
+}
+
+/// Byte offset of a 1-based line/column in `text`.
+fn offset_of(text: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return offset
+                + l.char_indices()
+                    .nth(column.saturating_sub(1) as usize)
+                    .map_or(l.len(), |(b, _)| b);
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+/// Splits a script at top-level semicolons, dropping empty statements and comments-only ones.
+pub fn split_statements(script: &str) -> Result<Vec<StatementText>> {
+    let tokens = tokenize(script)?;
+    let mut out = Vec::new();
+    let mut start: Option<Position> = None;
+    let mut push = |start: &mut Option<Position>, end: usize| {
+        if let Some(s) = start.take() {
+            let begin = offset_of(script, s.line, s.column);
+            out.push(StatementText {
+                text: script[begin..end].trim_end().to_string(),
+                start: s,
+            });
+        }
+    };
+    for t in &tokens {
+        match &t.token {
+            Token::SemiColon => {
+                let end = offset_of(script, t.span.start.line, t.span.start.column);
+                push(&mut start, end);
+            }
+            tok if is_trivia(tok) => {}
+            Token::EOF => {}
+            _ => {
+                if start.is_none() {
+                    start = Some(Position {
+                        line: t.span.start.line,
+                        column: t.span.start.column,
+                    });
+                }
+            }
+        }
+    }
+    push(&mut start, script.len());
+    Ok(out)
+}
+
+/// A column of `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnDef {
+    /// A column the connector reads or writes.
+    Physical {
+        /// Name.
+        name: String,
+        /// SQL type text.
+        data_type: arrow::datatypes::DataType,
+        /// Whether NULL is allowed.
+        nullable: bool,
+    },
+    /// `name AS expr`: computed from other columns after reading.
+    Computed {
+        /// Name.
+        name: String,
+        /// The expression text.
+        expr: String,
+    },
+}
+
+/// A parsed `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTable {
+    /// Table name.
+    pub name: String,
+    /// `IF NOT EXISTS` was given.
+    pub if_not_exists: bool,
+    /// Columns in order; empty when the DDL declared none (a sink taking the query's schema).
+    pub columns: Vec<ColumnDef>,
+    /// `WATERMARK FOR column AS expr`.
+    pub watermark: Option<(String, String)>,
+    /// `WITH (…)` options.
+    pub options: Vec<(String, String)>,
+}
+
+/// A statement as Weir understands it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// `CREATE TABLE`.
+    CreateTable(CreateTable),
+    /// `DROP TABLE [IF EXISTS] name`.
+    DropTable {
+        /// Table.
+        name: String,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `SET 'key' = 'value'`; `SET` alone lists the settings.
+    Set(Option<(String, String)>),
+    /// `RESET 'key'`.
+    Reset(String),
+    /// `INSERT INTO table <query>`.
+    Insert {
+        /// Target table.
+        table: String,
+        /// The query text.
+        query: String,
+        /// Where the query starts in the statement.
+        query_start: Position,
+    },
+    /// A query (`SELECT`, `WITH`, `VALUES`).
+    Query(String),
+    /// `EXPLAIN [(FORMAT DOT)] statement`.
+    Explain {
+        /// Render as Graphviz DOT.
+        dot: bool,
+        /// The explained statement.
+        statement: Box<Statement>,
+    },
+    /// `SHOW TABLES`.
+    ShowTables,
+    /// `DESCRIBE table` / `DESC table`.
+    Describe(String),
+}
+
+struct Cursor<'a> {
+    sql: &'a str,
+    tokens: Vec<TokenWithSpan>,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(sql: &'a str) -> Result<Self> {
+        let tokens = tokenize(sql)?
+            .into_iter()
+            .filter(|t| !is_trivia(&t.token) && t.token != Token::EOF)
+            .collect();
+        Ok(Self { sql, tokens, pos: 0 })
+    }
+
+    fn peek(&self) -> Option<&TokenWithSpan> {
+        self.tokens.get(self.pos)
+    }
+
+    fn peek_keyword(&self, kw: Keyword) -> bool {
+        matches!(self.peek(), Some(TokenWithSpan { token: Token::Word(w), .. }) if w.keyword == kw)
+    }
+
+    fn eat_keyword(&mut self, kw: Keyword) -> bool {
+        if self.peek_keyword(kw) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        if matches!(self.peek(), Some(TokenWithSpan { token: Token::Word(w), .. }) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+        {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_keywords(&mut self, kws: &[Keyword]) -> bool {
+        let save = self.pos;
+        for &kw in kws {
+            if !self.eat_keyword(kw) {
+                self.pos = save;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn position(&self) -> Option<Position> {
+        self.peek()
+            .or_else(|| self.tokens.last())
+            .map(|t| Position {
+                line: t.span.start.line,
+                column: t.span.start.column,
+            })
+    }
+
+    fn error(&self, expected: &str) -> SqlError {
+        let found = self
+            .peek()
+            .map_or_else(|| "end of statement".to_string(), |t| format!("'{}'", t.token));
+        SqlError::Parse {
+            message: format!("expected {expected}, found {found}"),
+            position: self.position(),
+        }
+    }
+
+    fn expect(&mut self, token: Token, what: &str) -> Result<()> {
+        match self.peek() {
+            Some(t) if t.token == token => {
+                self.pos += 1;
+                Ok(())
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+
+    /// A possibly dotted, possibly quoted name.
+    fn name(&mut self, what: &str) -> Result<String> {
+        let mut parts = Vec::new();
+        loop {
+            match self.peek().map(|t| &t.token) {
+                Some(Token::Word(w)) => {
+                    parts.push(if w.quote_style.is_some() {
+                        w.value.clone()
+                    } else {
+                        w.value.to_lowercase()
+                    });
+                    self.pos += 1;
+                }
+                _ => return Err(self.error(what)),
+            }
+            if matches!(self.peek().map(|t| &t.token), Some(Token::Period)) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(parts.join("."))
+    }
+
+    /// Byte offset where token `i` starts (or the end of text).
+    fn offset(&self, i: usize) -> usize {
+        self.tokens
+            .get(i)
+            .map_or(self.sql.len(), |t| offset_of(self.sql, t.span.start.line, t.span.start.column))
+    }
+
+    fn rest_text(&self) -> &'a str {
+        &self.sql[self.offset(self.pos)..]
+    }
+
+    /// Index of the token closing the parenthesis opened just before `self.pos`.
+    fn matching_paren(&self) -> Result<usize> {
+        let mut depth = 1;
+        for i in self.pos..self.tokens.len() {
+            match self.tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(SqlError::Parse {
+            message: "unbalanced parentheses: a '(' is never closed".into(),
+            position: self.position(),
+        })
+    }
+}
+
+/// An option key or value: quoted string, number or bare (dotted) word.
+fn option_atom(c: &mut Cursor<'_>, what: &str) -> Result<String> {
+    match c.peek().map(|t| t.token.clone()) {
+        Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => {
+            c.pos += 1;
+            Ok(s)
+        }
+        Some(Token::Number(n, _)) => {
+            c.pos += 1;
+            Ok(n)
+        }
+        Some(Token::Word(_)) => {
+            // Bare keys keep their case: Flink's option keys are case-sensitive.
+            let mut parts = Vec::new();
+            while let Some(Token::Word(w)) = c.peek().map(|t| t.token.clone()) {
+                parts.push(w.value);
+                c.pos += 1;
+                match c.peek().map(|t| &t.token) {
+                    Some(Token::Period) => c.pos += 1,
+                    Some(Token::Minus) => {
+                        parts.last_mut().map(|p| p.push('-'));
+                        c.pos += 1;
+                        if let Some(Token::Word(w)) = c.peek().map(|t| t.token.clone()) {
+                            if let Some(p) = parts.last_mut() {
+                                p.push_str(&w.value);
+                            }
+                            c.pos += 1;
+                        }
+                        if !matches!(c.peek().map(|t| &t.token), Some(Token::Period)) {
+                            break;
+                        }
+                        c.pos += 1;
+                    }
+                    _ => break,
+                }
+            }
+            Ok(parts.join("."))
+        }
+        _ => Err(c.error(what)),
+    }
+}
+
+fn parse_options(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>> {
+    c.expect(Token::LParen, "'(' after WITH")?;
+    let mut options = Vec::new();
+    if matches!(c.peek().map(|t| &t.token), Some(Token::RParen)) {
+        c.pos += 1;
+        return Ok(options);
+    }
+    loop {
+        let key = option_atom(c, "an option key such as 'connector'")?;
+        c.expect(Token::Eq, "'=' after the option key")?;
+        let value = option_atom(c, "a quoted option value")?;
+        options.push((key, value));
+        match c.peek().map(|t| &t.token) {
+            Some(Token::Comma) => c.pos += 1,
+            Some(Token::RParen) => {
+                c.pos += 1;
+                return Ok(options);
+            }
+            _ => return Err(c.error("',' or ')' in the WITH options")),
+        }
+    }
+}
+
+fn parse_create_table(c: &mut Cursor<'_>) -> Result<CreateTable> {
+    let if_not_exists = c.eat_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = c.name("a table name")?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    if matches!(c.peek().map(|t| &t.token), Some(Token::LParen)) {
+        c.pos += 1;
+        let close = c.matching_paren()?;
+        // Split the element list at top-level commas.
+        let mut elements: Vec<(usize, usize)> = Vec::new();
+        let (mut depth, mut begin) = (0, c.pos);
+        for i in c.pos..close {
+            match c.tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => {
+                    elements.push((begin, i));
+                    begin = i + 1;
+                }
+                _ => {}
+            }
+        }
+        elements.push((begin, close));
+        for (from, to) in elements {
+            if from == to {
+                c.pos = from;
+                return Err(c.error("a column definition"));
+            }
+            c.pos = from;
+            parse_element(c, to, &mut columns, &mut watermark)?;
+        }
+        c.pos = close + 1;
+    }
+    let options = if c.eat_keyword(Keyword::WITH) {
+        parse_options(c)?
+    } else {
+        Vec::new()
+    };
+    if c.peek().is_some() {
+        return Err(c.error("end of CREATE TABLE"));
+    }
+    Ok(CreateTable {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        options,
+    })
+}
+
+fn parse_element(
+    c: &mut Cursor<'_>,
+    end: usize,
+    columns: &mut Vec<ColumnDef>,
+    watermark: &mut Option<(String, String)>,
+) -> Result<()> {
+    let text_until_end = |c: &Cursor<'_>| c.sql[c.offset(c.pos)..c.offset(end)].trim().to_string();
+    if c.eat_word("watermark") {
+        if !c.eat_keyword(Keyword::FOR) {
+            return Err(c.error("FOR after WATERMARK"));
+        }
+        let column = c.name("the event-time column after WATERMARK FOR")?;
+        if !c.eat_keyword(Keyword::AS) {
+            return Err(c.error("AS after the WATERMARK FOR column"));
+        }
+        if c.pos >= end {
+            return Err(c.error("a watermark expression"));
+        }
+        *watermark = Some((column, text_until_end(c)));
+        return Ok(());
+    }
+    if c.peek_keyword(Keyword::PRIMARY) || c.peek_keyword(Keyword::CONSTRAINT) {
+        // Keys are informational in an append-only stream, as Flink's NOT ENFORCED.
+        return Ok(());
+    }
+    let name = c.name("a column name")?;
+    if c.eat_keyword(Keyword::AS) {
+        if c.pos >= end {
+            return Err(c.error("an expression for the computed column"));
+        }
+        columns.push(ColumnDef::Computed {
+            name,
+            expr: text_until_end(c),
+        });
+        return Ok(());
+    }
+    let type_start = c.pos;
+    let mut nullable = true;
+    let mut type_end = end;
+    for i in type_start..end {
+        if let Token::Word(w) = &c.tokens[i].token {
+            if w.keyword == Keyword::NOT
+                && matches!(c.tokens.get(i + 1).map(|t| &t.token), Some(Token::Word(n)) if n.keyword == Keyword::NULL)
+            {
+                nullable = false;
+                type_end = type_end.min(i);
+            } else if w.keyword == Keyword::NULL || w.keyword == Keyword::PRIMARY {
+                type_end = type_end.min(i);
+            } else if w.keyword == Keyword::METADATA {
+                c.pos = i;
+                return Err(SqlError::Unsupported {
+                    message: "METADATA columns are not supported by this connector yet".into(),
+                    position: c.position(),
+                });
+            }
+        }
+    }
+    if type_start >= type_end {
+        return Err(c.error(&format!("a type for column '{name}'")));
+    }
+    let type_text = &c.sql[c.offset(type_start)..c.offset(type_end)];
+    c.pos = type_start;
+    let data_type = crate::types::parse_type(type_text).map_err(|m| SqlError::Parse {
+        message: format!("column '{name}': {m}"),
+        position: c.position(),
+    })?;
+    columns.push(ColumnDef::Physical {
+        name,
+        data_type,
+        nullable,
+    });
+    Ok(())
+}
+
+/// Parses one statement (without its `;`).
+pub fn parse_statement(sql: &str) -> Result<Statement> {
+    let mut c = Cursor::new(sql)?;
+    if c.peek().is_none() {
+        return Err(SqlError::Parse {
+            message: "empty statement".into(),
+            position: None,
+        });
+    }
+    if c.eat_keyword(Keyword::EXPLAIN) {
+        let mut dot = false;
+        if matches!(c.peek().map(|t| &t.token), Some(Token::LParen)) {
+            c.pos += 1;
+            if !c.eat_keyword(Keyword::FORMAT) {
+                return Err(c.error("FORMAT in EXPLAIN (FORMAT DOT|TEXT)"));
+            }
+            let format = c.name("DOT or TEXT")?;
+            dot = match format.as_str() {
+                "dot" => true,
+                "text" => false,
+                _ => {
+                    c.pos -= 1;
+                    return Err(c.error("DOT or TEXT"));
+                }
+            };
+            c.expect(Token::RParen, "')'")?;
+        }
+        c.eat_keywords(&[Keyword::PLAN, Keyword::FOR]);
+        let inner = c.rest_text();
+        return Ok(Statement::Explain {
+            dot,
+            statement: Box::new(parse_statement(inner)?),
+        });
+    }
+    if c.eat_keyword(Keyword::CREATE) {
+        c.eat_keyword(Keyword::TEMPORARY);
+        if !c.eat_keyword(Keyword::TABLE) {
+            return Err(c.error("TABLE after CREATE (Weir supports CREATE TABLE)"));
+        }
+        return Ok(Statement::CreateTable(parse_create_table(&mut c)?));
+    }
+    if c.eat_keyword(Keyword::DROP) {
+        if !c.eat_keyword(Keyword::TABLE) {
+            return Err(c.error("TABLE after DROP"));
+        }
+        let if_exists = c.eat_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = c.name("a table name")?;
+        return Ok(Statement::DropTable { name, if_exists });
+    }
+    if c.eat_keyword(Keyword::SET) {
+        if c.peek().is_none() {
+            return Ok(Statement::Set(None));
+        }
+        let key = option_atom(&mut c, "a quoted configuration key")?;
+        if !matches!(c.peek().map(|t| &t.token), Some(Token::Eq)) && !c.eat_keyword(Keyword::TO) {
+            return Err(c.error("'=' after the configuration key"));
+        }
+        if matches!(c.peek().map(|t| &t.token), Some(Token::Eq)) {
+            c.pos += 1;
+        }
+        let value = option_atom(&mut c, "a quoted value")?;
+        if c.peek().is_some() {
+            return Err(c.error("end of SET"));
+        }
+        return Ok(Statement::Set(Some((key, value))));
+    }
+    if c.eat_keyword(Keyword::RESET) {
+        return Ok(Statement::Reset(option_atom(&mut c, "a configuration key")?));
+    }
+    if c.eat_keyword(Keyword::INSERT) {
+        if !c.eat_keyword(Keyword::INTO) {
+            return Err(c.error("INTO after INSERT"));
+        }
+        let table = c.name("a table name")?;
+        if matches!(c.peek().map(|t| &t.token), Some(Token::LParen)) {
+            return Err(SqlError::Unsupported {
+                message: "an INSERT column list is not supported yet; select the columns in the sink's order".into(),
+                position: c.position(),
+            });
+        }
+        let query_start = c.position().ok_or_else(|| c.error("a query after INSERT INTO table"))?;
+        return Ok(Statement::Insert {
+            table,
+            query: c.rest_text().to_string(),
+            query_start,
+        });
+    }
+    if c.eat_keyword(Keyword::SHOW) {
+        if c.eat_keyword(Keyword::TABLES) {
+            return Ok(Statement::ShowTables);
+        }
+        return Err(c.error("TABLES after SHOW"));
+    }
+    if c.eat_keyword(Keyword::DESCRIBE) || c.eat_keyword(Keyword::DESC) {
+        return Ok(Statement::Describe(c.name("a table name")?));
+    }
+    if c.peek_keyword(Keyword::SELECT) || c.peek_keyword(Keyword::WITH) || c.peek_keyword(Keyword::VALUES)
+        || matches!(c.peek().map(|t| &t.token), Some(Token::LParen))
+    {
+        return Ok(Statement::Query(sql.to_string()));
+    }
+    Err(c.error(
+        "a statement: CREATE TABLE, INSERT INTO, SELECT, SET, EXPLAIN, SHOW TABLES, DESCRIBE or DROP TABLE",
+    ))
+}
+
+/// Where a top-level keyword first appears in a statement, for error positions.
+pub fn keyword_position(sql: &str, keyword: Keyword) -> Option<Position> {
+    let tokens = tokenize(sql).ok()?;
+    tokens.iter().find_map(|t| match &t.token {
+        Token::Word(w) if w.keyword == keyword => Some(Position {
+            line: t.span.start.line,
+            column: t.span.start.column,
+        }),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, TimeUnit};
+
+    #[test]
+    fn splits_scripts_at_semicolons_outside_strings() {
+        let s = split_statements("SET 'a' = 'x;y';\n-- comment\nSELECT 1;  \n").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].text, "SET 'a' = 'x;y'");
+        assert_eq!(s[1].start, Position { line: 3, column: 1 });
+    }
+
+    #[test]
+    fn parses_flink_create_table() {
+        let sql = "CREATE TABLE bids (id BIGINT NOT NULL, price DECIMAL(10, 2), ts AS TO_TIMESTAMP_LTZ(id, 3), \
+                   WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ('connector' = 'datagen', fields.id.kind = 'sequence', number-of-rows = '10')";
+        let Statement::CreateTable(t) = parse_statement(sql).unwrap() else {
+            panic!("not a create table")
+        };
+        assert_eq!(t.name, "bids");
+        assert_eq!(
+            t.columns[0],
+            ColumnDef::Physical { name: "id".into(), data_type: DataType::Int64, nullable: false }
+        );
+        assert_eq!(t.columns[2], ColumnDef::Computed { name: "ts".into(), expr: "TO_TIMESTAMP_LTZ(id, 3)".into() });
+        assert_eq!(t.watermark, Some(("ts".into(), "ts - INTERVAL '5' SECOND".into())));
+        assert_eq!(t.options[1], ("fields.id.kind".into(), "sequence".into()));
+        assert_eq!(t.options[2], ("number-of-rows".into(), "10".into()));
+        let _ = TimeUnit::Millisecond;
+    }
+
+    #[test]
+    fn reports_positions() {
+        let err = parse_statement("CREATE TABLE t (a BIGINT) WITH ('x' 'y')").unwrap_err();
+        assert_eq!(err.position(), Some(Position { line: 1, column: 37 }));
+    }
+}

@@ -1,0 +1,148 @@
+//! The window table functions `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`
+//! and `SESSION(t, ts, gap)`, as RisingWave writes them: each returns the
+//! table's rows with `window_start` and `window_end` appended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::datasource::TableProvider;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use weir_engine::operator::WindowKind;
+use weir_engine::suggest::closest;
+use weir_engine::time::is_event_time_type;
+
+use crate::catalog::{StreamTable, StreamTableProvider, WindowSpec};
+
+/// Tables by name, shared between the session and its table functions.
+pub type SharedTables = Arc<RwLock<HashMap<String, Arc<StreamTable>>>>;
+
+/// Which window function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowFunction {
+    /// `TUMBLE(table, time_col, size)`.
+    Tumble,
+    /// `HOP(table, time_col, slide, size)`.
+    Hop,
+    /// `SESSION(table, time_col, gap)`.
+    Session,
+}
+
+impl WindowFunction {
+    fn name(self) -> &'static str {
+        match self {
+            WindowFunction::Tumble => "TUMBLE",
+            WindowFunction::Hop => "HOP",
+            WindowFunction::Session => "SESSION",
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            WindowFunction::Tumble => "TUMBLE(table, time_column, INTERVAL 'n' SECOND)",
+            WindowFunction::Hop => "HOP(table, time_column, slide INTERVAL, size INTERVAL)",
+            WindowFunction::Session => "SESSION(table, time_column, gap INTERVAL)",
+        }
+    }
+}
+
+/// A window table function bound to the session's tables.
+#[derive(Debug)]
+pub struct WindowTableFunction {
+    function: WindowFunction,
+    tables: SharedTables,
+}
+
+impl WindowTableFunction {
+    /// The function over these tables.
+    pub fn new(function: WindowFunction, tables: SharedTables) -> Self {
+        Self { function, tables }
+    }
+}
+
+/// Milliseconds of an interval literal.
+pub fn interval_millis(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Literal(value, _) => match value {
+            ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+                Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
+            }
+            ScalarValue::IntervalDayTime(Some(v)) => Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)),
+            ScalarValue::IntervalYearMonth(_) => None,
+            ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
+            ScalarValue::DurationSecond(Some(v)) => Some(v * 1000),
+            _ => None,
+        },
+        Expr::Cast(c) => interval_millis(&c.expr),
+        _ => None,
+    }
+}
+
+impl TableFunctionImpl for WindowTableFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let f = self.function;
+        let expected = if f == WindowFunction::Hop { 4 } else { 3 };
+        if exprs.len() != expected {
+            return plan_err!("{} takes {expected} arguments: {}", f.name(), f.usage());
+        }
+        let Expr::Column(table_col) = &exprs[0] else {
+            return plan_err!("the first argument of {} must be a table name: {}", f.name(), f.usage());
+        };
+        let tables = self.tables.read().map_err(|_| {
+            datafusion::error::DataFusionError::Internal("catalog lock poisoned".into())
+        })?;
+        let Some(table) = tables.get(&table_col.name) else {
+            let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+            let hint = closest(&table_col.name, names.iter().copied())
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            return plan_err!("table '{}' not found in {}{hint}", table_col.name, f.name());
+        };
+        let Expr::Column(time_col) = &exprs[1] else {
+            return plan_err!("the second argument of {} must be a time column: {}", f.name(), f.usage());
+        };
+        let Some(time_column) = table.schema.fields().iter().position(|fl| fl.name() == &time_col.name) else {
+            let hint = closest(&time_col.name, table.schema.fields().iter().map(|fl| fl.name().as_str()))
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            return plan_err!("column '{}' not found in table '{}'{hint}", time_col.name, table.name());
+        };
+        let time_type = table.schema.field(time_column).data_type();
+        if !is_event_time_type(time_type) {
+            return plan_err!(
+                "{}: the time column '{}' must be a TIMESTAMP or BIGINT, not {time_type}",
+                f.name(),
+                time_col.name
+            );
+        }
+        let mut sizes = Vec::new();
+        for (i, e) in exprs[2..].iter().enumerate() {
+            match interval_millis(e) {
+                Some(ms) if ms > 0 => sizes.push(ms),
+                _ => {
+                    return plan_err!(
+                        "argument {} of {} must be a positive INTERVAL such as INTERVAL '10' SECOND: {}",
+                        i + 3,
+                        f.name(),
+                        f.usage()
+                    );
+                }
+            }
+        }
+        let kind = match f {
+            WindowFunction::Tumble => WindowKind::Tumble { size_ms: sizes[0] },
+            WindowFunction::Hop => WindowKind::Hop {
+                slide_ms: sizes[0],
+                size_ms: sizes[1],
+            },
+            WindowFunction::Session => WindowKind::Session { gap_ms: sizes[0] },
+        };
+        Ok(Arc::new(StreamTableProvider::windowed(
+            Arc::clone(table),
+            WindowSpec { kind, time_column },
+        )))
+    }
+}

@@ -1,0 +1,209 @@
+//! The `weir` command line: run SQL files on the embedded engine, explain them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::util::pretty::pretty_format_batches;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use weir::{Engine, Executed};
+use weir_engine::JobHandle;
+use weir_sql::{SqlError, StatementText};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: a stream processing engine over Apache Arrow, driven by SQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every statement of a SQL file on the embedded engine.
+    ///
+    /// With bounded sources, exits 0 once every input is exhausted and every
+    /// window has fired. With unbounded sources, runs until Ctrl-C, which
+    /// stops the jobs gracefully (a second Ctrl-C cancels them).
+    Run {
+        /// The SQL file (`-` for standard input).
+        file: PathBuf,
+        /// Default parallelism of every operator (`SET 'parallelism.default'` overrides).
+        #[arg(long, short = 'p', default_value_t = 1, env = "WEIR_PARALLELISM")]
+        parallelism: usize,
+        /// Seconds between progress reports on stderr (0 turns them off).
+        #[arg(long, default_value_t = 5)]
+        progress_interval: u64,
+    },
+    /// Print the dataflow graph of every INSERT and SELECT in a SQL file.
+    Explain {
+        /// The SQL file (`-` for standard input).
+        file: PathBuf,
+        /// Default parallelism of every operator.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        parallelism: usize,
+        /// Print Graphviz DOT instead of text.
+        #[arg(long)]
+        dot: bool,
+    },
+}
+
+fn read_script(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// An error with the offending line of the script and a caret under the spot.
+fn render_error(script: &str, file: &PathBuf, statement: &StatementText, error: SqlError) -> anyhow::Error {
+    let error = error.offset_by(statement.start.line - 1, statement.start.column - 1);
+    let mut text = format!("{}: {error}", file.display());
+    if let Some(p) = error.position() {
+        if let Some(line) = script.lines().nth(p.line.saturating_sub(1) as usize) {
+            let caret = " ".repeat(p.column.saturating_sub(1) as usize);
+            text.push_str(&format!("\n  |\n{:>3} | {line}\n  | {caret}^", p.line));
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+fn progress_line(jobs: &[JobHandle], started: Instant, last: &mut (u64, u64, Instant)) -> String {
+    let (mut read, mut written) = (0, 0);
+    for job in jobs {
+        read += job.metrics().total(|op| op.contains("Source"), |m| m.records_out);
+        written += job.metrics().total(|op| op.ends_with(" Sink"), |m| m.records_out);
+    }
+    let dt = last.2.elapsed().as_secs_f64().max(1e-3);
+    let line = format!(
+        "[{:>6.1}s] records in: {read} ({:.0}/s), records out: {written} ({:.0}/s)",
+        started.elapsed().as_secs_f64(),
+        (read - last.0) as f64 / dt,
+        (written - last.1) as f64 / dt,
+    );
+    *last = (read, written, Instant::now());
+    line
+}
+
+async fn run(file: PathBuf, parallelism: usize, progress_interval: u64) -> anyhow::Result<()> {
+    let script = read_script(&file)?;
+    let mut engine = Engine::new(parallelism);
+    let mut jobs: Vec<JobHandle> = Vec::new();
+    let mut printers = tokio::task::JoinSet::new();
+    for statement in weir_sql::split_statements(&script).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+        let executed = engine
+            .execute(&statement.text)
+            .await
+            .map_err(|e| render_error(&script, &file, &statement, e))?;
+        match executed {
+            Executed::Text(t) => eprintln!("{t}"),
+            Executed::Rows(b) => println!("{}", pretty_format_batches(&[b])?),
+            Executed::Job(job) => {
+                eprintln!("Job '{}' started.", job.name());
+                jobs.push(job);
+            }
+            Executed::Query { job, mut rows, .. } => {
+                eprintln!("Query '{}' started.", job.name());
+                printers.spawn(async move {
+                    while let Some(batch) = rows.recv().await {
+                        match pretty_format_batches(&[batch]) {
+                            Ok(table) => println!("{table}"),
+                            Err(e) => eprintln!("cannot format rows: {e}"),
+                        }
+                    }
+                });
+                jobs.push(job);
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut last = (0, 0, Instant::now());
+    let mut ticker = tokio::time::interval(Duration::from_secs(progress_interval.max(1)));
+    ticker.tick().await;
+    let mut interrupts = 0;
+    loop {
+        if jobs.iter().all(|j| j.is_finished()) {
+            break;
+        }
+        tokio::select! {
+            _ = ticker.tick(), if progress_interval > 0 => {
+                eprintln!("{}", progress_line(&jobs, started, &mut last));
+            }
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if interrupts == 1 {
+                    eprintln!("Stopping: sources stop, in-flight data drains, sinks flush (Ctrl-C again to cancel).");
+                    jobs.iter().for_each(JobHandle::stop);
+                } else {
+                    eprintln!("Cancelling.");
+                    jobs.iter().for_each(JobHandle::cancel);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let mut failures = Vec::new();
+    for job in jobs {
+        let name = job.name().to_string();
+        if let Err(e) = job.wait().await {
+            failures.push(format!("job '{name}' failed: {e}"));
+        }
+    }
+    while printers.join_next().await.is_some() {}
+    if progress_interval > 0 && started.elapsed() > Duration::from_secs(progress_interval) {
+        eprintln!("Finished in {:.1}s.", started.elapsed().as_secs_f64());
+    }
+    if !failures.is_empty() {
+        bail!(failures.join("\n"));
+    }
+    Ok(())
+}
+
+async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result<()> {
+    let script = read_script(&file)?;
+    let mut session = weir_sql::Session::new(weir_connectors::default_registry());
+    session.set_default_parallelism(parallelism);
+    for statement in weir_sql::split_statements(&script).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+        let parsed = weir_sql::statement::parse_statement(&statement.text)
+            .map_err(|e| render_error(&script, &file, &statement, e))?;
+        let text = match parsed {
+            weir_sql::statement::Statement::Insert { .. } | weir_sql::statement::Statement::Query(_) => {
+                format!("EXPLAIN {}{}", if dot { "(FORMAT DOT) " } else { "" }, statement.text)
+            }
+            _ => statement.text.clone(),
+        };
+        let shifted = StatementText {
+            text: text.clone(),
+            start: statement.start,
+        };
+        match session.execute(&text).await.map_err(|e| render_error(&script, &file, &shifted, e))? {
+            weir_sql::Outcome::Explain(graph) => println!("{graph}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run {
+                file,
+                parallelism,
+                progress_interval,
+            } => run(file, parallelism, progress_interval).await,
+            Command::Explain { file, parallelism, dot } => explain(file, parallelism, dot).await,
+        }
+    })
+}
