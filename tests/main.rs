@@ -1,1 +1,12 @@
+//! Weir's integration tests: one test binary, one module per area.
+//!
+//! - `slt`: the sqllogictest corpus under `tests/slt/`, at parallelism 1 and 4.
+//! - `oracle`: every window and aggregate query of the corpus against DataFusion batch SQL.
+//! - `explain`: snapshots of EXPLAIN output and of the main error messages.
+//! - `cli`: the `weir` binary, run as a user runs it.
 
+mod cli;
+mod common;
+mod explain;
+mod oracle;
+mod slt;

@@ -121,3 +121,73 @@ pub fn format_rows(batch: &RecordBatch) -> Vec<String> {
         })
         .collect()
 }
+
+/// Fixtures for the engine's own operator tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::Column;
+
+    use crate::operator::{AggregateSpec, AggregateSpecRef};
+
+    /// Rows of `(key, time, value)`, all BIGINT.
+    pub fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Int64, false),
+            Field::new("time", DataType::Int64, false),
+            Field::new("value", DataType::Int64, true),
+        ]))
+    }
+
+    /// A batch of `(key, time, value)` rows.
+    pub fn batch(rows: &[(i64, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .expect("valid batch")
+    }
+
+    /// `GROUP BY <groups> … COUNT(value), SUM(value)`; `groups` are
+    /// `(name, input column)` pairs.
+    pub fn count_sum(groups: &[(&str, usize)]) -> AggregateSpecRef {
+        let input = input_schema();
+        let value: Arc<dyn PhysicalExpr> = Arc::new(Column::new("value", 2));
+        let count = AggregateExprBuilder::new(count_udaf(), vec![Arc::clone(&value)])
+            .schema(Arc::clone(&input))
+            .alias("cnt")
+            .build()
+            .expect("count");
+        let sum = AggregateExprBuilder::new(sum_udaf(), vec![value])
+            .schema(Arc::clone(&input))
+            .alias("total")
+            .build()
+            .expect("sum");
+        let group_fields: Vec<Field> = groups.iter().map(|(n, _)| Field::new(*n, DataType::Int64, false)).collect();
+        let mut out_fields = group_fields.clone();
+        out_fields.push(Field::new("cnt", DataType::Int64, false));
+        out_fields.push(Field::new("total", DataType::Int64, true));
+        Arc::new(AggregateSpec {
+            group_exprs: groups
+                .iter()
+                .map(|(n, i)| Arc::new(Column::new(n, *i)) as Arc<dyn PhysicalExpr>)
+                .collect(),
+            group_schema: Arc::new(Schema::new(group_fields)),
+            aggregates: vec![Arc::new(count), Arc::new(sum)],
+            filters: vec![None, None],
+            output_schema: Arc::new(Schema::new(out_fields)),
+            input_schema: input,
+        })
+    }
+}

@@ -93,3 +93,30 @@ impl Operator for GroupAggregateOperator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::OperatorHarness;
+    use crate::testing::fixtures::{batch, count_sum};
+
+    #[tokio::test]
+    async fn emits_every_group_at_end_of_input() {
+        let mut h = OperatorHarness::new(Box::new(GroupAggregateOperator::new(count_sum(&[("key", 0)]))));
+        h.process(batch(&[(1, 0, 5), (2, 0, 7)])).await.unwrap();
+        h.process(batch(&[(1, 0, 3)])).await.unwrap();
+        h.watermark(crate::message::Watermark(100)).await.unwrap();
+        assert!(h.take_batches().is_empty());
+        h.close().await.unwrap();
+        let mut rows = h.rows_as_strings();
+        rows.sort();
+        assert_eq!(rows, vec!["1,2,8", "2,1,7"]);
+    }
+
+    #[tokio::test]
+    async fn a_global_aggregate_has_one_row_even_without_input() {
+        let mut h = OperatorHarness::new(Box::new(GroupAggregateOperator::new(count_sum(&[]))));
+        h.close().await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["0,NULL"]);
+    }
+}

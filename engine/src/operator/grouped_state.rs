@@ -120,7 +120,9 @@ impl AggregateSpec {
             .aggregates
             .iter()
             .map(|agg| -> Result<Box<dyn GroupsAccumulator>> {
-                if agg.groups_accumulator_supported() {
+                // A global aggregate uses row accumulators: they keep SQL's
+                // empty-input results (SUM of nothing is NULL).
+                if agg.groups_accumulator_supported() && !self.group_exprs.is_empty() {
                     Ok(agg.create_groups_accumulator()?)
                 } else {
                     let agg = Arc::clone(agg);

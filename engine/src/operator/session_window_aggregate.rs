@@ -280,3 +280,41 @@ impl AggregateSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::OperatorHarness;
+    use crate::testing::fixtures::{batch, count_sum};
+
+    /// Group by (key, window_start = time, window_end = time): the assigner's
+    /// placeholder columns; the operator computes the real bounds.
+    fn operator() -> SessionWindowAggregateOperator {
+        let spec = count_sum(&[("key", 0), ("window_start", 1), ("window_end", 1)]);
+        SessionWindowAggregateOperator::new(spec, 1, 2, 5).unwrap()
+    }
+
+    #[tokio::test]
+    async fn merges_overlapping_windows_per_key() {
+        let mut h = OperatorHarness::new(Box::new(operator()));
+        // Key 1: 0, 3 → [0, 8); 20 → [20, 25). Key 2: 2 → [2, 7).
+        h.process(batch(&[(1, 0, 1), (1, 20, 10), (2, 2, 5)])).await.unwrap();
+        // 3 arrives later and bridges nothing new but extends [0,5) to [0,8).
+        h.process(batch(&[(1, 3, 2)])).await.unwrap();
+        h.watermark(Watermark(7)).await.unwrap();
+        let mut rows = h.rows_as_strings();
+        rows.sort();
+        assert_eq!(rows, vec!["1,0,8,2,3", "2,2,7,1,5"]);
+        h.close().await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["1,20,25,1,10"]);
+    }
+
+    #[tokio::test]
+    async fn a_late_event_bridging_two_sessions_merges_them() {
+        let mut h = OperatorHarness::new(Box::new(operator()));
+        h.process(batch(&[(1, 0, 1), (1, 8, 1)])).await.unwrap();
+        h.process(batch(&[(1, 4, 1)])).await.unwrap();
+        h.close().await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["1,0,13,3,3"]);
+    }
+}

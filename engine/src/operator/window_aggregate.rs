@@ -180,3 +180,45 @@ impl Operator for WindowAggregateOperator {
         self.fire_until(Watermark::MAX, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::OperatorHarness;
+    use crate::testing::fixtures::{batch, count_sum};
+
+    fn sorted(mut rows: Vec<String>) -> Vec<String> {
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn fires_each_window_once_when_the_watermark_passes_its_end() {
+        // Group by key and window end (the `time` column holds the end here).
+        let op = WindowAggregateOperator::new(count_sum(&[("key", 0), ("window_end", 1)]), 1, 0);
+        let mut h = OperatorHarness::new(Box::new(op));
+        h.process(batch(&[(1, 10, 5), (2, 10, 7), (1, 20, 1)])).await.unwrap();
+        h.process(batch(&[(1, 10, 3)])).await.unwrap();
+        h.watermark(Watermark(8)).await.unwrap();
+        assert!(h.take_batches().is_empty(), "window [.., 10) is not complete at 8");
+        h.watermark(Watermark(9)).await.unwrap();
+        assert_eq!(sorted(h.rows_as_strings()), vec!["1,10,2,8", "2,10,1,7"]);
+        // Late: window 10 already fired.
+        h.process(batch(&[(1, 10, 100), (3, 20, 4)])).await.unwrap();
+        assert_eq!(h.context().metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        h.close().await.unwrap();
+        assert_eq!(sorted(h.rows_as_strings()), vec!["1,20,1,1", "3,20,1,4"]);
+    }
+
+    #[tokio::test]
+    async fn window_start_column_with_size_offset() {
+        // The `time` column holds window starts; windows are 10 long.
+        let op = WindowAggregateOperator::new(count_sum(&[("window_start", 1)]), 0, 10);
+        let mut h = OperatorHarness::new(Box::new(op));
+        h.process(batch(&[(1, 0, 1), (1, 10, 2), (2, 0, 3)])).await.unwrap();
+        h.watermark(Watermark(9)).await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["0,2,4"]);
+        h.watermark(Watermark::MAX).await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["10,1,2"]);
+    }
+}

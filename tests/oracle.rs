@@ -1,0 +1,173 @@
+//! The oracle: every window and aggregate query of the sqllogictest corpus
+//! carries, in a `# oracle:` comment, the same query written as DataFusion
+//! batch SQL over the same files (`date_bin` for tumbling windows, …). The
+//! streaming result must equal the batch result as a multiset of rows.
+//!
+//! A query that groups or windows without an oracle fails the test, unless
+//! a `# no-oracle: <reason>` comment says why (late events, for example,
+//! have no batch equivalent). `# oracle: same` says the query text itself
+//! is the batch query.
+
+use datafusion::prelude::{CsvReadOptions, NdJsonReadOptions, SessionContext};
+use weir::Engine;
+
+use crate::common::{rows_of, slt_dir};
+
+struct Case {
+    file: String,
+    line: usize,
+    streaming: String,
+    oracle: String,
+}
+
+enum Block {
+    Statement(String),
+    Case(Case),
+}
+
+/// Reads statements and oracle-annotated queries from one slt file.
+fn parse(path: &std::path::Path) -> Vec<Block> {
+    let text = std::fs::read_to_string(path).expect("readable slt file");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut oracle: Option<String> = None;
+    let mut excused = false;
+    let mut i = 0;
+    let take_sql = |i: &mut usize| {
+        let mut sql = Vec::new();
+        while *i < lines.len() && !lines[*i].trim().is_empty() && lines[*i].trim() != "----" {
+            sql.push(lines[*i]);
+            *i += 1;
+        }
+        sql.join("\n")
+    };
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(rest) = line.strip_prefix("# oracle:") {
+            let mut sql = rest.trim().to_string();
+            while i + 1 < lines.len() && lines[i + 1].starts_with("#   ") {
+                i += 1;
+                sql.push('\n');
+                sql.push_str(lines[i].trim_start_matches('#').trim());
+            }
+            oracle = Some(sql);
+            i += 1;
+        } else if line.starts_with("# no-oracle:") {
+            excused = true;
+            i += 1;
+        } else if line.starts_with("statement ok") {
+            i += 1;
+            blocks.push(Block::Statement(take_sql(&mut i)));
+        } else if line.starts_with("query ") {
+            let at = i + 1;
+            i += 1;
+            let sql = take_sql(&mut i);
+            let upper = sql.to_uppercase();
+            let aggregates = upper.contains("GROUP BY")
+                || ["TUMBLE(", "HOP(", "SESSION(", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX("]
+                    .iter()
+                    .any(|f| upper.contains(f));
+            match oracle.take() {
+                Some(o) => blocks.push(Block::Case(Case {
+                    file: path.display().to_string(),
+                    line: at,
+                    // `same`: the streaming SQL is also valid batch SQL.
+                    oracle: if o == "same" { sql.clone() } else { o },
+                    streaming: sql,
+                })),
+                None if aggregates && !excused => {
+                    panic!("{}:{at}: a window/aggregate query without '# oracle:'", path.display())
+                }
+                None => {}
+            }
+            excused = false;
+        } else {
+            i += 1;
+        }
+    }
+    blocks
+}
+
+/// Registers a Weir table's file in the batch context under the same name,
+/// with its computed columns as a view.
+async fn register(batch: &SessionContext, engine: &mut Engine, name: &str) -> anyhow::Result<()> {
+    let table = engine.session().table(name)?;
+    let options = &table.descriptor.options;
+    if options.get("connector") != Some("filesystem") {
+        return Ok(());
+    }
+    let path = options.require("path")?;
+    let schema = table.descriptor.schema.as_ref().clone();
+    let raw = format!("{name}__raw");
+    match options.get("format") {
+        Some("csv") => {
+            let header = options.get("csv.ignore-first-line") == Some("true");
+            batch
+                .register_csv(&raw, path, CsvReadOptions::new().schema(&schema).has_header(header))
+                .await?
+        }
+        Some("json") => {
+            batch
+                .register_json(&raw, path, NdJsonReadOptions::default().schema(&schema).file_extension(""))
+                .await?
+        }
+        other => anyhow::bail!("oracle cannot read format {other:?}"),
+    }
+    let mut select = vec!["*".to_string()];
+    for c in &table.computed {
+        select.push(format!("{} AS {}", c.sql, c.name));
+    }
+    batch
+        .sql(&format!("CREATE VIEW {name} AS SELECT {} FROM {raw}", select.join(", ")))
+        .await?;
+    Ok(())
+}
+
+fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_results_equal_batch_results() -> anyhow::Result<()> {
+    let mut files: Vec<_> = std::fs::read_dir(slt_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
+    files.sort();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for file in files {
+        let mut engine = Engine::new(3);
+        let batch = SessionContext::new();
+        weir::sql::functions::register(&batch);
+        for block in parse(&file) {
+            match block {
+                Block::Statement(sql) => {
+                    engine.execute_script(&format!("{sql};")).await?;
+                    if let Ok(weir::sql::statement::Statement::CreateTable(t)) =
+                        weir::sql::statement::parse_statement(&sql)
+                    {
+                        register(&batch, &mut engine, &t.name).await?;
+                    }
+                }
+                Block::Case(case) => {
+                    let streaming = sorted(rows_of(&engine.query(&case.streaming).await?));
+                    let expected = sorted(rows_of(&batch.sql(&case.oracle).await?.collect().await?));
+                    if streaming.is_empty() {
+                        failures.push(format!("{}:{}: the query returned no rows", case.file, case.line));
+                    } else if streaming != expected {
+                        failures.push(format!(
+                            "{}:{}: streaming and batch results differ\nstreaming: {streaming:?}\nbatch:     {expected:?}",
+                            case.file, case.line
+                        ));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 15, "only {checked} oracle comparisons ran");
+    Ok(())
+}
