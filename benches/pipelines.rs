@@ -14,18 +14,32 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn rows() -> u64 {
-    std::env::var("WEIR_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000)
+    std::env::var("WEIR_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000)
 }
 
 fn parallelism() -> usize {
-    std::env::var("WEIR_BENCH_PARALLELISM").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("WEIR_BENCH_PARALLELISM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// User + system CPU time of this process, from `/proc/self/stat` (clock ticks of 10 ms).
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
     Duration::from_millis(ticks * 10)
 }
 
@@ -48,7 +62,10 @@ fn bid_table(rows: u64) -> String {
 }
 
 const QUERIES: [(&str, &str); 4] = [
-    ("source", "INSERT INTO sink SELECT id, auction, bidder, price, channel FROM bid"),
+    (
+        "source",
+        "INSERT INTO sink SELECT id, auction, bidder, price, channel FROM bid",
+    ),
     (
         "filter",
         "INSERT INTO sink SELECT auction, 0.908 * price, UPPER(channel) FROM bid \
@@ -84,7 +101,10 @@ fn pipelines(c: &mut Criterion) {
                     let before = cpu_time();
                     runtime.block_on(async {
                         let mut engine = weir::Engine::new(parallelism());
-                        engine.execute_script(&script).await.expect("benchmark job runs");
+                        engine
+                            .execute_script(&script)
+                            .await
+                            .expect("benchmark job runs");
                     });
                     cpu += cpu_time().saturating_sub(before);
                 }

@@ -80,9 +80,11 @@ impl Engine {
     pub async fn execute_script(&mut self, script: &str) -> anyhow::Result<()> {
         let mut jobs = Vec::new();
         for statement in weir_sql::split_statements(script)? {
-            match self.execute(&statement.text).await.map_err(|e| {
-                e.offset_by(statement.start.line - 1, statement.start.column - 1)
-            })? {
+            match self
+                .execute(&statement.text)
+                .await
+                .map_err(|e| e.offset_by(statement.start.line - 1, statement.start.column - 1))?
+            {
                 Executed::Job(job) => jobs.push(job),
                 Executed::Query { job, mut rows, .. } => {
                     while rows.recv().await.is_some() {}

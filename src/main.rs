@@ -12,7 +12,11 @@ use weir_engine::JobHandle;
 use weir_sql::{SqlError, StatementText};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Weir: a stream processing engine over Apache Arrow, driven by SQL")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: a stream processing engine over Apache Arrow, driven by SQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,12 @@ fn read_script(file: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// An error with the offending line of the script and a caret under the spot.
-fn render_error(script: &str, file: &PathBuf, statement: &StatementText, error: SqlError) -> anyhow::Error {
+fn render_error(
+    script: &str,
+    file: &PathBuf,
+    statement: &StatementText,
+    error: SqlError,
+) -> anyhow::Error {
     let error = error.offset_by(statement.start.line - 1, statement.start.column - 1);
     let mut text = format!("{}: {error}", file.display());
     if let Some(p) = error.position() {
@@ -73,8 +82,12 @@ fn render_error(script: &str, file: &PathBuf, statement: &StatementText, error: 
 fn progress_line(jobs: &[JobHandle], started: Instant, last: &mut (u64, u64, Instant)) -> String {
     let (mut read, mut written) = (0, 0);
     for job in jobs {
-        read += job.metrics().total(|op| op.contains("Source"), |m| m.records_out);
-        written += job.metrics().total(|op| op.ends_with(" Sink"), |m| m.records_out);
+        read += job
+            .metrics()
+            .total(|op| op.contains("Source"), |m| m.records_out);
+        written += job
+            .metrics()
+            .total(|op| op.ends_with(" Sink"), |m| m.records_out);
     }
     let dt = last.2.elapsed().as_secs_f64().max(1e-3);
     let line = format!(
@@ -92,7 +105,9 @@ async fn run(file: PathBuf, parallelism: usize, progress_interval: u64) -> anyho
     let mut engine = Engine::new(parallelism);
     let mut jobs: Vec<JobHandle> = Vec::new();
     let mut printers = tokio::task::JoinSet::new();
-    for statement in weir_sql::split_statements(&script).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+    for statement in weir_sql::split_statements(&script)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+    {
         let executed = engine
             .execute(&statement.text)
             .await
@@ -168,12 +183,19 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
     let script = read_script(&file)?;
     let mut session = weir_sql::Session::new(weir_connectors::default_registry());
     session.set_default_parallelism(parallelism);
-    for statement in weir_sql::split_statements(&script).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+    for statement in weir_sql::split_statements(&script)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+    {
         let parsed = weir_sql::statement::parse_statement(&statement.text)
             .map_err(|e| render_error(&script, &file, &statement, e))?;
         let text = match parsed {
-            weir_sql::statement::Statement::Insert { .. } | weir_sql::statement::Statement::Query(_) => {
-                format!("EXPLAIN {}{}", if dot { "(FORMAT DOT) " } else { "" }, statement.text)
+            weir_sql::statement::Statement::Insert { .. }
+            | weir_sql::statement::Statement::Query(_) => {
+                format!(
+                    "EXPLAIN {}{}",
+                    if dot { "(FORMAT DOT) " } else { "" },
+                    statement.text
+                )
             }
             _ => statement.text.clone(),
         };
@@ -181,7 +203,11 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
             text: text.clone(),
             start: statement.start,
         };
-        match session.execute(&text).await.map_err(|e| render_error(&script, &file, &shifted, e))? {
+        match session
+            .execute(&text)
+            .await
+            .map_err(|e| render_error(&script, &file, &shifted, e))?
+        {
             weir_sql::Outcome::Explain(graph) => println!("{graph}"),
             _ => {}
         }
@@ -191,11 +217,15 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Run {
@@ -203,7 +233,11 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 progress_interval,
             } => run(file, parallelism, progress_interval).await,
-            Command::Explain { file, parallelism, dot } => explain(file, parallelism, dot).await,
+            Command::Explain {
+                file,
+                parallelism,
+                dot,
+            } => explain(file, parallelism, dot).await,
         }
     })
 }

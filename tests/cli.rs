@@ -24,13 +24,28 @@ fn run_writes_a_bounded_pipeline_to_files_and_exits_zero() {
         ),
     )
     .expect("write script");
-    let output = weir().args(["run", "--parallelism", "3"]).arg(&script).output().expect("run weir");
-    assert!(output.status.success(), "weir run failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = weir()
+        .args(["run", "--parallelism", "3"])
+        .arg(&script)
+        .output()
+        .expect("run weir");
+    assert!(
+        output.status.success(),
+        "weir run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(&out).expect("sink directory") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        assert!(!name.starts_with('.'), "in-progress file left behind: {name}");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !name.starts_with('.'),
+            "in-progress file left behind: {name}"
+        );
         for line in std::fs::read_to_string(&path).expect("part file").lines() {
             let mut cols = line.split(',');
             let id: i64 = cols.next().and_then(|c| c.parse().ok()).expect("id column");
@@ -55,7 +70,10 @@ fn run_reports_sql_errors_with_line_and_column() {
     let output = weir().arg("run").arg(&script).output().expect("run weir");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("line 3, column 8"), "no position in: {stderr}");
+    assert!(
+        stderr.contains("line 3, column 8"),
+        "no position in: {stderr}"
+    );
     assert!(stderr.contains("idd"), "no column name in: {stderr}");
 }
 
@@ -69,8 +87,16 @@ fn explain_prints_dot() {
          SELECT window_end, COUNT(*) FROM TUMBLE(t, ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end;",
     )
     .expect("write script");
-    let output = weir().args(["explain", "--dot"]).arg(&script).output().expect("run weir");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = weir()
+        .args(["explain", "--dot"])
+        .arg(&script)
+        .output()
+        .expect("run weir");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("digraph"), "{stdout}");
     assert!(stdout.contains("WindowAggregate"), "{stdout}");

@@ -7,7 +7,9 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// The directory holding the sqllogictest files.
 pub fn slt_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("slt")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("slt")
 }
 
 fn format_float(v: f64) -> String {
@@ -25,10 +27,14 @@ fn format_cell(col: &ArrayRef, row: usize, formatter: &ArrayFormatter<'_>) -> St
         return "NULL".into();
     }
     match col.data_type() {
-        DataType::Float64 => format_float(col.as_primitive::<arrow::datatypes::Float64Type>().value(row)),
-        DataType::Float32 => {
-            format_float(f64::from(col.as_primitive::<arrow::datatypes::Float32Type>().value(row)))
-        }
+        DataType::Float64 => format_float(
+            col.as_primitive::<arrow::datatypes::Float64Type>()
+                .value(row),
+        ),
+        DataType::Float32 => format_float(f64::from(
+            col.as_primitive::<arrow::datatypes::Float32Type>()
+                .value(row),
+        )),
         _ => {
             let s = formatter.value(row).to_string();
             if s.is_empty() { "(empty)".into() } else { s }
@@ -70,7 +76,9 @@ pub fn type_letters(batch: &RecordBatch) -> Vec<sqllogictest::DefaultColumnType>
         .map(|f| {
             if f.data_type().is_integer() {
                 sqllogictest::DefaultColumnType::Integer
-            } else if f.data_type().is_floating() || matches!(f.data_type(), DataType::Decimal128(_, _)) {
+            } else if f.data_type().is_floating()
+                || matches!(f.data_type(), DataType::Decimal128(_, _))
+            {
                 sqllogictest::DefaultColumnType::FloatingPoint
             } else {
                 sqllogictest::DefaultColumnType::Text

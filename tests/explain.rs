@@ -45,7 +45,10 @@ async fn explain_tumbling_window_aggregate() {
 #[tokio::test]
 async fn explain_filter_projection_as_dot() {
     insta::assert_snapshot!(
-        explain("EXPLAIN (FORMAT DOT) SELECT id, price * 2 AS double_price FROM bids WHERE price > 100").await
+        explain(
+            "EXPLAIN (FORMAT DOT) SELECT id, price * 2 AS double_price FROM bids WHERE price > 100"
+        )
+        .await
     );
 }
 
@@ -83,13 +86,16 @@ async fn error_order_by_on_a_stream() {
 #[tokio::test]
 async fn error_unknown_connector_option() {
     insta::assert_snapshot!(
-        error_of("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'number-of-row' = '5')").await
+        error_of("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'number-of-row' = '5')")
+            .await
     );
 }
 
 #[tokio::test]
 async fn error_unknown_connector() {
-    insta::assert_snapshot!(error_of("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagn')").await);
+    insta::assert_snapshot!(
+        error_of("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagn')").await
+    );
 }
 
 #[tokio::test]
@@ -121,6 +127,9 @@ async fn odd_sql_gives_errors_not_panics() {
         "SELECT 'unterminated FROM bids",
         "SELECT id FROM bids LIMIT 5",
     ] {
-        assert!(engine.execute(sql).await.is_err(), "expected an error for {sql:?}");
+        assert!(
+            engine.execute(sql).await.is_err(),
+            "expected an error for {sql:?}"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! have no batch equivalent). `# oracle: same` says the query text itself
 //! is the batch query.
 
-use datafusion::prelude::{CsvReadOptions, NdJsonReadOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
 use weir::Engine;
 
 use crate::common::{rows_of, slt_dir};
@@ -64,9 +64,11 @@ fn parse(path: &std::path::Path) -> Vec<Block> {
             let sql = take_sql(&mut i);
             let upper = sql.to_uppercase();
             let aggregates = upper.contains("GROUP BY")
-                || ["TUMBLE(", "HOP(", "SESSION(", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX("]
-                    .iter()
-                    .any(|f| upper.contains(f));
+                || [
+                    "TUMBLE(", "HOP(", "SESSION(", "COUNT(", "SUM(", "AVG(", "MIN(", "MAX(",
+                ]
+                .iter()
+                .any(|f| upper.contains(f));
             match oracle.take() {
                 Some(o) => blocks.push(Block::Case(Case {
                     file: path.display().to_string(),
@@ -76,7 +78,10 @@ fn parse(path: &std::path::Path) -> Vec<Block> {
                     streaming: sql,
                 })),
                 None if aggregates && !excused => {
-                    panic!("{}:{at}: a window/aggregate query without '# oracle:'", path.display())
+                    panic!(
+                        "{}:{at}: a window/aggregate query without '# oracle:'",
+                        path.display()
+                    )
                 }
                 None => {}
             }
@@ -103,12 +108,22 @@ async fn register(batch: &SessionContext, engine: &mut Engine, name: &str) -> an
         Some("csv") => {
             let header = options.get("csv.ignore-first-line") == Some("true");
             batch
-                .register_csv(&raw, path, CsvReadOptions::new().schema(&schema).has_header(header))
+                .register_csv(
+                    &raw,
+                    path,
+                    CsvReadOptions::new().schema(&schema).has_header(header),
+                )
                 .await?
         }
         Some("json") => {
             batch
-                .register_json(&raw, path, NdJsonReadOptions::default().schema(&schema).file_extension(""))
+                .register_json(
+                    &raw,
+                    path,
+                    JsonReadOptions::default()
+                        .schema(&schema)
+                        .file_extension(""),
+                )
                 .await?
         }
         other => anyhow::bail!("oracle cannot read format {other:?}"),
@@ -118,7 +133,10 @@ async fn register(batch: &SessionContext, engine: &mut Engine, name: &str) -> an
         select.push(format!("{} AS {}", c.sql, c.name));
     }
     batch
-        .sql(&format!("CREATE VIEW {name} AS SELECT {} FROM {raw}", select.join(", ")))
+        .sql(&format!(
+            "CREATE VIEW {name} AS SELECT {} FROM {raw}",
+            select.join(", ")
+        ))
         .await?;
     Ok(())
 }
@@ -153,9 +171,13 @@ async fn streaming_results_equal_batch_results() -> anyhow::Result<()> {
                 }
                 Block::Case(case) => {
                     let streaming = sorted(rows_of(&engine.query(&case.streaming).await?));
-                    let expected = sorted(rows_of(&batch.sql(&case.oracle).await?.collect().await?));
+                    let expected =
+                        sorted(rows_of(&batch.sql(&case.oracle).await?.collect().await?));
                     if streaming.is_empty() {
-                        failures.push(format!("{}:{}: the query returned no rows", case.file, case.line));
+                        failures.push(format!(
+                            "{}:{}: the query returned no rows",
+                            case.file, case.line
+                        ));
                     } else if streaming != expected {
                         failures.push(format!(
                             "{}:{}: streaming and batch results differ\nstreaming: {streaming:?}\nbatch:     {expected:?}",

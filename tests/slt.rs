@@ -47,7 +47,11 @@ impl sqllogictest::AsyncDB for WeirDb {
                     job.wait().await.map_err(|e| err(&e))?;
                     Ok(DBOutput::StatementComplete(0))
                 }
-                Executed::Query { job, mut rows, schema } => {
+                Executed::Query {
+                    job,
+                    mut rows,
+                    schema,
+                } => {
                     let mut batches = Vec::new();
                     while let Some(b) = rows.recv().await {
                         batches.push(b);
@@ -106,10 +110,16 @@ async fn run_corpus(parallelism: usize) {
                 .await
                 .map_err(|e| e.to_string())
         } else {
-            runner.run_file_async(&file).await.map_err(|e| e.display(false).to_string())
+            runner
+                .run_file_async(&file)
+                .await
+                .map_err(|e| e.display(false).to_string())
         };
         if let Err(e) = result {
-            failures.push(format!("{} (parallelism {parallelism}):\n{e}", file.display()));
+            failures.push(format!(
+                "{} (parallelism {parallelism}):\n{e}",
+                file.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

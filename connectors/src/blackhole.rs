@@ -1,5 +1,112 @@
-//! stub
-/// stub
-#[derive(Debug)]
+//! The `blackhole` sink: accepts every row and discards it, counting rows.
+//! Useful to measure a query without the cost of an output.
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use weir_engine::{Connector, Result, Sink, TableDescriptor, TaskInfo};
+
+const NAME: &str = "blackhole";
+
+/// The `blackhole` connector (sink only).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BlackholeConnector;
-impl weir_engine::Connector for BlackholeConnector { fn name(&self) -> &str { "blackhole" } }
+
+impl Connector for BlackholeConnector {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate_sink(&self, table: &TableDescriptor) -> Result<()> {
+        table
+            .options
+            .check_keys(NAME, &["sink.parallelism"], |_| false)
+    }
+
+    fn create_sink(&self, table: &TableDescriptor, task: &TaskInfo) -> Result<Box<dyn Sink>> {
+        self.validate_sink(table)?;
+        Ok(Box::new(BlackholeSink {
+            table: table.name.clone(),
+            subtask: task.subtask,
+            rows: 0,
+            batches: 0,
+        }))
+    }
+}
+
+/// One subtask of a blackhole sink.
+#[derive(Debug)]
+pub struct BlackholeSink {
+    table: String,
+    subtask: usize,
+    rows: u64,
+    batches: u64,
+}
+
+impl BlackholeSink {
+    /// Rows received so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+#[async_trait]
+impl Sink for BlackholeSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.batches += 1;
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        tracing::debug!(
+            table = %self.table,
+            subtask = self.subtask,
+            rows = self.rows,
+            batches = self.batches,
+            "blackhole sink finished"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+
+    use super::*;
+    use crate::util::test_support::{table, task};
+
+    #[tokio::test]
+    async fn counts_and_discards() {
+        let t = table(
+            vec![Field::new("a", DataType::Int64, true)],
+            &[("connector", "blackhole")],
+        );
+        let batch = RecordBatch::try_new(
+            Arc::clone(&t.schema),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut sink = BlackholeSink {
+            table: "t".into(),
+            subtask: 0,
+            rows: 0,
+            batches: 0,
+        };
+        sink.write_batch(batch.clone()).await.unwrap();
+        sink.write_batch(batch).await.unwrap();
+        sink.finish().await.unwrap();
+        assert_eq!(sink.rows(), 6);
+        assert!(BlackholeConnector.create_sink(&t, &task(0, 1)).is_ok());
+        let bad = table(vec![], &[("sink.paralelism", "2")]);
+        let err = BlackholeConnector
+            .validate_sink(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean 'sink.parallelism'"), "{err}");
+        assert!(BlackholeConnector.validate_source(&t).is_err());
+    }
+}

@@ -6,9 +6,9 @@
 //! [`register_all`] to add them to an existing registry).
 //!
 //! ```text
-//!   datagen ─┐                                    ┌─> filesystem (csv | json | parquet)
-//!   nexmark ─┼─> Source::poll_batch ─> engine ─> Sink::write_batch ─┼─> print
-//!   filesystem ┘                                  └─> blackhole
+//!   datagen ────┐                                                      ┌─> filesystem (csv | json | parquet)
+//!   nexmark ────┼─> Source::poll_batch ─> engine ─> Sink::write_batch ─┼─> print
+//!   filesystem ─┘                                                      └─> blackhole
 //! ```
 //!
 //! | connector    | reads | writes | bounded                                   |

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Schema, SchemaRef, UInt8Type};
+use arrow::datatypes::{Schema, SchemaRef, UInt8Type};
 use weir_engine::message::ROW_KIND_COLUMN;
 use weir_engine::{Error, Result, RowKind};
 
@@ -14,7 +14,9 @@ pub fn projected_schema(schema: &SchemaRef, projection: Option<&[usize]>) -> Res
     match projection {
         None => Ok(Arc::clone(schema)),
         Some(indices) => schema.project(indices).map(Arc::new).map_err(|e| {
-            Error::internal(format!("projection {indices:?} does not fit the table schema: {e}"))
+            Error::internal(format!(
+                "projection {indices:?} does not fit the table schema: {e}"
+            ))
         }),
     }
 }
@@ -57,7 +59,10 @@ pub fn split_row_kinds(batch: &RecordBatch) -> Result<(RecordBatch, Option<Vec<R
     };
     let column = batch.column(index);
     let codes = column.as_primitive_opt::<UInt8Type>().ok_or_else(|| {
-        Error::internal(format!("column '{ROW_KIND_COLUMN}' is {}, not UInt8", column.data_type()))
+        Error::internal(format!(
+            "column '{ROW_KIND_COLUMN}' is {}, not UInt8",
+            column.data_type()
+        ))
     })?;
     let kinds = codes
         .iter()
@@ -71,8 +76,9 @@ pub fn split_row_kinds(batch: &RecordBatch) -> Result<(RecordBatch, Option<Vec<R
     Ok((data, Some(kinds)))
 }
 
-/// The batch's columns under `schema` (the sink table's names), cast where the
-/// types differ. Errors when the column count differs.
+/// The batch's columns under `schema` (the sink table's names and types),
+/// cast where the types differ. Errors when the column count differs or a
+/// NOT NULL column holds nulls.
 pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.num_columns() != schema.fields().len() {
         return Err(Error::internal(format!(
@@ -93,24 +99,18 @@ pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
             }
         })
         .collect::<Result<Vec<_>>>()?;
-    // The sink's declared nullability is not enforced: the data is what the
-    // query produced, the names and types are what the table declares.
-    let relaxed = Arc::new(Schema::new_with_metadata(
-        schema
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(f, c)| f.as_ref().clone().with_nullable(f.is_nullable() || c.null_count() > 0))
-            .collect::<Vec<_>>(),
-        schema.metadata().clone(),
-    ));
-    make_batch(&relaxed, columns, batch.num_rows())
+    make_batch(schema, columns, batch.num_rows()).map_err(|e| match e {
+        Error::Arrow(e) => Error::BadInput(format!("the rows do not fit the sink table: {e}")),
+        other => other,
+    })
 }
 
 /// Parses a size such as `128MB`, `64 kb`, `1gb` or `1048576` (bytes), as Flink's `MemorySize`.
 pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
     let text = value.trim().to_ascii_lowercase();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let multiplier: u64 = match unit.trim() {
         "" | "b" | "bytes" => 1,
@@ -124,27 +124,60 @@ pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
             )));
         }
     };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| Error::Config(format!("option '{key}' = '{value}' is not a size such as '128mb'")))?;
+    let number: u64 = digits.parse().map_err(|_| {
+        Error::Config(format!(
+            "option '{key}' = '{value}' is not a size such as '128mb'"
+        ))
+    })?;
     number
         .checked_mul(multiplier)
         .filter(|n| *n > 0)
         .ok_or_else(|| Error::Config(format!("option '{key}' = '{value}' is out of range")))
 }
 
+/// Parses a duration such as `5000` (milliseconds), `10 s`, `5min` or `1h`, as Flink's `Duration` options.
+pub fn parse_duration_ms(key: &str, value: &str) -> Result<i64> {
+    let text = value.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let millis: i64 = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => {
+            return Err(Error::Config(format!(
+                "option '{key}' = '{value}' has an unknown time unit '{other}' (use ms, s, min, h or d)"
+            )));
+        }
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "option '{key}' = '{value}' is not a duration such as '10 s'"
+            ))
+        })
+}
+
 /// A positive integer option, with a default.
-pub fn positive_usize(options: &weir_engine::ConnectorOptions, key: &str, default: usize) -> Result<usize> {
+pub fn positive_usize(
+    options: &weir_engine::ConnectorOptions,
+    key: &str,
+    default: usize,
+) -> Result<usize> {
     match options.parse::<usize>(key)? {
-        Some(0) => Err(Error::Config(format!("option '{key}' must be greater than 0"))),
+        Some(0) => Err(Error::Config(format!(
+            "option '{key}' must be greater than 0"
+        ))),
         Some(n) => Ok(n),
         None => Ok(default),
     }
-}
-
-/// True for the types a flat text format (CSV) can hold.
-pub fn is_flat_type(data_type: &DataType) -> bool {
-    !data_type.is_nested() && !matches!(data_type, DataType::Dictionary(..) | DataType::RunEndEncoded(..))
 }
 
 #[cfg(test)]
@@ -170,7 +203,20 @@ mod tests {
         assert_eq!(parse_memory_size("k", "128MB").unwrap(), 128 << 20);
         assert_eq!(parse_memory_size("k", "64 kb").unwrap(), 64 << 10);
         assert_eq!(parse_memory_size("k", "1000").unwrap(), 1000);
-        assert!(parse_memory_size("k", "12 parsecs").unwrap_err().to_string().contains("'k'"));
+        assert!(
+            parse_memory_size("k", "12 parsecs")
+                .unwrap_err()
+                .to_string()
+                .contains("'k'")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("k", "5000").unwrap(), 5000);
+        assert_eq!(parse_duration_ms("k", "10 s").unwrap(), 10_000);
+        assert_eq!(parse_duration_ms("k", "2min").unwrap(), 120_000);
+        assert!(parse_duration_ms("k", "-1").is_err());
     }
 }
 
@@ -188,7 +234,9 @@ pub mod test_support {
         TableDescriptor {
             name: "t".into(),
             schema: Arc::new(Schema::new(fields)),
-            options: ConnectorOptions::new(options.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+            options: ConnectorOptions::new(
+                options.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ),
         }
     }
 
@@ -215,6 +263,9 @@ pub mod test_support {
 
     /// The rows of `batches` as strings.
     pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
-        batches.iter().flat_map(weir_engine::testing::format_rows).collect()
+        batches
+            .iter()
+            .flat_map(weir_engine::testing::format_rows)
+            .collect()
     }
 }

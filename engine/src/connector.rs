@@ -43,9 +43,9 @@ impl ConnectorOptions {
     {
         self.get(key)
             .map(|v| {
-                v.trim().parse::<T>().map_err(|e| {
-                    Error::Config(format!("option '{key}' = '{v}' is invalid: {e}"))
-                })
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|e| Error::Config(format!("option '{key}' = '{v}' is invalid: {e}")))
             })
             .transpose()
     }
@@ -56,7 +56,9 @@ impl ConnectorOptions {
             .map(|v| match v.trim().to_ascii_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(Error::Config(format!("option '{key}' = '{v}' must be 'true' or 'false'"))),
+                _ => Err(Error::Config(format!(
+                    "option '{key}' = '{v}' must be 'true' or 'false'"
+                ))),
             })
             .transpose()
     }
@@ -72,7 +74,12 @@ impl ConnectorOptions {
     }
 
     /// Rejects keys that `allowed` does not accept, suggesting the closest allowed key.
-    pub fn check_keys(&self, connector: &str, allowed: &[&str], allowed_prefix: impl Fn(&str) -> bool) -> Result<()> {
+    pub fn check_keys(
+        &self,
+        connector: &str,
+        allowed: &[&str],
+        allowed_prefix: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         for key in self.keys() {
             if key == "connector" || allowed.contains(&key) || allowed_prefix(key) {
                 continue;
@@ -125,7 +132,9 @@ pub trait Source: Send {
 
     /// Rewinds to a position taken by [`Source::snapshot_position`].
     fn restore_position(&mut self, _position: &[u8]) -> Result<()> {
-        Err(Error::Config("this source cannot be restored from a checkpoint".into()))
+        Err(Error::Config(
+            "this source cannot be restored from a checkpoint".into(),
+        ))
     }
 }
 
@@ -164,12 +173,18 @@ pub trait Connector: fmt::Debug + Send + Sync {
 
     /// Checks a source table's options; an error names the bad option.
     fn validate_source(&self, _table: &TableDescriptor) -> Result<()> {
-        Err(Error::Config(format!("connector '{}' cannot be read from", self.name())))
+        Err(Error::Config(format!(
+            "connector '{}' cannot be read from",
+            self.name()
+        )))
     }
 
     /// Checks a sink table's options.
     fn validate_sink(&self, _table: &TableDescriptor) -> Result<()> {
-        Err(Error::Config(format!("connector '{}' cannot be written to", self.name())))
+        Err(Error::Config(format!(
+            "connector '{}' cannot be written to",
+            self.name()
+        )))
     }
 
     /// True when the table's source ends by itself.
@@ -184,12 +199,18 @@ pub trait Connector: fmt::Debug + Send + Sync {
         _projection: Option<&[usize]>,
         _task: &TaskInfo,
     ) -> Result<Box<dyn Source>> {
-        Err(Error::Config(format!("connector '{}' cannot be read from", self.name())))
+        Err(Error::Config(format!(
+            "connector '{}' cannot be read from",
+            self.name()
+        )))
     }
 
     /// Creates one subtask of a sink.
     fn create_sink(&self, _table: &TableDescriptor, _task: &TaskInfo) -> Result<Box<dyn Sink>> {
-        Err(Error::Config(format!("connector '{}' cannot be written to", self.name())))
+        Err(Error::Config(format!(
+            "connector '{}' cannot be written to",
+            self.name()
+        )))
     }
 }
 
@@ -207,7 +228,8 @@ impl ConnectorRegistry {
 
     /// Adds (or replaces) a connector.
     pub fn register(&mut self, connector: Arc<dyn Connector>) {
-        self.connectors.insert(connector.name().to_string(), connector);
+        self.connectors
+            .insert(connector.name().to_string(), connector);
     }
 
     /// The connector called `name`, or an error with a suggestion.

@@ -28,7 +28,9 @@ pub mod suggest;
 pub mod testing;
 pub mod time;
 
-pub use connector::{Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor};
+pub use connector::{
+    Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor,
+};
 pub use error::{Error, ErrorDomain, Result};
 pub use graph::{EdgeKind, LogicalGraph, PhysicalGraph};
 pub use message::{CheckpointBarrier, CheckpointId, Message, RowKind, Watermark};

@@ -55,11 +55,7 @@ impl MetricsRegistry {
     /// Counters for one subtask of one operator (or chain), created on first use.
     pub fn task(&self, operator: &str, subtask: usize) -> Arc<TaskMetrics> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            tasks
-                .entry((operator.to_string(), subtask))
-                .or_default(),
-        )
+        Arc::clone(tasks.entry((operator.to_string(), subtask)).or_default())
     }
 
     /// Snapshot of every subtask's counters, by (operator, subtask).
@@ -81,7 +77,11 @@ impl MetricsRegistry {
     }
 
     /// Sum of a counter over every subtask of operators whose name matches.
-    pub fn total(&self, pick: impl Fn(&str) -> bool, field: fn(&TaskMetricsSnapshot) -> u64) -> u64 {
+    pub fn total(
+        &self,
+        pick: impl Fn(&str) -> bool,
+        field: fn(&TaskMetricsSnapshot) -> u64,
+    ) -> u64 {
         self.snapshot()
             .iter()
             .filter(|((op, _), _)| pick(op))
@@ -94,8 +94,16 @@ impl MetricsRegistry {
         let snapshot = self.snapshot();
         let mut out = String::new();
         let series: [(&str, &str, fn(&TaskMetricsSnapshot) -> u64); 3] = [
-            ("weir_records_in_total", "Rows received by a subtask.", |m| m.records_in),
-            ("weir_records_out_total", "Rows emitted by a subtask.", |m| m.records_out),
+            (
+                "weir_records_in_total",
+                "Rows received by a subtask.",
+                |m| m.records_in,
+            ),
+            (
+                "weir_records_out_total",
+                "Rows emitted by a subtask.",
+                |m| m.records_out,
+            ),
             (
                 "weir_late_records_dropped_total",
                 "Rows dropped because they arrived behind the watermark.",
@@ -106,7 +114,11 @@ impl MetricsRegistry {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((op, subtask), m) in &snapshot {
                 let op = op.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(out, "{name}{{operator=\"{op}\",subtask=\"{subtask}\"}} {}", field(m));
+                let _ = writeln!(
+                    out,
+                    "{name}{{operator=\"{op}\",subtask=\"{subtask}\"}} {}",
+                    field(m)
+                );
             }
         }
         out

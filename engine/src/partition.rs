@@ -11,15 +11,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Float32Type,
-    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type,
+    Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 use arrow::row::{RowConverter, SortField};
 
@@ -87,7 +85,11 @@ fn combine(acc: u64, value: u64) -> u64 {
 
 const NULL_HASH: u64 = 0x5bd1_e995_1234_5678;
 
-fn hash_primitive<T: ArrowPrimitiveType>(col: &ArrayRef, hashes: &mut [u64], to_u64: impl Fn(T::Native) -> u64) {
+fn hash_primitive<T: ArrowPrimitiveType>(
+    col: &ArrayRef,
+    hashes: &mut [u64],
+    to_u64: impl Fn(T::Native) -> u64,
+) {
     let arr = col.as_primitive::<T>();
     if arr.null_count() == 0 {
         for (h, v) in hashes.iter_mut().zip(arr.values().iter()) {
@@ -95,7 +97,11 @@ fn hash_primitive<T: ArrowPrimitiveType>(col: &ArrayRef, hashes: &mut [u64], to_
         }
     } else {
         for (i, h) in hashes.iter_mut().enumerate() {
-            let v = if arr.is_null(i) { NULL_HASH } else { mix(to_u64(arr.value(i)) ^ SEED) };
+            let v = if arr.is_null(i) {
+                NULL_HASH
+            } else {
+                mix(to_u64(arr.value(i)) ^ SEED)
+            };
             *h = combine(*h, v);
         }
     }
@@ -115,9 +121,9 @@ fn hash_column(col: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
             // -0.0 and 0.0 are equal keys.
             if v == 0.0 { 0 } else { u64::from(v.to_bits()) }
         }),
-        DataType::Float64 => hash_primitive::<Float64Type>(col, hashes, |v| {
-            if v == 0.0 { 0 } else { v.to_bits() }
-        }),
+        DataType::Float64 => {
+            hash_primitive::<Float64Type>(col, hashes, |v| if v == 0.0 { 0 } else { v.to_bits() })
+        }
         DataType::Date32 => hash_primitive::<Date32Type>(col, hashes, |v| v as u64),
         DataType::Date64 => hash_primitive::<Date64Type>(col, hashes, |v| v as u64),
         DataType::Decimal128(_, _) => {
@@ -138,7 +144,11 @@ fn hash_column(col: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
         DataType::Boolean => {
             let arr: &BooleanArray = col.as_boolean();
             for (i, h) in hashes.iter_mut().enumerate() {
-                let v = if arr.is_null(i) { NULL_HASH } else { mix(u64::from(arr.value(i)) ^ SEED) };
+                let v = if arr.is_null(i) {
+                    NULL_HASH
+                } else {
+                    mix(u64::from(arr.value(i)) ^ SEED)
+                };
                 *h = combine(*h, v);
             }
         }
@@ -186,11 +196,16 @@ pub fn partition_by_keys(
     if parallelism <= 1 {
         return Ok(vec![(0, batch.clone())]);
     }
-    let keys: Vec<ArrayRef> = key_columns.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+    let keys: Vec<ArrayRef> = key_columns
+        .iter()
+        .map(|&i| Arc::clone(batch.column(i)))
+        .collect();
     let hashes = hash_keys(&keys, batch.num_rows())?;
     let dest: Vec<usize> = hashes
         .iter()
-        .map(|&h| subtask_of_key_group(key_group_of(h, max_key_groups), max_key_groups, parallelism))
+        .map(|&h| {
+            subtask_of_key_group(key_group_of(h, max_key_groups), max_key_groups, parallelism)
+        })
         .collect();
     split_by_destination(batch, &dest, parallelism)
 }
@@ -254,7 +269,10 @@ mod tests {
         assert_ne!(h[0], h[1]);
         // A fixed value: the hash must never change between builds or machines.
         let one = hash_keys(&[Arc::new(Int64Array::from(vec![42])) as ArrayRef], 1).unwrap();
-        assert_eq!(one[0], hash_keys(&[Arc::new(Int64Array::from(vec![42])) as ArrayRef], 1).unwrap()[0]);
+        assert_eq!(
+            one[0],
+            hash_keys(&[Arc::new(Int64Array::from(vec![42])) as ArrayRef], 1).unwrap()[0]
+        );
         let batch = RecordBatch::try_from_iter(vec![("a", a), ("b", b)]).unwrap();
         let parts = partition_by_keys(&batch, &[0, 1], 128, 4).unwrap();
         let total: usize = parts.iter().map(|(_, b)| b.num_rows()).sum();

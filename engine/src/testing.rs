@@ -37,7 +37,9 @@ impl OperatorHarness {
     /// Feeds a batch.
     pub async fn process(&mut self, batch: RecordBatch) -> Result<()> {
         let mut out = Collector::new();
-        self.operator.process_batch(batch, &mut self.ctx, &mut out).await?;
+        self.operator
+            .process_batch(batch, &mut self.ctx, &mut out)
+            .await?;
         self.keep(out);
         Ok(())
     }
@@ -46,7 +48,11 @@ impl OperatorHarness {
     pub async fn watermark(&mut self, watermark: Watermark) -> Result<()> {
         let mut out = Collector::new();
         self.ctx.current_watermark = watermark;
-        if let Some(w) = self.operator.handle_watermark(watermark, &mut self.ctx, &mut out).await? {
+        if let Some(w) = self
+            .operator
+            .handle_watermark(watermark, &mut self.ctx, &mut out)
+            .await?
+        {
             out.emit_watermark(w);
         }
         self.keep(out);
@@ -56,7 +62,9 @@ impl OperatorHarness {
     /// Feeds a checkpoint barrier.
     pub async fn checkpoint(&mut self, barrier: CheckpointBarrier) -> Result<()> {
         let mut out = Collector::new();
-        self.operator.handle_checkpoint(&barrier, &mut self.ctx, &mut out).await?;
+        self.operator
+            .handle_checkpoint(&barrier, &mut self.ctx, &mut out)
+            .await?;
         self.keep(out);
         Ok(())
     }
@@ -71,8 +79,10 @@ impl OperatorHarness {
 
     /// Takes the batches emitted so far.
     pub fn take_batches(&mut self) -> Vec<RecordBatch> {
-        let (batches, rest): (Vec<_>, Vec<_>) =
-            self.output.drain(..).partition(|m| matches!(m, Message::Data(_)));
+        let (batches, rest): (Vec<_>, Vec<_>) = self
+            .output
+            .drain(..)
+            .partition(|m| matches!(m, Message::Data(_)));
         self.output = rest;
         batches
             .into_iter()
@@ -85,8 +95,10 @@ impl OperatorHarness {
 
     /// Takes the watermarks emitted so far.
     pub fn take_watermarks(&mut self) -> Vec<Watermark> {
-        let (wms, rest): (Vec<_>, Vec<_>) =
-            self.output.drain(..).partition(|m| matches!(m, Message::Watermark(_)));
+        let (wms, rest): (Vec<_>, Vec<_>) = self
+            .output
+            .drain(..)
+            .partition(|m| matches!(m, Message::Watermark(_)));
         self.output = rest;
         wms.into_iter()
             .filter_map(|m| match m {
@@ -174,7 +186,10 @@ pub(crate) mod fixtures {
             .alias("total")
             .build()
             .expect("sum");
-        let group_fields: Vec<Field> = groups.iter().map(|(n, _)| Field::new(*n, DataType::Int64, false)).collect();
+        let group_fields: Vec<Field> = groups
+            .iter()
+            .map(|(n, _)| Field::new(*n, DataType::Int64, false))
+            .collect();
         let mut out_fields = group_fields.clone();
         out_fields.push(Field::new("cnt", DataType::Int64, false));
         out_fields.push(Field::new("total", DataType::Int64, true));

@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 
 /// True for the types an event-time column may have.
 pub fn is_event_time_type(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Timestamp(_, _) | DataType::Int64 | DataType::Date32 | DataType::Date64)
+    matches!(
+        data_type,
+        DataType::Timestamp(_, _) | DataType::Int64 | DataType::Date32 | DataType::Date64
+    )
 }
 
 /// Reads an event-time column (any timestamp unit, or `BIGINT` epoch
@@ -20,7 +23,10 @@ pub fn to_epoch_millis(column: &ArrayRef) -> Result<Int64Array> {
         DataType::Int64 => Arc::clone(column),
         DataType::Timestamp(TimeUnit::Millisecond, _) => cast(column, &DataType::Int64)?,
         DataType::Timestamp(_, tz) => {
-            let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?;
+            let ms = cast(
+                column,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?;
             cast(&ms, &DataType::Int64)?
         }
         DataType::Date32 | DataType::Date64 => {
@@ -45,11 +51,15 @@ pub fn from_epoch_millis(millis: Int64Array, data_type: &DataType) -> Result<Arr
     let millis: ArrayRef = Arc::new(millis);
     Ok(match data_type {
         DataType::Int64 => millis,
-        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
-            cast(&millis, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?
-        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => cast(
+            &millis,
+            &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        )?,
         DataType::Timestamp(_, tz) => {
-            let ms = cast(&millis, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?;
+            let ms = cast(
+                &millis,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?;
             cast(&ms, data_type)?
         }
         other => cast(&millis, other)?,

@@ -16,7 +16,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use weir_engine::operator::WindowKind;
 use weir_engine::{Connector, TableDescriptor};
 
@@ -72,7 +74,12 @@ impl StreamTable {
 
     /// The schema with `window_start` and `window_end` (of the time column's type) appended.
     pub fn windowed_schema(&self, time_type: &DataType) -> SchemaRef {
-        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new("window_start", time_type.clone(), false));
         fields.push(Field::new("window_end", time_type.clone(), false));
         Arc::new(Schema::new(fields))
@@ -200,7 +207,9 @@ impl ExecutionPlan for StreamScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
     }
@@ -220,7 +229,13 @@ impl ExecutionPlan for StreamScanExec {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        datafusion::common::internal_err!("a stream scan runs on the Weir engine, not in DataFusion")
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        datafusion::common::internal_err!(
+            "a stream scan runs on the Weir engine, not in DataFusion"
+        )
     }
 }

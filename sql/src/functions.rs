@@ -55,7 +55,10 @@ impl ScalarUDFImpl for ToTimestampLtz {
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         if !args[0].is_integer() && !args[0].is_numeric() {
-            return plan_err!("TO_TIMESTAMP_LTZ expects a numeric epoch value, not {}", args[0]);
+            return plan_err!(
+                "TO_TIMESTAMP_LTZ expects a numeric epoch value, not {}",
+                args[0]
+            );
         }
         Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
     }
@@ -68,8 +71,10 @@ impl ScalarUDFImpl for ToTimestampLtz {
         };
         let values = args.args[0].to_array(args.number_rows)?;
         let values = cast(&values, &DataType::Int64)?;
-        let millis: Int64Array = values.as_primitive::<arrow::datatypes::Int64Type>().unary(|v| v * factor);
-        let ts = TimestampMillisecondArray::from(millis.into_data());
+        let millis: Int64Array = values
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .unary(|v| v * factor);
+        let ts: TimestampMillisecondArray = millis.reinterpret_cast();
         Ok(ColumnarValue::Array(Arc::new(ts)))
     }
 }
@@ -135,9 +140,11 @@ impl ScalarUDFImpl for DateFormat {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let pattern = match &args.args[1] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p))) => {
-                java_to_chrono(p)
-            }
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(p))
+                | ScalarValue::LargeUtf8(Some(p))
+                | ScalarValue::Utf8View(Some(p)),
+            ) => java_to_chrono(p),
             _ => return exec_err!("DATE_FORMAT expects a constant pattern string"),
         };
         let values = args.args[0].to_array(args.number_rows)?;
@@ -204,6 +211,9 @@ mod tests {
     #[test]
     fn converts_java_patterns() {
         assert_eq!(java_to_chrono("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
-        assert_eq!(java_to_chrono("yyyy-MM-dd HH:mm:ss.SSS"), "%Y-%m-%d %H:%M:%S.%3f");
+        assert_eq!(
+            java_to_chrono("yyyy-MM-dd HH:mm:ss.SSS"),
+            "%Y-%m-%d %H:%M:%S.%3f"
+        );
     }
 }

@@ -28,8 +28,8 @@ use datafusion::physical_plan::union::UnionExec;
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, OperatorFactory, ProjectionOperator,
-    SessionWindowAggregateFactory, WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator,
-    WindowKind,
+    SessionWindowAggregateFactory, WatermarkGeneratorOperator, WindowAggregateFactory,
+    WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::StreamScanExec;
@@ -49,9 +49,17 @@ pub struct Lowering<'a> {
     graph: &'a mut LogicalGraph,
 }
 
-fn physical(expr: &datafusion::logical_expr::Expr, schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>> {
+fn physical(
+    expr: &datafusion::logical_expr::Expr,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn PhysicalExpr>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-    Ok(create_physical_expr(expr, &df_schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+    Ok(create_physical_expr(
+        expr,
+        &df_schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?)
 }
 
 impl<'a> Lowering<'a> {
@@ -82,7 +90,10 @@ impl<'a> Lowering<'a> {
             let input = self.lower(f.input())?;
             let filtered = self.chain(
                 &input,
-                Arc::new(FilterOperator::new(Arc::clone(f.predicate()), Arc::clone(&input.schema))),
+                Arc::new(FilterOperator::new(
+                    Arc::clone(f.predicate()),
+                    Arc::clone(&input.schema),
+                )),
             )?;
             if f.projection().is_some() {
                 let out = f.schema();
@@ -112,11 +123,16 @@ impl<'a> Lowering<'a> {
                 .enumerate()
                 .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
                 .collect();
-            let node = self
-                .graph
-                .add_operator(Arc::new(ProjectionOperator::new(exprs, Arc::clone(&schema))), None);
-            for child in u.children() {
-                let input = self.lower(child)?;
+            let inputs = u
+                .children()
+                .into_iter()
+                .map(|c| self.lower(c))
+                .collect::<Result<Vec<_>>>()?;
+            let node = self.graph.add_operator(
+                Arc::new(ProjectionOperator::new(exprs, Arc::clone(&schema))),
+                None,
+            );
+            for input in inputs {
                 self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
             }
             return Ok(Lowered { node, schema });
@@ -135,7 +151,11 @@ impl<'a> Lowering<'a> {
             .unwrap_or_else(|| (0..extended_len).collect());
         // Columns of the table needed: projected ones, the window's time column,
         // the watermark's column and what its expression reads.
-        let mut needed: BTreeSet<usize> = projection.iter().copied().filter(|&i| i < full_len).collect();
+        let mut needed: BTreeSet<usize> = projection
+            .iter()
+            .copied()
+            .filter(|&i| i < full_len)
+            .collect();
         if let Some(w) = &scan.window {
             needed.insert(w.time_column);
         }
@@ -145,7 +165,11 @@ impl<'a> Lowering<'a> {
                 needed.insert(table.schema.index_of(&c.name)?);
             }
         }
-        let mut physical_needed: BTreeSet<usize> = needed.iter().copied().filter(|&i| i < physical_len).collect();
+        let mut physical_needed: BTreeSet<usize> = needed
+            .iter()
+            .copied()
+            .filter(|&i| i < physical_len)
+            .collect();
         for &i in needed.iter().filter(|&&i| i >= physical_len) {
             for c in table.computed[i - physical_len].expr.column_refs() {
                 physical_needed.insert(table.descriptor.schema.index_of(&c.name)?);
@@ -176,7 +200,8 @@ impl<'a> Lowering<'a> {
                         let name = table.schema.field(i).name();
                         Ok(Arc::new(Column::new(name, current.schema.index_of(name)?)))
                     } else {
-                        let expr = physical(&table.computed[i - physical_len].expr, &current.schema)?;
+                        let expr =
+                            physical(&table.computed[i - physical_len].expr, &current.schema)?;
                         let want = table.schema.field(i).data_type();
                         Ok(if expr.data_type(&current.schema)? == *want {
                             expr
@@ -195,10 +220,20 @@ impl<'a> Lowering<'a> {
         }
         let position_of = |i: usize| needed.iter().position(|&n| n == i);
         if let Some(w) = &scan.window {
-            let time = position_of(w.time_column).ok_or_else(|| SqlError::Internal("time column missing".into()))?;
+            let time = position_of(w.time_column)
+                .ok_or_else(|| SqlError::Internal("time column missing".into()))?;
             let time_type = table.schema.field(w.time_column).data_type().clone();
-            let mut fields: Vec<_> = current.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.push(arrow::datatypes::Field::new("window_start", time_type.clone(), false));
+            let mut fields: Vec<_> = current
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                "window_start",
+                time_type.clone(),
+                false,
+            ));
             fields.push(arrow::datatypes::Field::new("window_end", time_type, false));
             let op = WindowAssignerOperator::new(w.kind, time, Arc::new(Schema::new(fields)))?;
             current = self.chain(&current, Arc::new(op))?;
@@ -208,7 +243,8 @@ impl<'a> Lowering<'a> {
             .iter()
             .map(|&i| {
                 if i < full_len {
-                    position_of(i).ok_or_else(|| SqlError::Internal("projected column missing".into()))
+                    position_of(i)
+                        .ok_or_else(|| SqlError::Internal("projected column missing".into()))
                 } else {
                     Ok(needed.len() + (i - full_len))
                 }
@@ -218,7 +254,10 @@ impl<'a> Lowering<'a> {
             let schema = Arc::new(scan.full_schema.project(&projection)?);
             let exprs = out_positions
                 .iter()
-                .map(|&p| Arc::new(Column::new(current.schema.field(p).name(), p)) as Arc<dyn PhysicalExpr>)
+                .map(|&p| {
+                    Arc::new(Column::new(current.schema.field(p).name(), p))
+                        as Arc<dyn PhysicalExpr>
+                })
                 .collect();
             current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
         }
@@ -235,18 +274,34 @@ impl<'a> Lowering<'a> {
                     child = &child.children()[0];
                 }
                 match child.downcast_ref::<AggregateExec>() {
-                    Some(partial) if *partial.mode() == AggregateMode::Partial => (partial, partial.input()),
-                    _ => return Err(SqlError::Internal("final aggregate without a partial one".into())),
+                    Some(partial) if *partial.mode() == AggregateMode::Partial => {
+                        (partial, partial.input())
+                    }
+                    _ => {
+                        return Err(SqlError::Internal(
+                            "final aggregate without a partial one".into(),
+                        ));
+                    }
                 }
             }
-            other => return Err(SqlError::Internal(format!("unexpected aggregate mode {other:?}"))),
+            other => {
+                return Err(SqlError::Internal(format!(
+                    "unexpected aggregate mode {other:?}"
+                )));
+            }
         };
         if spec_source.group_expr().has_grouping_set() {
-            return Err(SqlError::unsupported("GROUPING SETS, CUBE and ROLLUP are not supported yet"));
+            return Err(SqlError::unsupported(
+                "GROUPING SETS, CUBE and ROLLUP are not supported yet",
+            ));
         }
         let input = self.lower(input_plan)?;
-        let group_exprs: Vec<Arc<dyn PhysicalExpr>> =
-            spec_source.group_expr().expr().iter().map(|(e, _)| Arc::clone(e)).collect();
+        let group_exprs: Vec<Arc<dyn PhysicalExpr>> = spec_source
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(e, _)| Arc::clone(e))
+            .collect();
         let group_schema = spec_source.group_expr().group_schema(&input.schema)?;
         let spec = Arc::new(AggregateSpec {
             group_exprs: group_exprs.clone(),
@@ -258,21 +313,22 @@ impl<'a> Lowering<'a> {
         });
         let window = find_window(input_plan);
         let column_named = |name: &str| {
-            group_exprs.iter().position(|e| {
-                e.downcast_ref::<Column>()
-                    .is_some_and(|c| c.name() == name)
-            })
+            group_exprs
+                .iter()
+                .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.name() == name))
         };
         let (start, end) = match window {
             Some(_) => (column_named("window_start"), column_named("window_end")),
             None => (None, None),
         };
         let window_groups: Vec<usize> = start.iter().chain(end.iter()).copied().collect();
-        let key_exprs: Vec<usize> = (0..group_exprs.len()).filter(|i| !window_groups.contains(i)).collect();
+        let key_exprs: Vec<usize> = (0..group_exprs.len())
+            .filter(|i| !window_groups.contains(i))
+            .collect();
         let factory: Arc<dyn OperatorFactory> = match (window, start, end) {
-            (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => {
-                Arc::new(SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms))
-            }
+            (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => Arc::new(
+                SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms),
+            ),
             (Some(WindowKind::Session { .. }), _, _) => {
                 return Err(SqlError::unsupported(
                     "a SESSION window aggregate must GROUP BY both window_start and window_end",
@@ -306,15 +362,33 @@ impl<'a> Lowering<'a> {
             }
             if !extra.is_empty() {
                 // Computed keys: append them so the shuffle can hash them.
-                let mut fields: Vec<_> = input.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let mut fields: Vec<_> = input
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
                 let mut exprs: Vec<Arc<dyn PhysicalExpr>> = (0..fields.len())
-                    .map(|i| Arc::new(Column::new(input.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+                    .map(|i| {
+                        Arc::new(Column::new(input.schema.field(i).name(), i))
+                            as Arc<dyn PhysicalExpr>
+                    })
                     .collect();
                 for (e, name) in extra {
-                    fields.push(arrow::datatypes::Field::new(name, e.data_type(&input.schema)?, true));
+                    fields.push(arrow::datatypes::Field::new(
+                        name,
+                        e.data_type(&input.schema)?,
+                        true,
+                    ));
                     exprs.push(e);
                 }
-                keyed = self.chain(&input, Arc::new(ProjectionOperator::new(exprs, Arc::new(Schema::new(fields)))))?;
+                keyed = self.chain(
+                    &input,
+                    Arc::new(ProjectionOperator::new(
+                        exprs,
+                        Arc::new(Schema::new(fields)),
+                    )),
+                )?;
             }
             let _ = &keyed;
             return self.connect_keyed(keyed, factory, EdgeKind::Hash(key_columns));
@@ -327,7 +401,12 @@ impl<'a> Lowering<'a> {
         })
     }
 
-    fn connect_keyed(&mut self, input: Lowered, factory: Arc<dyn OperatorFactory>, edge: EdgeKind) -> Result<Lowered> {
+    fn connect_keyed(
+        &mut self,
+        input: Lowered,
+        factory: Arc<dyn OperatorFactory>,
+        edge: EdgeKind,
+    ) -> Result<Lowered> {
         let schema = factory.output_schema();
         let node = self.graph.add_operator(factory, None);
         self.graph.connect(input.node, node, edge)?;
@@ -353,22 +432,38 @@ fn unsupported_node(name: &str) -> SqlError {
         }
         "GlobalLimitExec" | "LocalLimitExec" => "LIMIT is not supported yet",
         n if n.contains("Join") => "joins are not supported yet",
-        "WindowAggExec" | "BoundedWindowAggExec" => "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION",
+        "WindowAggExec" | "BoundedWindowAggExec" => {
+            "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION"
+        }
         "PlaceholderRowExec" | "EmptyExec" => "a streaming query must read from a table (FROM …)",
-        "DataSourceExec" | "ValuesExec" | "MemoryExec" => "VALUES and in-memory tables are not streams; declare a table with CREATE TABLE",
-        other => return SqlError::unsupported(format!("the plan node {other} has no streaming operator yet")),
+        "DataSourceExec" | "ValuesExec" | "MemoryExec" => {
+            "VALUES and in-memory tables are not streams; declare a table with CREATE TABLE"
+        }
+        other => {
+            return SqlError::unsupported(format!(
+                "the plan node {other} has no streaming operator yet"
+            ));
+        }
     };
     SqlError::unsupported(what)
 }
 
 /// Projects `input` onto the sink schema by position, casting where types differ.
-pub fn cast_to_sink(input: &SchemaRef, sink: &SchemaRef, sink_name: &str) -> Result<Option<ProjectionOperator>> {
+pub fn cast_to_sink(
+    input: &SchemaRef,
+    sink: &SchemaRef,
+    sink_name: &str,
+) -> Result<Option<ProjectionOperator>> {
     if input.fields().len() != sink.fields().len() {
         return Err(SqlError::plan(format!(
             "the query returns {} columns but table '{sink_name}' has {} ({})",
             input.fields().len(),
             sink.fields().len(),
-            sink.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            sink.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let same = input
@@ -402,6 +497,13 @@ pub fn cast_to_sink(input: &SchemaRef, sink: &SchemaRef, sink_name: &str) -> Res
             Ok(Arc::new(CastExpr::new(col, b.data_type().clone(), None)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let fields: Vec<_> = sink.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    Ok(Some(ProjectionOperator::new(exprs, Arc::new(Schema::new(fields)))))
+    let fields: Vec<_> = sink
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Ok(Some(ProjectionOperator::new(
+        exprs,
+        Arc::new(Schema::new(fields)),
+    )))
 }

@@ -80,7 +80,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("settings", &self.settings).finish()
+        f.debug_struct("Session")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -102,7 +104,10 @@ impl Session {
             ("hop", WindowFunction::Hop),
             ("session", WindowFunction::Session),
         ] {
-            ctx.register_udtf(name, Arc::new(WindowTableFunction::new(f, Arc::clone(&tables))));
+            ctx.register_udtf(
+                name,
+                Arc::new(WindowTableFunction::new(f, Arc::clone(&tables))),
+            );
         }
         Self {
             ctx,
@@ -127,7 +132,11 @@ impl Session {
                 .parse::<usize>()
                 .ok()
                 .filter(|&p| p > 0)
-                .ok_or_else(|| SqlError::Config(format!("'{PARALLELISM_KEY}' must be a positive integer, not '{v}'"))),
+                .ok_or_else(|| {
+                    SqlError::Config(format!(
+                        "'{PARALLELISM_KEY}' must be a positive integer, not '{v}'"
+                    ))
+                }),
             None => Ok(self.default_parallelism),
         }
     }
@@ -187,7 +196,10 @@ impl Session {
             Statement::Set(None) => {
                 let keys: Vec<&str> = self.settings.keys().map(String::as_str).collect();
                 let values: Vec<&str> = self.settings.values().map(String::as_str).collect();
-                Ok(Outcome::Rows(string_batch(&[("key", keys), ("value", values)])?))
+                Ok(Outcome::Rows(string_batch(&[
+                    ("key", keys),
+                    ("value", values),
+                ])?))
             }
             Statement::Set(Some((key, value))) => {
                 if key == PARALLELISM_KEY {
@@ -196,12 +208,18 @@ impl Session {
                         .parse::<usize>()
                         .ok()
                         .filter(|&p| p > 0)
-                        .ok_or_else(|| SqlError::Config(format!("'{key}' must be a positive integer, not '{value}'")))?;
+                        .ok_or_else(|| {
+                            SqlError::Config(format!(
+                                "'{key}' must be a positive integer, not '{value}'"
+                            ))
+                        })?;
                 } else if !KNOWN_SETTINGS.contains(&key.as_str()) {
                     let hint = closest(&key, KNOWN_SETTINGS.iter().copied())
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
-                    warn!("'{key}' is not a setting Weir uses{hint}; it is stored but has no effect");
+                    warn!(
+                        "'{key}' is not a setting Weir uses{hint}; it is stored but has no effect"
+                    );
                 }
                 self.settings.insert(key.clone(), value.clone());
                 Ok(Outcome::Message(format!("Set '{key}' = '{value}'.")))
@@ -216,7 +234,11 @@ impl Session {
                 Ok(Outcome::Rows(string_batch(&[("table_name", names)])?))
             }
             Statement::Describe(name) => self.describe(&name).map(Outcome::Rows),
-            Statement::Insert { table, query, query_start } => {
+            Statement::Insert {
+                table,
+                query,
+                query_start,
+            } => {
                 let job = self
                     .plan_insert(&table, &query)
                     .await
@@ -226,16 +248,29 @@ impl Session {
             Statement::Query(query) => Ok(Outcome::Query(self.plan_select(&query).await?)),
             Statement::Explain { dot, statement } => {
                 let graph = match *statement {
-                    Statement::Insert { table, query, query_start } => self
-                        .plan_insert(&table, &query)
-                        .await
-                        .map_err(|e| e.offset_by(query_start.line - 1, query_start.column - 1))?
-                        .graph,
+                    Statement::Insert {
+                        table,
+                        query,
+                        query_start,
+                    } => {
+                        self.plan_insert(&table, &query)
+                            .await
+                            .map_err(|e| e.offset_by(query_start.line - 1, query_start.column - 1))?
+                            .graph
+                    }
                     Statement::Query(query) => self.plan_select(&query).await?.job.graph,
-                    _ => return Err(SqlError::plan("EXPLAIN takes an INSERT INTO or a SELECT statement")),
+                    _ => {
+                        return Err(SqlError::plan(
+                            "EXPLAIN takes an INSERT INTO or a SELECT statement",
+                        ));
+                    }
                 };
                 let _ = sql;
-                Ok(Outcome::Explain(if dot { graph.to_dot() } else { graph.to_string() }))
+                Ok(Outcome::Explain(if dot {
+                    graph.to_dot()
+                } else {
+                    graph.to_string()
+                }))
             }
         }
     }
@@ -248,9 +283,15 @@ impl Session {
             .contains_key(&create.name);
         if exists {
             if create.if_not_exists {
-                return Ok(Outcome::Message(format!("Table '{}' already exists.", create.name)));
+                return Ok(Outcome::Message(format!(
+                    "Table '{}' already exists.",
+                    create.name
+                )));
             }
-            return Err(SqlError::plan(format!("table '{}' already exists", create.name)));
+            return Err(SqlError::plan(format!(
+                "table '{}' already exists",
+                create.name
+            )));
         }
         let options = ConnectorOptions::new(create.options.clone());
         let connector_name = options.get("connector").ok_or_else(|| {
@@ -263,7 +304,12 @@ impl Session {
         let connector = self.registry.get(connector_name)?;
         let mut physical = Vec::new();
         for c in &create.columns {
-            if let ColumnDef::Physical { name, data_type, nullable } = c {
+            if let ColumnDef::Physical {
+                name,
+                data_type,
+                nullable,
+            } = c
+            {
                 if physical.iter().any(|f: &Field| f.name() == name) {
                     return Err(SqlError::plan(format!("column '{name}' is declared twice")));
                 }
@@ -306,7 +352,9 @@ impl Session {
                     let hint = closest(column, schema.fields().iter().map(|f| f.name().as_str()))
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
-                    return Err(SqlError::plan(format!("WATERMARK FOR '{column}': no such column{hint}")));
+                    return Err(SqlError::plan(format!(
+                        "WATERMARK FOR '{column}': no such column{hint}"
+                    )));
                 };
                 if !is_event_time_type(field.data_type()) {
                     return Err(SqlError::plan(format!(
@@ -350,7 +398,10 @@ impl Session {
                 } else {
                     source_error
                 };
-                return Err(with_context(error.into(), &format!("table '{}'", create.name)));
+                return Err(with_context(
+                    error.into(),
+                    &format!("table '{}'", create.name),
+                ));
             }
         }
         let table = Arc::new(StreamTable {
@@ -361,14 +412,19 @@ impl Session {
             schema,
             declared_columns: declared_columns || !physical.is_empty(),
         });
-        self.ctx
-            .register_table(create.name.as_str(), Arc::new(StreamTableProvider::new(Arc::clone(&table))))?;
+        self.ctx.register_table(
+            create.name.as_str(),
+            Arc::new(StreamTableProvider::new(Arc::clone(&table))),
+        )?;
         self.tables
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(create.name.clone(), table);
         debug!(table = %create.name, "table created");
-        Ok(Outcome::Message(format!("Table '{}' created.", create.name)))
+        Ok(Outcome::Message(format!(
+            "Table '{}' created.",
+            create.name
+        )))
     }
 
     fn describe(&self, name: &str) -> Result<RecordBatch> {
@@ -415,7 +471,10 @@ impl Session {
         let logical = state.create_logical_plan(sql).await?;
         let physical = state.create_physical_plan(&logical).await?;
         Lowering::new(graph).lower(&physical).map_err(|e| match e {
-            SqlError::Unsupported { message, position: None } => {
+            SqlError::Unsupported {
+                message,
+                position: None,
+            } => {
                 let position = if message.starts_with("ORDER BY") {
                     keyword_position(sql, Keyword::ORDER)
                 } else if message.starts_with("LIMIT") {
@@ -456,7 +515,11 @@ impl Session {
             }
         }
         let graph = PhysicalGraph::from_logical(graph, self.parallelism()?)?;
-        Ok(JobPlan { name, graph, bounded })
+        Ok(JobPlan {
+            name,
+            graph,
+            bounded,
+        })
     }
 
     async fn plan_insert(&mut self, table_name: &str, query: &str) -> Result<JobPlan> {
@@ -465,7 +528,8 @@ impl Session {
         let mut lowered = self.lower_query(query, &mut graph).await?;
         let mut descriptor = table.descriptor.clone();
         if table.declared_columns {
-            if let Some(cast) = cast_to_sink(&lowered.schema, &table.descriptor.schema, table_name)? {
+            if let Some(cast) = cast_to_sink(&lowered.schema, &table.descriptor.schema, table_name)?
+            {
                 let schema = weir_engine::OperatorFactory::output_schema(&cast);
                 let node = graph.add_operator(Arc::new(cast), None);
                 graph.connect(lowered.node, node, weir_engine::EdgeKind::Forward)?;
@@ -478,7 +542,10 @@ impl Session {
             .connector
             .validate_sink(&descriptor)
             .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
-        let sink = graph.add_operator(Arc::new(SinkNode::new(Arc::clone(&table.connector), descriptor)), None);
+        let sink = graph.add_operator(
+            Arc::new(SinkNode::new(Arc::clone(&table.connector), descriptor)),
+            None,
+        );
         graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;
         let name = self.job_name(format!("insert-into-{table_name}"));
         self.finish_job(name, graph)

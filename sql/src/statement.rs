@@ -174,7 +174,11 @@ impl<'a> Cursor<'a> {
             .into_iter()
             .filter(|t| !is_trivia(&t.token) && t.token != Token::EOF)
             .collect();
-        Ok(Self { sql, tokens, pos: 0 })
+        Ok(Self {
+            sql,
+            tokens,
+            pos: 0,
+        })
     }
 
     fn peek(&self) -> Option<&TokenWithSpan> {
@@ -225,9 +229,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn error(&self, expected: &str) -> SqlError {
-        let found = self
-            .peek()
-            .map_or_else(|| "end of statement".to_string(), |t| format!("'{}'", t.token));
+        let found = self.peek().map_or_else(
+            || "end of statement".to_string(),
+            |t| format!("'{}'", t.token),
+        );
         SqlError::Parse {
             message: format!("expected {expected}, found {found}"),
             position: self.position(),
@@ -270,9 +275,9 @@ impl<'a> Cursor<'a> {
 
     /// Byte offset where token `i` starts (or the end of text).
     fn offset(&self, i: usize) -> usize {
-        self.tokens
-            .get(i)
-            .map_or(self.sql.len(), |t| offset_of(self.sql, t.span.start.line, t.span.start.column))
+        self.tokens.get(i).map_or(self.sql.len(), |t| {
+            offset_of(self.sql, t.span.start.line, t.span.start.column)
+        })
     }
 
     fn rest_text(&self) -> &'a str {
@@ -557,7 +562,10 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         return Ok(Statement::Set(Some((key, value))));
     }
     if c.eat_keyword(Keyword::RESET) {
-        return Ok(Statement::Reset(option_atom(&mut c, "a configuration key")?));
+        return Ok(Statement::Reset(option_atom(
+            &mut c,
+            "a configuration key",
+        )?));
     }
     if c.eat_keyword(Keyword::INSERT) {
         if !c.eat_keyword(Keyword::INTO) {
@@ -570,7 +578,9 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
                 position: c.position(),
             });
         }
-        let query_start = c.position().ok_or_else(|| c.error("a query after INSERT INTO table"))?;
+        let query_start = c
+            .position()
+            .ok_or_else(|| c.error("a query after INSERT INTO table"))?;
         return Ok(Statement::Insert {
             table,
             query: c.rest_text().to_string(),
@@ -586,7 +596,9 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
     if c.eat_keyword(Keyword::DESCRIBE) || c.eat_keyword(Keyword::DESC) {
         return Ok(Statement::Describe(c.name("a table name")?));
     }
-    if c.peek_keyword(Keyword::SELECT) || c.peek_keyword(Keyword::WITH) || c.peek_keyword(Keyword::VALUES)
+    if c.peek_keyword(Keyword::SELECT)
+        || c.peek_keyword(Keyword::WITH)
+        || c.peek_keyword(Keyword::VALUES)
         || matches!(c.peek().map(|t| &t.token), Some(Token::LParen))
     {
         return Ok(Statement::Query(sql.to_string()));
@@ -631,10 +643,23 @@ mod tests {
         assert_eq!(t.name, "bids");
         assert_eq!(
             t.columns[0],
-            ColumnDef::Physical { name: "id".into(), data_type: DataType::Int64, nullable: false }
+            ColumnDef::Physical {
+                name: "id".into(),
+                data_type: DataType::Int64,
+                nullable: false
+            }
         );
-        assert_eq!(t.columns[2], ColumnDef::Computed { name: "ts".into(), expr: "TO_TIMESTAMP_LTZ(id, 3)".into() });
-        assert_eq!(t.watermark, Some(("ts".into(), "ts - INTERVAL '5' SECOND".into())));
+        assert_eq!(
+            t.columns[2],
+            ColumnDef::Computed {
+                name: "ts".into(),
+                expr: "TO_TIMESTAMP_LTZ(id, 3)".into()
+            }
+        );
+        assert_eq!(
+            t.watermark,
+            Some(("ts".into(), "ts - INTERVAL '5' SECOND".into()))
+        );
         assert_eq!(t.options[1], ("fields.id.kind".into(), "sequence".into()));
         assert_eq!(t.options[2], ("number-of-rows".into(), "10".into()));
         let _ = TimeUnit::Millisecond;
@@ -643,7 +668,13 @@ mod tests {
     #[test]
     fn reports_positions() {
         let err = parse_statement("CREATE TABLE t (a BIGINT) WITH ('x' 'y')").unwrap_err();
-        assert_eq!(err.position(), Some(Position { line: 1, column: 37 }));
+        assert_eq!(
+            err.position(),
+            Some(Position {
+                line: 1,
+                column: 37
+            })
+        );
     }
 }
 
@@ -656,26 +687,31 @@ pub fn rewrite_flink_windows(sql: &str) -> String {
         return sql.to_string();
     };
     let tokens: Vec<&TokenWithSpan> = all.iter().filter(|t| !is_trivia(&t.token)).collect();
-    let word = |i: usize, w: &str| {
-        matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
-    };
+    let word = |i: usize, w: &str| matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
     let is = |i: usize, tok: Token| tokens.get(i).is_some_and(|t| t.token == tok);
     let at = |i: usize| {
-        tokens
-            .get(i)
-            .map_or(sql.len(), |t| offset_of(sql, t.span.start.line, t.span.start.column))
+        tokens.get(i).map_or(sql.len(), |t| {
+            offset_of(sql, t.span.start.line, t.span.start.column)
+        })
     };
     let after = |i: usize| {
-        tokens
-            .get(i)
-            .map_or(sql.len(), |t| offset_of(sql, t.span.end.line, t.span.end.column))
+        tokens.get(i).map_or(sql.len(), |t| {
+            offset_of(sql, t.span.end.line, t.span.end.column)
+        })
     };
     // (start, end, replacement) byte edits, applied back to front.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
-        let function = ["TUMBLE", "HOP", "SESSION", "CUMULATE"].into_iter().find(|f| word(i + 2, f));
-        if !(word(i, "TABLE") && is(i + 1, Token::LParen) && function.is_some() && is(i + 3, Token::LParen) && word(i + 4, "TABLE")) {
+        let function = ["TUMBLE", "HOP", "SESSION", "CUMULATE"]
+            .into_iter()
+            .find(|f| word(i + 2, f));
+        if !(word(i, "TABLE")
+            && is(i + 1, Token::LParen)
+            && function.is_some()
+            && is(i + 3, Token::LParen)
+            && word(i + 4, "TABLE"))
+        {
             i += 1;
             continue;
         }
@@ -695,7 +731,9 @@ pub fn rewrite_flink_windows(sql: &str) -> String {
                 _ => {}
             }
         }
-        let Some(close) = close else { return sql.to_string() };
+        let Some(close) = close else {
+            return sql.to_string();
+        };
         edits.push((at(i), at(i + 2), String::new())); // "TABLE("
         edits.push((at(i + 4), at(i + 5), String::new())); // inner "TABLE "
         let mut j = i + 5;
@@ -707,8 +745,13 @@ pub fn rewrite_flink_windows(sql: &str) -> String {
                 }
                 edits.push((at(j), at(k), String::new()));
                 j = k;
-            } else if word(j, "DESCRIPTOR") && is(j + 1, Token::LParen) && is(j + 3, Token::RParen) {
-                edits.push((at(j), after(j + 3), sql[at(j + 2)..after(j + 2)].to_string()));
+            } else if word(j, "DESCRIPTOR") && is(j + 1, Token::LParen) && is(j + 3, Token::RParen)
+            {
+                edits.push((
+                    at(j),
+                    after(j + 3),
+                    sql[at(j + 2)..after(j + 2)].to_string(),
+                ));
                 j += 4;
             } else {
                 j += 1;
@@ -716,6 +759,19 @@ pub fn rewrite_flink_windows(sql: &str) -> String {
         }
         edits.push((at(close), after(close), String::new()));
         i = close + 1;
+    }
+    // DataFusion looks table functions up by their exact name: normalise case.
+    for (k, t) in tokens.iter().enumerate() {
+        if let Token::Word(w) = &t.token {
+            let lower = w.value.to_ascii_lowercase();
+            if w.quote_style.is_none()
+                && lower != w.value
+                && ["tumble", "hop", "session"].contains(&lower.as_str())
+                && is(k + 1, Token::LParen)
+            {
+                edits.push((at(k), after(k), lower));
+            }
+        }
     }
     if edits.is_empty() {
         return sql.to_string();
@@ -735,12 +791,16 @@ mod flink_window_tests {
     #[test]
     fn rewrites_flink_window_table_functions() {
         assert_eq!(
-            rewrite_flink_windows("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY 1"),
-            "SELECT * FROM TUMBLE(bid, ts, INTERVAL '10' SECOND) GROUP BY 1"
+            rewrite_flink_windows(
+                "SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY 1"
+            ),
+            "SELECT * FROM tumble(bid, ts, INTERVAL '10' SECOND) GROUP BY 1"
         );
         assert_eq!(
-            rewrite_flink_windows("FROM TABLE(SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' MINUTE))"),
-            "FROM SESSION(t , ts, INTERVAL '1' MINUTE)"
+            rewrite_flink_windows(
+                "FROM TABLE(SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' MINUTE))"
+            ),
+            "FROM session(t , ts, INTERVAL '1' MINUTE)"
         );
         assert_eq!(rewrite_flink_windows("SELECT 1"), "SELECT 1");
     }

@@ -20,9 +20,16 @@ pub fn parse_type(text: &str) -> Result<DataType, String> {
     let upper = text.trim().to_ascii_uppercase();
     // Flink's TIMESTAMP_LTZ(p): an instant; Weir keeps instants as UTC timestamps.
     if let Some(rest) = upper.strip_prefix("TIMESTAMP_LTZ") {
-        let p = rest.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let p = rest
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         let precision = if p.is_empty() { None } else { p.parse().ok() };
-        return Ok(DataType::Timestamp(timestamp_unit(precision.or(Some(6))), None));
+        return Ok(DataType::Timestamp(
+            timestamp_unit(precision.or(Some(6))),
+            None,
+        ));
     }
     let dialect = GenericDialect {};
     let sql_type = Parser::new(&dialect)
@@ -39,7 +46,9 @@ fn convert(t: &SqlType) -> Option<DataType> {
         SqlType::Int(_) | SqlType::Integer(_) | SqlType::Int4(_) => DataType::Int32,
         SqlType::BigInt(_) | SqlType::Int8(_) | SqlType::Int64 => DataType::Int64,
         SqlType::Float(_) | SqlType::Real | SqlType::Float4 => DataType::Float32,
-        SqlType::Double(_) | SqlType::DoublePrecision | SqlType::Float8 | SqlType::Float64 => DataType::Float64,
+        SqlType::Double(_) | SqlType::DoublePrecision | SqlType::Float8 | SqlType::Float64 => {
+            DataType::Float64
+        }
         SqlType::Boolean | SqlType::Bool => DataType::Boolean,
         SqlType::String(_)
         | SqlType::Varchar(_)
@@ -49,12 +58,16 @@ fn convert(t: &SqlType) -> Option<DataType> {
         | SqlType::CharacterVarying(_)
         | SqlType::Character(_)
         | SqlType::Nvarchar(_) => DataType::Utf8,
-        SqlType::Bytea | SqlType::Binary(_) | SqlType::Varbinary(_) | SqlType::Blob(_) => DataType::Binary,
+        SqlType::Bytea | SqlType::Binary(_) | SqlType::Varbinary(_) | SqlType::Blob(_) => {
+            DataType::Binary
+        }
         SqlType::Date => DataType::Date32,
         SqlType::Timestamp(precision, tz) => {
             let unit = timestamp_unit(*precision);
             match tz {
-                TimezoneInfo::None | TimezoneInfo::WithoutTimeZone => DataType::Timestamp(unit, None),
+                TimezoneInfo::None | TimezoneInfo::WithoutTimeZone => {
+                    DataType::Timestamp(unit, None)
+                }
                 _ => DataType::Timestamp(unit, None),
             }
         }
@@ -86,9 +99,18 @@ mod tests {
     fn maps_flink_types() {
         assert_eq!(parse_type("BIGINT"), Ok(DataType::Int64));
         assert_eq!(parse_type("STRING"), Ok(DataType::Utf8));
-        assert_eq!(parse_type("TIMESTAMP(3)"), Ok(DataType::Timestamp(TimeUnit::Millisecond, None)));
-        assert_eq!(parse_type("TIMESTAMP_LTZ(3)"), Ok(DataType::Timestamp(TimeUnit::Millisecond, None)));
-        assert_eq!(parse_type("DECIMAL(10, 2)"), Ok(DataType::Decimal128(10, 2)));
+        assert_eq!(
+            parse_type("TIMESTAMP(3)"),
+            Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+        );
+        assert_eq!(
+            parse_type("TIMESTAMP_LTZ(3)"),
+            Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+        );
+        assert_eq!(
+            parse_type("DECIMAL(10, 2)"),
+            Ok(DataType::Decimal128(10, 2))
+        );
         assert!(parse_type("FOO").is_err());
     }
 }

@@ -69,7 +69,9 @@ pub fn interval_millis(expr: &Expr) -> Option<i64> {
             ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
                 Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
             }
-            ScalarValue::IntervalDayTime(Some(v)) => Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)),
+            ScalarValue::IntervalDayTime(Some(v)) => {
+                Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
+            }
             ScalarValue::IntervalYearMonth(_) => None,
             ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
             ScalarValue::DurationSecond(Some(v)) => Some(v * 1000),
@@ -89,7 +91,11 @@ impl TableFunctionImpl for WindowTableFunction {
             return plan_err!("{} takes {expected} arguments: {}", f.name(), f.usage());
         }
         let Expr::Column(table_col) = &exprs[0] else {
-            return plan_err!("the first argument of {} must be a table name: {}", f.name(), f.usage());
+            return plan_err!(
+                "the first argument of {} must be a table name: {}",
+                f.name(),
+                f.usage()
+            );
         };
         let tables = self.tables.read().map_err(|_| {
             datafusion::error::DataFusionError::Internal("catalog lock poisoned".into())
@@ -102,13 +108,29 @@ impl TableFunctionImpl for WindowTableFunction {
             return plan_err!("table '{}' not found in {}{hint}", table_col.name, f.name());
         };
         let Expr::Column(time_col) = &exprs[1] else {
-            return plan_err!("the second argument of {} must be a time column: {}", f.name(), f.usage());
+            return plan_err!(
+                "the second argument of {} must be a time column: {}",
+                f.name(),
+                f.usage()
+            );
         };
-        let Some(time_column) = table.schema.fields().iter().position(|fl| fl.name() == &time_col.name) else {
-            let hint = closest(&time_col.name, table.schema.fields().iter().map(|fl| fl.name().as_str()))
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
-            return plan_err!("column '{}' not found in table '{}'{hint}", time_col.name, table.name());
+        let Some(time_column) = table
+            .schema
+            .fields()
+            .iter()
+            .position(|fl| fl.name() == &time_col.name)
+        else {
+            let hint = closest(
+                &time_col.name,
+                table.schema.fields().iter().map(|fl| fl.name().as_str()),
+            )
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+            return plan_err!(
+                "column '{}' not found in table '{}'{hint}",
+                time_col.name,
+                table.name()
+            );
         };
         let time_type = table.schema.field(time_column).data_type();
         if !is_event_time_type(time_type) {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, LargeStringArray, PrimitiveArray, StringArray,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, LargeStringArray, PrimitiveArray,
+    StringArray,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::cast;
@@ -17,8 +18,20 @@ use rand::distr::{Distribution, Uniform};
 use rand::rngs::SmallRng;
 use weir_engine::{ConnectorOptions, Error, Result};
 
+/// Parses an integer bound option: `(key, value) -> unscaled value`.
+type BoundParser<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<Option<i128>>;
+
 /// The suffixes allowed after `fields.<col>.`.
-pub const FIELD_OPTIONS: &[&str] = &["kind", "start", "end", "min", "max", "length", "max-past", "null-rate"];
+pub const FIELD_OPTIONS: &[&str] = &[
+    "kind",
+    "start",
+    "end",
+    "min",
+    "max",
+    "length",
+    "max-past",
+    "null-rate",
+];
 
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -70,7 +83,10 @@ impl FieldGen {
 
         let null_rate = options.parse::<f64>(&key("null-rate"))?.unwrap_or(0.0);
         if !(0.0..=1.0).contains(&null_rate) {
-            return Err(Error::Config(format!("option '{}' must be between 0 and 1", key("null-rate"))));
+            return Err(Error::Config(format!(
+                "option '{}' must be between 0 and 1",
+                key("null-rate")
+            )));
         }
         if null_rate > 0.0 && !field.is_nullable() {
             return Err(Error::Config(format!(
@@ -92,10 +108,12 @@ impl FieldGen {
                     reject(suffix, "does not apply to a sequence field")?;
                 }
                 let (lo, hi) = int_range(data_type).unwrap_or((i64::MIN as i128, i64::MAX as i128));
-                let start = parse_int(&key("start"), get("start"), lo, hi)?
-                    .ok_or_else(|| Error::Config(format!("a sequence field needs option '{}'", key("start"))))?;
-                let end = parse_int(&key("end"), get("end"), lo, hi)?
-                    .ok_or_else(|| Error::Config(format!("a sequence field needs option '{}'", key("end"))))?;
+                let start = parse_int(&key("start"), get("start"), lo, hi)?.ok_or_else(|| {
+                    Error::Config(format!("a sequence field needs option '{}'", key("start")))
+                })?;
+                let end = parse_int(&key("end"), get("end"), lo, hi)?.ok_or_else(|| {
+                    Error::Config(format!("a sequence field needs option '{}'", key("end")))
+                })?;
                 if start > end {
                     return Err(Error::Config(format!(
                         "option '{}' = {start} is greater than '{}' = {end}",
@@ -111,10 +129,14 @@ impl FieldGen {
                 if !is_string(data_type) {
                     reject("length", "only applies to string columns")?;
                 }
-                if !matches!(data_type, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) {
+                if !matches!(
+                    data_type,
+                    DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+                ) {
                     reject("max-past", "only applies to TIMESTAMP and DATE columns")?;
                 }
-                let numeric = data_type.is_integer() || data_type.is_floating() || is_decimal(data_type);
+                let numeric =
+                    data_type.is_integer() || data_type.is_floating() || is_decimal(data_type);
                 if !numeric {
                     reject("min", "only applies to numeric columns")?;
                     reject("max", "only applies to numeric columns")?;
@@ -131,22 +153,35 @@ impl FieldGen {
         if matches!(generator, ColumnGen::Sequence { .. }) && !supports(data_type) {
             return Err(unsupported());
         }
-        Ok(FieldGen { generator, null_rate })
+        Ok(FieldGen {
+            generator,
+            null_rate,
+        })
     }
 
     /// The number of rows a sequence field bounds the table to.
     pub fn sequence_len(&self) -> Option<u64> {
         match self.generator {
-            ColumnGen::Sequence { start, end } => Some(u64::try_from(end - start + 1).unwrap_or(u64::MAX)),
+            ColumnGen::Sequence { start, end } => {
+                Some(u64::try_from(end - start + 1).unwrap_or(u64::MAX))
+            }
             _ => None,
         }
     }
 
     /// An array of `len` values of `data_type` for the rows starting at global row `first_row`.
-    pub fn generate(&self, data_type: &DataType, rng: &mut SmallRng, first_row: u64, len: usize) -> Result<ArrayRef> {
+    pub fn generate(
+        &self,
+        data_type: &DataType,
+        rng: &mut SmallRng,
+        first_row: u64,
+        len: usize,
+    ) -> Result<ArrayRef> {
         let nulls = (self.null_rate > 0.0).then(|| {
             let rate = self.null_rate;
-            NullBuffer::new(BooleanBuffer::from_iter((0..len).map(|_| !rng.random_bool(rate))))
+            NullBuffer::new(BooleanBuffer::from_iter(
+                (0..len).map(|_| !rng.random_bool(rate)),
+            ))
         });
         generate_values(&self.generator, data_type, rng, first_row, len, nulls)
     }
@@ -173,7 +208,7 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
     let name = keys.name;
     let key = |suffix: &str| keys.key(suffix);
     let get = |suffix: &str| keys.get(suffix);
-    let min_max = |lo: i128, hi: i128, parse: &dyn Fn(&str, Option<&str>) -> Result<Option<i128>>| {
+    let min_max = |lo: i128, hi: i128, parse: BoundParser<'_>| {
         let min = parse(&key("min"), get("min"))?.unwrap_or(lo);
         let max = parse(&key("max"), get("max"))?.unwrap_or(hi);
         if min > max {
@@ -191,12 +226,15 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
             min_max(lo, hi, &|k, v| parse_int(k, v, lo, hi))
         }
         DataType::Decimal128(precision, scale) => {
-            let bound = 10i128.checked_pow(u32::from(*precision)).map_or(i128::MAX, |b| b - 1);
+            let bound = 10i128
+                .checked_pow(u32::from(*precision))
+                .map_or(i128::MAX, |b| b - 1);
             let (precision, scale) = (*precision, *scale);
             min_max(-bound, bound, &|k, v| {
                 v.map(|text| {
-                    parse_decimal::<Decimal128Type>(text, precision, scale)
-                        .map_err(|e| Error::Config(format!("option '{k}' = '{text}' is invalid: {e}")))
+                    parse_decimal::<Decimal128Type>(text, precision, scale).map_err(|e| {
+                        Error::Config(format!("option '{k}' = '{text}' is invalid: {e}"))
+                    })
                 })
                 .transpose()
             })
@@ -207,14 +245,20 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
                     text.parse::<f64>()
                         .ok()
                         .filter(|f| f.is_finite())
-                        .ok_or_else(|| Error::Config(format!("option '{k}' = '{text}' is not a finite number")))
+                        .ok_or_else(|| {
+                            Error::Config(format!("option '{k}' = '{text}' is not a finite number"))
+                        })
                 })
                 .transpose()
             };
             let min = parse(&key("min"), get("min"))?.unwrap_or(0.0);
             let max = parse(&key("max"), get("max"))?.unwrap_or(1.0);
             if min > max {
-                return Err(Error::Config(format!("option '{}' is greater than '{}'", key("min"), key("max"))));
+                return Err(Error::Config(format!(
+                    "option '{}' is greater than '{}'",
+                    key("min"),
+                    key("max")
+                )));
             }
             Ok(ColumnGen::Float { min, max })
         })(),
@@ -222,21 +266,23 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
         t if is_string(t) => (|| {
             let length = match get("length") {
                 None => 10,
-                Some(v) => v.parse::<usize>().ok().filter(|n| *n <= 1 << 20).ok_or_else(|| {
-                    Error::Config(format!("option '{}' = '{v}' must be a length up to 1048576", key("length")))
-                })?,
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 1 << 20)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "option '{}' = '{v}' must be a length up to 1048576",
+                            key("length")
+                        ))
+                    })?,
             };
             Ok(ColumnGen::Text { length })
         })(),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => (|| {
             let max_past_ms = match get("max-past") {
                 None => 0,
-                Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    Error::Config(format!(
-                        "option '{}' = '{v}' must be a non-negative number of milliseconds",
-                        key("max-past")
-                    ))
-                })?,
+                Some(v) => crate::util::parse_duration_ms(&key("max-past"), v)?,
             };
             Ok(ColumnGen::Time { max_past_ms })
         })(),
@@ -245,7 +291,10 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
 }
 
 fn is_string(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 fn is_decimal(data_type: &DataType) -> bool {
@@ -259,7 +308,12 @@ pub fn supports(data_type: &DataType) -> bool {
         || is_decimal(data_type)
         || matches!(
             data_type,
-            DataType::Float32 | DataType::Float64 | DataType::Boolean | DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+            DataType::Float32
+                | DataType::Float64
+                | DataType::Boolean
+                | DataType::Timestamp(..)
+                | DataType::Date32
+                | DataType::Date64
         )
 }
 
@@ -283,7 +337,11 @@ fn parse_int(key: &str, value: Option<&str>, lo: i128, hi: i128) -> Result<Optio
             text.parse::<i128>()
                 .ok()
                 .filter(|v| (lo..=hi).contains(v))
-                .ok_or_else(|| Error::Config(format!("option '{key}' = '{text}' must be an integer in {lo}..={hi}")))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "option '{key}' = '{text}' must be an integer in {lo}..={hi}"
+                    ))
+                })
         })
         .transpose()
 }
@@ -316,30 +374,50 @@ fn generate_values(
     let array: ArrayRef = match (generator, data_type) {
         (ColumnGen::Sequence { start, .. }, t) if is_string(t) => {
             let first = start + i128::from(first_row);
-            let strings = StringArray::from_iter_values((0..len as i128).map(|i| (first + i).to_string()));
+            let strings =
+                StringArray::from_iter_values((0..len as i128).map(|i| (first + i).to_string()));
             with_nulls_cast(Arc::new(strings), nulls, t)?
         }
         (ColumnGen::Sequence { start, .. }, _) => {
             let first = start + i128::from(first_row);
             by_int_type!(sequence, first, len, nulls, data_type)?
         }
-        (ColumnGen::Int { min, max }, _) => by_int_type!(uniform_ints, rng, *min, *max, len, nulls, data_type)?,
-        (ColumnGen::Float { min, max }, D::Float32) => {
-            Arc::new(uniform::<Float32Type>(rng, *min as f32, *max as f32, len, nulls)?)
+        (ColumnGen::Int { min, max }, _) => {
+            by_int_type!(uniform_ints, rng, *min, *max, len, nulls, data_type)?
         }
-        (ColumnGen::Float { min, max }, _) => Arc::new(uniform::<Float64Type>(rng, *min, *max, len, nulls)?),
+        (ColumnGen::Float { min, max }, D::Float32) => Arc::new(uniform::<Float32Type>(
+            rng,
+            *min as f32,
+            *max as f32,
+            len,
+            nulls,
+        )?),
+        (ColumnGen::Float { min, max }, _) => {
+            Arc::new(uniform::<Float64Type>(rng, *min, *max, len, nulls)?)
+        }
         (ColumnGen::Bool, _) => {
             let values = BooleanBuffer::from_iter((0..len).map(|_| rng.random::<bool>()));
             Arc::new(BooleanArray::new(values, nulls))
         }
         (ColumnGen::Text { length }, t) => {
-            let dist = Uniform::new(0, ALPHANUMERIC.len()).map_err(|e| Error::internal(e.to_string()))?;
-            let bytes: Vec<u8> = (0..len * length).map(|_| ALPHANUMERIC[dist.sample(rng)]).collect();
+            let dist =
+                Uniform::new(0, ALPHANUMERIC.len()).map_err(|e| Error::internal(e.to_string()))?;
+            let bytes: Vec<u8> = (0..len * length)
+                .map(|_| ALPHANUMERIC[dist.sample(rng)])
+                .collect();
             let lengths = std::iter::repeat_n(*length, len);
             if *t == D::LargeUtf8 {
-                Arc::new(LargeStringArray::try_new(OffsetBuffer::from_lengths(lengths), Buffer::from_vec(bytes), nulls)?)
+                Arc::new(LargeStringArray::try_new(
+                    OffsetBuffer::from_lengths(lengths),
+                    Buffer::from_vec(bytes),
+                    nulls,
+                )?)
             } else {
-                let strings = StringArray::try_new(OffsetBuffer::from_lengths(lengths), Buffer::from_vec(bytes), nulls)?;
+                let strings = StringArray::try_new(
+                    OffsetBuffer::from_lengths(lengths),
+                    Buffer::from_vec(bytes),
+                    nulls,
+                )?;
                 with_nulls_cast(Arc::new(strings), None, t)?
             }
         }
@@ -348,17 +426,22 @@ fn generate_values(
                 .duration_since(UNIX_EPOCH)
                 .map_err(|e| Error::internal(format!("system clock before 1970: {e}")))?
                 .as_millis() as i64;
-            let millis = uniform::<Int64Type>(rng, now - max_past_ms, now, len, nulls)?;
+            let millis =
+                uniform::<Int64Type>(rng, now.saturating_sub(*max_past_ms), now, len, nulls)?;
             match t {
                 D::Timestamp(unit, _) => {
                     let t = t.clone();
                     match unit {
                         TimeUnit::Second => Arc::new(
-                            millis.unary::<_, TimestampSecondType>(|v| v.div_euclid(1000)).with_data_type(t),
+                            millis
+                                .unary::<_, TimestampSecondType>(|v| v.div_euclid(1000))
+                                .with_data_type(t),
                         ),
-                        TimeUnit::Millisecond => {
-                            Arc::new(millis.unary::<_, TimestampMillisecondType>(|v| v).with_data_type(t))
-                        }
+                        TimeUnit::Millisecond => Arc::new(
+                            millis
+                                .unary::<_, TimestampMillisecondType>(|v| v)
+                                .with_data_type(t),
+                        ),
                         TimeUnit::Microsecond => Arc::new(
                             millis
                                 .unary::<_, TimestampMicrosecondType>(|v| v.saturating_mul(1_000))
@@ -366,12 +449,16 @@ fn generate_values(
                         ),
                         TimeUnit::Nanosecond => Arc::new(
                             millis
-                                .unary::<_, TimestampNanosecondType>(|v| v.saturating_mul(1_000_000))
+                                .unary::<_, TimestampNanosecondType>(|v| {
+                                    v.saturating_mul(1_000_000)
+                                })
                                 .with_data_type(t),
                         ),
                     }
                 }
-                D::Date32 => Arc::new(millis.unary::<_, Date32Type>(|v| v.div_euclid(MILLIS_PER_DAY) as i32)),
+                D::Date32 => {
+                    Arc::new(millis.unary::<_, Date32Type>(|v| v.div_euclid(MILLIS_PER_DAY) as i32))
+                }
                 _ => Arc::new(millis.unary::<_, Date64Type>(|v| v - v.rem_euclid(MILLIS_PER_DAY))),
             }
         }
@@ -383,7 +470,11 @@ fn generate_values(
 }
 
 /// Applies a `data_type` the Utf8 array is not (Utf8View), keeping `nulls`.
-fn with_nulls_cast(array: ArrayRef, nulls: Option<NullBuffer>, data_type: &DataType) -> Result<ArrayRef> {
+fn with_nulls_cast(
+    array: ArrayRef,
+    nulls: Option<NullBuffer>,
+    data_type: &DataType,
+) -> Result<ArrayRef> {
     let array = match nulls {
         Some(nulls) => {
             let strings = array
@@ -403,7 +494,12 @@ fn with_nulls_cast(array: ArrayRef, nulls: Option<NullBuffer>, data_type: &DataT
     }
 }
 
-fn sequence<T>(first: i128, len: usize, nulls: Option<NullBuffer>, data_type: &DataType) -> Result<ArrayRef>
+fn sequence<T>(
+    first: i128,
+    len: usize,
+    nulls: Option<NullBuffer>,
+    data_type: &DataType,
+) -> Result<ArrayRef>
 where
     T: ArrowPrimitiveType,
     T::Native: TryFrom<i128>,
@@ -412,7 +508,10 @@ where
         .map(|i| T::Native::try_from(first + i))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| Error::internal("datagen: sequence value out of the column's range"))?;
-    Ok(Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls).with_data_type(data_type.clone())))
+    Ok(Arc::new(
+        PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls)
+            .with_data_type(data_type.clone()),
+    ))
 }
 
 fn uniform_ints<T>(
@@ -427,16 +526,28 @@ where
     T: ArrowPrimitiveType,
     T::Native: TryFrom<i128> + SampleUniform,
 {
-    let bound = |v: i128| T::Native::try_from(v).map_err(|_| Error::internal(format!("datagen: bound {v} out of range")));
-    Ok(Arc::new(uniform::<T>(rng, bound(min)?, bound(max)?, len, nulls)?.with_data_type(data_type.clone())))
+    let bound = |v: i128| {
+        T::Native::try_from(v)
+            .map_err(|_| Error::internal(format!("datagen: bound {v} out of range")))
+    };
+    Ok(Arc::new(
+        uniform::<T>(rng, bound(min)?, bound(max)?, len, nulls)?.with_data_type(data_type.clone()),
+    ))
 }
 
-fn uniform<T>(rng: &mut SmallRng, min: T::Native, max: T::Native, len: usize, nulls: Option<NullBuffer>) -> Result<PrimitiveArray<T>>
+fn uniform<T>(
+    rng: &mut SmallRng,
+    min: T::Native,
+    max: T::Native,
+    len: usize,
+    nulls: Option<NullBuffer>,
+) -> Result<PrimitiveArray<T>>
 where
     T: ArrowPrimitiveType,
     T::Native: SampleUniform,
 {
-    let dist = Uniform::new_inclusive(min, max).map_err(|e| Error::internal(format!("datagen: {e}")))?;
+    let dist =
+        Uniform::new_inclusive(min, max).map_err(|e| Error::internal(format!("datagen: {e}")))?;
     let values: Vec<T::Native> = (0..len).map(|_| dist.sample(rng)).collect();
     Ok(PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls))
 }

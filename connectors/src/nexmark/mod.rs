@@ -22,7 +22,9 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use nexmark::EventGenerator;
 use nexmark::config::{NexmarkConfig, RateShape};
-use weir_engine::{Connector, ConnectorOptions, Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo};
+use weir_engine::{
+    Connector, ConnectorOptions, Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo,
+};
 
 pub use self::tables::TableType;
 use crate::util::{make_batch, positive_usize, projected_schema, projection_indices};
@@ -43,9 +45,15 @@ const RATE_PERIOD: &str = "nexmark.rate.period";
 type Knob = (&'static str, fn(&mut NexmarkConfig, usize));
 const KNOBS: &[Knob] = &[
     ("nexmark.active.people", |c, v| c.active_people = v),
-    ("nexmark.in.flight.auctions", |c, v| c.in_flight_auctions = v),
-    ("nexmark.avg.person.byte.size", |c, v| c.avg_person_byte_size = v),
-    ("nexmark.avg.auction.byte.size", |c, v| c.avg_auction_byte_size = v),
+    ("nexmark.in.flight.auctions", |c, v| {
+        c.in_flight_auctions = v
+    }),
+    ("nexmark.avg.person.byte.size", |c, v| {
+        c.avg_person_byte_size = v
+    }),
+    ("nexmark.avg.auction.byte.size", |c, v| {
+        c.avg_auction_byte_size = v
+    }),
     ("nexmark.avg.bid.byte.size", |c, v| c.avg_bid_byte_size = v),
     ("nexmark.hot.seller.ratio", |c, v| c.hot_seller_ratio = v),
     ("nexmark.hot.auction.ratio", |c, v| c.hot_auction_ratio = v),
@@ -53,7 +61,9 @@ const KNOBS: &[Knob] = &[
     ("nexmark.hot.channel.ratio", |c, v| c.hot_channel_ratio = v),
     ("nexmark.num.categories", |c, v| c.num_categories = v),
     ("nexmark.person.proportion", |c, v| c.person_proportion = v),
-    ("nexmark.auction.proportion", |c, v| c.auction_proportion = v),
+    ("nexmark.auction.proportion", |c, v| {
+        c.auction_proportion = v
+    }),
     ("nexmark.bid.proportion", |c, v| c.bid_proportion = v),
 ];
 
@@ -63,6 +73,7 @@ const KNOBS: &[Knob] = &[
 pub const DEFAULT_BASE_TIME_MS: u64 = 1_704_067_200_000;
 
 const DEFAULT_CHUNK_SIZE: usize = 8192;
+const MAX_BASE_TIME_MS: u64 = 253_402_300_799_999;
 
 /// The `nexmark` connector (source only).
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,12 +109,23 @@ impl NexmarkOptions {
         let table_type = TableType::parse(TABLE_TYPE, options.require(TABLE_TYPE)?)?;
         let positive = |key: &str| -> Result<Option<usize>> {
             match options.parse::<usize>(key)? {
-                Some(0) => Err(Error::Config(format!("option '{key}' must be greater than 0"))),
+                Some(0) => Err(Error::Config(format!(
+                    "option '{key}' must be greater than 0"
+                ))),
                 other => Ok(other),
             }
         };
         let mut config = NexmarkConfig {
-            base_time: options.parse::<u64>(BASE_TIME)?.unwrap_or(DEFAULT_BASE_TIME_MS),
+            base_time: match options.parse::<u64>(BASE_TIME)? {
+                // Beyond the year 9999 event times would overflow.
+                Some(t) if t > MAX_BASE_TIME_MS => {
+                    return Err(Error::Config(format!(
+                        "option '{BASE_TIME}' = {t} is beyond the year 9999 (milliseconds since 1970 expected)"
+                    )));
+                }
+                Some(t) => t,
+                None => DEFAULT_BASE_TIME_MS,
+            },
             ..NexmarkConfig::default()
         };
         for (key, set) in KNOBS {
@@ -210,7 +232,9 @@ impl Connector for NexmarkConnector {
     ) -> Result<Box<dyn Source>> {
         let options = NexmarkOptions::parse(&table.options)?;
         check_schema(table, options.table_type)?;
-        Ok(Box::new(NexmarkSource::new(options, table, projection, task)?))
+        Ok(Box::new(NexmarkSource::new(
+            options, table, projection, task,
+        )?))
     }
 }
 
@@ -220,6 +244,9 @@ struct NexmarkSource {
     schema: SchemaRef,
     columns: Vec<usize>,
     generator: EventGenerator,
+    /// How to rebuild the generator at a restored offset.
+    config: NexmarkConfig,
+    step: u64,
     event_num: Option<u64>,
     chunk_size: usize,
     min_event_gap_ns: u64,
@@ -227,13 +254,20 @@ struct NexmarkSource {
 }
 
 impl NexmarkSource {
-    fn new(options: NexmarkOptions, table: &TableDescriptor, projection: Option<&[usize]>, task: &TaskInfo) -> Result<Self> {
+    fn new(
+        options: NexmarkOptions,
+        table: &TableDescriptor,
+        projection: Option<&[usize]>,
+        task: &TaskInfo,
+    ) -> Result<Self> {
         let parallelism = task.parallelism.max(1) as u64;
-        let generator = EventGenerator::new(options.config)
+        let generator = EventGenerator::new(options.config.clone())
             .with_type_filter(options.table_type.event_type())
             .with_offset(task.subtask as u64)
             .with_step(parallelism);
         Ok(NexmarkSource {
+            config: options.config,
+            step: parallelism,
             table_type: options.table_type,
             schema: projected_schema(&table.schema, projection)?,
             columns: projection_indices(&table.schema, projection),
@@ -285,12 +319,49 @@ impl Source for NexmarkSource {
                 return Ok(SourcePoll::Finished);
             }
             // Throttled: the next event is due in about (global - released) gaps.
-            let due = self.generator.global_offset().saturating_sub(released.unwrap_or(0));
+            let due = self
+                .generator
+                .global_offset()
+                .saturating_sub(released.unwrap_or(0));
             let wait = Duration::from_nanos(due.saturating_mul(self.min_event_gap_ns));
-            return Ok(SourcePoll::Idle(wait.clamp(Duration::from_millis(1), Duration::from_millis(100))));
+            return Ok(SourcePoll::Idle(
+                wait.clamp(Duration::from_millis(1), Duration::from_millis(100)),
+            ));
         }
         let arrays = self.table_type.columns(&events, &self.columns)?;
-        Ok(SourcePoll::Batch(make_batch(&self.schema, arrays, events.len())?))
+        Ok(SourcePoll::Batch(make_batch(
+            &self.schema,
+            arrays,
+            events.len(),
+        )?))
+    }
+
+    /// The offset (among the table's events) of the next event.
+    fn snapshot_position(&self) -> Result<Option<Vec<u8>>> {
+        Ok(Some(self.generator.offset().to_le_bytes().to_vec()))
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<()> {
+        let offset = <[u8; 8]>::try_from(position)
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::Connector {
+                connector: NAME.into(),
+                message: format!(
+                    "a checkpointed position must be 8 bytes, got {}",
+                    position.len()
+                ),
+            })?;
+        if offset % self.step != self.generator.offset() % self.step {
+            return Err(Error::Connector {
+                connector: NAME.into(),
+                message: format!("checkpointed offset {offset} belongs to another subtask"),
+            });
+        }
+        self.generator = EventGenerator::new(self.config.clone())
+            .with_type_filter(self.table_type.event_type())
+            .with_offset(offset)
+            .with_step(self.step);
+        Ok(())
     }
 }
 
@@ -319,10 +390,16 @@ mod tests {
         }
     }
 
-    async fn read(table: &TableDescriptor, projection: Option<&[usize]>, parallelism: usize) -> Vec<RecordBatch> {
+    async fn read(
+        table: &TableDescriptor,
+        projection: Option<&[usize]>,
+        parallelism: usize,
+    ) -> Vec<RecordBatch> {
         let mut batches = Vec::new();
         for k in 0..parallelism {
-            let source = NexmarkConnector.create_source(table, projection, &task(k, parallelism)).unwrap();
+            let source = NexmarkConnector
+                .create_source(table, projection, &task(k, parallelism))
+                .unwrap();
             batches.extend(drain(source).await.unwrap());
         }
         batches
@@ -344,9 +421,19 @@ mod tests {
     #[tokio::test]
     async fn deterministic_and_split_union_equals_single_run() {
         for kind in ["person", "auction", "bid"] {
-            let t = table(kind, &[("nexmark.event.num", "2000"), ("nexmark.max.chunk.size", "64")]);
+            let t = table(
+                kind,
+                &[
+                    ("nexmark.event.num", "2000"),
+                    ("nexmark.max.chunk.size", "64"),
+                ],
+            );
             let single = rows(&read(&t, None, 1).await);
-            assert_eq!(single, rows(&read(&t, None, 1).await), "{kind} is not deterministic");
+            assert_eq!(
+                single,
+                rows(&read(&t, None, 1).await),
+                "{kind} is not deterministic"
+            );
             let mut split = rows(&read(&t, None, 3).await);
             let mut expected = single.clone();
             split.sort();
@@ -375,19 +462,39 @@ mod tests {
         }
         // Hot auctions: the most popular auction gets far more than an even share.
         let max = per_auction.values().max().copied().unwrap_or(0);
-        assert!(max * per_auction.len() > 10 * 9200, "no hot auction: max {max} of {}", per_auction.len());
+        assert!(
+            max * per_auction.len() > 10 * 9200,
+            "no hot auction: max {max} of {}",
+            per_auction.len()
+        );
         // 10 000 events at 10 000 events/s span about one second of event time.
-        let first = batches[0].column(5).as_primitive::<TimestampMillisecondType>().value(0);
+        let first = batches[0]
+            .column(5)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
         assert!((first - DEFAULT_BASE_TIME_MS as i64) < 10);
-        assert!((900..1100).contains(&(last_time - first)), "{}", last_time - first);
+        assert!(
+            (900..1100).contains(&(last_time - first)),
+            "{}",
+            last_time - first
+        );
     }
 
     #[tokio::test]
     async fn projection_and_chunks() {
-        let t = table("auction", &[("nexmark.event.num", "500"), ("nexmark.max.chunk.size", "7")]);
+        let t = table(
+            "auction",
+            &[
+                ("nexmark.event.num", "500"),
+                ("nexmark.max.chunk.size", "7"),
+            ],
+        );
         let batches = read(&t, Some(&[8, 0]), 1).await;
         assert!(batches.iter().all(|b| b.num_rows() <= 7));
-        assert_eq!(batches[0].schema().as_ref(), &t.schema.project(&[8, 0]).unwrap());
+        assert_eq!(
+            batches[0].schema().as_ref(),
+            &t.schema.project(&[8, 0]).unwrap()
+        );
         assert_eq!(count(&batches), 30);
         let empty = read(&t, Some(&[]), 2).await;
         assert_eq!(count(&empty), 30);
@@ -396,7 +503,9 @@ mod tests {
     #[tokio::test]
     async fn throttled_source_idles() {
         let t = table("bid", &[("nexmark.min.event.gap.in.ns", "1000000000")]);
-        let mut source = NexmarkConnector.create_source(&t, None, &task(0, 1)).unwrap();
+        let mut source = NexmarkConnector
+            .create_source(&t, None, &task(0, 1))
+            .unwrap();
         assert!(!NexmarkConnector.is_bounded(&t));
         // Event 0 is a person; the first bid (event 4) is due after 4 s.
         match source.poll_batch().await.unwrap() {
@@ -405,15 +514,47 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn restores_from_a_position() {
+        let t = table(
+            "auction",
+            &[
+                ("nexmark.event.num", "3000"),
+                ("nexmark.max.chunk.size", "10"),
+            ],
+        );
+        let mut source = NexmarkConnector
+            .create_source(&t, None, &task(1, 2))
+            .unwrap();
+        let _ = source.poll_batch().await.unwrap();
+        let position = source.snapshot_position().unwrap().unwrap();
+        let rest = rows(&drain(source).await.unwrap());
+        let mut restored = NexmarkConnector
+            .create_source(&t, None, &task(1, 2))
+            .unwrap();
+        restored.restore_position(&position).unwrap();
+        assert_eq!(rows(&drain(restored).await.unwrap()), rest);
+        let mut other = NexmarkConnector
+            .create_source(&t, None, &task(0, 2))
+            .unwrap();
+        assert!(other.restore_position(&position).is_err());
+    }
+
     #[test]
     fn options_are_checked() {
         let t = table("bid", &[("nexmark.event.nun", "5")]);
-        let err = NexmarkConnector.validate_source(&t).unwrap_err().to_string();
+        let err = NexmarkConnector
+            .validate_source(&t)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did you mean 'nexmark.event.num'"), "{err}");
         let t = table("bid", &[("nexmark.max.chunk.size", "0")]);
         assert!(NexmarkConnector.validate_source(&t).is_err());
         let options = ConnectorOptions::new([(TABLE_TYPE.to_string(), "bids".to_string())]);
-        let err = NexmarkConnector.defined_schema(&options).unwrap_err().to_string();
+        let err = NexmarkConnector
+            .defined_schema(&options)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(TABLE_TYPE), "{err}");
     }
 }

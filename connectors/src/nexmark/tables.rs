@@ -105,7 +105,10 @@ impl TableType {
 }
 
 fn wrong_event(event: &Event, wanted: &str) -> Error {
-    Error::internal(format!("nexmark: a {wanted} table received a {:?} event", event.event_type()))
+    Error::internal(format!(
+        "nexmark: a {wanted} table received a {:?} event",
+        event.event_type()
+    ))
 }
 
 fn as_person(event: &Event) -> Result<&Person> {
@@ -131,7 +134,9 @@ fn as_bid(event: &Event) -> Result<&Bid> {
 
 fn ints<T>(rows: &[&T], f: impl Fn(&T) -> usize) -> ArrayRef {
     // Ids, prices and categories are far below i64::MAX.
-    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| f(r) as i64)))
+    Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| f(r) as i64),
+    ))
 }
 
 fn strings<T>(rows: &[&T], f: impl Fn(&T) -> &str) -> ArrayRef {
@@ -139,7 +144,9 @@ fn strings<T>(rows: &[&T], f: impl Fn(&T) -> &str) -> ArrayRef {
 }
 
 fn times<T>(rows: &[&T], f: impl Fn(&T) -> u64) -> ArrayRef {
-    Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| f(r) as i64)))
+    Arc::new(TimestampMillisecondArray::from_iter_values(
+        rows.iter().map(|r| f(r) as i64),
+    ))
 }
 
 fn no_column(table: &str, index: usize) -> Error {

@@ -24,7 +24,11 @@ pub struct SourceNode {
 
 impl SourceNode {
     /// Reads the `projection` of `table`'s columns through `connector`.
-    pub fn new(connector: Arc<dyn Connector>, table: TableDescriptor, projection: Option<Vec<usize>>) -> Result<Self> {
+    pub fn new(
+        connector: Arc<dyn Connector>,
+        table: TableDescriptor,
+        projection: Option<Vec<usize>>,
+    ) -> Result<Self> {
         let schema = match &projection {
             Some(p) => Arc::new(table.schema.project(p)?),
             None => Arc::clone(&table.schema),
@@ -54,7 +58,8 @@ impl SourceNode {
 
     /// Creates one subtask of the source.
     pub fn create(&self, task: &TaskInfo) -> Result<Box<dyn Source>> {
-        self.connector.create_source(&self.table, self.projection.as_deref(), task)
+        self.connector
+            .create_source(&self.table, self.projection.as_deref(), task)
     }
 }
 
@@ -62,7 +67,12 @@ impl fmt::Display for SourceNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Source: {} ({})", self.table.name, self.connector.name())?;
         if self.projection.is_some() {
-            let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             write!(f, " columns=[{}]", names.join(", "))?;
         }
         Ok(())
@@ -129,7 +139,12 @@ impl EdgeKind {
             EdgeKind::Hash(cols) => {
                 let names: Vec<String> = cols
                     .iter()
-                    .map(|&c| schema.fields().get(c).map_or_else(|| format!("#{c}"), |f| f.name().clone()))
+                    .map(|&c| {
+                        schema
+                            .fields()
+                            .get(c)
+                            .map_or_else(|| format!("#{c}"), |f| f.name().clone())
+                    })
                     .collect();
                 format!("Hash({})", names.join(", "))
             }
@@ -169,13 +184,21 @@ impl LogicalGraph {
     }
 
     /// Adds an operator; returns its id.
-    pub fn add_operator(&mut self, operator: Arc<dyn OperatorFactory>, parallelism: Option<usize>) -> NodeId {
+    pub fn add_operator(
+        &mut self,
+        operator: Arc<dyn OperatorFactory>,
+        parallelism: Option<usize>,
+    ) -> NodeId {
         self.add_node(NodeKind::Operator(operator), parallelism)
     }
 
     fn add_node(&mut self, kind: NodeKind, parallelism: Option<usize>) -> NodeId {
         let id = self.nodes.len();
-        self.nodes.push(LogicalNode { id, kind, parallelism });
+        self.nodes.push(LogicalNode {
+            id,
+            kind,
+            parallelism,
+        });
         id
     }
 
@@ -186,7 +209,9 @@ impl LogicalGraph {
         }
         if let (EdgeKind::Hash(cols), schema) = (&kind, self.nodes[from].kind.output_schema()) {
             if let Some(bad) = cols.iter().find(|&&c| c >= schema.fields().len()) {
-                return Err(Error::internal(format!("hash key column {bad} out of range")));
+                return Err(Error::internal(format!(
+                    "hash key column {bad} out of range"
+                )));
             }
         }
         self.edges.push(LogicalEdge { from, to, kind });

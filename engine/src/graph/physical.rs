@@ -46,13 +46,21 @@ impl PhysicalGraph {
     /// and chains forward edges.
     pub fn from_logical(logical: LogicalGraph, default_parallelism: usize) -> Result<Self> {
         let default_parallelism = default_parallelism.max(1);
-        let parallelism = |id: NodeId| logical.node(id).parallelism.unwrap_or(default_parallelism).max(1);
+        let parallelism = |id: NodeId| {
+            logical
+                .node(id)
+                .parallelism
+                .unwrap_or(default_parallelism)
+                .max(1)
+        };
         let mut vertex_of: Vec<VertexId> = Vec::with_capacity(logical.nodes().len());
         let mut vertices: Vec<Vertex> = Vec::new();
         for node in logical.nodes() {
             let inputs: Vec<_> = logical.inputs(node.id).collect();
             if inputs.iter().any(|e| e.from >= node.id) {
-                return Err(Error::internal("logical graph nodes are not in topological order"));
+                return Err(Error::internal(
+                    "logical graph nodes are not in topological order",
+                ));
             }
             if matches!(node.kind, NodeKind::Source(_)) != inputs.is_empty() {
                 return Err(Error::internal(format!(
@@ -152,12 +160,15 @@ impl PhysicalGraph {
 
     fn edge_label(&self, edge: &PhysicalEdge) -> String {
         let tail = *self.vertices[edge.from].nodes.last().unwrap_or(&0);
-        edge.kind.describe(&self.logical.node(tail).kind.output_schema())
+        edge.kind
+            .describe(&self.logical.node(tail).kind.output_schema())
     }
 
     /// The graph in Graphviz DOT.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph weir {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut out = String::from(
+            "digraph weir {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
         for v in &self.vertices {
             let label: Vec<String> = v
                 .nodes
@@ -173,7 +184,13 @@ impl PhysicalGraph {
             );
         }
         for e in &self.edges {
-            let _ = writeln!(out, "  v{} -> v{} [label=\"{}\"];", e.from, e.to, escape_dot(&self.edge_label(e)));
+            let _ = writeln!(
+                out,
+                "  v{} -> v{} [label=\"{}\"];",
+                e.from,
+                e.to,
+                escape_dot(&self.edge_label(e))
+            );
         }
         out.push_str("}\n");
         out

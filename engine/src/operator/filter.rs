@@ -53,10 +53,16 @@ impl Operator for FilterOperator {
         _ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
-        let mask = self.predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = mask
-            .as_boolean_opt()
-            .ok_or_else(|| Error::internal(format!("filter predicate {} is not boolean", self.predicate)))?;
+        let mask = self
+            .predicate
+            .evaluate(&batch)?
+            .into_array(batch.num_rows())?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| {
+            Error::internal(format!(
+                "filter predicate {} is not boolean",
+                self.predicate
+            ))
+        })?;
         out.collect(filter_record_batch(&batch, mask)?);
         Ok(())
     }
@@ -74,12 +80,20 @@ mod tests {
     #[tokio::test]
     async fn keeps_matching_rows_and_drops_nulls() {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-        let pred: Arc<dyn PhysicalExpr> =
-            Arc::new(BinaryExpr::new(Arc::new(Column::new("a", 0)), BinOp::Gt, lit(2i64)));
+        let pred: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("a", 0)),
+            BinOp::Gt,
+            lit(2i64),
+        ));
         let mut h = OperatorHarness::new(Box::new(FilterOperator::new(pred, Arc::clone(&schema))));
         let batch = RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(vec![Some(1), Some(3), None, Some(5)]))],
+            vec![Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(3),
+                None,
+                Some(5),
+            ]))],
         )
         .unwrap();
         h.process(batch).await.unwrap();

@@ -60,7 +60,9 @@ impl OperatorFactory for GroupAggregateFactory {
         Arc::clone(&self.spec.output_schema)
     }
     fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(GroupAggregateOperator::new(Arc::clone(&self.spec))))
+        Ok(Box::new(GroupAggregateOperator::new(Arc::clone(
+            &self.spec,
+        ))))
     }
 }
 
@@ -85,7 +87,9 @@ impl Operator for GroupAggregateOperator {
             Some(state) => state,
             // A global aggregate emits its row even over no input, but only
             // from one subtask.
-            None if self.spec.group_exprs.is_empty() && ctx.task.subtask == 0 => self.spec.new_state()?,
+            None if self.spec.group_exprs.is_empty() && ctx.task.subtask == 0 => {
+                self.spec.new_state()?
+            }
             None => return Ok(()),
         };
         let mut state = state;
@@ -102,7 +106,9 @@ mod tests {
 
     #[tokio::test]
     async fn emits_every_group_at_end_of_input() {
-        let mut h = OperatorHarness::new(Box::new(GroupAggregateOperator::new(count_sum(&[("key", 0)]))));
+        let mut h = OperatorHarness::new(Box::new(GroupAggregateOperator::new(count_sum(&[(
+            "key", 0,
+        )]))));
         h.process(batch(&[(1, 0, 5), (2, 0, 7)])).await.unwrap();
         h.process(batch(&[(1, 0, 3)])).await.unwrap();
         h.watermark(crate::message::Watermark(100)).await.unwrap();

@@ -43,7 +43,12 @@ pub type AggregateSpecRef = Arc<AggregateSpec>;
 impl fmt::Display for AggregateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "group_by=[")?;
-        for (i, (expr, field)) in self.group_exprs.iter().zip(self.group_schema.fields()).enumerate() {
+        for (i, (expr, field)) in self
+            .group_exprs
+            .iter()
+            .zip(self.group_schema.fields())
+            .enumerate()
+        {
             if i > 0 {
                 write!(f, ", ")?;
             }
@@ -86,7 +91,11 @@ impl AggregateSpec {
         let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
             Ok(e.evaluate(batch)?.into_array(n)?)
         };
-        let keys = self.group_exprs.iter().map(eval).collect::<Result<Vec<_>>>()?;
+        let keys = self
+            .group_exprs
+            .iter()
+            .map(eval)
+            .collect::<Result<Vec<_>>>()?;
         let args = self
             .aggregates
             .iter()
@@ -126,14 +135,19 @@ impl AggregateSpec {
                     Ok(agg.create_groups_accumulator()?)
                 } else {
                     let agg = Arc::clone(agg);
-                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        agg.create_accumulator()
+                    })))
                 }
             })
             .collect::<Result<Vec<_>>>()?;
         let groups = if self.group_exprs.is_empty() {
             None
         } else {
-            Some(new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?)
+            Some(new_group_values(
+                Arc::clone(&self.group_schema),
+                &GroupOrdering::None,
+            )?)
         };
         let mut state = GroupedState {
             groups,
@@ -145,7 +159,12 @@ impl AggregateSpec {
             // A global aggregate has its one group even without input: size
             // every accumulator to one group with an empty update.
             let empty = self.evaluate(&RecordBatch::new_empty(Arc::clone(&self.input_schema)))?;
-            for ((acc, args), filter) in state.accumulators.iter_mut().zip(&empty.args).zip(&empty.filters) {
+            for ((acc, args), filter) in state
+                .accumulators
+                .iter_mut()
+                .zip(&empty.args)
+                .zip(&empty.filters)
+            {
                 acc.update_batch(args, &[], filter.as_ref(), 1)?;
             }
         }
@@ -157,11 +176,17 @@ impl AggregateInput {
     /// The rows at `indices`.
     pub fn take(&self, indices: &UInt32Array) -> Result<AggregateInput> {
         let take_all = |cols: &[ArrayRef]| -> Result<Vec<ArrayRef>> {
-            cols.iter().map(|c| Ok(take(c.as_ref(), indices, None)?)).collect()
+            cols.iter()
+                .map(|c| Ok(take(c.as_ref(), indices, None)?))
+                .collect()
         };
         Ok(AggregateInput {
             keys: take_all(&self.keys)?,
-            args: self.args.iter().map(|a| take_all(a)).collect::<Result<_>>()?,
+            args: self
+                .args
+                .iter()
+                .map(|a| take_all(a))
+                .collect::<Result<_>>()?,
             filters: self
                 .filters
                 .iter()
@@ -281,7 +306,12 @@ impl SingleGroupState {
 
     /// Merges another group's state into this one (sessions that grew together).
     pub fn merge(&mut self, mut other: SingleGroupState) -> Result<()> {
-        for (mine, theirs) in self.state.accumulators.iter_mut().zip(&mut other.state.accumulators) {
+        for (mine, theirs) in self
+            .state
+            .accumulators
+            .iter_mut()
+            .zip(&mut other.state.accumulators)
+        {
             let partial = theirs.state(EmitTo::All)?;
             mine.merge_batch(&partial, &[0], 1)?;
         }

@@ -31,7 +31,9 @@ mod window_assigner;
 
 pub use filter::FilterOperator;
 pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
-pub use grouped_state::{AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState};
+pub use grouped_state::{
+    AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState,
+};
 pub use projection::ProjectionOperator;
 pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
 pub use sink::{ChannelSinkNode, SinkNode, SinkOperator};

@@ -30,7 +30,10 @@ impl ProjectionOperator {
         let columns = self
             .exprs
             .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+            .map(|e| {
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
@@ -106,7 +109,8 @@ mod tests {
         let op = ProjectionOperator::new(vec![doubled], schema);
         assert_eq!(op.to_string(), "Projection: a@0 * 2 AS b");
         let mut h = OperatorHarness::new(Box::new(op));
-        let batch = RecordBatch::try_new(input, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let batch =
+            RecordBatch::try_new(input, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
         h.process(batch).await.unwrap();
         let out = h.take_batches();
         assert_eq!(out.len(), 1);

@@ -52,14 +52,22 @@ impl fmt::Debug for SessionWindowAggregateOperator {
 impl SessionWindowAggregateOperator {
     /// `start_group`/`end_group` are the group expressions holding the
     /// window start and end; the other group expressions are the session key.
-    pub fn new(spec: AggregateSpecRef, start_group: usize, end_group: usize, gap_ms: i64) -> Result<Self> {
+    pub fn new(
+        spec: AggregateSpecRef,
+        start_group: usize,
+        end_group: usize,
+        gap_ms: i64,
+    ) -> Result<Self> {
         let key_groups: Vec<usize> = (0..spec.group_exprs.len())
             .filter(|&i| i != start_group && i != end_group)
             .collect();
-        let fields = key_groups
+        let mut fields: Vec<SortField> = key_groups
             .iter()
             .map(|&i| SortField::new(spec.group_schema.field(i).data_type().clone()))
             .collect();
+        if fields.is_empty() {
+            fields.push(SortField::new(arrow::datatypes::DataType::Boolean));
+        }
         Ok(Self {
             converter: RowConverter::new(fields)?,
             single: spec.single_group(),
@@ -126,6 +134,9 @@ impl SessionWindowAggregateOperator {
         let aggregates = concat_batches(&agg_schema, &aggregates)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         let mut key_columns = keys.into_iter();
+        if self.key_groups.is_empty() {
+            key_columns.next();
+        }
         for g in 0..self.spec.group_exprs.len() {
             let field = schema.field(g);
             if g == self.start_group {
@@ -148,7 +159,11 @@ impl SessionWindowAggregateOperator {
 
 impl fmt::Display for SessionWindowAggregateOperator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionWindowAggregate: gap={}ms, {}", self.gap_ms, self.spec)
+        write!(
+            f,
+            "SessionWindowAggregate: gap={}ms, {}",
+            self.gap_ms, self.spec
+        )
     }
 }
 
@@ -175,7 +190,11 @@ impl SessionWindowAggregateFactory {
 
 impl fmt::Display for SessionWindowAggregateFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionWindowAggregate: gap={}ms, {}", self.gap_ms, self.spec)
+        write!(
+            f,
+            "SessionWindowAggregate: gap={}ms, {}",
+            self.gap_ms, self.spec
+        )
     }
 }
 
@@ -206,7 +225,17 @@ impl Operator for SessionWindowAggregateOperator {
     ) -> Result<()> {
         let input = self.spec.evaluate(&batch)?;
         let ts = to_epoch_millis(&input.keys[self.start_group])?;
-        let key_cols: Vec<ArrayRef> = self.key_groups.iter().map(|&i| Arc::clone(&input.keys[i])).collect();
+        let mut key_cols: Vec<ArrayRef> = self
+            .key_groups
+            .iter()
+            .map(|&i| Arc::clone(&input.keys[i]))
+            .collect();
+        if key_cols.is_empty() {
+            // One session key for everything: a constant column gives every row the same key.
+            key_cols.push(Arc::new(arrow::array::BooleanArray::from(
+                vec![true; input.num_rows],
+            )));
+        }
         let rows = self.converter.convert_columns(&key_cols)?;
         let late_bound = self.watermark.0.saturating_add(1);
         // Rows per key, in event-time order.
@@ -214,9 +243,10 @@ impl Operator for SessionWindowAggregateOperator {
         let mut late = 0;
         for (i, t) in ts.iter().enumerate() {
             match t {
-                Some(t) if t + self.gap_ms > late_bound => {
-                    by_key.entry(rows.row(i).owned()).or_default().push((t, i as u32))
-                }
+                Some(t) if t + self.gap_ms > late_bound => by_key
+                    .entry(rows.row(i).owned())
+                    .or_default()
+                    .push((t, i as u32)),
                 _ => late += 1,
             }
         }
@@ -268,7 +298,13 @@ impl AggregateSpec {
     /// The same aggregates without group keys: the state of one session.
     pub fn single_group(&self) -> AggregateSpec {
         let aggs = self.output_schema.fields().len() - self.group_exprs.len();
-        let fields: Vec<_> = self.output_schema.fields().iter().skip(self.group_exprs.len()).cloned().collect();
+        let fields: Vec<_> = self
+            .output_schema
+            .fields()
+            .iter()
+            .skip(self.group_exprs.len())
+            .cloned()
+            .collect();
         debug_assert_eq!(fields.len(), aggs);
         AggregateSpec {
             group_exprs: Vec::new(),
@@ -298,7 +334,9 @@ mod tests {
     async fn merges_overlapping_windows_per_key() {
         let mut h = OperatorHarness::new(Box::new(operator()));
         // Key 1: 0, 3 → [0, 8); 20 → [20, 25). Key 2: 2 → [2, 7).
-        h.process(batch(&[(1, 0, 1), (1, 20, 10), (2, 2, 5)])).await.unwrap();
+        h.process(batch(&[(1, 0, 1), (1, 20, 10), (2, 2, 5)]))
+            .await
+            .unwrap();
         // 3 arrives later and bridges nothing new but extends [0,5) to [0,8).
         h.process(batch(&[(1, 3, 2)])).await.unwrap();
         h.watermark(Watermark(7)).await.unwrap();

@@ -47,7 +47,11 @@ impl Operator for SinkOperator {
         self.sink.pre_commit(barrier.id).await
     }
 
-    async fn handle_commit(&mut self, checkpoint: CheckpointId, _ctx: &mut OperatorContext) -> Result<()> {
+    async fn handle_commit(
+        &mut self,
+        checkpoint: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<()> {
         self.sink.commit(checkpoint).await
     }
 
@@ -89,7 +93,9 @@ impl OperatorFactory for SinkNode {
         Arc::new(Schema::empty())
     }
     fn create(&self, task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(SinkOperator::new(self.connector.create_sink(&self.table, task)?)))
+        Ok(Box::new(SinkOperator::new(
+            self.connector.create_sink(&self.table, task)?,
+        )))
     }
 }
 
@@ -124,7 +130,10 @@ struct ChannelSink {
 #[async_trait]
 impl Sink for ChannelSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
-        self.sender.send(batch).await.map_err(|_| crate::error::Error::Cancelled)
+        self.sender
+            .send(batch)
+            .await
+            .map_err(|_| crate::error::Error::Cancelled)
     }
     async fn finish(&mut self) -> Result<()> {
         Ok(())

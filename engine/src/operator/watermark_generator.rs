@@ -105,7 +105,8 @@ mod tests {
             DataType::Timestamp(TimeUnit::Millisecond, None),
             false,
         )]));
-        let op = WatermarkGeneratorOperator::new(Arc::new(Column::new("ts", 0)), Arc::clone(&schema));
+        let op =
+            WatermarkGeneratorOperator::new(Arc::new(Column::new("ts", 0)), Arc::clone(&schema));
         let mut h = OperatorHarness::new(Box::new(op));
         for values in [vec![5, 3, 9], vec![2, 4], vec![12]] {
             let batch = RecordBatch::try_new(

@@ -94,7 +94,12 @@ impl WindowAggregateFactory {
 
 impl fmt::Display for WindowAggregateFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        WindowAggregateOperator::new(Arc::clone(&self.spec), self.window_group, self.end_offset_ms).fmt(f)
+        WindowAggregateOperator::new(
+            Arc::clone(&self.spec),
+            self.window_group,
+            self.end_offset_ms,
+        )
+        .fmt(f)
     }
 }
 
@@ -144,9 +149,10 @@ impl Operator for WindowAggregateOperator {
         let mut late = 0;
         for (row, end) in window.iter().enumerate() {
             match end {
-                Some(end) if end + offset > late_bound => {
-                    rows_by_end.entry(end + offset).or_default().push(row as u32)
-                }
+                Some(end) if end + offset > late_bound => rows_by_end
+                    .entry(end + offset)
+                    .or_default()
+                    .push(row as u32),
                 _ => late += 1,
             }
         }
@@ -197,15 +203,26 @@ mod tests {
         // Group by key and window end (the `time` column holds the end here).
         let op = WindowAggregateOperator::new(count_sum(&[("key", 0), ("window_end", 1)]), 1, 0);
         let mut h = OperatorHarness::new(Box::new(op));
-        h.process(batch(&[(1, 10, 5), (2, 10, 7), (1, 20, 1)])).await.unwrap();
+        h.process(batch(&[(1, 10, 5), (2, 10, 7), (1, 20, 1)]))
+            .await
+            .unwrap();
         h.process(batch(&[(1, 10, 3)])).await.unwrap();
         h.watermark(Watermark(8)).await.unwrap();
-        assert!(h.take_batches().is_empty(), "window [.., 10) is not complete at 8");
+        assert!(
+            h.take_batches().is_empty(),
+            "window [.., 10) is not complete at 8"
+        );
         h.watermark(Watermark(9)).await.unwrap();
         assert_eq!(sorted(h.rows_as_strings()), vec!["1,10,2,8", "2,10,1,7"]);
         // Late: window 10 already fired.
         h.process(batch(&[(1, 10, 100), (3, 20, 4)])).await.unwrap();
-        assert_eq!(h.context().metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            h.context()
+                .metrics
+                .late_records_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         h.close().await.unwrap();
         assert_eq!(sorted(h.rows_as_strings()), vec!["1,20,1,1", "3,20,1,4"]);
     }
@@ -215,7 +232,9 @@ mod tests {
         // The `time` column holds window starts; windows are 10 long.
         let op = WindowAggregateOperator::new(count_sum(&[("window_start", 1)]), 0, 10);
         let mut h = OperatorHarness::new(Box::new(op));
-        h.process(batch(&[(1, 0, 1), (1, 10, 2), (2, 0, 3)])).await.unwrap();
+        h.process(batch(&[(1, 0, 1), (1, 10, 2), (2, 0, 3)]))
+            .await
+            .unwrap();
         h.watermark(Watermark(9)).await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["0,2,4"]);
         h.watermark(Watermark::MAX).await.unwrap();

@@ -51,7 +51,9 @@ impl WindowKind {
         if ok {
             Ok(())
         } else {
-            Err(Error::Config(format!("window sizes must be positive: {self}")))
+            Err(Error::Config(format!(
+                "window sizes must be positive: {self}"
+            )))
         }
     }
 }
@@ -88,8 +90,16 @@ impl WindowAssignerOperator {
         })
     }
 
-    fn with_window(&self, batch: &RecordBatch, starts: Int64Array, size_ms: i64) -> Result<RecordBatch> {
-        let window_type = self.schema.field(self.schema.fields().len() - 1).data_type();
+    fn with_window(
+        &self,
+        batch: &RecordBatch,
+        starts: Int64Array,
+        size_ms: i64,
+    ) -> Result<RecordBatch> {
+        let window_type = self
+            .schema
+            .field(self.schema.fields().len() - 1)
+            .data_type();
         let ends: Int64Array = starts.unary(|s| s.saturating_add(size_ms));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(from_epoch_millis(starts, window_type)?);
@@ -128,7 +138,8 @@ impl Operator for WindowAssignerOperator {
         let mut ts = to_epoch_millis(batch.column(self.time_column))?;
         let batch = if ts.null_count() > 0 {
             // A row without event time belongs to no window.
-            let valid = BooleanArray::from(ts.iter().map(|v| Some(v.is_some())).collect::<Vec<_>>());
+            let valid =
+                BooleanArray::from(ts.iter().map(|v| Some(v.is_some())).collect::<Vec<_>>());
             let kept = filter_record_batch(&batch, &valid)?;
             ts = to_epoch_millis(kept.column(self.time_column))?;
             kept
@@ -197,9 +208,23 @@ mod tests {
 
     #[tokio::test]
     async fn hop_assigns_every_covering_window() {
-        let rows = assign(WindowKind::Hop { slide_ms: 5, size_ms: 10 }, vec![7]).await;
+        let rows = assign(
+            WindowKind::Hop {
+                slide_ms: 5,
+                size_ms: 10,
+            },
+            vec![7],
+        )
+        .await;
         assert_eq!(rows, vec!["7,0,10", "7,5,15"]);
-        let rows = assign(WindowKind::Hop { slide_ms: 4, size_ms: 10 }, vec![9]).await;
+        let rows = assign(
+            WindowKind::Hop {
+                slide_ms: 4,
+                size_ms: 10,
+            },
+            vec![9],
+        )
+        .await;
         assert_eq!(rows, vec!["9,0,10", "9,4,14", "9,8,18"]);
     }
 

@@ -142,9 +142,15 @@ mod tests {
         let mut gate = InputGate::new(vec![a, b]);
         a_tx.send(Message::Watermark(Watermark(10))).await.unwrap();
         b_tx.send(Message::Watermark(Watermark(5))).await.unwrap();
-        assert!(matches!(gate.next().await, Message::Watermark(Watermark(5))));
+        assert!(matches!(
+            gate.next().await,
+            Message::Watermark(Watermark(5))
+        ));
         b_tx.send(Message::EndOfStream).await.unwrap();
-        assert!(matches!(gate.next().await, Message::Watermark(Watermark(10))));
+        assert!(matches!(
+            gate.next().await,
+            Message::Watermark(Watermark(10))
+        ));
         a_tx.send(Message::EndOfStream).await.unwrap();
         assert!(matches!(gate.next().await, Message::EndOfStream));
     }
@@ -154,13 +160,23 @@ mod tests {
         let (a_tx, a) = channel(8);
         let (b_tx, b) = channel(8);
         let mut gate = InputGate::new(vec![a, b]);
-        let barrier = CheckpointBarrier { id: 1, timestamp_ms: 0, then_stop: false };
+        let barrier = CheckpointBarrier {
+            id: 1,
+            timestamp_ms: 0,
+            then_stop: false,
+        };
         a_tx.send(Message::Barrier(barrier)).await.unwrap();
         // Sent after the barrier on input a: must wait until b's barrier.
         a_tx.send(Message::Watermark(Watermark(100))).await.unwrap();
         b_tx.send(Message::Watermark(Watermark(50))).await.unwrap();
         b_tx.send(Message::Barrier(barrier)).await.unwrap();
-        assert!(matches!(gate.next().await, Message::Barrier(CheckpointBarrier { id: 1, .. })));
-        assert!(matches!(gate.next().await, Message::Watermark(Watermark(50))));
+        assert!(matches!(
+            gate.next().await,
+            Message::Barrier(CheckpointBarrier { id: 1, .. })
+        ));
+        assert!(matches!(
+            gate.next().await,
+            Message::Watermark(Watermark(50))
+        ));
     }
 }

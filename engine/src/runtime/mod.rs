@@ -182,10 +182,8 @@ impl LocalRuntime {
         let mut tasks = Vec::new();
         for (v, vertex) in vertices.iter().enumerate() {
             let name = graph.vertex_name(v);
-            for (subtask, (inputs, outs)) in receivers[v]
-                .drain(..)
-                .zip(outputs[v].drain(..))
-                .enumerate()
+            for (subtask, (inputs, outs)) in
+                receivers[v].drain(..).zip(outputs[v].drain(..)).enumerate()
             {
                 let info = TaskInfo {
                     job: job.to_string(),
@@ -200,7 +198,8 @@ impl LocalRuntime {
                         chain.next();
                         Head::Source {
                             source: source.create(&info)?,
-                            metrics: metrics.task(&format!("{} {source}", vertex.nodes[0]), subtask),
+                            metrics: metrics
+                                .task(&format!("{} {source}", vertex.nodes[0]), subtask),
                             stop: stop.clone(),
                         }
                     }

@@ -46,7 +46,8 @@ impl EdgeOutput {
                 self.send_to(i, Message::Data(batch)).await
             }
             EdgeKind::Hash(keys) => {
-                let parts = partition_by_keys(&batch, keys, self.max_key_groups, self.senders.len())?;
+                let parts =
+                    partition_by_keys(&batch, keys, self.max_key_groups, self.senders.len())?;
                 for (subtask, part) in parts {
                     self.send_to(subtask, Message::Data(part)).await?;
                 }

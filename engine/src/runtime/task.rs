@@ -51,7 +51,11 @@ impl Task {
         }
         let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new())));
         match head {
-            Head::Source { source, metrics, stop } => self.run_source(source, metrics, stop).await?,
+            Head::Source {
+                source,
+                metrics,
+                stop,
+            } => self.run_source(source, metrics, stop).await?,
             Head::Inputs(gate) => self.run_inputs(gate).await?,
         }
         debug!("finished");
@@ -84,7 +88,8 @@ impl Task {
             }
         }
         // Input exhausted (or the job is stopping): every window may fire.
-        self.push(0, vec![Message::Watermark(Watermark::MAX)]).await?;
+        self.push(0, vec![Message::Watermark(Watermark::MAX)])
+            .await?;
         self.close().await
     }
 
@@ -136,7 +141,11 @@ impl Task {
                             out.emit_watermark(w);
                         }
                     }
-                    other => return Err(Error::internal(format!("unexpected {other:?} inside a chain"))),
+                    other => {
+                        return Err(Error::internal(format!(
+                            "unexpected {other:?} inside a chain"
+                        )));
+                    }
                 }
             }
             messages.extend(out.drain());

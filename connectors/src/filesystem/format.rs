@@ -1,0 +1,357 @@
+//! File formats of the filesystem connector: their options, the streaming
+//! decoders the source reads CSV and JSON with, and the part-file writers of
+//! the sink.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use weir_engine::{ConnectorOptions, Error, Result};
+
+/// Flink's SQL timestamp format, the default for CSV and JSON.
+const SQL_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.f";
+const SQL_TIMESTAMP_TZ: &str = "%Y-%m-%d %H:%M:%S%.f%:z";
+const ISO_TIMESTAMP: &str = "%Y-%m-%dT%H:%M:%S%.f";
+const ISO_TIMESTAMP_TZ: &str = "%Y-%m-%dT%H:%M:%S%.f%:z";
+
+/// A file format with its options.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Comma (or other) separated values, no header by default.
+    Csv(CsvOptions),
+    /// One JSON object per line.
+    Json(JsonOptions),
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// The `csv.*` options.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// `csv.field-delimiter` (default `,`).
+    pub delimiter: u8,
+    /// `csv.quote-character` (default `"`).
+    pub quote: u8,
+    /// `csv.escape-character` (none by default).
+    pub escape: Option<u8>,
+    /// `csv.allow-comments`: skip lines starting with `#`.
+    pub allow_comments: bool,
+    /// `csv.null-literal`: the text of a null (default: the empty field).
+    pub null_literal: Option<String>,
+    /// `csv.ignore-first-line`: skip a header line when reading.
+    pub ignore_first_line: bool,
+}
+
+/// The `json.*` options.
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// `json.timestamp-format.standard` = `ISO-8601` (else `SQL`): how the sink writes timestamps.
+    pub iso_timestamps: bool,
+}
+
+/// A single-byte character option; `\t` may be written as such.
+fn char_option(options: &ConnectorOptions, key: &str) -> Result<Option<u8>> {
+    options
+        .get(key)
+        .map(|v| match v {
+            "\\t" | "\t" => Ok(b'\t'),
+            v if v.len() == 1 && v.is_ascii() => Ok(v.as_bytes()[0]),
+            _ => Err(Error::Config(format!(
+                "option '{key}' = '{v}' must be a single ASCII character"
+            ))),
+        })
+        .transpose()
+}
+
+impl Format {
+    /// Reads `'format'` and its options.
+    pub fn parse(options: &ConnectorOptions) -> Result<Self> {
+        let name = options.require("format")?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "csv" => Ok(Format::Csv(CsvOptions {
+                delimiter: char_option(options, "csv.field-delimiter")?.unwrap_or(b','),
+                quote: char_option(options, "csv.quote-character")?.unwrap_or(b'"'),
+                escape: char_option(options, "csv.escape-character")?,
+                allow_comments: options.parse_bool("csv.allow-comments")?.unwrap_or(false),
+                null_literal: options.get("csv.null-literal").map(str::to_string),
+                ignore_first_line: options
+                    .parse_bool("csv.ignore-first-line")?
+                    .unwrap_or(false),
+            })),
+            "json" => {
+                let iso_timestamps = match options.get("json.timestamp-format.standard") {
+                    None => false,
+                    Some(v) if v.eq_ignore_ascii_case("SQL") => false,
+                    Some(v) if v.eq_ignore_ascii_case("ISO-8601") => true,
+                    Some(v) => {
+                        return Err(Error::Config(format!(
+                            "option 'json.timestamp-format.standard' = '{v}' must be 'SQL' or 'ISO-8601'"
+                        )));
+                    }
+                };
+                Ok(Format::Json(JsonOptions { iso_timestamps }))
+            }
+            "parquet" => Ok(Format::Parquet),
+            other => {
+                let hint = weir_engine::suggest::closest(other, ["csv", "json", "parquet"])
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+                Err(Error::Config(format!(
+                    "option 'format' = '{name}' is not a known format{hint}; use 'csv', 'json' or 'parquet'"
+                )))
+            }
+        }
+    }
+
+    /// The format's name, also the prefix of its options.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Csv(_) => "csv",
+            Format::Json(_) => "json",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// The extension of the files the sink writes.
+    pub fn extension(&self) -> &'static str {
+        self.name()
+    }
+
+    /// True when reading skips a header line.
+    pub fn ignores_first_line(&self) -> bool {
+        matches!(self, Format::Csv(c) if c.ignore_first_line)
+    }
+
+    /// True when a column of `data_type` can be stored in this format.
+    pub fn supports(&self, data_type: &DataType) -> bool {
+        use DataType as D;
+        match self {
+            Format::Csv(_) => {
+                data_type.is_numeric()
+                    && !matches!(data_type, D::Float16 | D::Decimal32(..) | D::Decimal64(..))
+                    || matches!(
+                        data_type,
+                        D::Boolean
+                            | D::Utf8
+                            | D::LargeUtf8
+                            | D::Utf8View
+                            | D::Date32
+                            | D::Date64
+                            | D::Time32(_)
+                            | D::Time64(_)
+                            | D::Timestamp(..)
+                    )
+            }
+            Format::Json(_) => !matches!(
+                data_type,
+                D::Union(..)
+                    | D::RunEndEncoded(..)
+                    | D::Binary
+                    | D::LargeBinary
+                    | D::BinaryView
+                    | D::FixedSizeBinary(_)
+            ),
+            Format::Parquet => true,
+        }
+    }
+}
+
+/// A streaming decoder of text records (CSV or JSON lines) into batches.
+pub trait BatchDecoder: Send {
+    /// Buffers records from `buf`, returning how many bytes it took; fewer
+    /// than `buf.len()` when a batch is full. An empty `buf` marks the end.
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError>;
+    /// The buffered records as a batch.
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+}
+
+impl BatchDecoder for arrow::csv::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        arrow::csv::reader::Decoder::decode(self, buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        arrow::csv::reader::Decoder::flush(self)
+    }
+}
+
+impl BatchDecoder for arrow::json::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        arrow::json::reader::Decoder::decode(self, buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        arrow::json::reader::Decoder::flush(self)
+    }
+}
+
+/// Makes decoders of one file's records: `(batch size) -> decoder`.
+pub type DecoderFactory = Arc<dyn Fn(usize) -> Result<Box<dyn BatchDecoder>> + Send + Sync>;
+
+/// The decoder factory for CSV or JSON reading `projection` of the table `schema`; `None` for Parquet.
+pub fn decoder_factory(
+    format: &Format,
+    schema: &SchemaRef,
+    projection: &[usize],
+) -> Result<Option<DecoderFactory>> {
+    match format {
+        Format::Csv(csv) => {
+            let null_regex = csv
+                .null_literal
+                .as_deref()
+                .map(|literal| regex::Regex::new(&format!("^{}$", regex::escape(literal))))
+                .transpose()
+                .map_err(|e| Error::Config(format!("option 'csv.null-literal' is invalid: {e}")))?;
+            let (schema, csv, projection) = (Arc::clone(schema), csv.clone(), projection.to_vec());
+            Ok(Some(Arc::new(move |batch_size| {
+                let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+                    .with_header(false)
+                    .with_delimiter(csv.delimiter)
+                    .with_quote(csv.quote)
+                    .with_batch_size(batch_size)
+                    .with_projection(projection.clone());
+                if let Some(escape) = csv.escape {
+                    builder = builder.with_escape(escape);
+                }
+                if csv.allow_comments {
+                    builder = builder.with_comment(b'#');
+                }
+                if let Some(regex) = &null_regex {
+                    builder = builder.with_null_regex(regex.clone());
+                }
+                Ok(Box::new(builder.build_decoder()) as Box<dyn BatchDecoder>)
+            })))
+        }
+        Format::Json(_) => {
+            let projected = Arc::new(schema.project(projection)?);
+            Ok(Some(Arc::new(move |batch_size| {
+                let decoder = arrow::json::ReaderBuilder::new(Arc::clone(&projected))
+                    .with_batch_size(batch_size)
+                    .build_decoder()?;
+                Ok(Box::new(decoder) as Box<dyn BatchDecoder>)
+            })))
+        }
+        Format::Parquet => Ok(None),
+    }
+}
+
+/// Counts the bytes written through it, for the rolling policy.
+#[derive(Debug)]
+pub struct CountingWriter<W> {
+    inner: W,
+    written: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type FileOut = CountingWriter<BufWriter<File>>;
+
+/// An open part file of the sink.
+pub enum PartWriter {
+    /// A CSV file, and its byte count.
+    Csv(Box<arrow::csv::Writer<FileOut>>, Arc<AtomicU64>),
+    /// A JSON-lines file, and its byte count.
+    Json(arrow::json::LineDelimitedWriter<FileOut>, Arc<AtomicU64>),
+    /// A Parquet file, whose footer is written at close.
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
+}
+
+impl PartWriter {
+    /// Starts writing rows of `schema` to `file`.
+    pub fn open(format: &Format, file: File, schema: &SchemaRef) -> Result<Self> {
+        let out = BufWriter::with_capacity(256 * 1024, file);
+        let written = Arc::new(AtomicU64::new(0));
+        let counted = |out| CountingWriter {
+            inner: out,
+            written: Arc::clone(&written),
+        };
+        Ok(match format {
+            Format::Csv(csv) => {
+                let mut builder = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(csv.delimiter)
+                    .with_quote(csv.quote)
+                    .with_timestamp_format(SQL_TIMESTAMP.into())
+                    .with_timestamp_tz_format(SQL_TIMESTAMP_TZ.into());
+                if let Some(escape) = csv.escape {
+                    builder = builder.with_escape(escape).with_double_quote(false);
+                }
+                if let Some(null) = &csv.null_literal {
+                    builder = builder.with_null(null.clone());
+                }
+                PartWriter::Csv(Box::new(builder.build(counted(out))), written)
+            }
+            Format::Json(json) => {
+                let (ts, ts_tz) = if json.iso_timestamps {
+                    (ISO_TIMESTAMP, ISO_TIMESTAMP_TZ)
+                } else {
+                    (SQL_TIMESTAMP, SQL_TIMESTAMP_TZ)
+                };
+                let writer = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .with_timestamp_format(ts.into())
+                    .with_timestamp_tz_format(ts_tz.into())
+                    .build::<_, arrow::json::writer::LineDelimited>(counted(out));
+                PartWriter::Json(writer, written)
+            }
+            Format::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                let writer = ArrowWriter::try_new(out, Arc::clone(schema), Some(props))
+                    .map_err(|e| Error::internal(format!("cannot start a parquet file: {e}")))?;
+                PartWriter::Parquet(Box::new(writer))
+            }
+        })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+        match self {
+            PartWriter::Csv(w, _) => w.write(batch).map_err(|e| e.to_string()),
+            PartWriter::Json(w, _) => w.write(batch).map_err(|e| e.to_string()),
+            PartWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// About how many bytes the file holds (including buffered ones).
+    pub fn size(&self) -> u64 {
+        match self {
+            PartWriter::Csv(_, written) | PartWriter::Json(_, written) => {
+                written.load(Ordering::Relaxed)
+            }
+            PartWriter::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+        }
+    }
+
+    /// Completes the file and makes it durable.
+    pub fn close(self) -> std::result::Result<(), String> {
+        let out = match self {
+            PartWriter::Csv(w, _) => w.into_inner().inner,
+            PartWriter::Json(mut w, _) => {
+                w.finish().map_err(|e| e.to_string())?;
+                w.into_inner().inner
+            }
+            PartWriter::Parquet(w) => w.into_inner().map_err(|e| e.to_string())?,
+        };
+        let file = out.into_inner().map_err(|e| e.error().to_string())?;
+        file.sync_all().map_err(|e| e.to_string())
+    }
+}

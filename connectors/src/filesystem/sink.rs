@@ -1,0 +1,184 @@
+//! The filesystem sink: part files made visible by renaming.
+//!
+//! A part file is written under a hidden name (`.part-….inprogress`). It is
+//! closed when it reaches `sink.rolling-policy.file-size`, at a checkpoint
+//! barrier (`pre_commit`) and at the end of the input. Closed files are
+//! renamed to their final name (`part-<subtask>-<run>-<n>.<ext>`) when the
+//! checkpoint that covers them commits, or at `finish`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use weir_engine::{CheckpointId, Error, Result, RowKind, Sink, TableDescriptor, TaskInfo};
+
+use super::FsOptions;
+use super::format::{Format, PartWriter};
+use crate::util::{conform_to, split_row_kinds};
+
+/// A closed part file: its in-progress and final paths.
+#[derive(Debug)]
+struct PendingFile {
+    hidden: PathBuf,
+    visible: PathBuf,
+}
+
+/// One subtask of a filesystem sink.
+pub struct FilesystemSink {
+    dir: PathBuf,
+    format: Format,
+    schema: SchemaRef,
+    subtask: usize,
+    /// Distinguishes this run's files from earlier runs' in the same directory.
+    run: String,
+    next_part: u64,
+    rolling_file_size: Option<u64>,
+    current: Option<(PartWriter, PendingFile)>,
+    /// Closed files not yet covered by a checkpoint.
+    closed: Vec<PendingFile>,
+    /// Closed files by the checkpoint that covers them, awaiting its commit.
+    pre_committed: BTreeMap<CheckpointId, Vec<PendingFile>>,
+}
+
+impl FilesystemSink {
+    /// A sink subtask writing into the directory `options.path` (created if missing).
+    pub fn new(options: FsOptions, table: &TableDescriptor, task: &TaskInfo) -> Result<Self> {
+        std::fs::create_dir_all(&options.path).map_err(|e| {
+            Error::io(
+                format!("creating sink directory '{}'", options.path.display()),
+                e,
+            )
+        })?;
+        Ok(FilesystemSink {
+            dir: options.path,
+            format: options.format,
+            schema: Arc::clone(&table.schema),
+            subtask: task.subtask,
+            run: format!("{:08x}", rand::random::<u32>()),
+            next_part: 0,
+            rolling_file_size: options.rolling_file_size,
+            current: None,
+            closed: Vec::new(),
+            pre_committed: BTreeMap::new(),
+        })
+    }
+
+    fn failed(
+        &self,
+        action: &str,
+        path: &std::path::Path,
+        reason: impl std::fmt::Display,
+    ) -> Error {
+        Error::Connector {
+            connector: "filesystem".into(),
+            message: format!("{action} '{}': {reason}", path.display()),
+        }
+    }
+
+    /// The open part file, starting one if none is open.
+    fn current(&mut self) -> Result<&mut (PartWriter, PendingFile)> {
+        if self.current.is_none() {
+            let name = format!(
+                "part-{}-{}-{}.{}",
+                self.subtask,
+                self.run,
+                self.next_part,
+                self.format.extension()
+            );
+            self.next_part += 1;
+            let pending = PendingFile {
+                hidden: self.dir.join(format!(".{name}.inprogress")),
+                visible: self.dir.join(name),
+            };
+            let file: File = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&pending.hidden)
+                .map_err(|e| Error::io(format!("creating '{}'", pending.hidden.display()), e))?;
+            let writer = PartWriter::open(&self.format, file, &self.schema)?;
+            self.current = Some((writer, pending));
+        }
+        self.current
+            .as_mut()
+            .ok_or_else(|| Error::internal("filesystem sink: no open part file"))
+    }
+
+    /// Closes the open part file, if any, into `closed`.
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((writer, pending)) = self.current.take() {
+            writer
+                .close()
+                .map_err(|e| self.failed("completing", &pending.hidden, e))?;
+            self.closed.push(pending);
+        }
+        Ok(())
+    }
+
+    fn publish(&self, files: Vec<PendingFile>) -> Result<()> {
+        for file in files {
+            std::fs::rename(&file.hidden, &file.visible)
+                .map_err(|e| Error::io(format!("publishing '{}'", file.visible.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for FilesystemSink {
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        let (batch, kinds) = split_row_kinds(&batch)?;
+        if kinds.is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert)) {
+            return Err(Error::Config(
+                "the filesystem sink only takes inserts, but the query produces updates or deletes"
+                    .into(),
+            ));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = conform_to(&batch, &self.schema)?;
+        let (writer, pending) = self.current()?;
+        if let Err(e) = writer.write(&batch) {
+            let path = pending.hidden.clone();
+            return Err(self.failed("writing", &path, e));
+        }
+        let size = writer.size();
+        if self.rolling_file_size.is_some_and(|limit| size >= limit) {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        self.close_current()?;
+        let files = std::mem::take(&mut self.closed);
+        self.pre_committed
+            .entry(checkpoint)
+            .or_default()
+            .extend(files);
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let later = match checkpoint.checked_add(1) {
+            Some(next) => self.pre_committed.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut self.pre_committed, later);
+        self.publish(done.into_values().flatten().collect())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.close_current()?;
+        let mut files: Vec<PendingFile> = std::mem::take(&mut self.pre_committed)
+            .into_values()
+            .flatten()
+            .collect();
+        files.append(&mut self.closed);
+        self.publish(files)
+    }
+}
