@@ -64,17 +64,17 @@ fn read_script(file: &PathBuf) -> anyhow::Result<String> {
 /// An error with the offending line of the script and a caret under the spot.
 fn render_error(
     script: &str,
-    file: &PathBuf,
+    file: &std::path::Path,
     statement: &StatementText,
     error: SqlError,
 ) -> anyhow::Error {
     let error = error.offset_by(statement.start.line - 1, statement.start.column - 1);
     let mut text = format!("{}: {error}", file.display());
-    if let Some(p) = error.position() {
-        if let Some(line) = script.lines().nth(p.line.saturating_sub(1) as usize) {
-            let caret = " ".repeat(p.column.saturating_sub(1) as usize);
-            text.push_str(&format!("\n  |\n{:>3} | {line}\n  | {caret}^", p.line));
-        }
+    if let Some(p) = error.position()
+        && let Some(line) = script.lines().nth(p.line.saturating_sub(1) as usize)
+    {
+        let caret = " ".repeat(p.column.saturating_sub(1) as usize);
+        text.push_str(&format!("\n  |\n{:>3} | {line}\n  | {caret}^", p.line));
     }
     anyhow::anyhow!(text)
 }
@@ -203,13 +203,12 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
             text: text.clone(),
             start: statement.start,
         };
-        match session
+        if let weir_sql::Outcome::Explain(graph) = session
             .execute(&text)
             .await
             .map_err(|e| render_error(&script, &file, &shifted, e))?
         {
-            weir_sql::Outcome::Explain(graph) => println!("{graph}"),
-            _ => {}
+            println!("{graph}");
         }
     }
     Ok(())

@@ -45,10 +45,16 @@ pub struct TaskMetricsSnapshot {
     pub late_records_dropped: u64,
 }
 
+/// Counters by (operator, subtask).
+type TaskTable = BTreeMap<(String, usize), Arc<TaskMetrics>>;
+
+/// A named counter series of the Prometheus output: name, help, field.
+type Series = (&'static str, &'static str, fn(&TaskMetricsSnapshot) -> u64);
+
 /// Where a job's subtasks register their counters.
 #[derive(Debug, Default, Clone)]
 pub struct MetricsRegistry {
-    tasks: Arc<Mutex<BTreeMap<(String, usize), Arc<TaskMetrics>>>>,
+    tasks: Arc<Mutex<TaskTable>>,
 }
 
 impl MetricsRegistry {
@@ -93,7 +99,7 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let series: [(&str, &str, fn(&TaskMetricsSnapshot) -> u64); 3] = [
+        let series: [Series; 3] = [
             (
                 "weir_records_in_total",
                 "Rows received by a subtask.",

@@ -106,13 +106,12 @@ impl SqlError {
         if let SqlError::Parse { position, .. }
         | SqlError::Plan { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
+            && let Some(p) = position
         {
-            if let Some(p) = position {
-                if p.line == 1 {
-                    p.column += first_line_column_offset;
-                }
-                p.line += line_offset;
+            if p.line == 1 {
+                p.column += first_line_column_offset;
             }
+            p.line += line_offset;
         }
         self
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{ArrayRef, AsArray, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::compute::kernels::numeric::rem;
 use arrow::datatypes::{DataType, TimeUnit};
@@ -148,11 +148,7 @@ impl ScalarUDFImpl for DateFormat {
             _ => return exec_err!("DATE_FORMAT expects a constant pattern string"),
         };
         let values = args.args[0].to_array(args.number_rows)?;
-        let values = if values.data_type() == &DataType::Utf8 {
-            cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?
-        } else {
-            cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?
-        };
+        let values = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
         let ts = values.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
         let out: StringArray = ts
             .iter()

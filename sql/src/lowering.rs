@@ -113,7 +113,7 @@ impl<'a> Lowering<'a> {
             return self.lower_aggregate(a);
         }
         if any.is::<CoalescePartitionsExec>() || any.is::<RepartitionExec>() {
-            return self.lower(&plan.children()[0].clone());
+            return self.lower(plan.children()[0]);
         }
         if let Some(u) = any.downcast_ref::<UnionExec>() {
             let schema = u.schema();
@@ -271,7 +271,7 @@ impl<'a> Lowering<'a> {
             AggregateMode::Final | AggregateMode::FinalPartitioned => {
                 let mut child = agg.input();
                 while child.is::<CoalescePartitionsExec>() || child.is::<RepartitionExec>() {
-                    child = &child.children()[0];
+                    child = child.children()[0];
                 }
                 match child.downcast_ref::<AggregateExec>() {
                     Some(partial) if *partial.mode() == AggregateMode::Partial => {

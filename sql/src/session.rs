@@ -317,10 +317,8 @@ impl Session {
             }
         }
         let declared_columns = !create.columns.is_empty();
-        if !declared_columns {
-            if let Some(schema) = connector.defined_schema(&options)? {
-                physical = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            }
+        if !declared_columns && let Some(schema) = connector.defined_schema(&options)? {
+            physical = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         }
         let physical_schema = Arc::new(Schema::new(physical.clone()));
         let physical_df = DFSchema::try_from(physical_schema.as_ref().clone())?;

@@ -20,7 +20,7 @@ pub struct StatementText {
 
 fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
     let dialect = GenericDialect {};
-    Ok(Tokenizer::new(&dialect, sql)
+    Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::Parse {
             message: e.message.clone(),
@@ -28,7 +28,7 @@ fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
                 line: e.location.line,
                 column: e.location.column,
             }),
-        })?)
+        })
 }
 
 fn is_trivia(t: &Token) -> bool {
@@ -326,7 +326,9 @@ fn option_atom(c: &mut Cursor<'_>, what: &str) -> Result<String> {
                 match c.peek().map(|t| &t.token) {
                     Some(Token::Period) => c.pos += 1,
                     Some(Token::Minus) => {
-                        parts.last_mut().map(|p| p.push('-'));
+                        if let Some(p) = parts.last_mut() {
+                            p.push('-');
+                        }
                         c.pos += 1;
                         if let Some(Token::Word(w)) = c.peek().map(|t| t.token.clone()) {
                             if let Some(p) = parts.last_mut() {

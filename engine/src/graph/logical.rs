@@ -207,8 +207,9 @@ impl LogicalGraph {
         if from >= self.nodes.len() || to >= self.nodes.len() || from == to {
             return Err(Error::internal(format!("bad edge {from} -> {to}")));
         }
-        if let (EdgeKind::Hash(cols), schema) = (&kind, self.nodes[from].kind.output_schema()) {
-            if let Some(bad) = cols.iter().find(|&&c| c >= schema.fields().len()) {
+        if let EdgeKind::Hash(cols) = &kind {
+            let width = self.nodes[from].kind.output_schema().fields().len();
+            if let Some(bad) = cols.iter().find(|&&c| c >= width) {
                 return Err(Error::internal(format!(
                     "hash key column {bad} out of range"
                 )));

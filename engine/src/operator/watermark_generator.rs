@@ -65,11 +65,11 @@ impl Operator for WatermarkGeneratorOperator {
         let values = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let millis = to_epoch_millis(&values)?;
         out.collect(batch);
-        if let Some(m) = max(&millis) {
-            if Watermark(m) > self.current {
-                self.current = Watermark(m);
-                out.emit_watermark(self.current);
-            }
+        if let Some(m) = max(&millis)
+            && Watermark(m) > self.current
+        {
+            self.current = Watermark(m);
+            out.emit_watermark(self.current);
         }
         Ok(())
     }

@@ -160,7 +160,11 @@ impl LocalRuntime {
             .collect();
         for edge in graph.edges() {
             let (up, down) = (&vertices[edge.from], &vertices[edge.to]);
-            for i in 0..up.parallelism {
+            for (i, up_outputs) in outputs[edge.from]
+                .iter_mut()
+                .enumerate()
+                .take(up.parallelism)
+            {
                 let targets: Vec<usize> = match edge.kind {
                     EdgeKind::Forward => vec![i],
                     _ => (0..down.parallelism).collect(),
@@ -171,7 +175,7 @@ impl LocalRuntime {
                     senders.push(tx);
                     receivers[edge.to][j].push(rx);
                 }
-                outputs[edge.from][i].edges.push(EdgeOutput {
+                up_outputs.edges.push(EdgeOutput {
                     kind: edge.kind.clone(),
                     senders,
                     max_key_groups: graph.max_key_groups(),
