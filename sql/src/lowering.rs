@@ -215,7 +215,8 @@ impl<'a> Lowering<'a> {
         }
         if let Some(wm) = &table.watermark {
             let expr = physical(&wm.expr, &current.schema)?;
-            let op = WatermarkGeneratorOperator::new(expr, Arc::clone(&current.schema));
+            let op = WatermarkGeneratorOperator::new(expr, Arc::clone(&current.schema))
+                .with_label(format!("{} AS {}", wm.column, wm.sql));
             current = self.chain(&current, Arc::new(op))?;
         }
         let position_of = |i: usize| needed.iter().position(|&n| n == i);

@@ -466,7 +466,10 @@ impl Session {
 
     async fn lower_query(&self, sql: &str, graph: &mut LogicalGraph) -> Result<Lowered> {
         let state = self.ctx.state();
-        let logical = state.create_logical_plan(sql).await?;
+        let logical = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
         Lowering::new(graph).lower(&physical).map_err(|e| match e {
             SqlError::Unsupported {
@@ -488,6 +491,30 @@ impl Session {
             }
             other => other,
         })
+    }
+
+    /// DataFusion names a missing table by its full path and suggests
+    /// nothing; say which table is missing and which one is close.
+    fn explain_missing_table(&self, error: datafusion::error::DataFusionError) -> SqlError {
+        let converted = SqlError::from(error);
+        let SqlError::Plan { message, position } = &converted else {
+            return converted;
+        };
+        let Some(rest) = message.strip_prefix("table '") else {
+            return converted;
+        };
+        let Some(name) = rest.strip_suffix("' not found") else {
+            return converted;
+        };
+        let name = name.rsplit('.').next().unwrap_or(name);
+        let tables = self.table_names();
+        let hint = closest(name, tables.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        SqlError::Plan {
+            message: format!("table '{name}' not found{hint}"),
+            position: *position,
+        }
     }
 
     fn job_name(&mut self, default: String) -> String {

@@ -321,27 +321,24 @@ fn option_atom(c: &mut Cursor<'_>, what: &str) -> Result<String> {
             // Bare keys keep their case: Flink's option keys are case-sensitive.
             let mut parts = Vec::new();
             while let Some(Token::Word(w)) = c.peek().map(|t| t.token.clone()) {
-                parts.push(w.value);
                 c.pos += 1;
-                match c.peek().map(|t| &t.token) {
-                    Some(Token::Period) => c.pos += 1,
-                    Some(Token::Minus) => {
-                        if let Some(p) = parts.last_mut() {
-                            p.push('-');
+                let mut part = w.value;
+                // `number-of-rows`: hyphens join words within one part.
+                while matches!(c.peek().map(|t| &t.token), Some(Token::Minus)) {
+                    match c.tokens.get(c.pos + 1).map(|t| t.token.clone()) {
+                        Some(Token::Word(next)) => {
+                            part.push('-');
+                            part.push_str(&next.value);
+                            c.pos += 2;
                         }
-                        c.pos += 1;
-                        if let Some(Token::Word(w)) = c.peek().map(|t| t.token.clone()) {
-                            if let Some(p) = parts.last_mut() {
-                                p.push_str(&w.value);
-                            }
-                            c.pos += 1;
-                        }
-                        if !matches!(c.peek().map(|t| &t.token), Some(Token::Period)) {
-                            break;
-                        }
-                        c.pos += 1;
+                        _ => break,
                     }
-                    _ => break,
+                }
+                parts.push(part);
+                if matches!(c.peek().map(|t| &t.token), Some(Token::Period)) {
+                    c.pos += 1;
+                } else {
+                    break;
                 }
             }
             Ok(parts.join("."))

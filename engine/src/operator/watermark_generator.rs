@@ -21,6 +21,7 @@ use crate::time::to_epoch_millis;
 #[derive(Debug, Clone)]
 pub struct WatermarkGeneratorOperator {
     expr: Arc<dyn PhysicalExpr>,
+    label: String,
     schema: SchemaRef,
     current: Watermark,
 }
@@ -29,6 +30,7 @@ impl WatermarkGeneratorOperator {
     /// `expr` evaluates, per row, to the watermark that row allows.
     pub fn new(expr: Arc<dyn PhysicalExpr>, schema: SchemaRef) -> Self {
         Self {
+            label: expr.to_string(),
             expr,
             schema,
             current: Watermark::MIN,
@@ -36,9 +38,17 @@ impl WatermarkGeneratorOperator {
     }
 }
 
+impl WatermarkGeneratorOperator {
+    /// Describes the expression as the user wrote it (for EXPLAIN).
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+}
+
 impl fmt::Display for WatermarkGeneratorOperator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WatermarkGenerator: {}", self.expr)
+        write!(f, "WatermarkGenerator: {}", self.label)
     }
 }
 
