@@ -347,14 +347,7 @@ mod tests {
         projection: Option<&[usize]>,
         parallelism: usize,
     ) -> Vec<RecordBatch> {
-        let mut out = Vec::new();
-        for k in 0..parallelism {
-            let source = DatagenConnector
-                .create_source(t, projection, &task(k, parallelism))
-                .unwrap();
-            out.extend(drain(source).await.unwrap());
-        }
-        out
+        crate::util::test_support::read_all(&DatagenConnector, t, projection, parallelism).await
     }
 
     fn ints(batches: &[RecordBatch], column: usize) -> Vec<i64> {

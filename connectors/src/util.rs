@@ -261,6 +261,23 @@ pub mod test_support {
         }
     }
 
+    /// Reads a whole bounded table through every subtask of a source at `parallelism`.
+    pub async fn read_all(
+        connector: &dyn weir_engine::Connector,
+        table: &TableDescriptor,
+        projection: Option<&[usize]>,
+        parallelism: usize,
+    ) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        for k in 0..parallelism {
+            let source = connector
+                .create_source(table, projection, &task(k, parallelism))
+                .expect("source");
+            out.extend(drain(source).await.expect("readable source"));
+        }
+        out
+    }
+
     /// The rows of `batches` as strings.
     pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
         batches

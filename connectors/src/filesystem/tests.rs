@@ -78,14 +78,7 @@ async fn read(
     projection: Option<&[usize]>,
     parallelism: usize,
 ) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for k in 0..parallelism {
-        let source = FilesystemConnector
-            .create_source(t, projection, &task(k, parallelism))
-            .unwrap();
-        out.extend(drain(source).await.unwrap());
-    }
-    out
+    crate::util::test_support::read_all(&FilesystemConnector, t, projection, parallelism).await
 }
 
 fn sorted(mut rows: Vec<String>) -> Vec<String> {

@@ -395,14 +395,7 @@ mod tests {
         projection: Option<&[usize]>,
         parallelism: usize,
     ) -> Vec<RecordBatch> {
-        let mut batches = Vec::new();
-        for k in 0..parallelism {
-            let source = NexmarkConnector
-                .create_source(table, projection, &task(k, parallelism))
-                .unwrap();
-            batches.extend(drain(source).await.unwrap());
-        }
-        batches
+        crate::util::test_support::read_all(&NexmarkConnector, table, projection, parallelism).await
     }
 
     fn count(batches: &[RecordBatch]) -> usize {
