@@ -162,6 +162,15 @@ async fn run(file: PathBuf, parallelism: usize, progress_interval: u64) -> anyho
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
+    let late: u64 = jobs
+        .iter()
+        .map(|j| j.metrics().total(|_| true, |m| m.late_records_dropped))
+        .sum();
+    if late > 0 {
+        eprintln!(
+            "{late} late rows dropped (they arrived after the watermark passed their window)."
+        );
+    }
     let mut failures = Vec::new();
     for job in jobs {
         let name = job.name().to_string();
@@ -214,14 +223,25 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    match run_command(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -173,3 +173,57 @@ fn interrupt_stops_an_unbounded_job_gracefully() {
     // A prefix of the sequence, each id once: nothing lost or duplicated before the stop.
     assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
 }
+
+/// A malformed record fails the job with the file and line, and exit code 1.
+#[test]
+fn a_bad_record_names_its_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("bad.csv");
+    std::fs::write(&data, "1,2024-01-01 00:00:01\nx,2024-01-01 00:00:02\n").expect("write data");
+    let script = dir.path().join("bad.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE t (id BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             SELECT id FROM t;",
+            data.display()
+        ),
+    )
+    .expect("write script");
+    let output = weir().arg("run").arg(&script).output().expect("run weir");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.csv', line 2"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Late rows are counted and reported when the run ends.
+#[test]
+fn late_rows_are_reported() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/late.csv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("late.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE e (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv', 'scan.batch-size' = '1');
+             CREATE TABLE out WITH ('connector' = 'blackhole');
+             INSERT INTO out SELECT window_start, COUNT(*) FROM TUMBLE(e, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;",
+            data.display()
+        ),
+    )
+    .expect("write script");
+    let output = weir()
+        .args(["run", "-p", "2"])
+        .arg(&script)
+        .output()
+        .expect("run weir");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 late rows dropped"), "{stderr}");
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{Receiver, Sender, channel};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use input_gate::InputGate;
 
@@ -125,7 +125,7 @@ impl LocalRuntime {
                     Ok(Err(e)) => e,
                     Err(e) => Error::internal(format!("a task panicked: {e}")),
                 };
-                warn!(job = %job_name, error = %failure, "job failed");
+                info!(job = %job_name, error = %failure, "job failed");
                 set.abort_all();
                 return Err(failure);
             }
