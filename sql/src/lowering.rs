@@ -22,14 +22,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::union::UnionExec;
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
-    AggregateSpec, FilterOperator, GroupAggregateFactory, OperatorFactory, ProjectionOperator,
-    SessionWindowAggregateFactory, WatermarkGeneratorOperator, WindowAggregateFactory,
-    WindowAssignerOperator, WindowKind,
+    AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
+    ProjectionOperator, SessionWindowAggregateFactory, WatermarkGeneratorOperator,
+    WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::StreamScanExec;
@@ -112,7 +113,21 @@ impl<'a> Lowering<'a> {
         if let Some(a) = any.downcast_ref::<AggregateExec>() {
             return self.lower_aggregate(a);
         }
-        if any.is::<CoalescePartitionsExec>() || any.is::<RepartitionExec>() {
+        if let Some(limit) = any.downcast_ref::<GlobalLimitExec>() {
+            let input = self.lower(limit.input())?;
+            let op = LimitOperator::new(limit.skip(), limit.fetch(), Arc::clone(&input.schema));
+            // One subtask sees every row, so the limit is global.
+            let node = self.graph.add_operator(Arc::new(op), Some(1));
+            self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
+            return Ok(Lowered {
+                node,
+                schema: input.schema,
+            });
+        }
+        if any.is::<CoalescePartitionsExec>()
+            || any.is::<RepartitionExec>()
+            || any.is::<LocalLimitExec>()
+        {
             return self.lower(plan.children()[0]);
         }
         if let Some(u) = any.downcast_ref::<UnionExec>() {
@@ -431,7 +446,6 @@ fn unsupported_node(name: &str) -> SqlError {
         "SortExec" | "SortPreservingMergeExec" => {
             "ORDER BY on an unbounded stream (results would never be final); aggregate over windows instead"
         }
-        "GlobalLimitExec" | "LocalLimitExec" => "LIMIT is not supported yet",
         n if n.contains("Join") => "joins are not supported yet",
         "WindowAggExec" | "BoundedWindowAggExec" => {
             "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION"

@@ -478,8 +478,6 @@ impl Session {
             } => {
                 let position = if message.starts_with("ORDER BY") {
                     keyword_position(sql, Keyword::ORDER)
-                } else if message.starts_with("LIMIT") {
-                    keyword_position(sql, Keyword::LIMIT)
                 } else if message.starts_with("joins") {
                     keyword_position(sql, Keyword::JOIN)
                 } else if message.starts_with("OVER") {

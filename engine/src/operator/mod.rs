@@ -22,6 +22,7 @@ use crate::partition::{KeyGroup, key_group_range};
 mod filter;
 mod group_aggregate;
 mod grouped_state;
+mod limit;
 mod projection;
 mod session_window_aggregate;
 mod sink;
@@ -34,6 +35,7 @@ pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
 pub use grouped_state::{
     AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState,
 };
+pub use limit::LimitOperator;
 pub use projection::ProjectionOperator;
 pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
 pub use sink::{ChannelSinkNode, SinkNode, SinkOperator};
