@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod flink_syntax;
 pub mod functions;
 pub mod lowering;
 pub mod session;

@@ -168,7 +168,7 @@ impl Session {
 
     /// Plans one statement (without its `;`).
     pub async fn execute(&mut self, sql: &str) -> Result<Outcome> {
-        let rewritten = crate::statement::rewrite_flink_windows(sql);
+        let rewritten = crate::flink_syntax::rewrite_flink_windows(sql);
         let sql = rewritten.as_str();
         let statement = parse_statement(sql)?;
         self.execute_statement(statement, sql).await
