@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use super::{Collector, Operator, OperatorContext};
 use crate::error::{Error, Result};
 
 /// Keeps the rows where `predicate` is true (NULL counts as false).
@@ -33,17 +33,7 @@ impl fmt::Display for FilterOperator {
     }
 }
 
-impl OperatorFactory for FilterOperator {
-    fn name(&self) -> &str {
-        "Filter"
-    }
-    fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(self.clone()))
-    }
-}
+self_factory!(FilterOperator, "Filter");
 
 #[async_trait]
 impl Operator for FilterOperator {

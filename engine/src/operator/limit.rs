@@ -2,13 +2,12 @@
 //! rest. Runs with parallelism 1, so the limit is global.
 
 use std::fmt;
-use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
-use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use super::{Collector, Operator, OperatorContext};
 use crate::error::Result;
 
 /// Emits at most `fetch` rows after skipping `skip`.
@@ -41,17 +40,7 @@ impl fmt::Display for LimitOperator {
     }
 }
 
-impl OperatorFactory for LimitOperator {
-    fn name(&self) -> &str {
-        "Limit"
-    }
-    fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(self.clone()))
-    }
-}
+self_factory!(LimitOperator, "Limit");
 
 #[async_trait]
 impl Operator for LimitOperator {

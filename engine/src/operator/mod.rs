@@ -19,6 +19,27 @@ use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::TaskMetrics;
 use crate::partition::{KeyGroup, key_group_range};
 
+/// Implements [`OperatorFactory`] for a stateless operator that is its own
+/// factory: every subtask gets a clone. The type needs a `schema` field.
+macro_rules! self_factory {
+    ($ty:ty, $name:literal) => {
+        impl $crate::operator::OperatorFactory for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+            fn output_schema(&self) -> arrow::datatypes::SchemaRef {
+                std::sync::Arc::clone(&self.schema)
+            }
+            fn create(
+                &self,
+                _task: &$crate::operator::TaskInfo,
+            ) -> $crate::error::Result<Box<dyn $crate::operator::Operator>> {
+                Ok(Box::new(self.clone()))
+            }
+        }
+    };
+}
+
 mod filter;
 mod group_aggregate;
 mod grouped_state;

@@ -9,7 +9,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use super::{Collector, Operator, OperatorContext};
 use crate::error::Result;
 
 /// Computes each output column from an expression over the input batch.
@@ -63,17 +63,7 @@ impl fmt::Display for ProjectionOperator {
     }
 }
 
-impl OperatorFactory for ProjectionOperator {
-    fn name(&self) -> &str {
-        "Projection"
-    }
-    fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(self.clone()))
-    }
-}
+self_factory!(ProjectionOperator, "Projection");
 
 #[async_trait]
 impl Operator for ProjectionOperator {

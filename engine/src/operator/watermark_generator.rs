@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use super::{Collector, Operator, OperatorContext};
 use crate::error::Result;
 use crate::message::Watermark;
 use crate::time::to_epoch_millis;
@@ -52,17 +52,7 @@ impl fmt::Display for WatermarkGeneratorOperator {
     }
 }
 
-impl OperatorFactory for WatermarkGeneratorOperator {
-    fn name(&self) -> &str {
-        "WatermarkGenerator"
-    }
-    fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(self.clone()))
-    }
-}
+self_factory!(WatermarkGeneratorOperator, "WatermarkGenerator");
 
 #[async_trait]
 impl Operator for WatermarkGeneratorOperator {

@@ -14,7 +14,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
-use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use super::{Collector, Operator, OperatorContext};
 use crate::error::{Error, Result};
 use crate::time::{from_epoch_millis, to_epoch_millis};
 
@@ -115,17 +115,7 @@ impl fmt::Display for WindowAssignerOperator {
     }
 }
 
-impl OperatorFactory for WindowAssignerOperator {
-    fn name(&self) -> &str {
-        "WindowAssigner"
-    }
-    fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(self.clone()))
-    }
-}
+self_factory!(WindowAssignerOperator, "WindowAssigner");
 
 #[async_trait]
 impl Operator for WindowAssignerOperator {
