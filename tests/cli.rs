@@ -2,6 +2,13 @@
 
 use std::process::Command;
 
+/// Writes `sql` to a script in `dir` and runs `weir <args> script`.
+fn run_sql(dir: &std::path::Path, sql: &str, args: &[&str]) -> std::process::Output {
+    let script = dir.join("job.sql");
+    std::fs::write(&script, sql).expect("write script");
+    weir().args(args).arg(&script).output().expect("run weir")
+}
+
 fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
@@ -10,10 +17,9 @@ fn weir() -> Command {
 fn run_writes_a_bounded_pipeline_to_files_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let script = dir.path().join("job.sql");
-    std::fs::write(
-        &script,
-        format!(
+    let output = run_sql(
+        dir.path(),
+        &format!(
             "CREATE TABLE numbers (id BIGINT, v BIGINT) WITH (
                 'connector' = 'datagen', 'number-of-rows' = '5000',
                 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '5000',
@@ -22,13 +28,8 @@ fn run_writes_a_bounded_pipeline_to_files_and_exits_zero() {
              INSERT INTO out SELECT id, v * 10 FROM numbers WHERE id % 2 = 0;",
             out.display()
         ),
-    )
-    .expect("write script");
-    let output = weir()
-        .args(["run", "--parallelism", "3"])
-        .arg(&script)
-        .output()
-        .expect("run weir");
+        &["run", "--parallelism", "3"],
+    );
     assert!(
         output.status.success(),
         "weir run failed: {}",
@@ -61,13 +62,11 @@ fn run_writes_a_bounded_pipeline_to_files_and_exits_zero() {
 #[test]
 fn run_reports_sql_errors_with_line_and_column() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("bad.sql");
-    std::fs::write(
-        &script,
+    let output = run_sql(
+        dir.path(),
         "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');\n\nSELECT idd FROM t;\n",
-    )
-    .expect("write script");
-    let output = weir().arg("run").arg(&script).output().expect("run weir");
+        &["run"],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -80,18 +79,8 @@ fn run_reports_sql_errors_with_line_and_column() {
 #[test]
 fn explain_prints_dot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("q.sql");
-    std::fs::write(
-        &script,
-        "CREATE TABLE t (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
-         SELECT window_end, COUNT(*) FROM TUMBLE(t, ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end;",
-    )
-    .expect("write script");
-    let output = weir()
-        .args(["explain", "--dot"])
-        .arg(&script)
-        .output()
-        .expect("run weir");
+    let output = run_sql(dir.path(), "CREATE TABLE t (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');
+         SELECT window_end, COUNT(*) FROM TUMBLE(t, ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end;", &["explain", "--dot"]);
     assert!(
         output.status.success(),
         "{}",
@@ -180,17 +169,11 @@ fn a_bad_record_names_its_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("bad.csv");
     std::fs::write(&data, "1,2024-01-01 00:00:01\nx,2024-01-01 00:00:02\n").expect("write data");
-    let script = dir.path().join("bad.sql");
-    std::fs::write(
-        &script,
-        format!(
+    let output = run_sql(dir.path(), &format!(
             "CREATE TABLE t (id BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
              SELECT id FROM t;",
             data.display()
-        ),
-    )
-    .expect("write script");
-    let output = weir().arg("run").arg(&script).output().expect("run weir");
+        ), &["run"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.csv', line 2"), "{stderr}");
@@ -202,23 +185,13 @@ fn a_bad_record_names_its_file_and_line() {
 fn late_rows_are_reported() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/late.csv");
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("late.sql");
-    std::fs::write(
-        &script,
-        format!(
+    let output = run_sql(dir.path(), &format!(
             "CREATE TABLE e (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
                WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv', 'scan.batch-size' = '1');
              CREATE TABLE out WITH ('connector' = 'blackhole');
              INSERT INTO out SELECT window_start, COUNT(*) FROM TUMBLE(e, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;",
             data.display()
-        ),
-    )
-    .expect("write script");
-    let output = weir()
-        .args(["run", "-p", "2"])
-        .arg(&script)
-        .output()
-        .expect("run weir");
+        ), &["run", "-p", "2"]);
     assert!(
         output.status.success(),
         "{}",

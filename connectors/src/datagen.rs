@@ -253,15 +253,7 @@ impl Source for DatagenSource {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<()> {
-        let row = <[u8; 8]>::try_from(position)
-            .map(u64::from_le_bytes)
-            .map_err(|_| Error::Connector {
-                connector: NAME.into(),
-                message: format!(
-                    "a checkpointed position must be 8 bytes, got {}",
-                    position.len()
-                ),
-            })?;
+        let row = crate::util::decode_u64_position(NAME, position)?;
         if self.end_row.is_some_and(|end| row > end) {
             return Err(Error::Connector {
                 connector: NAME.into(),

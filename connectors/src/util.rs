@@ -220,6 +220,19 @@ mod tests {
     }
 }
 
+/// Decodes a checkpointed position stored as 8 little-endian bytes.
+pub fn decode_u64_position(connector: &str, position: &[u8]) -> weir_engine::Result<u64> {
+    <[u8; 8]>::try_from(position)
+        .map(u64::from_le_bytes)
+        .map_err(|_| weir_engine::Error::Connector {
+            connector: connector.into(),
+            message: format!(
+                "a checkpointed position must be 8 bytes, got {}",
+                position.len()
+            ),
+        })
+}
+
 /// Helpers for the connectors' unit tests.
 #[cfg(test)]
 pub mod test_support {

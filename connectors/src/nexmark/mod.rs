@@ -342,15 +342,7 @@ impl Source for NexmarkSource {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<()> {
-        let offset = <[u8; 8]>::try_from(position)
-            .map(u64::from_le_bytes)
-            .map_err(|_| Error::Connector {
-                connector: NAME.into(),
-                message: format!(
-                    "a checkpointed position must be 8 bytes, got {}",
-                    position.len()
-                ),
-            })?;
+        let offset = crate::util::decode_u64_position(NAME, position)?;
         if offset % self.step != self.generator.offset() % self.step {
             return Err(Error::Connector {
                 connector: NAME.into(),
