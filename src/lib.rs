@@ -1,8 +1,10 @@
 //! Weir: a distributed stream processing engine over Apache Arrow.
 //!
-//! This facade crate re-exports the public Rust API and offers [`Engine`],
-//! the embedded engine: a SQL [`Session`](weir_sql::Session) with every
-//! built-in connector, running jobs on the local runtime.
+//! This facade crate re-exports the public Rust API and offers [`Engine`]: a
+//! SQL [`Session`](weir_sql::Session) with every built-in connector whose
+//! jobs run either on the in-process runtime ([`Engine::new`]) or on a
+//! cluster ([`Engine::on_cluster`], [`Engine::embedded_cluster`]) — see
+//! [`cluster`] for the coordinator, the workers and the client.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -12,18 +14,38 @@
 //! # Ok(()) }
 //! ```
 
-use arrow::record_batch::RecordBatch;
-use weir_engine::{JobHandle, LocalRuntime};
-use weir_sql::{Outcome, Session};
+pub mod cluster;
+mod running_job;
 
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use weir_engine::LocalRuntime;
+use weir_sql::{Outcome, Session, SqlError, StatementText};
+
+pub use running_job::RunningJob;
 pub use weir_connectors as connectors;
 pub use weir_engine as engine;
 pub use weir_sql as sql;
 
-/// The embedded engine: a SQL session plus the local runtime.
+use cluster::{Client, ClusterConfig, EmbeddedCluster};
+
+/// A SQL session plus somewhere to run its jobs.
 pub struct Engine {
     session: Session,
-    runtime: LocalRuntime,
+    backend: Backend,
+    parallelism: usize,
+    /// The statements that shaped the session (DDL, `SET`), replayed in
+    /// front of each job submitted to a cluster.
+    context: Vec<String>,
+}
+
+enum Backend {
+    Local(LocalRuntime),
+    Cluster {
+        client: Client,
+        _embedded: Option<Arc<EmbeddedCluster>>,
+    },
 }
 
 /// What running a statement produced.
@@ -33,11 +55,11 @@ pub enum Executed {
     /// A small result computed at once.
     Rows(RecordBatch),
     /// A job that was started.
-    Job(JobHandle),
+    Job(RunningJob),
     /// A started query job and its result stream.
     Query {
         /// The running job.
-        job: JobHandle,
+        job: RunningJob,
         /// Result batches as they are produced.
         rows: tokio::sync::mpsc::Receiver<RecordBatch>,
         /// The result schema.
@@ -46,13 +68,48 @@ pub enum Executed {
 }
 
 impl Engine {
-    /// An engine whose jobs default to `parallelism`.
+    /// An engine running jobs in this process, defaulting to `parallelism`.
     pub fn new(parallelism: usize) -> Self {
+        Self::with_backend(parallelism, Backend::Local(LocalRuntime::default()))
+    }
+
+    /// An engine submitting jobs to the coordinator `client` talks to.
+    pub fn on_cluster(client: Client, parallelism: usize) -> Self {
+        Self::with_backend(
+            parallelism,
+            Backend::Cluster {
+                client,
+                _embedded: None,
+            },
+        )
+    }
+
+    /// An engine on an embedded cluster: a coordinator and `workers` workers
+    /// in this process, talking gRPC over loopback.
+    pub async fn embedded_cluster(
+        parallelism: usize,
+        workers: usize,
+        config: ClusterConfig,
+    ) -> Result<Self, cluster::ClusterError> {
+        let slots = (parallelism.div_ceil(workers.max(1)) as u32).max(1) * 16;
+        let cluster = EmbeddedCluster::start(workers, slots, config).await?;
+        Ok(Self::with_backend(
+            parallelism,
+            Backend::Cluster {
+                client: cluster.client().clone(),
+                _embedded: Some(Arc::new(cluster)),
+            },
+        ))
+    }
+
+    fn with_backend(parallelism: usize, backend: Backend) -> Self {
         let mut session = Session::new(weir_connectors::default_registry());
         session.set_default_parallelism(parallelism);
         Self {
             session,
-            runtime: LocalRuntime::default(),
+            backend,
+            parallelism,
+            context: Vec::new(),
         }
     }
 
@@ -62,17 +119,58 @@ impl Engine {
     }
 
     /// Plans and starts one statement.
-    pub async fn execute(&mut self, sql: &str) -> Result<Executed, weir_sql::SqlError> {
+    pub async fn execute(&mut self, sql: &str) -> Result<Executed, SqlError> {
         Ok(match self.session.execute(sql).await? {
-            Outcome::Message(m) | Outcome::Explain(m) => Executed::Text(m),
-            Outcome::Rows(b) => Executed::Rows(b),
-            Outcome::Job(plan) => Executed::Job(self.runtime.spawn(&plan.name, &plan.graph)?),
-            Outcome::Query(q) => Executed::Query {
-                job: self.runtime.spawn(&q.job.name, &q.job.graph)?,
-                rows: q.rows,
-                schema: q.schema,
+            Outcome::Message(m) => {
+                self.context.push(sql.to_string());
+                Executed::Text(m)
+            }
+            Outcome::Explain(m) => Executed::Text(m),
+            Outcome::Rows(b) => {
+                self.context.push(sql.to_string());
+                Executed::Rows(b)
+            }
+            Outcome::Job(plan) => match &self.backend {
+                Backend::Local(runtime) => {
+                    Executed::Job(RunningJob::Local(runtime.spawn(&plan.name, &plan.graph)?))
+                }
+                Backend::Cluster { client, .. } => {
+                    Executed::Job(self.submit(client, sql, &plan.name).await?)
+                }
+            },
+            Outcome::Query(q) => match &self.backend {
+                Backend::Local(runtime) => Executed::Query {
+                    job: RunningJob::Local(runtime.spawn(&q.job.name, &q.job.graph)?),
+                    rows: q.rows,
+                    schema: q.schema,
+                },
+                Backend::Cluster { client, .. } => {
+                    let job = self.submit(client, sql, &q.job.name).await?;
+                    let rows = job.rows().await.map_err(|e| cluster_error(client, e))?;
+                    Executed::Query {
+                        job,
+                        rows,
+                        schema: q.schema,
+                    }
+                }
             },
         })
+    }
+
+    async fn submit(&self, client: &Client, sql: &str, name: &str) -> Result<RunningJob, SqlError> {
+        let mut script = self.context.join(";\n");
+        if !script.is_empty() {
+            script.push_str(";\n");
+        }
+        script.push_str(sql);
+        let response = client
+            .submit(&script, self.parallelism as u32, name)
+            .await
+            .map_err(|e| cluster_error(client, e))?;
+        let job = response.jobs.into_iter().next().ok_or_else(|| {
+            SqlError::Internal("the coordinator planned no job for the statement".into())
+        })?;
+        Ok(RunningJob::remote(client.clone(), job))
     }
 
     /// Runs every statement of a script and waits for every job it started.
@@ -118,4 +216,30 @@ impl Engine {
             Executed::Text(_) => Ok(Vec::new()),
         }
     }
+}
+
+fn cluster_error(client: &Client, error: cluster::ClusterError) -> SqlError {
+    match error {
+        cluster::ClusterError::Sql(e) => e,
+        other => SqlError::from(weir_engine::Error::network(client.address(), other)),
+    }
+}
+
+/// An error of a script's statement, with the script line and a caret under
+/// the spot when the error has a position.
+pub fn render_sql_error(
+    script: &str,
+    origin: &str,
+    statement: &StatementText,
+    error: SqlError,
+) -> String {
+    let error = error.offset_by(statement.start.line - 1, statement.start.column - 1);
+    let mut text = format!("{origin}: {error}");
+    if let Some(p) = error.position()
+        && let Some(line) = script.lines().nth(p.line.saturating_sub(1) as usize)
+    {
+        let caret = " ".repeat(p.column.saturating_sub(1) as usize);
+        text.push_str(&format!("\n  |\n{:>3} | {line}\n  | {caret}^", p.line));
+    }
+    text
 }

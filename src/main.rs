@@ -7,9 +7,11 @@ use anyhow::{Context, bail};
 use arrow::util::pretty::pretty_format_batches;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use weir::{Engine, Executed};
-use weir_engine::JobHandle;
+use weir::cluster::ClusterConfig;
+use weir::{Engine, Executed, RunningJob};
 use weir_sql::{SqlError, StatementText};
+
+mod cluster_commands;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,13 @@ enum Command {
         /// Seconds between progress reports on stderr (0 turns them off).
         #[arg(long, default_value_t = 5)]
         progress_interval: u64,
+        /// Run on an embedded cluster of this many workers (a coordinator and
+        /// the workers in this process, exchanging data over loopback gRPC).
+        /// 1 runs every subtask in this process without a network.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[command(flatten)]
+        config: cluster_commands::ConfigArgs,
     },
     /// Print the dataflow graph of every INSERT and SELECT in a SQL file.
     Explain {
@@ -50,9 +59,11 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    #[command(flatten)]
+    Cluster(cluster_commands::ClusterCommand),
 }
 
-fn read_script(file: &PathBuf) -> anyhow::Result<String> {
+pub(crate) fn read_script(file: &PathBuf) -> anyhow::Result<String> {
     if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
@@ -68,26 +79,20 @@ fn render_error(
     statement: &StatementText,
     error: SqlError,
 ) -> anyhow::Error {
-    let error = error.offset_by(statement.start.line - 1, statement.start.column - 1);
-    let mut text = format!("{}: {error}", file.display());
-    if let Some(p) = error.position()
-        && let Some(line) = script.lines().nth(p.line.saturating_sub(1) as usize)
-    {
-        let caret = " ".repeat(p.column.saturating_sub(1) as usize);
-        text.push_str(&format!("\n  |\n{:>3} | {line}\n  | {caret}^", p.line));
-    }
-    anyhow::anyhow!(text)
+    anyhow::anyhow!(weir::render_sql_error(
+        script,
+        &file.display().to_string(),
+        statement,
+        error
+    ))
 }
 
-fn progress_line(jobs: &[JobHandle], started: Instant, last: &mut (u64, u64, Instant)) -> String {
+fn progress_line(jobs: &[RunningJob], started: Instant, last: &mut (u64, u64, Instant)) -> String {
     let (mut read, mut written) = (0, 0);
     for job in jobs {
-        read += job
-            .metrics()
-            .total(|op| op.contains("Source"), |m| m.records_out);
-        written += job
-            .metrics()
-            .total(|op| op.ends_with(" Sink"), |m| m.records_out);
+        let counters = job.counters();
+        read += counters.read;
+        written += counters.written;
     }
     let dt = last.2.elapsed().as_secs_f64().max(1e-3);
     let line = format!(
@@ -100,10 +105,21 @@ fn progress_line(jobs: &[JobHandle], started: Instant, last: &mut (u64, u64, Ins
     line
 }
 
-async fn run(file: PathBuf, parallelism: usize, progress_interval: u64) -> anyhow::Result<()> {
+async fn run(
+    file: PathBuf,
+    parallelism: usize,
+    progress_interval: u64,
+    workers: usize,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let script = read_script(&file)?;
-    let mut engine = Engine::new(parallelism);
-    let mut jobs: Vec<JobHandle> = Vec::new();
+    let mut engine = if workers > 1 {
+        let config = ClusterConfig::load(config.as_deref())?;
+        Engine::embedded_cluster(parallelism, workers, config).await?
+    } else {
+        Engine::new(parallelism)
+    };
+    let mut jobs: Vec<RunningJob> = Vec::new();
     let mut printers = tokio::task::JoinSet::new();
     for statement in weir_sql::split_statements(&script)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
@@ -153,19 +169,16 @@ async fn run(file: PathBuf, parallelism: usize, progress_interval: u64) -> anyho
                 interrupts += 1;
                 if interrupts == 1 {
                     eprintln!("Stopping: sources stop, in-flight data drains, sinks flush (Ctrl-C again to cancel).");
-                    jobs.iter().for_each(JobHandle::stop);
+                    jobs.iter().for_each(RunningJob::stop);
                 } else {
                     eprintln!("Cancelling.");
-                    jobs.iter().for_each(JobHandle::cancel);
+                    jobs.iter().for_each(RunningJob::cancel);
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    let late: u64 = jobs
-        .iter()
-        .map(|j| j.metrics().total(|_| true, |m| m.late_records_dropped))
-        .sum();
+    let late: u64 = jobs.iter().map(|j| j.counters().late).sum();
     if late > 0 {
         eprintln!(
             "{late} late rows dropped (they arrived after the watermark passed their window)."
@@ -251,12 +264,15 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
                 file,
                 parallelism,
                 progress_interval,
-            } => run(file, parallelism, progress_interval).await,
+                workers,
+                config,
+            } => run(file, parallelism, progress_interval, workers, config.config).await,
             Command::Explain {
                 file,
                 parallelism,
                 dot,
             } => explain(file, parallelism, dot).await,
+            Command::Cluster(command) => cluster_commands::run(command).await,
         }
     })
 }

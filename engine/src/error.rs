@@ -44,6 +44,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A peer process (worker or coordinator) could not be reached, or its
+    /// connection broke.
+    #[error("network: {peer}: {message}")]
+    Network {
+        /// The peer's address (and worker id when known).
+        peer: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Arrow compute failed.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
@@ -74,7 +83,10 @@ impl Error {
     pub fn domain(&self) -> ErrorDomain {
         match self {
             Error::Config(_) | Error::BadInput(_) => ErrorDomain::User,
-            Error::Io { .. } | Error::Connector { .. } | Error::Cancelled => ErrorDomain::External,
+            Error::Io { .. }
+            | Error::Connector { .. }
+            | Error::Network { .. }
+            | Error::Cancelled => ErrorDomain::External,
             Error::Arrow(_) | Error::Internal(_) => ErrorDomain::Internal,
             Error::DataFusion(e) => match e {
                 DataFusionError::Plan(_) | DataFusionError::SQL(..) => ErrorDomain::User,
@@ -92,6 +104,14 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Builds a network error.
+    pub fn network(peer: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Network {
+            peer: peer.into(),
+            message: message.to_string(),
         }
     }
 

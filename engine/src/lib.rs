@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod connector;
 pub mod error;
+pub mod exchange;
 pub mod graph;
 pub mod message;
 pub mod metrics;
@@ -35,4 +36,4 @@ pub use error::{Error, ErrorDomain, Result};
 pub use graph::{EdgeKind, LogicalGraph, PhysicalGraph};
 pub use message::{CheckpointBarrier, CheckpointId, Message, RowKind, Watermark};
 pub use operator::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
-pub use runtime::{JobHandle, LocalRuntime, RuntimeConfig};
+pub use runtime::{Deployment, JobHandle, LocalRuntime, RuntimeConfig};

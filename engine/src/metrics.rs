@@ -27,6 +27,14 @@ impl TaskMetrics {
     pub fn add_out(&self, rows: usize) {
         self.records_out.fetch_add(rows as u64, Ordering::Relaxed);
     }
+    /// A point-in-time copy.
+    pub fn snapshot(&self) -> TaskMetricsSnapshot {
+        TaskMetricsSnapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            late_records_dropped: self.late_records_dropped.load(Ordering::Relaxed),
+        }
+    }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
         self.late_records_dropped
@@ -72,11 +80,7 @@ impl MetricsRegistry {
             .map(|(k, m)| {
                 (
                     k.clone(),
-                    TaskMetricsSnapshot {
-                        records_in: m.records_in.load(Ordering::Relaxed),
-                        records_out: m.records_out.load(Ordering::Relaxed),
-                        late_records_dropped: m.late_records_dropped.load(Ordering::Relaxed),
-                    },
+                    m.snapshot(),
                 )
             })
             .collect()

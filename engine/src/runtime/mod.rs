@@ -8,6 +8,10 @@
 //! A full channel blocks its sender, so a slow sink backpressures all the
 //! way to the sources. The first task to fail cancels the others and fails
 //! the job with its error.
+//!
+//! In a cluster each worker deploys only its own subtasks ([`Deployment`]):
+//! a channel whose other end runs in another process goes over the data
+//! plane ([`Exchange`]), with the same ordering and backpressure.
 
 mod input_gate;
 mod output;
@@ -26,9 +30,10 @@ use crate::clock::{Clock, system_clock};
 use crate::error::{Error, Result};
 use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
 use crate::message::{Message, Watermark};
-use crate::metrics::MetricsRegistry;
+use crate::exchange::{ChannelKey, Exchange};
+use crate::metrics::{MetricsRegistry, TaskMetrics, TaskMetricsSnapshot};
 use crate::operator::{OperatorContext, TaskInfo};
-use output::{EdgeOutput, Outputs};
+use output::{EdgeOutput, OutputChannel, Outputs};
 use task::{Head, Task};
 
 /// Settings of the local runtime.
@@ -49,10 +54,63 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Where a job's subtasks run, as seen from one process.
+#[derive(Clone, Default)]
+pub struct Deployment {
+    remote: Option<RemoteSubtasks>,
+}
+
+#[derive(Clone)]
+struct RemoteSubtasks {
+    job_id: String,
+    /// `addresses[vertex][subtask]`: the data-plane address of the process
+    /// running that subtask, `None` when it runs here.
+    addresses: Vec<Vec<Option<String>>>,
+    exchange: Exchange,
+}
+
+impl Deployment {
+    /// Every subtask runs in this process.
+    pub fn local() -> Self {
+        Self::default()
+    }
+
+    /// Part of a distributed job: `addresses[vertex][subtask]` is `None` for
+    /// the subtasks this process runs and the peer's data-plane address for
+    /// the others. `job_id` names the job's channels on the data plane.
+    pub fn partial(
+        job_id: impl Into<String>,
+        addresses: Vec<Vec<Option<String>>>,
+        exchange: Exchange,
+    ) -> Self {
+        Self {
+            remote: Some(RemoteSubtasks {
+                job_id: job_id.into(),
+                addresses,
+                exchange,
+            }),
+        }
+    }
+
+    fn address(&self, vertex: usize, subtask: usize) -> Option<&str> {
+        self.remote
+            .as_ref()?
+            .addresses
+            .get(vertex)?
+            .get(subtask)?
+            .as_deref()
+    }
+
+    fn is_local(&self, vertex: usize, subtask: usize) -> bool {
+        self.address(vertex, subtask).is_none()
+    }
+}
+
 /// A running job.
 pub struct JobHandle {
     name: String,
     metrics: MetricsRegistry,
+    subtasks: Vec<(usize, usize, Arc<TaskMetrics>)>,
     stop: watch::Sender<bool>,
     supervisor: tokio::task::JoinHandle<Result<()>>,
 }
@@ -66,6 +124,19 @@ impl JobHandle {
     /// The job's counters.
     pub fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
+    }
+
+    /// Rows into and out of each subtask deployed here: `(vertex, subtask, counters)`.
+    pub fn subtask_counters(&self) -> Vec<(usize, usize, TaskMetricsSnapshot)> {
+        self.subtasks
+            .iter()
+            .map(|(v, s, m)| (*v, *s, m.snapshot()))
+            .collect()
+    }
+
+    /// The subtasks deployed here, `(vertex, subtask)`.
+    pub fn subtasks(&self) -> Vec<(usize, usize)> {
+        self.subtasks.iter().map(|(v, s, _)| (*v, *s)).collect()
     }
 
     /// Stops the job gracefully: sources stop, in-flight data drains, every
@@ -106,11 +177,25 @@ impl LocalRuntime {
         Self { config }
     }
 
-    /// Deploys the graph and returns at once.
+    /// Deploys the whole graph in this process and returns at once.
     pub fn spawn(&self, job: &str, graph: &PhysicalGraph) -> Result<JobHandle> {
+        self.spawn_deployment(job, graph, &Deployment::local())
+    }
+
+    /// Deploys this process's part of the graph and returns at once.
+    pub fn spawn_deployment(
+        &self,
+        job: &str,
+        graph: &PhysicalGraph,
+        deployment: &Deployment,
+    ) -> Result<JobHandle> {
         let metrics = MetricsRegistry::default();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = self.build_tasks(job, graph, &metrics, &stop_rx)?;
+        let tasks = self.build_tasks(job, graph, deployment, &metrics, &stop_rx)?;
+        let subtasks = tasks
+            .iter()
+            .map(|t| (t.vertex, t.info.subtask, Arc::clone(&t.counters)))
+            .collect();
         info!(job, tasks = tasks.len(), "deploying job");
         let mut set = JoinSet::new();
         for task in tasks {
@@ -135,6 +220,7 @@ impl LocalRuntime {
         Ok(JobHandle {
             name: job.to_string(),
             metrics,
+            subtasks,
             stop: stop_tx,
             supervisor,
         })
@@ -144,6 +230,7 @@ impl LocalRuntime {
         &self,
         job: &str,
         graph: &PhysicalGraph,
+        deployment: &Deployment,
         metrics: &MetricsRegistry,
         stop: &watch::Receiver<bool>,
     ) -> Result<Vec<Task>> {
@@ -158,7 +245,7 @@ impl LocalRuntime {
             .iter()
             .map(|v| (0..v.parallelism).map(|_| Outputs::default()).collect())
             .collect();
-        for edge in graph.edges() {
+        for (edge_index, edge) in graph.edges().iter().enumerate() {
             let (up, down) = (&vertices[edge.from], &vertices[edge.to]);
             for (i, up_outputs) in outputs[edge.from]
                 .iter_mut()
@@ -169,11 +256,33 @@ impl LocalRuntime {
                     EdgeKind::Forward => vec![i],
                     _ => (0..down.parallelism).collect(),
                 };
-                let mut senders: Vec<Sender<Message>> = Vec::with_capacity(targets.len());
+                let up_local = deployment.is_local(edge.from, i);
+                let mut senders: Vec<OutputChannel> = Vec::with_capacity(targets.len());
                 for j in targets {
-                    let (tx, rx) = channel(capacity);
-                    senders.push(tx);
-                    receivers[edge.to][j].push(rx);
+                    let down_address = deployment.address(edge.to, j);
+                    match (&deployment.remote, up_local, down_address) {
+                        (_, true, None) => {
+                            let (tx, rx): (Sender<Message>, Receiver<Message>) = channel(capacity);
+                            senders.push(OutputChannel::Local(tx));
+                            receivers[edge.to][j].push(rx);
+                        }
+                        (Some(remote), true, Some(address)) => {
+                            senders.push(OutputChannel::Remote {
+                                exchange: remote.exchange.clone(),
+                                address: address.to_string(),
+                                key: channel_key(&remote.job_id, edge_index, i, j),
+                                sender: None,
+                            });
+                        }
+                        (Some(remote), false, None) => {
+                            let key = channel_key(&remote.job_id, edge_index, i, j);
+                            receivers[edge.to][j].push(remote.exchange.receiver(&key));
+                        }
+                        _ => {}
+                    }
+                }
+                if !up_local {
+                    continue;
                 }
                 up_outputs.edges.push(EdgeOutput {
                     kind: edge.kind.clone(),
@@ -186,9 +295,14 @@ impl LocalRuntime {
         let mut tasks = Vec::new();
         for (v, vertex) in vertices.iter().enumerate() {
             let name = graph.vertex_name(v);
-            for (subtask, (inputs, outs)) in
+            for (subtask, (inputs, mut outs)) in
                 receivers[v].drain(..).zip(outputs[v].drain(..)).enumerate()
             {
+                if !deployment.is_local(v, subtask) {
+                    continue;
+                }
+                let counters = Arc::new(TaskMetrics::default());
+                outs.counters = Some(Arc::clone(&counters));
                 let info = TaskInfo {
                     job: job.to_string(),
                     operator: name.clone(),
@@ -224,6 +338,8 @@ impl LocalRuntime {
                 }
                 tasks.push(Task {
                     info,
+                    vertex: v,
+                    counters,
                     head,
                     operators,
                     outputs: outs,
@@ -231,5 +347,14 @@ impl LocalRuntime {
             }
         }
         Ok(tasks)
+    }
+}
+
+fn channel_key(job_id: &str, edge: usize, from: usize, to: usize) -> ChannelKey {
+    ChannelKey {
+        job_id: job_id.to_string(),
+        edge: edge as u32,
+        from_subtask: from as u32,
+        to_subtask: to as u32,
     }
 }

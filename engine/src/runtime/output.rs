@@ -4,28 +4,66 @@
 use tokio::sync::mpsc::Sender;
 
 use crate::error::{Error, Result};
+use crate::exchange::{ChannelKey, Exchange, RemoteSender};
 use crate::graph::EdgeKind;
 use crate::message::Message;
 use crate::partition::partition_by_keys;
+
+
+/// One channel to a downstream subtask: in memory when it runs in this
+/// process, over the data plane (connected on first use) when it does not.
+pub(crate) enum OutputChannel {
+    Local(Sender<Message>),
+    Remote {
+        exchange: Exchange,
+        address: String,
+        key: ChannelKey,
+        sender: Option<RemoteSender>,
+    },
+}
+
+impl OutputChannel {
+    async fn send(&mut self, message: Message) -> Result<()> {
+        match self {
+            OutputChannel::Local(sender) => {
+                sender.send(message).await.map_err(|_| Error::Cancelled)
+            }
+            OutputChannel::Remote {
+                exchange,
+                address,
+                key,
+                sender,
+            } => {
+                if sender.is_none() {
+                    *sender = Some(exchange.sender(address, key.clone()).await?);
+                }
+                match sender {
+                    Some(remote) => remote.send(message).await,
+                    None => Err(Error::internal("remote channel not connected")),
+                }
+            }
+        }
+    }
+}
 
 /// The channels of one out-edge, indexed by downstream subtask (a forward
 /// edge has just the one to the same subtask index).
 pub(crate) struct EdgeOutput {
     pub kind: EdgeKind,
-    pub senders: Vec<Sender<Message>>,
+    pub senders: Vec<OutputChannel>,
     pub max_key_groups: u32,
     pub next_rebalance: usize,
 }
 
 impl EdgeOutput {
-    async fn send_to(&self, index: usize, message: Message) -> Result<()> {
-        self.senders[index]
-            .send(message)
-            .await
-            .map_err(|_| Error::Cancelled)
+    async fn send_to(&mut self, index: usize, message: Message) -> Result<()> {
+        match self.senders.get_mut(index) {
+            Some(channel) => channel.send(message).await,
+            None => Err(Error::internal(format!("no output channel {index}"))),
+        }
     }
 
-    async fn broadcast(&self, message: &Message) -> Result<()> {
+    async fn broadcast(&mut self, message: &Message) -> Result<()> {
         for i in 0..self.senders.len() {
             self.send_to(i, message.clone()).await?;
         }
@@ -61,10 +99,15 @@ impl EdgeOutput {
 #[derive(Default)]
 pub(crate) struct Outputs {
     pub edges: Vec<EdgeOutput>,
+    /// The subtask's own counters (rows out of the whole chain).
+    pub counters: Option<std::sync::Arc<crate::metrics::TaskMetrics>>,
 }
 
 impl Outputs {
     pub async fn send(&mut self, message: Message) -> Result<()> {
+        if let (Some(counters), Message::Data(batch)) = (&self.counters, &message) {
+            counters.add_out(batch.num_rows());
+        }
         let n = self.edges.len();
         for (i, edge) in self.edges.iter_mut().enumerate() {
             if i + 1 == n {

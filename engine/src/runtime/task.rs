@@ -26,6 +26,10 @@ pub(crate) enum Head {
 
 pub(crate) struct Task {
     pub info: TaskInfo,
+    /// The vertex (operator chain) this task is a subtask of.
+    pub vertex: usize,
+    /// Rows into and out of the whole chain.
+    pub counters: Arc<TaskMetrics>,
     pub head: Head,
     pub operators: Vec<(Box<dyn Operator>, OperatorContext)>,
     pub outputs: Outputs,
@@ -75,6 +79,7 @@ impl Task {
             match source.poll_batch().await? {
                 SourcePoll::Batch(batch) => {
                     metrics.add_out(batch.num_rows());
+                    self.counters.add_in(batch.num_rows());
                     self.push(0, vec![Message::Data(batch)]).await?;
                 }
                 SourcePoll::Idle(wait) => {
@@ -107,7 +112,12 @@ impl Task {
                     }
                     self.outputs.send(Message::Barrier(barrier)).await?;
                 }
-                message => self.push(0, vec![message]).await?,
+                message => {
+                    if let Message::Data(batch) = &message {
+                        self.counters.add_in(batch.num_rows());
+                    }
+                    self.push(0, vec![message]).await?
+                }
             }
         }
     }

@@ -1,0 +1,172 @@
+//! A client of the coordinator: what `weir submit`, `weir jobs` and the
+//! embedded cluster use.
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use weir_proto as pb;
+use weir_proto::coordinator_client::CoordinatorClient;
+
+use super::{ClusterError, Result, connect, results};
+
+/// A job's state and counters as the coordinator reports them.
+pub type JobProgress = pb::JobSummary;
+
+/// A connection to a coordinator. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: CoordinatorClient<Channel>,
+    address: String,
+}
+
+impl Client {
+    /// Connects, trying for up to `timeout`.
+    pub async fn connect(address: &str, timeout: Duration) -> Result<Self> {
+        let channel = connect("the coordinator", address, timeout).await?;
+        Ok(Self {
+            inner: CoordinatorClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+            address: address.to_string(),
+        })
+    }
+
+    /// The coordinator's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Plans `sql` on the coordinator and starts a job per INSERT / SELECT.
+    /// `parallelism` 0 means the coordinator's default.
+    pub async fn submit(&self, sql: &str, parallelism: u32, name: &str) -> Result<pb::SubmitJobResponse> {
+        let response = self
+            .inner
+            .clone()
+            .submit_job(pb::SubmitJobRequest {
+                sql: sql.to_string(),
+                parallelism,
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Every job the coordinator knows, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<pb::JobSummary>> {
+        Ok(self.inner.clone().list_jobs(pb::ListJobsRequest {}).await?.into_inner().jobs)
+    }
+
+    /// One job in detail.
+    pub async fn job(&self, job_id: &str) -> Result<pb::JobDetail> {
+        Ok(self.inner.clone().get_job(job_ref(job_id)).await?.into_inner())
+    }
+
+    /// Cancels a job at once.
+    pub async fn cancel(&self, job_id: &str) -> Result<pb::JobDetail> {
+        Ok(self.inner.clone().cancel_job(job_ref(job_id)).await?.into_inner())
+    }
+
+    /// Stops a job gracefully: sources stop, in-flight data drains, sinks flush.
+    pub async fn stop(&self, job_id: &str) -> Result<pb::JobDetail> {
+        Ok(self.inner.clone().stop_job(job_ref(job_id)).await?.into_inner())
+    }
+
+    /// The registered workers.
+    pub async fn workers(&self) -> Result<Vec<pb::WorkerInfo>> {
+        Ok(self
+            .inner
+            .clone()
+            .list_workers(pb::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers)
+    }
+
+    /// Streams a query job's rows into the returned channel; a failed job
+    /// ends the stream with its error.
+    pub async fn results(&self, job_id: &str) -> Result<mpsc::Receiver<Result<RecordBatch>>> {
+        let mut stream = self.inner.clone().fetch_results(job_ref(job_id)).await?.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(batch)) => results::decode(&batch.arrow_ipc),
+                    Ok(None) => return,
+                    Err(status) => Err(ClusterError::from(status)),
+                };
+                let failed = item.is_err();
+                let batches = match item {
+                    Ok(batches) => batches.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                for b in batches {
+                    if tx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Polls a job until it ends, calling `progress` on every poll.
+    pub async fn wait(
+        &self,
+        job_id: &str,
+        poll: Duration,
+        mut progress: impl FnMut(&pb::JobSummary),
+    ) -> Result<pb::JobSummary> {
+        loop {
+            let detail = self.job(job_id).await?;
+            let summary = detail.summary.unwrap_or_default();
+            progress(&summary);
+            if is_terminal(&summary) {
+                return Ok(summary);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+/// True once a job finished, failed or was cancelled.
+pub fn is_terminal(summary: &pb::JobSummary) -> bool {
+    matches!(
+        summary.state(),
+        pb::JobState::Finished | pb::JobState::Failed | pb::JobState::Canceled
+    )
+}
+
+/// A short lowercase name of a job state.
+pub fn state_name(state: pb::JobState) -> &'static str {
+    match state {
+        pb::JobState::Unspecified => "unknown",
+        pb::JobState::Running => "running",
+        pb::JobState::Finishing => "finishing",
+        pb::JobState::Finished => "finished",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Canceled => "cancelled",
+    }
+}
+
+/// A short lowercase name of a subtask state.
+pub fn task_state_name(state: pb::TaskState) -> &'static str {
+    match state {
+        pb::TaskState::Unspecified => "unknown",
+        pb::TaskState::Scheduled => "scheduled",
+        pb::TaskState::Running => "running",
+        pb::TaskState::Finished => "finished",
+        pb::TaskState::Failed => "failed",
+        pb::TaskState::Canceled => "cancelled",
+    }
+}
+
+fn job_ref(job_id: &str) -> pb::JobRef {
+    pb::JobRef {
+        job_id: job_id.to_string(),
+    }
+}

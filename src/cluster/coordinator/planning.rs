@@ -1,0 +1,112 @@
+//! Planning a submitted script into job specs, and placing a job's slices
+//! on worker slots.
+
+use std::collections::BTreeMap;
+
+use arrow::util::pretty::pretty_format_batches;
+use tonic::Status;
+use weir_engine::PhysicalGraph;
+use weir_proto as pb;
+use weir_sql::{Outcome, Session};
+
+use super::state::State;
+
+/// A job planned from a script: its spec (what workers re-plan) and graph.
+pub(super) struct PlannedJob {
+    pub spec: pb::JobSpec,
+    pub graph: PhysicalGraph,
+}
+
+/// Runs a script's statements in a fresh session. Each `INSERT` or `SELECT`
+/// becomes a job whose SQL is the script's state-changing statements so far
+/// followed by it. Other statements answer with a message.
+pub(super) async fn plan_script(
+    script: &str,
+    origin: &str,
+    parallelism: u32,
+) -> Result<(Vec<PlannedJob>, Vec<String>), Status> {
+    let mut session = Session::new(weir_connectors::default_registry());
+    session.set_default_parallelism(parallelism.max(1) as usize);
+    let statements = weir_sql::split_statements(script)
+        .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
+    let mut context: Vec<String> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut messages = Vec::new();
+    for statement in statements {
+        let outcome = session
+            .execute(&statement.text)
+            .await
+            .map_err(|e| Status::invalid_argument(crate::render_sql_error(script, origin, &statement, e)))?;
+        let (plan, query) = match outcome {
+            Outcome::Job(plan) => (plan, false),
+            Outcome::Query(q) => (q.job, true),
+            Outcome::Explain(text) => {
+                messages.push(text);
+                continue;
+            }
+            Outcome::Message(m) => {
+                context.push(statement.text);
+                messages.push(m);
+                continue;
+            }
+            Outcome::Rows(batch) => {
+                context.push(statement.text);
+                messages.push(
+                    pretty_format_batches(&[batch])
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                );
+                continue;
+            }
+        };
+        let mut sql = context.join(";\n");
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&statement.text);
+        jobs.push(PlannedJob {
+            spec: pb::JobSpec {
+                name: plan.name.clone(),
+                sql,
+                parallelism: parallelism.max(1),
+                query,
+            },
+            graph: plan.graph,
+        });
+    }
+    Ok((jobs, messages))
+}
+
+/// Picks a worker for each of `slices` slices: each goes to the worker with
+/// the most free slots left (ties by id), so a job spreads evenly.
+pub(super) fn place(state: &State, slices: usize, job: &str) -> Result<Vec<String>, Status> {
+    let mut free: BTreeMap<&str, u32> = state
+        .workers
+        .iter()
+        .map(|(id, w)| (id.as_str(), w.free_slots))
+        .collect();
+    let available: u32 = free.values().sum();
+    if (available as usize) < slices {
+        return Err(Status::resource_exhausted(format!(
+            "not enough free slots for job '{job}': it needs {slices} (one per parallel slice), \
+             the cluster has {available} free on {} worker(s); start more workers, give them \
+             more --slots, or lower the parallelism",
+            state.workers.len()
+        )));
+    }
+    let mut placed = Vec::with_capacity(slices);
+    for _ in 0..slices {
+        let Some((&id, _)) = free
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        else {
+            return Err(Status::internal("slot accounting went wrong"));
+        };
+        if let Some(n) = free.get_mut(id) {
+            *n -= 1;
+        }
+        placed.push(id.to_string());
+    }
+    Ok(placed)
+}

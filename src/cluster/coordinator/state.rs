@@ -1,0 +1,183 @@
+//! What the coordinator knows: the workers, the jobs, their subtasks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use weir_proto as pb;
+
+/// Sends commands down one worker's session.
+pub(super) type CommandSender = mpsc::UnboundedSender<Result<pb::CoordinatorCommand, Status>>;
+
+pub(super) struct WorkerEntry {
+    pub data_address: String,
+    pub slots: u32,
+    pub free_slots: u32,
+    pub last_heartbeat: Instant,
+    /// Distinguishes this registration from an earlier one under the same id.
+    pub session: u64,
+    pub commands: CommandSender,
+}
+
+impl WorkerEntry {
+    pub fn send(&self, command: pb::coordinator_command::Command) {
+        let _ = self.commands.send(Ok(pb::CoordinatorCommand {
+            command: Some(command),
+        }));
+    }
+}
+
+pub(super) struct SubtaskEntry {
+    pub worker_id: String,
+    pub state: pb::TaskState,
+    pub message: String,
+    pub records_in: u64,
+    pub records_out: u64,
+}
+
+/// Where a query job's result batches go until the client fetches them.
+pub(super) struct ResultChannel {
+    pub sender: Option<mpsc::Sender<pb::ResultBatch>>,
+    pub receiver: Option<mpsc::Receiver<pb::ResultBatch>>,
+    /// Workers that still have to finish pushing results.
+    pub producers_left: usize,
+}
+
+pub(super) struct JobEntry {
+    pub id: String,
+    pub spec: pb::JobSpec,
+    pub state: pb::JobState,
+    pub failure: String,
+    pub failed_at: Option<Instant>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub plan: String,
+    pub vertex_names: Vec<String>,
+    /// By (vertex, subtask).
+    pub subtasks: BTreeMap<(u32, u32), SubtaskEntry>,
+    /// Slots taken on each worker.
+    pub slots: BTreeMap<String, u32>,
+    /// Per worker: rows read, written, dropped late.
+    pub counters: BTreeMap<String, pb::JobCounters>,
+    pub results: Option<ResultChannel>,
+}
+
+impl JobEntry {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.state,
+            pb::JobState::Finished | pb::JobState::Failed | pb::JobState::Canceled
+        )
+    }
+
+    pub fn workers(&self) -> BTreeSet<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    pub fn summary(&self) -> pb::JobSummary {
+        let sum = |f: fn(&pb::JobCounters) -> u64| self.counters.values().map(f).sum();
+        pb::JobSummary {
+            job_id: self.id.clone(),
+            name: self.spec.name.clone(),
+            state: self.state as i32,
+            query: self.spec.query,
+            parallelism: self.spec.parallelism,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            failure: self.failure.clone(),
+            records_read: sum(|c| c.records_read),
+            records_written: sum(|c| c.records_written),
+            late_records_dropped: sum(|c| c.late_records_dropped),
+        }
+    }
+
+    pub fn detail(&self) -> pb::JobDetail {
+        pb::JobDetail {
+            summary: Some(self.summary()),
+            plan: self.plan.clone(),
+            sql: self.spec.sql.clone(),
+            subtasks: self
+                .subtasks
+                .iter()
+                .map(|(&(vertex, subtask), s)| pb::SubtaskDetail {
+                    task: Some(pb::TaskId {
+                        job_id: self.id.clone(),
+                        vertex,
+                        subtask,
+                    }),
+                    vertex_name: self
+                        .vertex_names
+                        .get(vertex as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    worker_id: s.worker_id.clone(),
+                    state: s.state as i32,
+                    message: s.message.clone(),
+                    records_in: s.records_in,
+                    records_out: s.records_out,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub workers: BTreeMap<String, WorkerEntry>,
+    pub jobs: BTreeMap<String, JobEntry>,
+    pub next_session: u64,
+}
+
+impl State {
+    /// `worker 'w1' (127.0.0.2:4000)` for every worker data address in `text`.
+    pub fn name_workers(&self, text: &str, lost: &BTreeMap<String, String>) -> String {
+        let mut out = text.to_string();
+        let known = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id.as_str(), w.data_address.as_str()))
+            .chain(lost.iter().map(|(id, a)| (id.as_str(), a.as_str())));
+        for (id, address) in known {
+            if !address.is_empty() && out.contains(address) && !out.contains(&format!("'{id}'")) {
+                out = out.replace(address, &format!("worker '{id}' ({address})"));
+            }
+        }
+        out
+    }
+
+    /// Ends a job: frees its slots, tells its workers to cancel what still
+    /// runs (unless it finished), and closes its result channel.
+    pub fn end_job(&mut self, job_id: &str, state: pb::JobState, failure: Option<String>) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.is_terminal() {
+            return;
+        }
+        job.state = state;
+        job.ended_at_ms = super::super::now_ms();
+        if let Some(failure) = failure {
+            job.failure = failure;
+            job.failed_at = Some(Instant::now());
+        }
+        if let Some(results) = &mut job.results {
+            results.sender = None;
+        }
+        let slots = std::mem::take(&mut job.slots);
+        for (worker_id, n) in &slots {
+            if let Some(worker) = self.workers.get_mut(worker_id) {
+                worker.free_slots = (worker.free_slots + n).min(worker.slots);
+                if state != pb::JobState::Finished {
+                    worker.send(pb::coordinator_command::Command::Cancel(pb::JobRef {
+                        job_id: job_id.to_string(),
+                    }));
+                }
+            }
+        }
+        // Keep the placement for `weir job` (slots hold only counts).
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.slots = slots.keys().map(|k| (k.clone(), 0)).collect();
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! A worker process: serves the data plane, keeps a session with the
+//! coordinator (registration, heartbeats with counters, task states), and
+//! runs the subtasks the coordinator places on it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+use weir_engine::exchange::{Exchange, ExchangeFailure};
+use weir_engine::{Deployment, JobHandle, LocalRuntime};
+use weir_proto as pb;
+use weir_proto::coordinator_client::CoordinatorClient;
+use weir_sql::{Outcome, Session};
+
+use super::config::ClusterConfig;
+use super::{ClusterError, Result, connect, plan_fingerprint, results};
+
+/// A bound worker, ready to join its coordinator.
+pub struct Worker {
+    id: String,
+    data_address: SocketAddr,
+    config: ClusterConfig,
+    exchange: Exchange,
+    failures: mpsc::UnboundedReceiver<ExchangeFailure>,
+    server: JoinHandle<()>,
+    runtime: LocalRuntime,
+    jobs: HashMap<String, RunningPart>,
+}
+
+/// This worker's part of a job.
+struct RunningPart {
+    handle: JobHandle,
+    forwarder: Option<JoinHandle<Result<()>>>,
+    vertex_names: Vec<String>,
+    failure: Option<String>,
+}
+
+/// Why a session with the coordinator ended.
+enum SessionEnd {
+    Shutdown,
+    CoordinatorLost(String),
+}
+
+impl Worker {
+    /// Binds the data plane on `config.worker.listen` and starts serving it.
+    pub async fn bind(config: ClusterConfig) -> Result<Self> {
+        let listen = config.worker.listen.clone();
+        let listener = TcpListener::bind(&listen).await.map_err(|source| ClusterError::Io {
+            context: format!("cannot listen on {listen}"),
+            source,
+        })?;
+        let data_address = listener.local_addr().map_err(|source| ClusterError::Io {
+            context: "cannot read the bound address".into(),
+            source,
+        })?;
+        let (exchange, failures) = Exchange::new(config.exchange.to_exchange_config());
+        let service = exchange.flight_service();
+        let server = tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(4 << 20))
+                .initial_connection_window_size(Some(16 << 20))
+                .add_service(service)
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+                .await
+            {
+                warn!(error = %e, "data plane server failed");
+            }
+        });
+        let id = match config.worker.id.trim() {
+            "" => format!("worker-{data_address}"),
+            id => id.to_string(),
+        };
+        Ok(Self {
+            id,
+            data_address,
+            config,
+            exchange,
+            failures,
+            server,
+            runtime: LocalRuntime::default(),
+            jobs: HashMap::new(),
+        })
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the worker serves the data plane.
+    pub fn data_address(&self) -> SocketAddr {
+        self.data_address
+    }
+
+    /// Registers with the coordinator and serves it until `shutdown`
+    /// completes. Returns an error when the coordinator cannot be reached
+    /// (within `connect_timeout_ms`) or refuses the worker.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let result = loop {
+            let session = tokio::select! {
+                session = self.open_session() => session,
+                _ = &mut shutdown => break Ok(()),
+            };
+            let (channel, mut commands, events, interval) = match session {
+                Ok(s) => s,
+                Err(e) => break Err(e),
+            };
+            match self
+                .serve_session(channel, &mut commands, &events, interval, &mut shutdown)
+                .await
+            {
+                SessionEnd::Shutdown => break Ok(()),
+                SessionEnd::CoordinatorLost(reason) => {
+                    warn!(worker = %self.id, %reason, "lost the coordinator; cancelling jobs and reconnecting");
+                    self.cancel_all().await;
+                }
+            }
+        };
+        self.cancel_all().await;
+        self.server.abort();
+        result
+    }
+
+    async fn open_session(
+        &self,
+    ) -> Result<(
+        Channel,
+        tonic::Streaming<pb::CoordinatorCommand>,
+        mpsc::UnboundedSender<pb::WorkerEvent>,
+        Duration,
+    )> {
+        let address = &self.config.worker.coordinator;
+        let timeout = Duration::from_millis(self.config.worker.connect_timeout_ms);
+        let channel = connect("the coordinator", address, timeout).await?;
+        let mut client = CoordinatorClient::new(channel.clone());
+        let (events, outbound) = mpsc::unbounded_channel();
+        let _ = events.send(pb::WorkerEvent {
+            event: Some(pb::worker_event::Event::Register(pb::RegisterWorker {
+                worker_id: self.id.clone(),
+                data_address: self.data_address.to_string(),
+                slots: self.config.worker.slots,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })),
+        });
+        let outbound = futures::stream::unfold(outbound, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        });
+        let refused = |message: &str| {
+            ClusterError::Rejected(format!(
+                "the coordinator at {address} refused worker '{}': {message}",
+                self.id
+            ))
+        };
+        let mut commands = client
+            .worker_session(outbound)
+            .await
+            .map_err(|s| refused(s.message()))?
+            .into_inner();
+        let interval = match commands.message().await {
+            Ok(Some(pb::CoordinatorCommand {
+                command: Some(pb::coordinator_command::Command::Registered(r)),
+            })) => Duration::from_millis(r.heartbeat_interval_ms.max(10)),
+            Ok(_) => return Err(refused("no registration confirmation")),
+            Err(s) => return Err(refused(s.message())),
+        };
+        info!(worker = %self.id, coordinator = %address, "registered");
+        Ok((channel, commands, events, interval))
+    }
+
+    async fn serve_session(
+        &mut self,
+        channel: Channel,
+        commands: &mut tonic::Streaming<pb::CoordinatorCommand>,
+        events: &mpsc::UnboundedSender<pb::WorkerEvent>,
+        interval: Duration,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> SessionEnd {
+        let mut heartbeat = tokio::time::interval(interval);
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                command = commands.message() => match command {
+                    Ok(Some(command)) => self.command(command, &channel, events).await,
+                    Ok(None) => return SessionEnd::CoordinatorLost("the coordinator closed the session".into()),
+                    Err(s) => return SessionEnd::CoordinatorLost(format!("the session broke: {}", s.message())),
+                },
+                _ = heartbeat.tick() => {
+                    if events.send(self.heartbeat()).is_err() {
+                        return SessionEnd::CoordinatorLost("the session's stream closed".into());
+                    }
+                }
+                _ = poll.tick() => self.reap(events).await,
+                Some(failure) = self.failures.recv() => {
+                    if let Some(part) = self.jobs.get_mut(&failure.channel.job_id)
+                        && part.failure.is_none()
+                    {
+                        warn!(job = %failure.channel.job_id, message = %failure.message, "exchange failed");
+                        part.failure = Some(failure.message);
+                        part.handle.cancel();
+                    }
+                }
+                _ = shutdown.as_mut() => return SessionEnd::Shutdown,
+            }
+        }
+    }
+
+    async fn command(
+        &mut self,
+        command: pb::CoordinatorCommand,
+        channel: &Channel,
+        events: &mpsc::UnboundedSender<pb::WorkerEvent>,
+    ) {
+        use pb::coordinator_command::Command;
+        match command.command {
+            Some(Command::Deploy(deploy)) => {
+                let job_id = deploy.job_id.clone();
+                let mine: Vec<(u32, u32)> = deploy
+                    .placement
+                    .iter()
+                    .filter(|p| p.worker_id == self.id)
+                    .map(|p| (p.vertex, p.subtask))
+                    .collect();
+                match self.deploy(deploy, channel.clone()).await {
+                    Ok(part) => {
+                        info!(job = %job_id, subtasks = mine.len(), "deployed");
+                        send_states(events, &job_id, &mine, pb::TaskState::Running, "");
+                        self.jobs.insert(job_id, part);
+                    }
+                    Err(message) => {
+                        warn!(job = %job_id, %message, "deployment failed");
+                        send_states(events, &job_id, &mine[..mine.len().min(1)], pb::TaskState::Failed, &message);
+                        self.exchange.release_job(&job_id);
+                    }
+                }
+            }
+            Some(Command::Cancel(job)) => {
+                if let Some(part) = self.jobs.get(&job.job_id) {
+                    part.handle.cancel();
+                    if let Some(f) = &part.forwarder {
+                        f.abort();
+                    }
+                }
+            }
+            Some(Command::Stop(job)) => {
+                if let Some(part) = self.jobs.get(&job.job_id) {
+                    part.handle.stop();
+                }
+            }
+            Some(Command::Registered(_)) | None => {}
+        }
+    }
+
+    /// Plans the job's SQL again, checks it matches the coordinator's plan,
+    /// and deploys the subtasks placed here.
+    async fn deploy(&self, deploy: pb::DeployJob, channel: Channel) -> Result<RunningPart, String> {
+        let spec = deploy.spec.ok_or("a deployment without a job spec")?;
+        let mut session = Session::new(weir_connectors::default_registry());
+        session.set_default_parallelism(spec.parallelism.max(1) as usize);
+        let statements = weir_sql::split_statements(&spec.sql).map_err(|e| e.to_string())?;
+        let mut last = None;
+        for statement in statements {
+            last = Some(
+                session
+                    .execute(&statement.text)
+                    .await
+                    .map_err(|e| format!("planning failed on worker: {e}"))?,
+            );
+        }
+        let (plan, rows) = match last {
+            Some(Outcome::Job(plan)) => (plan, None),
+            Some(Outcome::Query(q)) => (q.job, Some(q.rows)),
+            _ => return Err("the job's SQL does not end in INSERT or SELECT".into()),
+        };
+        let graph = plan.graph;
+        if plan_fingerprint(&graph) != deploy.plan_fingerprint {
+            return Err(format!(
+                "worker '{}' planned a different graph than the coordinator \
+                 (do all processes run the same Weir version?)",
+                self.id
+            ));
+        }
+        let addresses: HashMap<&str, &str> = deploy
+            .workers
+            .iter()
+            .map(|w| (w.worker_id.as_str(), w.data_address.as_str()))
+            .collect();
+        let vertices = graph.vertices();
+        let mut table: Vec<Vec<Option<String>>> = vertices
+            .iter()
+            .map(|v| vec![Some(String::new()); v.parallelism])
+            .collect();
+        for p in &deploy.placement {
+            let slot = table
+                .get_mut(p.vertex as usize)
+                .and_then(|v| v.get_mut(p.subtask as usize))
+                .ok_or_else(|| format!("placement names a subtask {}[{}] the plan lacks", p.vertex, p.subtask))?;
+            *slot = if p.worker_id == self.id {
+                None
+            } else {
+                let address = addresses
+                    .get(p.worker_id.as_str())
+                    .ok_or_else(|| format!("no address for worker '{}'", p.worker_id))?;
+                Some(address.to_string())
+            };
+        }
+        let last_vertex = vertices.len().saturating_sub(1);
+        let hosts_results = table
+            .get(last_vertex)
+            .is_some_and(|v| v.iter().any(Option::is_none));
+        let vertex_names = (0..vertices.len()).map(|v| graph.vertex_name(v)).collect();
+        let deployment = Deployment::partial(&deploy.job_id, table, self.exchange.clone());
+        let handle = self
+            .runtime
+            .spawn_deployment(&plan.name, &graph, &deployment)
+            .map_err(|e| e.to_string())?;
+        // The graph holds the query sink's sender: drop it so the result
+        // stream ends when the subtasks do.
+        drop(graph);
+        let forwarder = match rows {
+            Some(rows) if hosts_results => Some(tokio::spawn(forward_results(
+                channel,
+                deploy.job_id.clone(),
+                rows,
+            ))),
+            _ => None,
+        };
+        Ok(RunningPart {
+            handle,
+            forwarder,
+            vertex_names,
+            failure: None,
+        })
+    }
+
+    fn heartbeat(&self) -> pb::WorkerEvent {
+        let mut counters = Vec::new();
+        let mut jobs = Vec::new();
+        for (job_id, part) in &self.jobs {
+            for (vertex, subtask, m) in part.handle.subtask_counters() {
+                counters.push(pb::TaskCounters {
+                    task: Some(pb::TaskId {
+                        job_id: job_id.clone(),
+                        vertex: vertex as u32,
+                        subtask: subtask as u32,
+                    }),
+                    records_in: m.records_in,
+                    records_out: m.records_out,
+                    late_records_dropped: m.late_records_dropped,
+                });
+            }
+            let metrics = part.handle.metrics();
+            jobs.push(pb::JobCounters {
+                job_id: job_id.clone(),
+                records_read: metrics.total(|op| op.contains("Source"), |m| m.records_out),
+                records_written: metrics.total(|op| op.ends_with(" Sink"), |m| m.records_out),
+                late_records_dropped: metrics.total(|_| true, |m| m.late_records_dropped),
+            });
+        }
+        pb::WorkerEvent {
+            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat { counters, jobs })),
+        }
+    }
+
+    /// Reports the parts of jobs that ended.
+    async fn reap(&mut self, events: &mpsc::UnboundedSender<pb::WorkerEvent>) {
+        let ended: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, p)| {
+                p.handle.is_finished() && p.forwarder.as_ref().is_none_or(JoinHandle::is_finished)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for job_id in ended {
+            let Some(part) = self.jobs.remove(&job_id) else { continue };
+            // A last heartbeat so the final counters reach the coordinator.
+            let _ = events.send(self.heartbeat_of(&job_id, &part));
+            let tasks: Vec<(u32, u32)> = part
+                .handle
+                .subtasks()
+                .into_iter()
+                .map(|(v, s)| (v as u32, s as u32))
+                .collect();
+            let forwarded = match part.forwarder {
+                Some(f) => match f.await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) if e.is_cancelled() => Err("cancelled".to_string()),
+                    Err(e) => Err(format!("result forwarder failed: {e}")),
+                },
+                None => Ok(()),
+            };
+            let outcome = part.handle.wait().await;
+            match (part.failure, outcome, forwarded) {
+                (Some(failure), _, _) => {
+                    send_states(events, &job_id, &tasks[..tasks.len().min(1)], pb::TaskState::Failed, &failure)
+                }
+                (None, Ok(()), Ok(())) => {
+                    send_states(events, &job_id, &tasks, pb::TaskState::Finished, "")
+                }
+                (None, Err(weir_engine::Error::Cancelled), _) => {
+                    send_states(events, &job_id, &tasks, pb::TaskState::Canceled, "")
+                }
+                (None, Err(e), _) => {
+                    let failed = failed_task(&e, &part.vertex_names, &tasks);
+                    send_states(events, &job_id, &[failed], pb::TaskState::Failed, &e.to_string())
+                }
+                (None, Ok(()), Err(e)) => send_states(
+                    events,
+                    &job_id,
+                    &tasks[..tasks.len().min(1)],
+                    pb::TaskState::Failed,
+                    &format!("sending results to the coordinator failed: {e}"),
+                ),
+            }
+            self.exchange.release_job(&job_id);
+        }
+    }
+
+    fn heartbeat_of(&self, job_id: &str, part: &RunningPart) -> pb::WorkerEvent {
+        let metrics = part.handle.metrics();
+        pb::WorkerEvent {
+            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat {
+                counters: part
+                    .handle
+                    .subtask_counters()
+                    .into_iter()
+                    .map(|(vertex, subtask, m)| pb::TaskCounters {
+                        task: Some(pb::TaskId {
+                            job_id: job_id.to_string(),
+                            vertex: vertex as u32,
+                            subtask: subtask as u32,
+                        }),
+                        records_in: m.records_in,
+                        records_out: m.records_out,
+                        late_records_dropped: m.late_records_dropped,
+                    })
+                    .collect(),
+                jobs: vec![pb::JobCounters {
+                    job_id: job_id.to_string(),
+                    records_read: metrics.total(|op| op.contains("Source"), |m| m.records_out),
+                    records_written: metrics.total(|op| op.ends_with(" Sink"), |m| m.records_out),
+                    late_records_dropped: metrics.total(|_| true, |m| m.late_records_dropped),
+                }],
+            })),
+        }
+    }
+
+    async fn cancel_all(&mut self) {
+        for (job_id, part) in self.jobs.drain() {
+            part.handle.cancel();
+            if let Some(f) = part.forwarder {
+                f.abort();
+            }
+            self.exchange.release_job(&job_id);
+        }
+    }
+}
+
+/// Which local subtask an error came from (the first one when unknown).
+fn failed_task(error: &weir_engine::Error, vertex_names: &[String], tasks: &[(u32, u32)]) -> (u32, u32) {
+    if let weir_engine::Error::Operator { operator, subtask, .. } = error
+        && let Some(v) = vertex_names.iter().position(|n| n == operator)
+        && tasks.contains(&(v as u32, *subtask as u32))
+    {
+        return (v as u32, *subtask as u32);
+    }
+    tasks.first().copied().unwrap_or((0, 0))
+}
+
+fn send_states(
+    events: &mpsc::UnboundedSender<pb::WorkerEvent>,
+    job_id: &str,
+    tasks: &[(u32, u32)],
+    state: pb::TaskState,
+    message: &str,
+) {
+    for &(vertex, subtask) in tasks {
+        let _ = events.send(pb::WorkerEvent {
+            event: Some(pb::worker_event::Event::TaskStatus(pb::TaskStatus {
+                task: Some(pb::TaskId {
+                    job_id: job_id.to_string(),
+                    vertex,
+                    subtask,
+                }),
+                state: state as i32,
+                message: message.to_string(),
+            })),
+        });
+    }
+}
+
+/// Streams a query's result batches to the coordinator.
+async fn forward_results(
+    channel: Channel,
+    job_id: String,
+    mut rows: mpsc::Receiver<RecordBatch>,
+) -> Result<()> {
+    let mut client = CoordinatorClient::new(channel)
+        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::channel::<pb::ResultBatch>(2);
+    let id = job_id.clone();
+    let pump = async move {
+        while let Some(batch) = rows.recv().await {
+            let message = pb::ResultBatch {
+                job_id: id.clone(),
+                arrow_ipc: results::encode(&batch)?,
+                end: false,
+            };
+            if tx.send(message).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = tx
+            .send(pb::ResultBatch {
+                job_id: id,
+                arrow_ipc: Vec::new(),
+                end: true,
+            })
+            .await;
+        Ok::<(), ClusterError>(())
+    };
+    let outbound = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let (pushed, pumped) = tokio::join!(client.push_results(outbound), pump);
+    pumped?;
+    pushed.map_err(|s| ClusterError::Rejected(format!("job {job_id}: {}", s.message())))?;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! `weir coordinator`, `weir worker`, and the client commands that talk to
+//! a coordinator (`submit`, `jobs`, `job`, `cancel`, `stop`, `workers`).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::util::pretty::pretty_format_batches;
+use clap::{Args, Subcommand};
+use weir::cluster::client::{is_terminal, state_name, task_state_name};
+use weir::cluster::worker::Worker;
+use weir::cluster::{Client, ClusterConfig, Coordinator};
+use weir_proto as pb;
+
+/// Where the configuration comes from.
+#[derive(Args, Clone)]
+pub struct ConfigArgs {
+    /// A TOML configuration file (env: WEIR_CONFIG). Every setting can also
+    /// be given as WEIR_<SECTION>_<KEY>, e.g. WEIR_WORKER_SLOTS=4; flags win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// How clients reach the coordinator.
+#[derive(Args, Clone)]
+pub struct CoordinatorAddress {
+    /// The coordinator's address.
+    #[arg(long, env = "WEIR_COORDINATOR", default_value = "127.0.0.1:7070")]
+    pub coordinator: String,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Run a coordinator: the control plane that workers join and clients
+    /// submit jobs to.
+    #[command(after_help = CONFIG_HELP)]
+    Coordinator {
+        /// Address to listen on (config: coordinator.listen; env: WEIR_COORDINATOR_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Milliseconds between worker heartbeats (config: coordinator.heartbeat_interval_ms).
+        #[arg(long)]
+        heartbeat_interval_ms: Option<u64>,
+        /// A worker silent this long, in milliseconds, is lost and its jobs
+        /// fail (config: coordinator.heartbeat_timeout_ms; default 5000).
+        #[arg(long)]
+        heartbeat_timeout_ms: Option<u64>,
+        /// Parallelism of jobs that set none (config: coordinator.default_parallelism).
+        #[arg(long)]
+        default_parallelism: Option<u32>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Run a worker: joins the coordinator and runs the subtasks placed on it.
+    #[command(after_help = CONFIG_HELP)]
+    Worker {
+        /// The coordinator's address (config: worker.coordinator; env: WEIR_WORKER_COORDINATOR).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Address of this worker's data plane; port 0 picks a free one
+        /// (config: worker.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Unique worker id (config: worker.id; default `worker-<address>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Parallel job slices this worker runs (config: worker.slots; default: CPU count).
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Credit window per data channel in bytes (config: exchange.credit_bytes).
+        #[arg(long)]
+        credit_bytes: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Submit the INSERT / SELECT statements of a SQL file as jobs; prints
+    /// each job's id.
+    Submit {
+        /// The SQL file (`-` for standard input).
+        file: PathBuf,
+        /// Follow the jobs: show progress, print a SELECT's rows, and exit 0
+        /// when they finish (non-zero, with the reason, when one fails).
+        #[arg(long)]
+        wait: bool,
+        /// Default parallelism (0: the coordinator's default).
+        #[arg(long, short = 'p', default_value_t = 0)]
+        parallelism: u32,
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+    /// List the jobs.
+    Jobs {
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+    /// Show one job: its graph, and each subtask's worker, state and counts.
+    Job {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+    /// Cancel a job at once.
+    Cancel {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+    /// Stop a job gracefully: sources stop, in-flight data drains, sinks flush.
+    Stop {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+    /// List the workers.
+    Workers {
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
+}
+
+const CONFIG_HELP: &str = "\
+Configuration: flags override WEIR_<SECTION>_<KEY> environment variables,
+which override the TOML file given by --config (or WEIR_CONFIG). Keys:
+  [coordinator] listen, heartbeat_interval_ms, heartbeat_timeout_ms, default_parallelism
+  [worker]      coordinator, listen, id, slots, connect_timeout_ms
+  [exchange]    credit_bytes (per-channel credit window), channel_capacity
+                (batches queued per channel), connect_timeout_ms";
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Coordinator {
+            listen,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            default_parallelism,
+            config,
+        } => {
+            let mut config = ClusterConfig::load(config.config.as_deref())?;
+            let c = &mut config.coordinator;
+            c.listen = listen.unwrap_or(c.listen.clone());
+            c.heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(c.heartbeat_interval_ms);
+            c.heartbeat_timeout_ms = heartbeat_timeout_ms.unwrap_or(c.heartbeat_timeout_ms);
+            c.default_parallelism = default_parallelism.unwrap_or(c.default_parallelism);
+            let coordinator = Coordinator::new(config.coordinator.clone());
+            let (address, server) = coordinator.serve(&config.coordinator.listen, ctrl_c()).await?;
+            println!("coordinator listening on {address}");
+            std::io::stdout().flush()?;
+            server.await.context("coordinator server")??;
+            Ok(())
+        }
+        ClusterCommand::Worker {
+            coordinator,
+            listen,
+            id,
+            slots,
+            credit_bytes,
+            config,
+        } => {
+            let mut config = ClusterConfig::load(config.config.as_deref())?;
+            let w = &mut config.worker;
+            w.coordinator = coordinator.unwrap_or(w.coordinator.clone());
+            w.listen = listen.unwrap_or(w.listen.clone());
+            w.id = id.unwrap_or(w.id.clone());
+            w.slots = slots.unwrap_or(w.slots);
+            if w.slots == 0 {
+                bail!("--slots must be at least 1");
+            }
+            config.exchange.credit_bytes = credit_bytes.unwrap_or(config.exchange.credit_bytes);
+            let coordinator = config.worker.coordinator.clone();
+            let worker = Worker::bind(config).await?;
+            println!(
+                "worker {} listening on {} (coordinator {coordinator})",
+                worker.id(),
+                worker.data_address()
+            );
+            std::io::stdout().flush()?;
+            worker.run(ctrl_c()).await?;
+            Ok(())
+        }
+        ClusterCommand::Submit {
+            file,
+            wait,
+            parallelism,
+            address,
+        } => submit(file, wait, parallelism, &address.coordinator).await,
+        ClusterCommand::Jobs { address } => {
+            let client = client(&address.coordinator).await?;
+            println!("{:<10} {:<10} {:>5} {:>12} {:>12}  NAME", "ID", "STATE", "P", "READ", "WRITTEN");
+            for job in client.jobs().await? {
+                println!(
+                    "{:<10} {:<10} {:>5} {:>12} {:>12}  {}{}",
+                    job.job_id,
+                    state_name(job.state()),
+                    job.parallelism,
+                    job.records_read,
+                    job.records_written,
+                    job.name,
+                    if job.failure.is_empty() { String::new() } else { format!("\n           {}", job.failure) }
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Job { id, address } => {
+            let client = client(&address.coordinator).await?;
+            print_job(&client.job(&id).await?);
+            Ok(())
+        }
+        ClusterCommand::Cancel { id, address } => {
+            let detail = client(&address.coordinator).await?.cancel(&id).await?;
+            let state = detail.summary.unwrap_or_default().state();
+            println!("job {id}: {}", state_name(state));
+            Ok(())
+        }
+        ClusterCommand::Stop { id, address } => {
+            let detail = client(&address.coordinator).await?.stop(&id).await?;
+            let state = detail.summary.unwrap_or_default().state();
+            println!("job {id}: {}", state_name(state));
+            Ok(())
+        }
+        ClusterCommand::Workers { address } => {
+            let client = client(&address.coordinator).await?;
+            println!("{:<24} {:<24} {:>5} {:>5}", "ID", "DATA ADDRESS", "SLOTS", "FREE");
+            for w in client.workers().await? {
+                println!("{:<24} {:<24} {:>5} {:>5}", w.worker_id, w.data_address, w.slots, w.free_slots);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn client(address: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(address, Duration::from_secs(5)).await?)
+}
+
+fn print_job(detail: &pb::JobDetail) {
+    let s = detail.summary.clone().unwrap_or_default();
+    println!("job {}  '{}'  {}", s.job_id, s.name, state_name(s.state()));
+    if !s.failure.is_empty() {
+        println!("failure: {}", s.failure);
+    }
+    println!(
+        "records read: {}  written: {}  late dropped: {}",
+        s.records_read, s.records_written, s.late_records_dropped
+    );
+    println!("\n{}", detail.plan.trim_end());
+    println!(
+        "\n{:<8} {:<8} {:<24} {:<10} {:>12} {:>12}  OPERATOR",
+        "VERTEX", "SUBTASK", "WORKER", "STATE", "IN", "OUT"
+    );
+    for t in &detail.subtasks {
+        let task = t.task.clone().unwrap_or_default();
+        println!(
+            "{:<8} {:<8} {:<24} {:<10} {:>12} {:>12}  {}{}",
+            task.vertex,
+            task.subtask,
+            t.worker_id,
+            task_state_name(t.state()),
+            t.records_in,
+            t.records_out,
+            t.vertex_name,
+            if t.message.is_empty() { String::new() } else { format!("\n         {}", t.message) }
+        );
+    }
+}
+
+async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> anyhow::Result<()> {
+    let script = crate::read_script(&file)?;
+    let client = client(address).await?;
+    let response = client
+        .submit(&script, parallelism, &file.display().to_string())
+        .await?;
+    for message in &response.messages {
+        eprintln!("{message}");
+    }
+    if response.jobs.is_empty() {
+        bail!("{}: no INSERT or SELECT statement, so no job was submitted", file.display());
+    }
+    if !wait && response.jobs.iter().any(|j| j.query) {
+        for job in &response.jobs {
+            let _ = client.cancel(&job.job_id).await;
+        }
+        bail!("a SELECT returns its rows to the client: submit it with --wait, or use `weir run`");
+    }
+    for job in &response.jobs {
+        println!("{}", job.job_id);
+    }
+    std::io::stdout().flush()?;
+    if !wait {
+        return Ok(());
+    }
+    let mut printers = Vec::new();
+    for job in response.jobs.iter().filter(|j| j.query) {
+        let mut rows = client.results(&job.job_id).await?;
+        printers.push(tokio::spawn(async move {
+            while let Some(Ok(batch)) = rows.recv().await {
+                if let Ok(table) = pretty_format_batches(&[batch]) {
+                    println!("{table}");
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for job in &response.jobs {
+        let mut last_report = Instant::now();
+        let summary = client
+            .wait(&job.job_id, Duration::from_millis(200), |s| {
+                if last_report.elapsed() > Duration::from_secs(5) && !is_terminal(s) {
+                    last_report = Instant::now();
+                    eprintln!(
+                        "[{:>6.1}s] job {}: {}, records read: {}, written: {}",
+                        started.elapsed().as_secs_f64(),
+                        s.job_id,
+                        state_name(s.state()),
+                        s.records_read,
+                        s.records_written
+                    );
+                }
+            })
+            .await?;
+        match summary.state() {
+            pb::JobState::Finished => eprintln!(
+                "job {} finished: {} records read, {} written, in {:.1}s",
+                summary.job_id,
+                summary.records_read,
+                summary.records_written,
+                started.elapsed().as_secs_f64()
+            ),
+            state => failures.push(format!(
+                "job {} {}: {}",
+                summary.job_id,
+                state_name(state),
+                summary.failure
+            )),
+        }
+    }
+    for p in printers {
+        let _ = p.await;
+    }
+    if !failures.is_empty() {
+        bail!(failures.join("\n"));
+    }
+    Ok(())
+}

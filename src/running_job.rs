@@ -1,0 +1,172 @@
+//! A job started by the [`Engine`](crate::Engine): in this process, or on a
+//! cluster (followed by polling the coordinator).
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use weir_engine::JobHandle;
+use weir_proto as pb;
+
+use crate::cluster::client::{is_terminal, state_name};
+use crate::cluster::{Client, ClusterError};
+
+/// How often a remote job's state is polled.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running job, wherever it runs.
+pub enum RunningJob {
+    /// On the in-process runtime.
+    Local(JobHandle),
+    /// On a cluster.
+    Remote(RemoteJob),
+}
+
+/// A job on a cluster, followed by a background poller.
+pub struct RemoteJob {
+    client: Client,
+    id: String,
+    name: String,
+    progress: watch::Receiver<pb::JobSummary>,
+    poller: JoinHandle<Result<pb::JobSummary, ClusterError>>,
+}
+
+/// Rows read by sources, written by sinks, and dropped as late.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounters {
+    /// Rows read by the sources.
+    pub read: u64,
+    /// Rows written by the sinks.
+    pub written: u64,
+    /// Rows dropped because they came after the watermark passed their window.
+    pub late: u64,
+}
+
+impl RunningJob {
+    pub(crate) fn remote(client: Client, summary: pb::JobSummary) -> Self {
+        let (tx, progress) = watch::channel(summary.clone());
+        let poll_client = client.clone();
+        let id = summary.job_id.clone();
+        let poller = tokio::spawn(async move {
+            poll_client
+                .wait(&id, POLL, |s| {
+                    let _ = tx.send(s.clone());
+                })
+                .await
+        });
+        RunningJob::Remote(RemoteJob {
+            client,
+            id: summary.job_id,
+            name: summary.name,
+            progress,
+            poller,
+        })
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        match self {
+            RunningJob::Local(h) => h.name(),
+            RunningJob::Remote(r) => &r.name,
+        }
+    }
+
+    /// The cluster's id of the job.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            RunningJob::Local(_) => None,
+            RunningJob::Remote(r) => Some(&r.id),
+        }
+    }
+
+    /// True once the job has ended.
+    pub fn is_finished(&self) -> bool {
+        match self {
+            RunningJob::Local(h) => h.is_finished(),
+            RunningJob::Remote(r) => r.poller.is_finished(),
+        }
+    }
+
+    /// Counters so far (a remote job's as of the last heartbeat).
+    pub fn counters(&self) -> JobCounters {
+        match self {
+            RunningJob::Local(h) => JobCounters {
+                read: h.metrics().total(|op| op.contains("Source"), |m| m.records_out),
+                written: h.metrics().total(|op| op.ends_with(" Sink"), |m| m.records_out),
+                late: h.metrics().total(|_| true, |m| m.late_records_dropped),
+            },
+            RunningJob::Remote(r) => {
+                let s = r.progress.borrow();
+                JobCounters {
+                    read: s.records_read,
+                    written: s.records_written,
+                    late: s.late_records_dropped,
+                }
+            }
+        }
+    }
+
+    /// Stops gracefully: sources stop, in-flight data drains, sinks flush.
+    pub fn stop(&self) {
+        match self {
+            RunningJob::Local(h) => h.stop(),
+            RunningJob::Remote(r) => {
+                let (client, id) = (r.client.clone(), r.id.clone());
+                tokio::spawn(async move { client.stop(&id).await });
+            }
+        }
+    }
+
+    /// Cancels at once.
+    pub fn cancel(&self) {
+        match self {
+            RunningJob::Local(h) => h.cancel(),
+            RunningJob::Remote(r) => {
+                let (client, id) = (r.client.clone(), r.id.clone());
+                tokio::spawn(async move { client.cancel(&id).await });
+            }
+        }
+    }
+
+    /// A remote query job's rows (the stream ends early if the job fails;
+    /// [`RunningJob::wait`] tells why).
+    pub(crate) async fn rows(&self) -> Result<mpsc::Receiver<RecordBatch>, ClusterError> {
+        let RunningJob::Remote(r) = self else {
+            return Err(ClusterError::Rejected("not a cluster job".into()));
+        };
+        let mut results = r.client.results(&r.id).await?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            while let Some(Ok(batch)) = results.recv().await {
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Waits for the job to end; an error when it failed or was cancelled.
+    pub async fn wait(self) -> Result<(), ClusterError> {
+        match self {
+            RunningJob::Local(h) => h.wait().await.map_err(ClusterError::from),
+            RunningJob::Remote(r) => {
+                let summary = match r.poller.await {
+                    Ok(result) => result?,
+                    Err(e) => return Err(ClusterError::Rejected(format!("job poller failed: {e}"))),
+                };
+                match summary.state() {
+                    pb::JobState::Finished => Ok(()),
+                    pb::JobState::Failed => Err(ClusterError::Rejected(summary.failure)),
+                    state if is_terminal(&summary) => Err(ClusterError::Rejected(format!(
+                        "job {} {}",
+                        summary.job_id,
+                        state_name(state)
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
