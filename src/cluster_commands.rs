@@ -150,7 +150,9 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             c.heartbeat_timeout_ms = heartbeat_timeout_ms.unwrap_or(c.heartbeat_timeout_ms);
             c.default_parallelism = default_parallelism.unwrap_or(c.default_parallelism);
             let coordinator = Coordinator::new(config.coordinator.clone());
-            let (address, server) = coordinator.serve(&config.coordinator.listen, ctrl_c()).await?;
+            let (address, server) = coordinator
+                .serve(&config.coordinator.listen, ctrl_c())
+                .await?;
             println!("coordinator listening on {address}");
             std::io::stdout().flush()?;
             server.await.context("coordinator server")??;
@@ -193,7 +195,10 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         } => submit(file, wait, parallelism, &address.coordinator).await,
         ClusterCommand::Jobs { address } => {
             let client = client(&address.coordinator).await?;
-            println!("{:<10} {:<10} {:>5} {:>12} {:>12}  NAME", "ID", "STATE", "P", "READ", "WRITTEN");
+            println!(
+                "{:<10} {:<10} {:>5} {:>12} {:>12}  NAME",
+                "ID", "STATE", "P", "READ", "WRITTEN"
+            );
             for job in client.jobs().await? {
                 println!(
                     "{:<10} {:<10} {:>5} {:>12} {:>12}  {}{}",
@@ -203,7 +208,11 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     job.records_read,
                     job.records_written,
                     job.name,
-                    if job.failure.is_empty() { String::new() } else { format!("\n           {}", job.failure) }
+                    if job.failure.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n           {}", job.failure)
+                    }
                 );
             }
             Ok(())
@@ -227,9 +236,15 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Workers { address } => {
             let client = client(&address.coordinator).await?;
-            println!("{:<24} {:<24} {:>5} {:>5}", "ID", "DATA ADDRESS", "SLOTS", "FREE");
+            println!(
+                "{:<24} {:<24} {:>5} {:>5}",
+                "ID", "DATA ADDRESS", "SLOTS", "FREE"
+            );
             for w in client.workers().await? {
-                println!("{:<24} {:<24} {:>5} {:>5}", w.worker_id, w.data_address, w.slots, w.free_slots);
+                println!(
+                    "{:<24} {:<24} {:>5} {:>5}",
+                    w.worker_id, w.data_address, w.slots, w.free_slots
+                );
             }
             Ok(())
         }
@@ -266,7 +281,11 @@ fn print_job(detail: &pb::JobDetail) {
             t.records_in,
             t.records_out,
             t.vertex_name,
-            if t.message.is_empty() { String::new() } else { format!("\n         {}", t.message) }
+            if t.message.is_empty() {
+                String::new()
+            } else {
+                format!("\n         {}", t.message)
+            }
         );
     }
 }
@@ -281,7 +300,10 @@ async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> a
         eprintln!("{message}");
     }
     if response.jobs.is_empty() {
-        bail!("{}: no INSERT or SELECT statement, so no job was submitted", file.display());
+        bail!(
+            "{}: no INSERT or SELECT statement, so no job was submitted",
+            file.display()
+        );
     }
     if !wait && response.jobs.iter().any(|j| j.query) {
         for job in &response.jobs {

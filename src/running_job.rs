@@ -92,8 +92,12 @@ impl RunningJob {
     pub fn counters(&self) -> JobCounters {
         match self {
             RunningJob::Local(h) => JobCounters {
-                read: h.metrics().total(|op| op.contains("Source"), |m| m.records_out),
-                written: h.metrics().total(|op| op.ends_with(" Sink"), |m| m.records_out),
+                read: h
+                    .metrics()
+                    .total(|op| op.contains("Source"), |m| m.records_out),
+                written: h
+                    .metrics()
+                    .total(|op| op.ends_with(" Sink"), |m| m.records_out),
                 late: h.metrics().total(|_| true, |m| m.late_records_dropped),
             },
             RunningJob::Remote(r) => {
@@ -154,7 +158,9 @@ impl RunningJob {
             RunningJob::Remote(r) => {
                 let summary = match r.poller.await {
                     Ok(result) => result?,
-                    Err(e) => return Err(ClusterError::Rejected(format!("job poller failed: {e}"))),
+                    Err(e) => {
+                        return Err(ClusterError::Rejected(format!("job poller failed: {e}")));
+                    }
                 };
                 match summary.state() {
                     pb::JobState::Finished => Ok(()),

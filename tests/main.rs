@@ -4,8 +4,10 @@
 //! - `oracle`: every window and aggregate query of the corpus against DataFusion batch SQL.
 //! - `explain`: snapshots of EXPLAIN output and of the main error messages.
 //! - `cli`: the `weir` binary, run as a user runs it.
+//! - `cluster`: a coordinator and worker processes of the `weir` binary on 127.0.0.x.
 
 mod cli;
+mod cluster;
 mod common;
 mod explain;
 mod oracle;

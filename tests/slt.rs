@@ -21,14 +21,6 @@ pub struct WeirDb {
     engine: Engine,
 }
 
-impl WeirDb {
-    pub fn new(parallelism: usize) -> Self {
-        Self {
-            engine: Engine::new(parallelism),
-        }
-    }
-}
-
 #[async_trait]
 impl sqllogictest::AsyncDB for WeirDb {
     type Error = WeirTestError;
@@ -93,10 +85,29 @@ fn slt_files() -> Vec<std::path::PathBuf> {
 }
 
 async fn run_corpus(parallelism: usize) {
-    let update = std::env::var("WEIR_SLT_UPDATE").is_ok_and(|v| v == "1") && parallelism == 1;
+    run_corpus_with(
+        &format!("parallelism {parallelism}"),
+        parallelism == 1,
+        move || Engine::new(parallelism),
+    )
+    .await
+}
+
+/// Runs every file of the corpus on engines made by `make`; `label` names
+/// the setting in failures. `may_update` lets `WEIR_SLT_UPDATE=1` rewrite.
+pub async fn run_corpus_with(
+    label: &str,
+    may_update: bool,
+    make: impl Fn() -> Engine + Clone + Send + Sync + 'static,
+) {
+    let update = std::env::var("WEIR_SLT_UPDATE").is_ok_and(|v| v == "1") && may_update;
     let mut failures = Vec::new();
     for file in slt_files() {
-        let mut runner = Runner::new(move || async move { Ok(WeirDb::new(parallelism)) });
+        let make = make.clone();
+        let mut runner = Runner::new(move || {
+            let engine = make();
+            async move { Ok(WeirDb { engine }) }
+        });
         runner.add_label("weir");
         let result = if update {
             runner
@@ -116,10 +127,7 @@ async fn run_corpus(parallelism: usize) {
                 .map_err(|e| e.display(false).to_string())
         };
         if let Err(e) = result {
-            failures.push(format!(
-                "{} (parallelism {parallelism}):\n{e}",
-                file.display()
-            ));
+            failures.push(format!("{} ({label}):\n{e}", file.display()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

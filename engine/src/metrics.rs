@@ -77,12 +77,7 @@ impl MetricsRegistry {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks
             .iter()
-            .map(|(k, m)| {
-                (
-                    k.clone(),
-                    m.snapshot(),
-                )
-            })
+            .map(|(k, m)| (k.clone(), m.snapshot()))
             .collect()
     }
 

@@ -9,7 +9,7 @@
 //! * the control plane: the [`Coordinator`](coordinator_server::Coordinator)
 //!   service that workers keep a session with and clients submit jobs to.
 
-#![allow(clippy::all, missing_docs)]
+#![allow(clippy::all, clippy::clone_on_ref_ptr, missing_docs)]
 
 tonic::include_proto!("weir.v1");
 

@@ -155,7 +155,39 @@ impl<'a> Lowering<'a> {
         Err(unsupported_node(plan.name()))
     }
 
+    /// A table scan: the source and its chain (projection of computed
+    /// columns, watermark generator, window assigner), all at the table's
+    /// `'scan.parallelism'` when it sets one.
     fn lower_scan(&mut self, scan: &StreamScanExec) -> Result<Lowered> {
+        let first_node = self.graph.nodes().len();
+        let parallelism: Option<usize> = scan
+            .table
+            .descriptor
+            .options
+            .parse("scan.parallelism")
+            .map_err(|e| SqlError::Plan {
+                message: format!("table '{}': {e}", scan.table.descriptor.name),
+                position: None,
+            })?;
+        if parallelism == Some(0) {
+            return Err(SqlError::Plan {
+                message: format!(
+                    "table '{}': 'scan.parallelism' must be at least 1",
+                    scan.table.descriptor.name
+                ),
+                position: None,
+            });
+        }
+        let lowered = self.lower_scan_chain(scan)?;
+        if parallelism.is_some() {
+            for node in first_node..self.graph.nodes().len() {
+                self.graph.set_parallelism(node, parallelism);
+            }
+        }
+        Ok(lowered)
+    }
+
+    fn lower_scan_chain(&mut self, scan: &StreamScanExec) -> Result<Lowered> {
         let table = &scan.table;
         let full_len = table.schema.fields().len();
         let physical_len = table.physical_len();

@@ -565,11 +565,27 @@ impl Session {
             .connector
             .validate_sink(&descriptor)
             .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
+        // Flink's `sink.parallelism`: the sink runs at its own parallelism,
+        // fed round-robin.
+        let sink_parallelism: Option<usize> = descriptor
+            .options
+            .parse("sink.parallelism")
+            .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
+        if sink_parallelism == Some(0) {
+            return Err(SqlError::Plan {
+                message: format!("table '{table_name}': 'sink.parallelism' must be at least 1"),
+                position: None,
+            });
+        }
         let sink = graph.add_operator(
             Arc::new(SinkNode::new(Arc::clone(&table.connector), descriptor)),
-            None,
+            sink_parallelism,
         );
-        graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;
+        let edge = match sink_parallelism {
+            Some(_) => weir_engine::EdgeKind::Rebalance,
+            None => weir_engine::EdgeKind::Forward,
+        };
+        graph.connect(lowered.node, sink, edge)?;
         let name = self.job_name(format!("insert-into-{table_name}"));
         self.finish_job(name, graph)
     }

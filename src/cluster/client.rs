@@ -40,7 +40,12 @@ impl Client {
 
     /// Plans `sql` on the coordinator and starts a job per INSERT / SELECT.
     /// `parallelism` 0 means the coordinator's default.
-    pub async fn submit(&self, sql: &str, parallelism: u32, name: &str) -> Result<pb::SubmitJobResponse> {
+    pub async fn submit(
+        &self,
+        sql: &str,
+        parallelism: u32,
+        name: &str,
+    ) -> Result<pb::SubmitJobResponse> {
         let response = self
             .inner
             .clone()
@@ -55,22 +60,43 @@ impl Client {
 
     /// Every job the coordinator knows, oldest first.
     pub async fn jobs(&self) -> Result<Vec<pb::JobSummary>> {
-        Ok(self.inner.clone().list_jobs(pb::ListJobsRequest {}).await?.into_inner().jobs)
+        Ok(self
+            .inner
+            .clone()
+            .list_jobs(pb::ListJobsRequest {})
+            .await?
+            .into_inner()
+            .jobs)
     }
 
     /// One job in detail.
     pub async fn job(&self, job_id: &str) -> Result<pb::JobDetail> {
-        Ok(self.inner.clone().get_job(job_ref(job_id)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .get_job(job_ref(job_id))
+            .await?
+            .into_inner())
     }
 
     /// Cancels a job at once.
     pub async fn cancel(&self, job_id: &str) -> Result<pb::JobDetail> {
-        Ok(self.inner.clone().cancel_job(job_ref(job_id)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .cancel_job(job_ref(job_id))
+            .await?
+            .into_inner())
     }
 
     /// Stops a job gracefully: sources stop, in-flight data drains, sinks flush.
     pub async fn stop(&self, job_id: &str) -> Result<pb::JobDetail> {
-        Ok(self.inner.clone().stop_job(job_ref(job_id)).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .stop_job(job_ref(job_id))
+            .await?
+            .into_inner())
     }
 
     /// The registered workers.
@@ -87,7 +113,12 @@ impl Client {
     /// Streams a query job's rows into the returned channel; a failed job
     /// ends the stream with its error.
     pub async fn results(&self, job_id: &str) -> Result<mpsc::Receiver<Result<RecordBatch>>> {
-        let mut stream = self.inner.clone().fetch_results(job_ref(job_id)).await?.into_inner();
+        let mut stream = self
+            .inner
+            .clone()
+            .fetch_results(job_ref(job_id))
+            .await?
+            .into_inner();
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             loop {

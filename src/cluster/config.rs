@@ -159,8 +159,12 @@ impl ClusterConfig {
             for (key, value) in values.iter_mut() {
                 let var = format!("WEIR_{section}_{key}").to_uppercase();
                 if let Some(raw) = env(&var) {
-                    *value = env_value(value, &raw)
-                        .ok_or_else(|| ClusterError::Config(format!("{var}={raw}: not a valid {}", value.type_str())))?;
+                    *value = env_value(value, &raw).ok_or_else(|| {
+                        ClusterError::Config(format!(
+                            "{var}={raw}: not a valid {}",
+                            value.type_str()
+                        ))
+                    })?;
                 }
             }
         }

@@ -11,8 +11,8 @@ use super::{ClusterError, Result};
 /// Encodes one batch as an IPC stream.
 pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())
-        .map_err(weir_engine::Error::from)?;
+    let mut writer =
+        StreamWriter::try_new(&mut bytes, &batch.schema()).map_err(weir_engine::Error::from)?;
     writer.write(batch).map_err(weir_engine::Error::from)?;
     writer.finish().map_err(weir_engine::Error::from)?;
     drop(writer);

@@ -52,10 +52,12 @@ impl Worker {
     /// Binds the data plane on `config.worker.listen` and starts serving it.
     pub async fn bind(config: ClusterConfig) -> Result<Self> {
         let listen = config.worker.listen.clone();
-        let listener = TcpListener::bind(&listen).await.map_err(|source| ClusterError::Io {
-            context: format!("cannot listen on {listen}"),
-            source,
-        })?;
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| ClusterError::Io {
+                context: format!("cannot listen on {listen}"),
+                source,
+            })?;
         let data_address = listener.local_addr().map_err(|source| ClusterError::Io {
             context: "cannot read the bound address".into(),
             source,
@@ -63,9 +65,7 @@ impl Worker {
         let (exchange, failures) = Exchange::new(config.exchange.to_exchange_config());
         let service = exchange.flight_service();
         let server = tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .initial_stream_window_size(Some(4 << 20))
-                .initial_connection_window_size(Some(16 << 20))
+            if let Err(e) = weir_engine::exchange::server_builder()
                 .add_service(service)
                 .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await
@@ -236,7 +236,13 @@ impl Worker {
                     }
                     Err(message) => {
                         warn!(job = %job_id, %message, "deployment failed");
-                        send_states(events, &job_id, &mine[..mine.len().min(1)], pb::TaskState::Failed, &message);
+                        send_states(
+                            events,
+                            &job_id,
+                            &mine[..mine.len().min(1)],
+                            pb::TaskState::Failed,
+                            &message,
+                        );
                         self.exchange.release_job(&job_id);
                     }
                 }
@@ -301,7 +307,12 @@ impl Worker {
             let slot = table
                 .get_mut(p.vertex as usize)
                 .and_then(|v| v.get_mut(p.subtask as usize))
-                .ok_or_else(|| format!("placement names a subtask {}[{}] the plan lacks", p.vertex, p.subtask))?;
+                .ok_or_else(|| {
+                    format!(
+                        "placement names a subtask {}[{}] the plan lacks",
+                        p.vertex, p.subtask
+                    )
+                })?;
             *slot = if p.worker_id == self.id {
                 None
             } else {
@@ -365,7 +376,10 @@ impl Worker {
             });
         }
         pb::WorkerEvent {
-            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat { counters, jobs })),
+            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat {
+                counters,
+                jobs,
+            })),
         }
     }
 
@@ -380,7 +394,9 @@ impl Worker {
             .map(|(id, _)| id.clone())
             .collect();
         for job_id in ended {
-            let Some(part) = self.jobs.remove(&job_id) else { continue };
+            let Some(part) = self.jobs.remove(&job_id) else {
+                continue;
+            };
             // A last heartbeat so the final counters reach the coordinator.
             let _ = events.send(self.heartbeat_of(&job_id, &part));
             let tasks: Vec<(u32, u32)> = part
@@ -400,7 +416,20 @@ impl Worker {
             let outcome = part.handle.wait().await;
             match (part.failure, outcome, forwarded) {
                 (Some(failure), _, _) => {
-                    send_states(events, &job_id, &tasks[..tasks.len().min(1)], pb::TaskState::Failed, &failure)
+                    send_states(
+                        events,
+                        &job_id,
+                        &tasks[..tasks.len().min(1)],
+                        pb::TaskState::Failed,
+                        &failure,
+                    );
+                    send_states(
+                        events,
+                        &job_id,
+                        tasks.get(1..).unwrap_or(&[]),
+                        pb::TaskState::Canceled,
+                        "",
+                    );
                 }
                 (None, Ok(()), Ok(())) => {
                     send_states(events, &job_id, &tasks, pb::TaskState::Finished, "")
@@ -410,7 +439,16 @@ impl Worker {
                 }
                 (None, Err(e), _) => {
                     let failed = failed_task(&e, &part.vertex_names, &tasks);
-                    send_states(events, &job_id, &[failed], pb::TaskState::Failed, &e.to_string())
+                    send_states(
+                        events,
+                        &job_id,
+                        &[failed],
+                        pb::TaskState::Failed,
+                        &e.to_string(),
+                    );
+                    let others: Vec<(u32, u32)> =
+                        tasks.iter().copied().filter(|t| *t != failed).collect();
+                    send_states(events, &job_id, &others, pb::TaskState::Canceled, "");
                 }
                 (None, Ok(()), Err(e)) => send_states(
                     events,
@@ -465,8 +503,14 @@ impl Worker {
 }
 
 /// Which local subtask an error came from (the first one when unknown).
-fn failed_task(error: &weir_engine::Error, vertex_names: &[String], tasks: &[(u32, u32)]) -> (u32, u32) {
-    if let weir_engine::Error::Operator { operator, subtask, .. } = error
+fn failed_task(
+    error: &weir_engine::Error,
+    vertex_names: &[String],
+    tasks: &[(u32, u32)],
+) -> (u32, u32) {
+    if let weir_engine::Error::Operator {
+        operator, subtask, ..
+    } = error
         && let Some(v) = vertex_names.iter().position(|n| n == operator)
         && tasks.contains(&(v as u32, *subtask as u32))
     {
@@ -528,7 +572,8 @@ async fn forward_results(
             .await;
         Ok::<(), ClusterError>(())
     };
-    let outbound = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     let (pushed, pumped) = tokio::join!(client.push_results(outbound), pump);
     pumped?;
     pushed.map_err(|s| ClusterError::Rejected(format!("job {job_id}: {}", s.message())))?;

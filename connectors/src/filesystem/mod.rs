@@ -35,6 +35,7 @@ const OPTIONS: &[&str] = &[
     "scan.batch-size",
     "sink.rolling-policy.file-size",
     "sink.parallelism",
+    "scan.parallelism",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.escape-character",

@@ -90,7 +90,10 @@ pub(crate) fn decode_open(frame: &FlightData) -> Option<ChannelKey> {
     if !frame.data_header.is_empty() {
         return None;
     }
-    match StreamMessage::decode(frame.app_metadata.as_ref()).ok()?.kind? {
+    match StreamMessage::decode(frame.app_metadata.as_ref())
+        .ok()?
+        .kind?
+    {
         Kind::Open(id) => Some(ChannelKey {
             job_id: id.job_id,
             edge: id.edge,
@@ -187,19 +190,15 @@ impl FrameDecoder {
             if !frame.data_body.is_empty() {
                 return Err("frame has a body but no IPC header".into());
             }
-            return decode_control(&frame.app_metadata).map(|message| {
-                Some(Decoded {
-                    message,
-                    bytes: 0,
-                })
-            });
+            return decode_control(&frame.app_metadata)
+                .map(|message| Some(Decoded { message, bytes: 0 }));
         }
         let bytes = ipc_size(&frame);
         // The IPC reader trusts offsets it has verified only in part; a
         // hostile frame must fail this stream, not the process.
         let decoded = catch_unwind(AssertUnwindSafe(|| self.decode_ipc(frame)))
             .unwrap_or_else(|_| Err("IPC message could not be decoded".into()))?;
-        self.pending_bytes += bytes;
+        self.pending_bytes = self.pending_bytes.saturating_add(bytes);
         Ok(decoded.map(|batch| Decoded {
             message: Message::Data(batch),
             bytes: std::mem::take(&mut self.pending_bytes),

@@ -21,9 +21,13 @@
 //!   channel (see [`Exchange::new`]); the receiving queue is kept open (never
 //!   closed early, which would look like a clean end) until the job is released.
 //!
+//! * A channel's slot (its queue) is created by whichever end comes first
+//!   and lives until [`Exchange::release_job`]; a second stream opening the
+//!   same channel is refused.
+//!
 //! The pieces: [`Exchange`] (the registry of channels and peer connections,
-//! in this file), [`RemoteSender`] (`sender.rs`), [`ExchangeService`]
-//! (`service.rs`) and the framing both share (`codec.rs`).
+//! in this file), [`RemoteSender`] (`sender.rs`), [`ExchangeService`] and
+//! [`server_builder`] (`service.rs`) and the framing both share (`codec.rs`).
 
 mod codec;
 mod sender;

@@ -27,6 +27,13 @@ const STATUS_GRACE: Duration = Duration::from_secs(1);
 
 /// The sending end of a remote channel.
 pub struct RemoteSender {
+    // Boxed: the IPC and HTTP/2 state is large, and senders are held in
+    // enums next to small local channels.
+    stream: Box<SendStream>,
+}
+
+/// The state of one sending stream.
+struct SendStream {
     address: String,
     channel: ChannelKey,
     /// The request stream; dropped to close it after end of stream.
@@ -44,11 +51,12 @@ pub struct RemoteSender {
 
 impl fmt::Debug for RemoteSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stream = &self.stream;
         f.debug_struct("RemoteSender")
-            .field("address", &self.address)
-            .field("channel", &self.channel)
-            .field("credit", &self.credit)
-            .field("ended", &self.ended)
+            .field("address", &stream.address)
+            .field("channel", &stream.channel)
+            .field("credit", &stream.credit)
+            .field("ended", &stream.ended)
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +86,7 @@ impl RemoteSender {
             .await
             .map_err(|status| network(address, &channel, status_text(&status)))?
             .into_inner();
-        Ok(Self {
+        let stream = SendStream {
             address: address.to_string(),
             channel,
             frames: Some(frames),
@@ -88,16 +96,25 @@ impl RemoteSender {
             window: None,
             ended: false,
             counters,
+        };
+        Ok(Self {
+            stream: Box::new(stream),
         })
     }
 
     /// The channel this sender feeds.
     pub fn channel(&self) -> &ChannelKey {
-        &self.channel
+        &self.stream.channel
     }
 
     /// Sends one message, waiting for credit first when it is a batch.
     pub async fn send(&mut self, message: Message) -> Result<()> {
+        self.stream.send(message).await
+    }
+}
+
+impl SendStream {
+    async fn send(&mut self, message: Message) -> Result<()> {
         if self.ended {
             return Err(Error::internal(format!(
                 "channel {}: message sent after end of stream",
@@ -122,7 +139,9 @@ impl RemoteSender {
         for frame in encoded.frames {
             self.push(frame).await?;
         }
-        self.credit -= i64::try_from(encoded.bytes).unwrap_or(i64::MAX);
+        self.credit = self
+            .credit
+            .saturating_sub(i64::try_from(encoded.bytes).unwrap_or(i64::MAX));
         let counters = &self.counters;
         Counters::add(&counters.bytes_sent, encoded.bytes);
         Counters::add(&counters.batches_sent, 1);

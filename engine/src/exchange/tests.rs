@@ -190,8 +190,14 @@ async fn channels_to_one_peer_share_one_connection() {
     let mut tx_second = sending.sender(&server.address, second).await.unwrap();
 
     for seq in 0..5 {
-        tx_first.send(Message::Data(seq_batch(seq, 10))).await.unwrap();
-        tx_second.send(Message::Data(seq_batch(100 + seq, 10))).await.unwrap();
+        tx_first
+            .send(Message::Data(seq_batch(seq, 10)))
+            .await
+            .unwrap();
+        tx_second
+            .send(Message::Data(seq_batch(100 + seq, 10)))
+            .await
+            .unwrap();
     }
     let end_first = tokio::spawn(async move { tx_first.send(Message::EndOfStream).await });
     let end_second = tokio::spawn(async move { tx_second.send(Message::EndOfStream).await });
@@ -214,7 +220,10 @@ async fn receiver_registered_after_the_sender_gets_everything() {
     let (receiving, _failures) = Exchange::new(config());
     let server = serve(&receiving).await;
     let channel = key("late", 3, 0, 1);
-    let mut tx = sending.sender(&server.address, channel.clone()).await.unwrap();
+    let mut tx = sending
+        .sender(&server.address, channel.clone())
+        .await
+        .unwrap();
     let sender = tokio::spawn(async move {
         for seq in 0..20 {
             tx.send(Message::Data(seq_batch(seq, 4))).await?;
@@ -249,7 +258,10 @@ async fn a_consumer_that_does_not_read_blocks_the_sender_within_the_window() {
     let channel = key("slow", 0, 0, 0);
     let mut rx = receiving.receiver(&channel);
     let mut tx = sending.sender(&server.address, channel).await.unwrap();
-    let batch_bytes = BatchEncoder::new().encode(&seq_batch(0, 2048)).unwrap().bytes;
+    let batch_bytes = BatchEncoder::new()
+        .encode(&seq_batch(0, 2048))
+        .unwrap()
+        .bytes;
     assert!(batch_bytes > 8 * 1024 && batch_bytes < WINDOW);
 
     let mut blocked_at = None;
@@ -312,11 +324,14 @@ async fn malformed_frames_are_rejected_and_the_service_keeps_serving() {
         data_header: bytes::Bytes::from_static(b"not an IPC message"),
         ..Default::default()
     };
-    for (job, bad) in [("garbage", vec![garbage]), ("truncated", {
-        let mut frames = encoded.frames;
-        frames.push(truncated);
-        frames
-    })] {
+    for (job, bad) in [
+        ("garbage", vec![garbage]),
+        ("truncated", {
+            let mut frames = encoded.frames;
+            frames.push(truncated);
+            frames
+        }),
+    ] {
         let channel = key(job, 0, 0, 0);
         let mut rx = receiving.receiver(&channel);
         let mut frames = vec![open_frame(&channel)];
@@ -360,7 +375,10 @@ async fn a_second_open_of_a_channel_is_rejected() {
     let (receiving, _failures) = Exchange::new(config());
     let server = serve(&receiving).await;
     let channel = key("dup", 0, 0, 0);
-    let _first = sending.sender(&server.address, channel.clone()).await.unwrap();
+    let _first = sending
+        .sender(&server.address, channel.clone())
+        .await
+        .unwrap();
     let err = sending.sender(&server.address, channel).await.unwrap_err();
     assert!(matches!(err, Error::Network { .. }), "{err}");
     assert!(err.to_string().contains("already open"), "{err}");
@@ -377,6 +395,7 @@ async fn a_peer_dying_mid_stream_is_reported_and_the_queue_stays_open() {
     // tears its connection down without any end of stream.
     let address = server.address.clone();
     let sending_channel = channel.clone();
+    let (die, dying) = std::sync::mpsc::channel::<()>();
     let peer = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -390,15 +409,21 @@ async fn a_peer_dying_mid_stream_is_reported_and_the_queue_stays_open() {
             tx.send(Message::Watermark(Watermark(5))).await.unwrap();
             (sending, tx)
         });
+        // The runtime's worker keeps the connection going until told to die.
+        let _ = dying.recv();
         drop(runtime);
         drop(alive);
     });
 
     assert_same(&Message::Data(seq_batch(1, 5)), &recv(&mut rx).await);
     assert_same(&Message::Watermark(Watermark(5)), &recv(&mut rx).await);
+    die.send(()).unwrap();
     let failure = timeout(DEADLINE, failures.recv()).await.unwrap().unwrap();
     assert_eq!(failure.channel, channel);
-    assert!(failure.message.contains("before end of stream"), "{failure:?}");
+    assert!(
+        failure.message.contains("before end of stream"),
+        "{failure:?}"
+    );
     assert!(failure.message.contains("127.0.0.1"), "{failure:?}");
     tokio::task::spawn_blocking(move || peer.join().unwrap())
         .await
@@ -421,6 +446,9 @@ async fn an_unreachable_peer_is_a_network_error() {
         .sender(&address, key("nowhere", 0, 0, 0))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Network { ref peer, .. } if *peer == address), "{err}");
+    assert!(
+        matches!(err, Error::Network { ref peer, .. } if *peer == address),
+        "{err}"
+    );
     assert!(err.to_string().contains("nowhere/0/0->0"), "{err}");
 }

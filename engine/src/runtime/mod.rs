@@ -28,9 +28,9 @@ pub use input_gate::InputGate;
 
 use crate::clock::{Clock, system_clock};
 use crate::error::{Error, Result};
+use crate::exchange::{ChannelKey, Exchange};
 use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
 use crate::message::{Message, Watermark};
-use crate::exchange::{ChannelKey, Exchange};
 use crate::metrics::{MetricsRegistry, TaskMetrics, TaskMetricsSnapshot};
 use crate::operator::{OperatorContext, TaskInfo};
 use output::{EdgeOutput, OutputChannel, Outputs};

@@ -9,7 +9,6 @@ use crate::graph::EdgeKind;
 use crate::message::Message;
 use crate::partition::partition_by_keys;
 
-
 /// One channel to a downstream subtask: in memory when it runs in this
 /// process, over the data plane (connected on first use) when it does not.
 pub(crate) enum OutputChannel {

@@ -60,10 +60,12 @@ impl Coordinator {
         listen: &str,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
-        let listener = TcpListener::bind(listen).await.map_err(|source| ClusterError::Io {
-            context: format!("cannot listen on {listen}"),
-            source,
-        })?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ClusterError::Io {
+                context: format!("cannot listen on {listen}"),
+                source,
+            })?;
         let address = listener.local_addr().map_err(|source| ClusterError::Io {
             context: "cannot read the bound address".into(),
             source,
@@ -76,7 +78,10 @@ impl Coordinator {
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
                 .await
                 .map_err(|e| ClusterError::Rejected(format!("coordinator server failed: {e}")));
             monitor.abort();
@@ -194,8 +199,8 @@ impl Coordinator {
         let mut subtasks = BTreeMap::new();
         let mut placement = Vec::new();
         for (v, vertex) in vertices.iter().enumerate() {
-            for s in 0..vertex.parallelism {
-                let worker_id = slice_workers[s].clone();
+            for (s, worker_id) in slice_workers.iter().enumerate().take(vertex.parallelism) {
+                let worker_id = worker_id.clone();
                 placement.push(pb::SubtaskPlacement {
                     vertex: v as u32,
                     subtask: s as u32,
@@ -214,12 +219,12 @@ impl Coordinator {
             }
         }
         let results = spec.query.then(|| {
-            let last = vertices.len().saturating_sub(1);
-            let producers = (0..vertices.last().map_or(0, |v| v.parallelism))
-                .map(|s| slice_workers[s].clone())
+            // One producer per worker hosting a subtask of the sink vertex.
+            let producers = slice_workers
+                .iter()
+                .take(vertices.last().map_or(0, |v| v.parallelism))
                 .collect::<std::collections::BTreeSet<_>>()
                 .len();
-            let _ = last;
             let (sender, receiver) = tokio::sync::mpsc::channel(RESULT_BUFFER);
             ResultChannel {
                 sender: Some(sender),
@@ -296,11 +301,30 @@ impl Coordinator {
                     "subtask {}[{}] ({vertex_name}) on worker '{worker_id}' failed: {}",
                     task.vertex, task.subtask, status.message
                 );
+                if is_network_failure(&status.message) {
+                    // A broken connection is usually a dead peer: give the
+                    // coordinator a moment to notice the loss, so the job
+                    // fails with the root cause rather than a symptom.
+                    drop(state);
+                    let coordinator = self.clone();
+                    let job_id = task.job_id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(NETWORK_FAILURE_GRACE_MS)).await;
+                        let mut state = coordinator.state();
+                        if state.jobs.get(&job_id).is_some_and(|j| !j.is_terminal()) {
+                            coordinator.on_job_failure(&mut state, &job_id, reason);
+                        }
+                    });
+                    return;
+                }
                 self.on_job_failure(&mut state, &task.job_id, reason);
             }
             pb::TaskState::Finished
                 if !job.is_terminal()
-                    && job.subtasks.values().all(|s| s.state == pb::TaskState::Finished) =>
+                    && job
+                        .subtasks
+                        .values()
+                        .all(|s| s.state == pb::TaskState::Finished) =>
             {
                 info!(job = %task.job_id, "job finished");
                 state.end_job(&task.job_id, pb::JobState::Finished, None);
@@ -356,6 +380,17 @@ impl Coordinator {
             .map(JobEntry::detail)
             .ok_or_else(|| Status::internal("job vanished"))
     }
+}
+
+/// How long a subtask's network failure waits for a worker loss to explain it.
+const NETWORK_FAILURE_GRACE_MS: u64 = 1_000;
+
+/// Whether a subtask failed because a connection to a peer broke.
+fn is_network_failure(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["network", "peer", "connection", "broken pipe", "transport"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 fn new_job_id(state: &State) -> String {

@@ -33,10 +33,9 @@ pub(super) async fn plan_script(
     let mut jobs = Vec::new();
     let mut messages = Vec::new();
     for statement in statements {
-        let outcome = session
-            .execute(&statement.text)
-            .await
-            .map_err(|e| Status::invalid_argument(crate::render_sql_error(script, origin, &statement, e)))?;
+        let outcome = session.execute(&statement.text).await.map_err(|e| {
+            Status::invalid_argument(crate::render_sql_error(script, origin, &statement, e))
+        })?;
         let (plan, query) = match outcome {
             Outcome::Job(plan) => (plan, false),
             Outcome::Query(q) => (q.job, true),

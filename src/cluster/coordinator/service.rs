@@ -28,8 +28,13 @@ impl Coordinator {
     fn register(
         &self,
         register: pb::RegisterWorker,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<Result<pb::CoordinatorCommand, Status>>), Status>
-    {
+    ) -> Result<
+        (
+            u64,
+            mpsc::UnboundedReceiver<Result<pb::CoordinatorCommand, Status>>,
+        ),
+        Status,
+    > {
         let id = register.worker_id.trim().to_string();
         if id.is_empty() {
             return Err(Status::invalid_argument("a worker needs a non-empty id"));
@@ -57,9 +62,11 @@ impl Coordinator {
         let session = state.next_session;
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(Ok(pb::CoordinatorCommand {
-            command: Some(pb::coordinator_command::Command::Registered(pb::Registered {
-                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-            })),
+            command: Some(pb::coordinator_command::Command::Registered(
+                pb::Registered {
+                    heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                },
+            )),
         }));
         info!(worker = %id, address = %register.data_address, slots = register.slots, "worker registered");
         state.workers.insert(
@@ -206,7 +213,10 @@ impl CoordinatorRpc for Coordinator {
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
-    async fn get_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobDetail>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::JobRef>,
+    ) -> Result<Response<pb::JobDetail>, Status> {
         let job_id = request.into_inner().job_id;
         let state = self.state();
         state
@@ -224,7 +234,10 @@ impl CoordinatorRpc for Coordinator {
             .map(Response::new)
     }
 
-    async fn stop_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobDetail>, Status> {
+    async fn stop_job(
+        &self,
+        request: Request<pb::JobRef>,
+    ) -> Result<Response<pb::JobDetail>, Status> {
         self.job_command(&request.into_inner().job_id, true)
             .map(Response::new)
     }

@@ -1,0 +1,194 @@
+//! A real cluster for tests: the `weir` binary started as one coordinator
+//! and N worker processes on 127.0.0.x, each logging to its own file.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::cluster::Client;
+
+pub fn weir() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("WEIR_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("WEIR_CONFIG");
+    command
+}
+
+pub struct TestCluster {
+    pub address: String,
+    coordinator: Child,
+    pub workers: Vec<(String, Child)>,
+    dir: tempfile::TempDir,
+}
+
+/// Heartbeat timeout of test clusters: a lost worker is noticed this fast.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl TestCluster {
+    /// A coordinator and `workers` workers (`w1`… on 127.0.0.2…) with `slots` each.
+    pub async fn start(workers: usize, slots: u32) -> Self {
+        Self::start_with_env(workers, slots, &[]).await
+    }
+
+    pub async fn start_with_env(workers: usize, slots: u32, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coordinator = weir()
+            .args([
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-interval-ms",
+                "300",
+            ])
+            .args([
+                "--heartbeat-timeout-ms",
+                &HEARTBEAT_TIMEOUT.as_millis().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(log_file(&dir, "coordinator"))
+            .spawn()
+            .expect("start the coordinator");
+        let mut line = String::new();
+        BufReader::new(coordinator.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("coordinator listening on ")
+            .unwrap_or_else(|| panic!("unexpected coordinator output: {line:?}"))
+            .to_string();
+        let mut cluster = Self {
+            address,
+            coordinator,
+            workers: Vec::new(),
+            dir,
+        };
+        for i in 0..workers {
+            let id = format!("w{}", i + 1);
+            let child = cluster.spawn_worker(&id, &format!("127.0.0.{}", i + 2), slots, env);
+            cluster.workers.push((id, child));
+        }
+        cluster.wait_for_workers(workers).await;
+        cluster
+    }
+
+    /// Starts a worker process (not added to the cluster's list).
+    pub fn spawn_worker(&self, id: &str, host: &str, slots: u32, env: &[(&str, &str)]) -> Child {
+        weir()
+            .args(["worker", "--coordinator", &self.address, "--id", id])
+            .args([
+                "--listen",
+                &format!("{host}:0"),
+                "--slots",
+                &slots.to_string(),
+            ])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, id))
+            .spawn()
+            .expect("start a worker")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.address, Duration::from_secs(5))
+            .await
+            .expect("connect to the coordinator")
+    }
+
+    pub async fn wait_for_workers(&self, n: usize) {
+        let client = self.client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let registered = client.workers().await.unwrap().len();
+            if registered == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{registered} of {n} workers registered\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs a worker.
+    pub fn kill_worker(&mut self, id: &str) {
+        let (_, child) = self
+            .workers
+            .iter_mut()
+            .find(|(w, _)| w == id)
+            .expect("known worker");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn coordinator_is_alive(&mut self) -> bool {
+        self.coordinator.try_wait().unwrap().is_none()
+    }
+
+    pub fn alive_workers(&mut self) -> usize {
+        self.workers
+            .iter_mut()
+            .filter_map(|(_, c)| c.try_wait().unwrap().is_none().then_some(()))
+            .count()
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {}\n", f.display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
+
+fn log_file(dir: &tempfile::TempDir, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap()
+}
+
+/// Peak resident memory of a process, in bytes (Linux).
+pub fn peak_rss(pid: u32) -> u64 {
+    rss_field(pid, "VmHWM:")
+}
+
+/// Current resident memory of a process, in bytes (Linux).
+pub fn current_rss(pid: u32) -> u64 {
+    rss_field(pid, "VmRSS:")
+}
+
+fn rss_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

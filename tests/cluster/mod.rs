@@ -1,0 +1,359 @@
+//! The distributed runtime with real processes: a coordinator and worker
+//! processes of the `weir` binary on 127.0.0.x, talking gRPC.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow_flight::FlightData;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use prost::Message as _;
+use weir::Engine;
+use weir_proto as pb;
+
+use harness::{HEARTBEAT_TIMEOUT, TestCluster, current_rss, peak_rss, weir};
+
+/// COUNT(*) of a bounded query run on the cluster.
+async fn count_on(cluster: &TestCluster, parallelism: usize, rows: u64) -> i64 {
+    let mut engine = Engine::on_cluster(cluster.client().await, parallelism);
+    engine
+        .execute_script(&format!(
+            "CREATE TABLE seq (id BIGINT) WITH ('connector' = 'datagen', \
+             'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{rows}');"
+        ))
+        .await
+        .unwrap();
+    let batches = engine
+        .query("SELECT id % 7 AS k, COUNT(*) AS c FROM seq GROUP BY id % 7")
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_corpus_on_three_worker_processes() {
+    let cluster = TestCluster::start(3, 2).await;
+    for parallelism in [3, 6] {
+        let client = cluster.client().await;
+        crate::slt::run_corpus_with(
+            &format!("3 worker processes, parallelism {parallelism}"),
+            false,
+            move || Engine::on_cluster(client.clone(), parallelism),
+        )
+        .await;
+    }
+    let client = cluster.client().await;
+    let jobs = client.jobs().await.unwrap();
+    assert!(jobs.len() >= 60, "only {} jobs ran", jobs.len());
+    for job in &jobs {
+        assert_eq!(
+            job.state(),
+            pb::JobState::Finished,
+            "{job:?}\n{}",
+            cluster.logs()
+        );
+    }
+    // A parallelism-6 job spread its slices over all three workers, two each.
+    let detail = client.job(&jobs.last().unwrap().job_id).await.unwrap();
+    let mut per_worker = std::collections::BTreeMap::<String, usize>::new();
+    for t in detail
+        .subtasks
+        .iter()
+        .filter(|t| t.task.as_ref().unwrap().vertex == 0)
+    {
+        *per_worker.entry(t.worker_id.clone()).or_default() += 1;
+    }
+    assert_eq!(per_worker.len(), 3, "{per_worker:?}");
+    assert!(per_worker.values().all(|&n| n == 2), "{per_worker:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_fails_its_job_and_the_cluster_carries_on() {
+    let mut cluster = TestCluster::start(3, 2).await;
+    let client = cluster.client().await;
+    let sql = "CREATE TABLE src (id BIGINT, k INT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000');
+        CREATE TABLE out (k INT, c BIGINT) WITH ('connector' = 'blackhole');
+        INSERT INTO out SELECT k, COUNT(*) FROM src GROUP BY k;";
+    let job = client.submit(sql, 3, "endless").await.unwrap().jobs[0]
+        .job_id
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail = client.job(&job).await.unwrap();
+        let summary = detail.summary.unwrap();
+        if summary.records_read > 0 {
+            assert_eq!(summary.state(), pb::JobState::Running);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job never ran\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let killed = Instant::now();
+    cluster.kill_worker("w2");
+    let summary = tokio::time::timeout(
+        HEARTBEAT_TIMEOUT + Duration::from_secs(5),
+        client.wait(&job, Duration::from_millis(50), |_| {}),
+    )
+    .await
+    .expect("the job did not fail in time")
+    .unwrap();
+    assert_eq!(summary.state(), pb::JobState::Failed);
+    assert!(
+        summary.failure.contains("'w2'"),
+        "the failure does not name the worker: {}",
+        summary.failure
+    );
+    assert!(killed.elapsed() < HEARTBEAT_TIMEOUT + Duration::from_secs(2));
+    // The coordinator and the other workers stay up and take the next job.
+    assert!(cluster.coordinator_is_alive());
+    assert_eq!(cluster.alive_workers(), 2);
+    cluster.wait_for_workers(2).await;
+    assert_eq!(count_on(&cluster, 4, 50_000).await, 50_000);
+    let detail = client.job(&job).await.unwrap();
+    assert!(
+        detail
+            .subtasks
+            .iter()
+            .all(|t| t.state() != pb::TaskState::Running || t.worker_id == "w2"),
+        "subtasks on surviving workers still run: {:?}",
+        detail.subtasks
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_cluster_keeps_running() {
+    let mut cluster = TestCluster::start(2, 2).await;
+    let client = cluster.client().await;
+
+    // A worker pointed at a coordinator that is not there.
+    let out = weir()
+        .args([
+            "worker",
+            "--coordinator",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("WEIR_WORKER_CONNECT_TIMEOUT_MS", "300")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot reach the coordinator at 127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    // A second worker with an id already taken.
+    let out = weir()
+        .args([
+            "worker",
+            "--coordinator",
+            &cluster.address,
+            "--id",
+            "w1",
+            "--listen",
+            "127.0.0.9:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("worker id 'w1' is already registered"),
+        "{stderr}"
+    );
+
+    // Garbage on the coordinator's and a worker's port.
+    let workers = client.workers().await.unwrap();
+    for address in [cluster.address.clone(), workers[0].data_address.clone()] {
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+            .write_all(b"\x16\x03\x01 this is not HTTP/2 \x00\xff\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = socket.read_to_end(&mut buf);
+    }
+
+    // Malformed frames on the data plane.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", workers[0].data_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut flight = FlightServiceClient::new(channel);
+    let no_open = FlightData {
+        data_body: vec![1, 2, 3].into(),
+        ..Default::default()
+    };
+    let err = match flight
+        .do_exchange(futures::stream::iter(vec![no_open]))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("malformed"), "{err}");
+    let open = pb::StreamMessage {
+        kind: Some(pb::stream_message::Kind::Open(pb::ChannelId {
+            job_id: "no-such-job".into(),
+            edge: 0,
+            from_subtask: 0,
+            to_subtask: 0,
+        })),
+    };
+    let frames = vec![
+        FlightData {
+            app_metadata: open.encode_to_vec().into(),
+            ..Default::default()
+        },
+        FlightData {
+            data_header: b"not an IPC message".to_vec().into(),
+            data_body: vec![0; 64].into(),
+            ..Default::default()
+        },
+    ];
+    let result = match flight.do_exchange(futures::stream::iter(frames)).await {
+        Err(status) => Err(status),
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(status),
+                }
+            }
+        }
+    };
+    let err = result.expect_err("a garbage IPC frame must be refused");
+    assert!(err.message().contains("malformed"), "{err}");
+
+    // Invalid SQL through `weir submit`: the error points at the spot.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(
+        &bad,
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen');\n\
+         CREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO o SELECT idd FROM t;\n",
+    )
+    .unwrap();
+    let out = weir()
+        .args([
+            "submit",
+            bad.to_str().unwrap(),
+            "--coordinator",
+            &cluster.address,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 3") && stderr.contains("idd"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("did you mean"), "{stderr}");
+
+    // An unknown job id.
+    let out = weir()
+        .args(["job", "nope", "--coordinator", &cluster.address])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no job 'nope'"), "{stderr}");
+
+    // Everything still runs.
+    assert!(cluster.coordinator_is_alive());
+    assert_eq!(cluster.alive_workers(), 2);
+    assert_eq!(client.workers().await.unwrap().len(), 2);
+    assert_eq!(
+        count_on(&cluster, 4, 20_000).await,
+        20_000,
+        "{}",
+        cluster.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_backpressures_the_sources_with_bounded_memory() {
+    const ROWS: u64 = 3_000_000;
+    const RATE: u64 = 1_000_000;
+    // Each row carries 100 bytes: 300 MB in all, far more than may be buffered.
+    let cluster =
+        TestCluster::start_with_env(3, 1, &[("WEIR_EXCHANGE_CREDIT_BYTES", "262144")]).await;
+    let client = cluster.client().await;
+    let baseline: Vec<u64> = cluster
+        .workers
+        .iter()
+        .map(|(_, c)| current_rss(c.id()))
+        .collect();
+    let sql = format!(
+        "CREATE TABLE src (id BIGINT, payload STRING) WITH ('connector' = 'datagen',
+            'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
+            'fields.payload.length' = '100');
+         CREATE TABLE slow (id BIGINT, payload STRING) WITH ('connector' = 'blackhole',
+            'sink.parallelism' = '1', 'sink.rows-per-second' = '{RATE}');
+         INSERT INTO slow SELECT id, payload FROM src;"
+    );
+    let started = Instant::now();
+    let job = client.submit(&sql, 3, "slow-sink").await.unwrap().jobs[0]
+        .job_id
+        .clone();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(180),
+        client.wait(&job, Duration::from_millis(100), |_| {}),
+    )
+    .await
+    .expect("the job did not finish")
+    .unwrap();
+    assert_eq!(
+        summary.state(),
+        pb::JobState::Finished,
+        "{}",
+        summary.failure
+    );
+    assert_eq!(summary.records_written, ROWS, "every row reaches the sink");
+    assert!(
+        started.elapsed() >= Duration::from_secs_f64(ROWS as f64 / RATE as f64 * 0.9),
+        "the sink was not slow"
+    );
+    // Sources ran ahead of the sink by at most the credit windows and queues.
+    for ((id, child), base) in cluster.workers.iter().zip(baseline) {
+        let grown = peak_rss(child.id()).saturating_sub(base);
+        assert!(
+            grown < 150 << 20,
+            "worker {id} grew by {} MiB while 300 MB flowed through a slow sink",
+            grown >> 20
+        );
+    }
+    let detail = client.job(&job).await.unwrap();
+    let sink = detail
+        .subtasks
+        .iter()
+        .filter(|t| t.vertex_name.contains("Sink"))
+        .map(|t| t.records_in)
+        .sum::<u64>();
+    assert_eq!(sink, ROWS);
+}
