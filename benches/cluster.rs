@@ -30,12 +30,23 @@ impl Cluster {
         let mut line = String::new();
         let stdout = coordinator.stdout.take().expect("coordinator stdout");
         BufReader::new(stdout).read_line(&mut line).expect("read");
-        let address = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        let address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let mut processes = vec![coordinator];
         for i in 0..workers {
             processes.push(
                 weir()
-                    .args(["worker", "--coordinator", &address, "--slots", &slots.to_string()])
+                    .args([
+                        "worker",
+                        "--coordinator",
+                        &address,
+                        "--slots",
+                        &slots.to_string(),
+                    ])
                     .args(["--listen", &format!("127.0.0.{}:0", i + 2)])
                     .stdout(Stdio::null())
                     .spawn()
@@ -56,11 +67,17 @@ impl Cluster {
             .args(["workers", "--coordinator", &self.address])
             .output()
             .expect("weir workers");
-        String::from_utf8_lossy(&out.stdout).lines().count().saturating_sub(1)
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .count()
+            .saturating_sub(1)
     }
 
     fn cpu(&self) -> Duration {
-        self.processes.iter().map(|p| cpu_time(&p.id().to_string())).sum()
+        self.processes
+            .iter()
+            .map(|p| cpu_time(&p.id().to_string()))
+            .sum()
     }
 }
 
@@ -99,7 +116,14 @@ fn main() {
             let cpu_before = cluster.cpu();
             let started = Instant::now();
             let status = weir()
-                .args(["submit", "--wait", "-p", "2", "--coordinator", &cluster.address])
+                .args([
+                    "submit",
+                    "--wait",
+                    "-p",
+                    "2",
+                    "--coordinator",
+                    &cluster.address,
+                ])
                 .arg(&script)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -200,3 +200,32 @@ fn late_rows_are_reported() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("2 late rows dropped"), "{stderr}");
 }
+
+#[test]
+fn run_on_an_embedded_cluster_gives_the_single_process_rows() {
+    let script =
+        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+            'fields.id.start' = '1', 'fields.id.end' = '100000');
+         SELECT id % 5 AS k, COUNT(*) AS n, SUM(id) AS total FROM src GROUP BY id % 5;";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("q.sql");
+    std::fs::write(&file, script).unwrap();
+    let rows = |args: &[&str]| {
+        let out = weir().arg("run").arg(&file).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" k "))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let single = rows(&["-p", "1"]);
+    assert_eq!(single.len(), 5);
+    assert_eq!(rows(&["-p", "3", "--workers", "3"]), single);
+}

@@ -357,3 +357,170 @@ async fn a_slow_sink_backpressures_the_sources_with_bounded_memory() {
         .sum::<u64>();
     assert_eq!(sink, ROWS);
 }
+
+/// Rows in the visible (committed) part files of a filesystem sink directory.
+fn committed_rows(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().to_string();
+                    !name.starts_with('.') && !name.starts_with('_')
+                })
+                .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn run_weir(args: &[&str]) -> (bool, String, String) {
+    let out = weir().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_submitted_followed_stopped_and_cancelled_from_the_cli() {
+    let cluster = TestCluster::start(2, 2).await;
+    let client = cluster.client().await;
+    let coordinator = cluster.address.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, sql: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, sql).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let out_dir = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    // A bounded job, followed to the end: exit 0, the id on stdout, every row written.
+    let bounded = write(
+        "bounded.sql",
+        format!(
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+                'fields.id.start' = '1', 'fields.id.end' = '30000');
+             CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO out SELECT id FROM src;",
+            out_dir("bounded")
+        ),
+    );
+    let (ok, stdout, stderr) = run_weir(&[
+        "submit",
+        &bounded,
+        "--wait",
+        "-p",
+        "3",
+        "--coordinator",
+        coordinator,
+    ]);
+    assert!(ok, "{stderr}");
+    let job_id = stdout.lines().next().unwrap().trim().to_string();
+    assert!(
+        stderr.contains(&format!("job {job_id} finished")),
+        "{stderr}"
+    );
+    assert_eq!(committed_rows(&dir.path().join("bounded")), 30_000);
+    let (ok, stdout, _) = run_weir(&["jobs", "--coordinator", coordinator]);
+    assert!(
+        ok && stdout.contains(&job_id) && stdout.contains("finished"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run_weir(&["job", &job_id, "--coordinator", coordinator]);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("Source[src]") && stdout.contains("w1") && stdout.contains("w2"),
+        "{stdout}"
+    );
+
+    // An endless job stopped gracefully: sources stop, sinks flush and commit.
+    let endless = |name: &str| {
+        format!(
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000',
+                'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000000');
+             CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO out SELECT id FROM src;",
+            out_dir(name)
+        )
+    };
+    let stopped = write("stopped.sql", endless("stopped"));
+    let (ok, stdout, stderr) =
+        run_weir(&["submit", &stopped, "-p", "2", "--coordinator", coordinator]);
+    assert!(ok, "{stderr}");
+    let job_id = stdout.trim().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ok, stdout, stderr) = run_weir(&["stop", &job_id, "--coordinator", coordinator]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("finishing") || stdout.contains("finished"),
+        "{stdout}"
+    );
+    let summary = client
+        .wait(&job_id, Duration::from_millis(50), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.state(),
+        pb::JobState::Finished,
+        "{}",
+        summary.failure
+    );
+    let rows = committed_rows(&dir.path().join("stopped"));
+    assert!(rows > 0);
+    assert_eq!(rows as u64, summary.records_written);
+    assert_eq!(summary.records_read, summary.records_written);
+
+    // An endless job cancelled: no flush, state cancelled, slots freed.
+    let cancelled = write("cancelled.sql", endless("cancelled"));
+    let (ok, stdout, _) = run_weir(&[
+        "submit",
+        &cancelled,
+        "-p",
+        "4",
+        "--coordinator",
+        coordinator,
+    ]);
+    assert!(ok);
+    let job_id = stdout.trim().to_string();
+    let (ok, stdout, _) = run_weir(&["cancel", &job_id, "--coordinator", coordinator]);
+    assert!(ok && stdout.contains("cancelled"), "{stdout}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|w| w.free_slots != w.slots)
+    {
+        assert!(Instant::now() < deadline, "slots not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // More slices than slots: refused with the reason.
+    let (ok, _, stderr) = run_weir(&["submit", &bounded, "-p", "5", "--coordinator", coordinator]);
+    assert!(!ok && stderr.contains("not enough free slots"), "{stderr}");
+
+    // A SELECT returns rows: with --wait they are printed.
+    let select = write(
+        "select.sql",
+        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+            'fields.id.start' = '1', 'fields.id.end' = '1000');
+         SELECT COUNT(*) AS n, SUM(id) AS total FROM src;"
+            .to_string(),
+    );
+    let (ok, stdout, stderr) = run_weir(&[
+        "submit",
+        &select,
+        "--wait",
+        "-p",
+        "2",
+        "--coordinator",
+        coordinator,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("| 1000 | 500500 |"), "{stdout}");
+    let (ok, _, stderr) = run_weir(&["submit", &select, "--coordinator", coordinator]);
+    assert!(!ok && stderr.contains("--wait"), "{stderr}");
+}
