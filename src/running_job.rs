@@ -92,13 +92,9 @@ impl RunningJob {
     pub fn counters(&self) -> JobCounters {
         match self {
             RunningJob::Local(h) => JobCounters {
-                read: h
-                    .metrics()
-                    .total(|op| op.contains("Source"), |m| m.records_out),
-                written: h
-                    .metrics()
-                    .total(|op| op.ends_with(" Sink"), |m| m.records_out),
-                late: h.metrics().total(|_| true, |m| m.late_records_dropped),
+                read: h.metrics().rows_read(),
+                written: h.metrics().rows_written(),
+                late: h.metrics().late_rows_dropped(),
             },
             RunningJob::Remote(r) => {
                 let s = r.progress.borrow();

@@ -229,3 +229,27 @@ fn run_on_an_embedded_cluster_gives_the_single_process_rows() {
     assert_eq!(single.len(), 5);
     assert_eq!(rows(&["-p", "3", "--workers", "3"]), single);
 }
+
+#[test]
+fn cluster_configuration_errors_name_the_file_key_or_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weir.toml");
+    std::fs::write(&file, "[worker]\nslotz = 4\n").unwrap();
+    let out = weir()
+        .args(["worker", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("weir.toml") && stderr.contains("slotz"), "{stderr}");
+
+    std::fs::write(&file, "[coordinator]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = weir()
+        .args(["coordinator", "--config", file.to_str().unwrap()])
+        .env("WEIR_COORDINATOR_HEARTBEAT_TIMEOUT_MS", "soon")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("WEIR_COORDINATOR_HEARTBEAT_TIMEOUT_MS=soon"), "{stderr}");
+}

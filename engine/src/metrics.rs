@@ -94,6 +94,21 @@ impl MetricsRegistry {
             .sum()
     }
 
+    /// Rows produced by the job's sources.
+    pub fn rows_read(&self) -> u64 {
+        self.total(|op| op.contains("Source"), |m| m.records_out)
+    }
+
+    /// Rows written by the job's sinks.
+    pub fn rows_written(&self) -> u64 {
+        self.total(|op| op.ends_with(" Sink"), |m| m.records_out)
+    }
+
+    /// Rows dropped as late anywhere in the job.
+    pub fn late_rows_dropped(&self) -> u64 {
+        self.total(|_| true, |m| m.late_records_dropped)
+    }
+
     /// The counters in the Prometheus text exposition format.
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();

@@ -351,35 +351,14 @@ impl Worker {
         })
     }
 
+    /// A heartbeat with the counters of every running job.
     fn heartbeat(&self) -> pb::WorkerEvent {
-        let mut counters = Vec::new();
-        let mut jobs = Vec::new();
+        let mut heartbeat = pb::Heartbeat::default();
         for (job_id, part) in &self.jobs {
-            for (vertex, subtask, m) in part.handle.subtask_counters() {
-                counters.push(pb::TaskCounters {
-                    task: Some(pb::TaskId {
-                        job_id: job_id.clone(),
-                        vertex: vertex as u32,
-                        subtask: subtask as u32,
-                    }),
-                    records_in: m.records_in,
-                    records_out: m.records_out,
-                    late_records_dropped: m.late_records_dropped,
-                });
-            }
-            let metrics = part.handle.metrics();
-            jobs.push(pb::JobCounters {
-                job_id: job_id.clone(),
-                records_read: metrics.total(|op| op.contains("Source"), |m| m.records_out),
-                records_written: metrics.total(|op| op.ends_with(" Sink"), |m| m.records_out),
-                late_records_dropped: metrics.total(|_| true, |m| m.late_records_dropped),
-            });
+            add_counters(&mut heartbeat, job_id, part);
         }
         pb::WorkerEvent {
-            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat {
-                counters,
-                jobs,
-            })),
+            event: Some(pb::worker_event::Event::Heartbeat(heartbeat)),
         }
     }
 
@@ -398,7 +377,11 @@ impl Worker {
                 continue;
             };
             // A last heartbeat so the final counters reach the coordinator.
-            let _ = events.send(self.heartbeat_of(&job_id, &part));
+            let mut last = pb::Heartbeat::default();
+            add_counters(&mut last, &job_id, &part);
+            let _ = events.send(pb::WorkerEvent {
+                event: Some(pb::worker_event::Event::Heartbeat(last)),
+            });
             let tasks: Vec<(u32, u32)> = part
                 .handle
                 .subtasks()
@@ -462,35 +445,6 @@ impl Worker {
         }
     }
 
-    fn heartbeat_of(&self, job_id: &str, part: &RunningPart) -> pb::WorkerEvent {
-        let metrics = part.handle.metrics();
-        pb::WorkerEvent {
-            event: Some(pb::worker_event::Event::Heartbeat(pb::Heartbeat {
-                counters: part
-                    .handle
-                    .subtask_counters()
-                    .into_iter()
-                    .map(|(vertex, subtask, m)| pb::TaskCounters {
-                        task: Some(pb::TaskId {
-                            job_id: job_id.to_string(),
-                            vertex: vertex as u32,
-                            subtask: subtask as u32,
-                        }),
-                        records_in: m.records_in,
-                        records_out: m.records_out,
-                        late_records_dropped: m.late_records_dropped,
-                    })
-                    .collect(),
-                jobs: vec![pb::JobCounters {
-                    job_id: job_id.to_string(),
-                    records_read: metrics.total(|op| op.contains("Source"), |m| m.records_out),
-                    records_written: metrics.total(|op| op.ends_with(" Sink"), |m| m.records_out),
-                    late_records_dropped: metrics.total(|_| true, |m| m.late_records_dropped),
-                }],
-            })),
-        }
-    }
-
     async fn cancel_all(&mut self) {
         for (job_id, part) in self.jobs.drain() {
             part.handle.cancel();
@@ -500,6 +454,29 @@ impl Worker {
             self.exchange.release_job(&job_id);
         }
     }
+}
+
+/// Adds one job's counters (per subtask, and its rows read / written) to a heartbeat.
+fn add_counters(heartbeat: &mut pb::Heartbeat, job_id: &str, part: &RunningPart) {
+    for (vertex, subtask, m) in part.handle.subtask_counters() {
+        heartbeat.counters.push(pb::TaskCounters {
+            task: Some(pb::TaskId {
+                job_id: job_id.to_string(),
+                vertex: vertex as u32,
+                subtask: subtask as u32,
+            }),
+            records_in: m.records_in,
+            records_out: m.records_out,
+            late_records_dropped: m.late_records_dropped,
+        });
+    }
+    let metrics = part.handle.metrics();
+    heartbeat.jobs.push(pb::JobCounters {
+        job_id: job_id.to_string(),
+        records_read: metrics.rows_read(),
+        records_written: metrics.rows_written(),
+        late_records_dropped: metrics.late_rows_dropped(),
+    });
 }
 
 /// Which local subtask an error came from (the first one when unknown).
