@@ -241,7 +241,10 @@ fn cluster_configuration_errors_name_the_file_key_or_variable() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("weir.toml") && stderr.contains("slotz"), "{stderr}");
+    assert!(
+        stderr.contains("weir.toml") && stderr.contains("slotz"),
+        "{stderr}"
+    );
 
     std::fs::write(&file, "[coordinator]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let out = weir()
@@ -251,5 +254,8 @@ fn cluster_configuration_errors_name_the_file_key_or_variable() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("WEIR_COORDINATOR_HEARTBEAT_TIMEOUT_MS=soon"), "{stderr}");
+    assert!(
+        stderr.contains("WEIR_COORDINATOR_HEARTBEAT_TIMEOUT_MS=soon"),
+        "{stderr}"
+    );
 }

@@ -127,6 +127,16 @@ impl TestCluster {
         child.wait().unwrap();
     }
 
+    /// Sends a signal (`STOP`, `CONT` …) to a worker.
+    pub fn signal_worker(&self, id: &str, signal: &str) {
+        let pid = self.workers.iter().find(|(w, _)| w == id).unwrap().1.id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn coordinator_is_alive(&mut self) -> bool {
         self.coordinator.try_wait().unwrap().is_none()
     }

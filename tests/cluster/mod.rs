@@ -524,3 +524,37 @@ async fn jobs_are_submitted_followed_stopped_and_cancelled_from_the_cli() {
     let (ok, _, stderr) = run_weir(&["submit", &select, "--coordinator", coordinator]);
     assert!(!ok && stderr.contains("--wait"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_is_lost_after_the_heartbeat_timeout() {
+    let cluster = TestCluster::start(2, 1).await;
+    let client = cluster.client().await;
+    let sql =
+        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000');
+        CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+        INSERT INTO out SELECT id FROM src;";
+    let job = client.submit(sql, 2, "frozen").await.unwrap().jobs[0]
+        .job_id
+        .clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGSTOP keeps the connections open: only the missing heartbeats tell.
+    cluster.signal_worker("w2", "STOP");
+    let frozen = Instant::now();
+    let summary = tokio::time::timeout(
+        HEARTBEAT_TIMEOUT + Duration::from_secs(5),
+        client.wait(&job, Duration::from_millis(50), |_| {}),
+    )
+    .await
+    .expect("the job did not fail in time")
+    .unwrap();
+    cluster.signal_worker("w2", "CONT");
+    assert_eq!(summary.state(), pb::JobState::Failed);
+    assert!(
+        summary.failure.contains("'w2'") && summary.failure.contains("no heartbeat"),
+        "{}",
+        summary.failure
+    );
+    assert!(frozen.elapsed() >= HEARTBEAT_TIMEOUT - Duration::from_millis(500));
+    let workers = client.workers().await.unwrap();
+    assert!(workers.iter().all(|w| w.worker_id != "w2"), "{workers:?}");
+}
