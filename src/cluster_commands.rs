@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use arrow::util::pretty::pretty_format_batches;
 use clap::{Args, Subcommand};
 use weir::cluster::client::{is_terminal, state_name, task_state_name};
+use weir::cluster::metrics_endpoint::serve_metrics;
 use weir::cluster::worker::Worker;
 use weir::cluster::{Client, ClusterConfig, Coordinator};
 use weir_proto as pb;
@@ -49,6 +50,9 @@ pub enum ClusterCommand {
         /// Parallelism of jobs that set none (config: coordinator.default_parallelism).
         #[arg(long)]
         default_parallelism: Option<u32>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (config: coordinator.metrics_listen).
+        #[arg(long)]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -71,6 +75,9 @@ pub enum ClusterCommand {
         /// Credit window per data channel in bytes (config: exchange.credit_bytes).
         #[arg(long)]
         credit_bytes: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (config: worker.metrics_listen).
+        #[arg(long)]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -125,8 +132,9 @@ pub enum ClusterCommand {
 const CONFIG_HELP: &str = "\
 Configuration: flags override WEIR_<SECTION>_<KEY> environment variables,
 which override the TOML file given by --config (or WEIR_CONFIG). Keys:
-  [coordinator] listen, heartbeat_interval_ms, heartbeat_timeout_ms, default_parallelism
-  [worker]      coordinator, listen, id, slots, connect_timeout_ms
+  [coordinator] listen, heartbeat_interval_ms, heartbeat_timeout_ms, default_parallelism,
+                metrics_listen
+  [worker]      coordinator, listen, id, slots, connect_timeout_ms, metrics_listen
   [exchange]    credit_bytes (per-channel credit window), channel_capacity
                 (batches queued per channel), connect_timeout_ms";
 
@@ -141,6 +149,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             heartbeat_interval_ms,
             heartbeat_timeout_ms,
             default_parallelism,
+            metrics_listen,
             config,
         } => {
             let mut config = ClusterConfig::load(config.config.as_deref())?;
@@ -149,11 +158,21 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             c.heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(c.heartbeat_interval_ms);
             c.heartbeat_timeout_ms = heartbeat_timeout_ms.unwrap_or(c.heartbeat_timeout_ms);
             c.default_parallelism = default_parallelism.unwrap_or(c.default_parallelism);
+            c.metrics_listen = metrics_listen.unwrap_or(c.metrics_listen.clone());
             let coordinator = Coordinator::new(config.coordinator.clone());
+            let metrics = {
+                let coordinator = coordinator.clone();
+                std::sync::Arc::new(move || coordinator.prometheus())
+            };
             let (address, server) = coordinator
                 .serve(&config.coordinator.listen, ctrl_c())
                 .await?;
             println!("coordinator listening on {address}");
+            if !config.coordinator.metrics_listen.is_empty() {
+                let (at, _task) =
+                    serve_metrics(&config.coordinator.metrics_listen, metrics).await?;
+                println!("metrics on http://{at}/metrics");
+            }
             std::io::stdout().flush()?;
             server.await.context("coordinator server")??;
             Ok(())
@@ -164,6 +183,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             id,
             slots,
             credit_bytes,
+            metrics_listen,
             config,
         } => {
             let mut config = ClusterConfig::load(config.config.as_deref())?;
@@ -175,14 +195,20 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             if w.slots == 0 {
                 bail!("--slots must be at least 1");
             }
+            w.metrics_listen = metrics_listen.unwrap_or(w.metrics_listen.clone());
             config.exchange.credit_bytes = credit_bytes.unwrap_or(config.exchange.credit_bytes);
             let coordinator = config.worker.coordinator.clone();
+            let config_metrics = config.worker.metrics_listen.clone();
             let worker = Worker::bind(config).await?;
             println!(
                 "worker {} listening on {} (coordinator {coordinator})",
                 worker.id(),
                 worker.data_address()
             );
+            if !config_metrics.is_empty() {
+                let (at, _task) = serve_metrics(&config_metrics, worker.metrics_renderer()).await?;
+                println!("metrics on http://{at}/metrics");
+            }
             std::io::stdout().flush()?;
             worker.run(ctrl_c()).await?;
             Ok(())

@@ -49,6 +49,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_timeout_ms: u64,
     /// Parallelism of jobs that set none.
     pub default_parallelism: u32,
+    /// Where to serve Prometheus metrics (`GET /metrics`); empty: nowhere.
+    pub metrics_listen: String,
 }
 
 impl Default for CoordinatorConfig {
@@ -58,6 +60,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval_ms: 1_000,
             heartbeat_timeout_ms: 5_000,
             default_parallelism: 1,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct WorkerConfig {
     pub slots: u32,
     /// How long to keep trying to reach the coordinator at start.
     pub connect_timeout_ms: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`); empty: nowhere.
+    pub metrics_listen: String,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +93,7 @@ impl Default for WorkerConfig {
                 .map(|n| n.get() as u32)
                 .unwrap_or(2),
             connect_timeout_ms: 10_000,
+            metrics_listen: String::new(),
         }
     }
 }

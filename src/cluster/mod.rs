@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod embedded;
+pub mod metrics_endpoint;
 mod results;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -32,6 +33,8 @@ pub struct Worker {
     server: JoinHandle<()>,
     runtime: LocalRuntime,
     jobs: HashMap<String, RunningPart>,
+    /// The last heartbeat sent, for the metrics endpoint.
+    latest: Arc<Mutex<pb::Heartbeat>>,
 }
 
 /// This worker's part of a job.
@@ -86,6 +89,7 @@ impl Worker {
             server,
             runtime: LocalRuntime::default(),
             jobs: HashMap::new(),
+            latest: Arc::default(),
         })
     }
 
@@ -97,6 +101,85 @@ impl Worker {
     /// Where the worker serves the data plane.
     pub fn data_address(&self) -> SocketAddr {
         self.data_address
+    }
+
+    /// Renders this worker's metrics in the Prometheus text format: the data
+    /// plane's counters and, as of the last heartbeat, its subtasks' rows.
+    pub fn metrics_renderer(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        let exchange = self.exchange.clone();
+        let latest = Arc::clone(&self.latest);
+        let worker = super::metrics_endpoint::label(&self.id);
+        Arc::new(move || {
+            use super::metrics_endpoint::{family, label};
+            let stats = exchange.stats();
+            let w = format!("worker=\"{worker}\"");
+            let mut out = String::new();
+            for (name, kind, help, value) in [
+                (
+                    "weir_exchange_sent_bytes_total",
+                    "counter",
+                    "Arrow IPC bytes sent to other workers.",
+                    stats.bytes_sent,
+                ),
+                (
+                    "weir_exchange_received_bytes_total",
+                    "counter",
+                    "Arrow IPC bytes received from other workers.",
+                    stats.bytes_received,
+                ),
+                (
+                    "weir_exchange_sent_batches_total",
+                    "counter",
+                    "Record batches sent to other workers.",
+                    stats.batches_sent,
+                ),
+                (
+                    "weir_exchange_sent_rows_total",
+                    "counter",
+                    "Rows sent to other workers.",
+                    stats.rows_sent,
+                ),
+                (
+                    "weir_exchange_max_inflight_bytes",
+                    "gauge",
+                    "Most bytes any channel had in flight (bounded by the credit window plus one batch).",
+                    stats.max_inflight_bytes,
+                ),
+            ] {
+                family(&mut out, name, kind, help, [(w.clone(), value)]);
+            }
+            let heartbeat = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let subtask = |c: &pb::TaskCounters| {
+                let t = c.task.clone().unwrap_or_default();
+                format!(
+                    "{w},job=\"{}\",vertex=\"{}\",subtask=\"{}\"",
+                    label(&t.job_id),
+                    t.vertex,
+                    t.subtask
+                )
+            };
+            family(
+                &mut out,
+                "weir_subtask_records_in_total",
+                "counter",
+                "Rows into a subtask's operator chain.",
+                heartbeat
+                    .counters
+                    .iter()
+                    .map(|c| (subtask(c), c.records_in)),
+            );
+            family(
+                &mut out,
+                "weir_subtask_records_out_total",
+                "counter",
+                "Rows out of a subtask's operator chain.",
+                heartbeat
+                    .counters
+                    .iter()
+                    .map(|c| (subtask(c), c.records_out)),
+            );
+            out
+        })
     }
 
     /// Registers with the coordinator and serves it until `shutdown`
@@ -193,7 +276,11 @@ impl Worker {
                     Err(s) => return SessionEnd::CoordinatorLost(format!("the session broke: {}", s.message())),
                 },
                 _ = heartbeat.tick() => {
-                    if events.send(self.heartbeat()).is_err() {
+                    let beat = self.heartbeat();
+                    if let Some(pb::worker_event::Event::Heartbeat(h)) = &beat.event {
+                        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = h.clone();
+                    }
+                    if events.send(beat).is_err() {
                         return SessionEnd::CoordinatorLost("the session's stream closed".into());
                     }
                 }

@@ -20,6 +20,8 @@ pub fn weir() -> Command {
 
 pub struct TestCluster {
     pub address: String,
+    /// The coordinator's Prometheus endpoint (`host:port`).
+    pub metrics_address: String,
     coordinator: Child,
     pub workers: Vec<(String, Child)>,
     dir: tempfile::TempDir,
@@ -43,6 +45,8 @@ impl TestCluster {
                 "127.0.0.1:0",
                 "--heartbeat-interval-ms",
                 "300",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .args([
                 "--heartbeat-timeout-ms",
@@ -52,17 +56,14 @@ impl TestCluster {
             .stderr(log_file(&dir, "coordinator"))
             .spawn()
             .expect("start the coordinator");
-        let mut line = String::new();
-        BufReader::new(coordinator.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("coordinator listening on ")
-            .unwrap_or_else(|| panic!("unexpected coordinator output: {line:?}"))
+        let mut stdout = BufReader::new(coordinator.stdout.take().unwrap());
+        let address = read_prefixed(&mut stdout, "coordinator listening on ");
+        let metrics_address = read_prefixed(&mut stdout, "metrics on http://")
+            .trim_end_matches("/metrics")
             .to_string();
         let mut cluster = Self {
             address,
+            metrics_address,
             coordinator,
             workers: Vec::new(),
             dir,
@@ -178,6 +179,37 @@ impl Drop for TestCluster {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
     }
+}
+
+/// The rest of the next line, which must start with `prefix`.
+pub fn read_prefixed(reader: &mut impl BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+        .to_string()
+}
+
+/// `GET path` over HTTP/1.1: the status line and the body.
+pub fn http_get(address: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 fn log_file(dir: &tempfile::TempDir, name: &str) -> std::fs::File {

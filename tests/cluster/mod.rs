@@ -560,3 +560,63 @@ async fn a_frozen_worker_is_lost_after_the_heartbeat_timeout() {
     // Thawed, it finds its session gone and registers again.
     cluster.wait_for_workers(2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_and_workers_serve_prometheus_metrics() {
+    use harness::{http_get, read_prefixed};
+    let cluster = TestCluster::start(2, 2).await;
+    let mut worker = weir()
+        .args(["worker", "--coordinator", &cluster.address, "--id", "w9"])
+        .args([
+            "--listen",
+            "127.0.0.9:0",
+            "--metrics-listen",
+            "127.0.0.9:0",
+            "--slots",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(worker.stdout.take().unwrap());
+    read_prefixed(&mut stdout, "worker w9 listening on ");
+    let worker_metrics = read_prefixed(&mut stdout, "metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    cluster.wait_for_workers(3).await;
+    // Six slices over three workers: the shuffle crosses processes.
+    assert_eq!(count_on(&cluster, 6, 30_000).await, 30_000);
+
+    let (status, body) = http_get(&cluster.metrics_address, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    for expected in [
+        "# TYPE weir_workers gauge",
+        "weir_workers 3",
+        "weir_worker_free_slots{worker=\"w9\"} 2",
+        "weir_jobs{state=\"finished\"} 1",
+        "weir_job_records_read_total{job=",
+        "weir_subtask_records_in_total{job=",
+    ] {
+        assert!(body.contains(expected), "{expected} missing from\n{body}");
+    }
+    let read: u64 = body
+        .lines()
+        .find(|l| l.starts_with("weir_job_records_read_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert_eq!(read, 30_000);
+
+    let (status, body) = http_get(&worker_metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let sent: u64 = body
+        .lines()
+        .find(|l| l.starts_with("weir_exchange_sent_bytes_total{worker=\"w9\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exchange counter in\n{body}"));
+    assert!(sent > 0, "w9 sent nothing over the data plane\n{body}");
+    let (status, _) = http_get(&worker_metrics, "/nope");
+    assert!(status.contains("404"), "{status}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

@@ -37,6 +37,8 @@ pub struct Coordinator {
     state: Arc<Mutex<State>>,
     /// Data addresses of workers that were lost, to name them in failures.
     lost: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Worker losses so far.
+    losses: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Coordinator {
@@ -46,6 +48,7 @@ impl Coordinator {
             config,
             state: Arc::default(),
             lost: Arc::default(),
+            losses: Arc::default(),
         }
     }
 
@@ -127,6 +130,8 @@ impl Coordinator {
         }
         let address = worker.data_address.clone();
         state.workers.remove(worker_id);
+        self.losses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         warn!(worker = worker_id, %address, reason, "worker lost");
         self.lost
             .lock()
@@ -379,6 +384,130 @@ impl Coordinator {
             .get(job_id)
             .map(JobEntry::detail)
             .ok_or_else(|| Status::internal("job vanished"))
+    }
+}
+
+impl Coordinator {
+    /// The cluster's state in the Prometheus text format: workers and
+    /// slots, jobs by state, and every job's and subtask's row counters.
+    pub fn prometheus(&self) -> String {
+        use crate::cluster::metrics_endpoint::{family, label};
+        let state = self.state();
+        let mut out = String::new();
+        let workers = || state.workers.iter();
+        family(
+            &mut out,
+            "weir_workers",
+            "gauge",
+            "Registered workers.",
+            [(String::new(), state.workers.len() as u64)],
+        );
+        family(
+            &mut out,
+            "weir_worker_lost_total",
+            "counter",
+            "Workers lost (session broken or heartbeats missed).",
+            [(
+                String::new(),
+                self.losses.load(std::sync::atomic::Ordering::Relaxed),
+            )],
+        );
+        family(
+            &mut out,
+            "weir_worker_slots",
+            "gauge",
+            "Slots a worker offers.",
+            workers().map(|(id, w)| (format!("worker=\"{}\"", label(id)), u64::from(w.slots))),
+        );
+        family(
+            &mut out,
+            "weir_worker_free_slots",
+            "gauge",
+            "Slots a worker has free.",
+            workers().map(|(id, w)| (format!("worker=\"{}\"", label(id)), u64::from(w.free_slots))),
+        );
+        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        for job in state.jobs.values() {
+            *by_state
+                .entry(super::client::state_name(job.state))
+                .or_default() += 1;
+        }
+        family(
+            &mut out,
+            "weir_jobs",
+            "gauge",
+            "Jobs by state.",
+            by_state
+                .into_iter()
+                .map(|(s, n)| (format!("state=\"{s}\""), n)),
+        );
+        let jobs: Vec<(String, pb::JobSummary)> = state
+            .jobs
+            .values()
+            .map(|j| {
+                (
+                    format!("job=\"{}\",name=\"{}\"", label(&j.id), label(&j.spec.name)),
+                    j.summary(),
+                )
+            })
+            .collect();
+        for (name, help, field) in [
+            (
+                "weir_job_records_read_total",
+                "Rows read by a job's sources.",
+                (|s: &pb::JobSummary| s.records_read) as fn(&pb::JobSummary) -> u64,
+            ),
+            (
+                "weir_job_records_written_total",
+                "Rows written by a job's sinks.",
+                |s| s.records_written,
+            ),
+            (
+                "weir_job_late_records_dropped_total",
+                "Rows a job dropped as late.",
+                |s| s.late_records_dropped,
+            ),
+        ] {
+            family(
+                &mut out,
+                name,
+                "counter",
+                help,
+                jobs.iter().map(|(l, s)| (l.clone(), field(s))),
+            );
+        }
+        let subtasks: Vec<(String, u64, u64)> = state
+            .jobs
+            .values()
+            .flat_map(|j| {
+                j.subtasks.iter().map(move |(&(v, s), t)| {
+                    (
+                        format!(
+                            "job=\"{}\",vertex=\"{v}\",subtask=\"{s}\",worker=\"{}\"",
+                            label(&j.id),
+                            label(&t.worker_id)
+                        ),
+                        t.records_in,
+                        t.records_out,
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut out,
+            "weir_subtask_records_in_total",
+            "counter",
+            "Rows into a subtask's operator chain.",
+            subtasks.iter().map(|(l, i, _)| (l.clone(), *i)),
+        );
+        family(
+            &mut out,
+            "weir_subtask_records_out_total",
+            "counter",
+            "Rows out of a subtask's operator chain.",
+            subtasks.iter().map(|(l, _, o)| (l.clone(), *o)),
+        );
+        out
     }
 }
 
