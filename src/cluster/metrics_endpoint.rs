@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::{ClusterError, Result};
+use super::{Result, bind};
 
 /// The largest request head read before answering.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -20,16 +19,7 @@ pub async fn serve_metrics(
     listen: &str,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ClusterError::Io {
-            context: format!("cannot listen for metrics on {listen}"),
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| ClusterError::Io {
-        context: "cannot read the bound address".into(),
-        source,
-    })?;
+    let (listener, address) = bind(listen, "metrics").await?;
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut socket, peer)) = listener.accept().await else {

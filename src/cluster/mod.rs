@@ -127,6 +127,22 @@ pub async fn connect(what: &str, address: &str, timeout: Duration) -> Result<Cha
     }
 }
 
+/// Binds `listen` for `what`; returns the listener and the bound address
+/// (which tells the port when `listen` asked for port 0).
+pub(crate) async fn bind(
+    listen: &str,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let io = |context: String| move |source| ClusterError::Io { context, source };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(io(format!("cannot listen for {what} on {listen}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(io(format!("cannot read the address {what} is bound to")))?;
+    Ok((listener, address))
+}
+
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

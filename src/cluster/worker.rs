@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -21,7 +20,7 @@ use weir_proto::coordinator_client::CoordinatorClient;
 use weir_sql::{Outcome, Session};
 
 use super::config::ClusterConfig;
-use super::{ClusterError, Result, connect, plan_fingerprint, results};
+use super::{ClusterError, Result, bind, connect, plan_fingerprint, results};
 
 /// A bound worker, ready to join its coordinator.
 pub struct Worker {
@@ -55,16 +54,7 @@ impl Worker {
     /// Binds the data plane on `config.worker.listen` and starts serving it.
     pub async fn bind(config: ClusterConfig) -> Result<Self> {
         let listen = config.worker.listen.clone();
-        let listener = TcpListener::bind(&listen)
-            .await
-            .map_err(|source| ClusterError::Io {
-                context: format!("cannot listen on {listen}"),
-                source,
-            })?;
-        let data_address = listener.local_addr().map_err(|source| ClusterError::Io {
-            context: "cannot read the bound address".into(),
-            source,
-        })?;
+        let (listener, data_address) = bind(&listen, "the data plane").await?;
         let (exchange, failures) = Exchange::new(config.exchange.to_exchange_config());
         let service = exchange.flight_service();
         let server = tokio::spawn(async move {

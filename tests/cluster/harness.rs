@@ -181,6 +181,14 @@ impl Drop for TestCluster {
     }
 }
 
+/// Follows a job until it ends, failing the test after `within`.
+pub async fn wait_for_end(client: &Client, job: &str, within: Duration) -> weir_proto::JobSummary {
+    tokio::time::timeout(within, client.wait(job, Duration::from_millis(50), |_| {}))
+        .await
+        .unwrap_or_else(|_| panic!("job {job} did not end within {within:?}"))
+        .unwrap()
+}
+
 /// The rest of the next line, which must start with `prefix`.
 pub fn read_prefixed(reader: &mut impl BufRead, prefix: &str) -> String {
     let mut line = String::new();

@@ -13,7 +13,7 @@ use prost::Message as _;
 use weir::Engine;
 use weir_proto as pb;
 
-use harness::{HEARTBEAT_TIMEOUT, TestCluster, current_rss, peak_rss, weir};
+use harness::{HEARTBEAT_TIMEOUT, TestCluster, current_rss, peak_rss, wait_for_end, weir};
 
 /// COUNT(*) of a bounded query run on the cluster.
 async fn count_on(cluster: &TestCluster, parallelism: usize, rows: u64) -> i64 {
@@ -104,13 +104,7 @@ async fn killing_a_worker_fails_its_job_and_the_cluster_carries_on() {
     }
     let killed = Instant::now();
     cluster.kill_worker("w2");
-    let summary = tokio::time::timeout(
-        HEARTBEAT_TIMEOUT + Duration::from_secs(5),
-        client.wait(&job, Duration::from_millis(50), |_| {}),
-    )
-    .await
-    .expect("the job did not fail in time")
-    .unwrap();
+    let summary = wait_for_end(&client, &job, HEARTBEAT_TIMEOUT + Duration::from_secs(5)).await;
     assert_eq!(summary.state(), pb::JobState::Failed);
     assert!(
         summary.failure.contains("'w2'"),
@@ -321,13 +315,7 @@ async fn a_slow_sink_backpressures_the_sources_with_bounded_memory() {
     let job = client.submit(&sql, 3, "slow-sink").await.unwrap().jobs[0]
         .job_id
         .clone();
-    let summary = tokio::time::timeout(
-        Duration::from_secs(180),
-        client.wait(&job, Duration::from_millis(100), |_| {}),
-    )
-    .await
-    .expect("the job did not finish")
-    .unwrap();
+    let summary = wait_for_end(&client, &job, Duration::from_secs(180)).await;
     assert_eq!(
         summary.state(),
         pb::JobState::Finished,
@@ -540,13 +528,7 @@ async fn a_frozen_worker_is_lost_after_the_heartbeat_timeout() {
     // SIGSTOP keeps the connections open: only the missing heartbeats tell.
     cluster.signal_worker("w2", "STOP");
     let frozen = Instant::now();
-    let summary = tokio::time::timeout(
-        HEARTBEAT_TIMEOUT + Duration::from_secs(5),
-        client.wait(&job, Duration::from_millis(50), |_| {}),
-    )
-    .await
-    .expect("the job did not fail in time")
-    .unwrap();
+    let summary = wait_for_end(&client, &job, HEARTBEAT_TIMEOUT + Duration::from_secs(5)).await;
     let workers = client.workers().await.unwrap();
     cluster.signal_worker("w2", "CONT");
     assert!(workers.iter().all(|w| w.worker_id != "w2"), "{workers:?}");

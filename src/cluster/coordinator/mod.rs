@@ -16,14 +16,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 use weir_proto as pb;
 
 use super::config::CoordinatorConfig;
-use super::{ClusterError, Result, now_ms, plan_fingerprint};
+use super::{ClusterError, Result, bind, now_ms, plan_fingerprint};
 use planning::{PlannedJob, place, plan_script};
 use state::{JobEntry, ResultChannel, State, SubtaskEntry};
 
@@ -63,16 +62,7 @@ impl Coordinator {
         listen: &str,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ClusterError::Io {
-                context: format!("cannot listen on {listen}"),
-                source,
-            })?;
-        let address = listener.local_addr().map_err(|source| ClusterError::Io {
-            context: "cannot read the bound address".into(),
-            source,
-        })?;
+        let (listener, address) = bind(listen, "the coordinator").await?;
         let monitor = self.clone();
         let monitor = tokio::spawn(async move { monitor.watch_heartbeats().await });
         let service = pb::coordinator_server::CoordinatorServer::new(self)
