@@ -53,6 +53,14 @@ pub enum ClusterCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (config: coordinator.metrics_listen).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Where jobs store checkpoints by default: a directory, `file:///…`
+        /// or `s3://bucket/prefix` (config: coordinator.checkpoint_dir).
+        #[arg(long)]
+        checkpoint_dir: Option<String>,
+        /// Keep job definitions here, so a restarted coordinator resumes its
+        /// jobs (config: coordinator.state_dir).
+        #[arg(long)]
+        state_dir: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -78,6 +86,9 @@ pub enum ClusterCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (config: worker.metrics_listen).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Local directory of the worker's RocksDB state (config: worker.state_dir).
+        #[arg(long)]
+        state_dir: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -122,6 +133,17 @@ pub enum ClusterCommand {
         #[command(flatten)]
         address: CoordinatorAddress,
     },
+    /// Restart a job at another parallelism from its newest completed
+    /// checkpoint (keyed state moves by key group).
+    Rescale {
+        /// The job's id.
+        id: String,
+        /// The new parallelism.
+        #[arg(long, short = 'p')]
+        parallelism: u32,
+        #[command(flatten)]
+        address: CoordinatorAddress,
+    },
     /// List the workers.
     Workers {
         #[command(flatten)]
@@ -133,8 +155,10 @@ const CONFIG_HELP: &str = "\
 Configuration: flags override WEIR_<SECTION>_<KEY> environment variables,
 which override the TOML file given by --config (or WEIR_CONFIG). Keys:
   [coordinator] listen, heartbeat_interval_ms, heartbeat_timeout_ms, default_parallelism,
-                metrics_listen
-  [worker]      coordinator, listen, id, slots, connect_timeout_ms, metrics_listen
+                metrics_listen, checkpoint_dir, checkpoint_interval_ms (0: none),
+                checkpoints_retained, restart_attempts, restart_delay_ms, state_dir
+  [worker]      coordinator, listen, id, slots, connect_timeout_ms, metrics_listen,
+                state_dir, state_block_cache_mb, state_write_buffer_mb
   [exchange]    credit_bytes (per-channel credit window), channel_capacity
                 (batches queued per channel), connect_timeout_ms";
 
@@ -150,10 +174,14 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             heartbeat_timeout_ms,
             default_parallelism,
             metrics_listen,
+            checkpoint_dir,
+            state_dir,
             config,
         } => {
             let mut config = ClusterConfig::load(config.config.as_deref())?;
             let c = &mut config.coordinator;
+            c.checkpoint_dir = checkpoint_dir.unwrap_or(c.checkpoint_dir.clone());
+            c.state_dir = state_dir.unwrap_or(c.state_dir.clone());
             c.listen = listen.unwrap_or(c.listen.clone());
             c.heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(c.heartbeat_interval_ms);
             c.heartbeat_timeout_ms = heartbeat_timeout_ms.unwrap_or(c.heartbeat_timeout_ms);
@@ -184,10 +212,12 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             slots,
             credit_bytes,
             metrics_listen,
+            state_dir,
             config,
         } => {
             let mut config = ClusterConfig::load(config.config.as_deref())?;
             let w = &mut config.worker;
+            w.state_dir = state_dir.unwrap_or(w.state_dir.clone());
             w.coordinator = coordinator.unwrap_or(w.coordinator.clone());
             w.listen = listen.unwrap_or(w.listen.clone());
             w.id = id.unwrap_or(w.id.clone());
@@ -260,6 +290,18 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             println!("job {id}: {}", state_name(state));
             Ok(())
         }
+        ClusterCommand::Rescale {
+            id,
+            parallelism,
+            address,
+        } => {
+            client(&address.coordinator)
+                .await?
+                .rescale(&id, parallelism)
+                .await?;
+            println!("job {id}: rescaling to parallelism {parallelism}");
+            Ok(())
+        }
         ClusterCommand::Workers { address } => {
             let client = client(&address.coordinator).await?;
             println!(
@@ -288,8 +330,15 @@ fn print_job(detail: &pb::JobDetail) {
         println!("failure: {}", s.failure);
     }
     println!(
-        "records read: {}  written: {}  late dropped: {}",
-        s.records_read, s.records_written, s.late_records_dropped
+        "records read: {}  written: {}  late dropped: {}  restarts: {}  last checkpoint: {}",
+        s.records_read,
+        s.records_written,
+        s.late_records_dropped,
+        s.restarts,
+        match s.last_checkpoint {
+            0 => "none".to_string(),
+            id => id.to_string(),
+        }
     );
     println!("\n{}", detail.plan.trim_end());
     println!(
@@ -313,6 +362,36 @@ fn print_job(detail: &pb::JobDetail) {
                 format!("\n         {}", t.message)
             }
         );
+    }
+    if !detail.checkpoints.is_empty() {
+        println!(
+            "\n{:<12} {:<10} {:>10} {:>14} {:>14}  FAILURE",
+            "CHECKPOINT", "STATUS", "MS", "STATE BYTES", "UPLOADED"
+        );
+        for c in &detail.checkpoints {
+            println!(
+                "{:<12} {:<10} {:>10} {:>14} {:>14}  {}",
+                c.checkpoint_id,
+                c.status,
+                c.duration_ms,
+                c.state_bytes,
+                c.uploaded_bytes,
+                c.failure
+            );
+        }
+    }
+    if !detail.restarts.is_empty() {
+        println!("\nrestarts: {}", detail.restarts.len());
+        for r in &detail.restarts {
+            let at = chrono::DateTime::from_timestamp_millis(r.at_ms)
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_default();
+            let from = match r.from_checkpoint {
+                0 => "from the start".to_string(),
+                id => format!("from checkpoint {id}"),
+            };
+            println!("  attempt {} at {at} {from}: {}", r.attempt, r.cause);
+        }
     }
 }
 

@@ -245,7 +245,12 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    match run_command(cli) {
+    // Failpoints named in $FAILPOINTS (fault tests crash processes at
+    // exact steps of the checkpoint protocol); none by default.
+    let failpoints = fail::FailScenario::setup();
+    let result = run_command(cli);
+    failpoints.teardown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

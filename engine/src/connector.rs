@@ -123,6 +123,8 @@ pub enum SourcePoll {
 #[async_trait]
 pub trait Source: Send {
     /// The next batch. Must not wait long: return [`SourcePoll::Idle`] instead.
+    /// Must be cancel-safe: the runtime drops the future when a checkpoint
+    /// barrier is due, and the position must then be where it was.
     async fn poll_batch(&mut self) -> Result<SourcePoll>;
 
     /// The source's position, to store in a checkpoint (none by default).
@@ -150,9 +152,30 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// The checkpoint completed everywhere: make its writes visible.
+    /// The checkpoint completed everywhere: make the writes of it and of
+    /// every earlier checkpoint visible. Idempotent.
     async fn commit(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
+    }
+
+    /// What the sink keeps in a checkpoint after [`Sink::pre_commit`]: the
+    /// pre-committed writes not yet committed, so a restore can commit them.
+    fn snapshot_state(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Restores from a checkpoint: `states` are what [`Sink::snapshot_state`]
+    /// returned in the subtasks assigned to this one. Writes they describe
+    /// belong to a completed checkpoint and must be committed (idempotently:
+    /// a crash may have come after some of them were).
+    fn restore_state(&mut self, states: Vec<Vec<u8>>) -> Result<()> {
+        if states.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(
+                "this sink cannot be restored from a checkpoint".into(),
+            ))
+        }
     }
 
     /// The input ended: flush and make everything visible.

@@ -70,6 +70,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Keyed state or checkpoint storage failed (RocksDB, the local state
+    /// directory, the checkpoint store), or stored checkpoint data is corrupt.
+    #[error("{context}: {message}")]
+    State {
+        /// What Weir was doing, naming the checkpoint, file or directory.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The job was cancelled.
     #[error("job cancelled")]
     Cancelled,
@@ -86,6 +95,7 @@ impl Error {
             Error::Io { .. }
             | Error::Connector { .. }
             | Error::Network { .. }
+            | Error::State { .. }
             | Error::Cancelled => ErrorDomain::External,
             Error::Arrow(_) | Error::Internal(_) => ErrorDomain::Internal,
             Error::DataFusion(e) => match e {
@@ -111,6 +121,14 @@ impl Error {
     pub fn network(peer: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Error::Network {
             peer: peer.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Builds a state or checkpoint-storage error.
+    pub fn state(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::State {
+            context: context.into(),
             message: message.to_string(),
         }
     }

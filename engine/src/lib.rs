@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod operator;
 pub mod partition;
 pub mod runtime;
+pub mod state;
 pub mod suggest;
 pub mod testing;
 pub mod time;
@@ -36,4 +37,7 @@ pub use error::{Error, ErrorDomain, Result};
 pub use graph::{EdgeKind, LogicalGraph, PhysicalGraph};
 pub use message::{CheckpointBarrier, CheckpointId, Message, RowKind, Watermark};
 pub use operator::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
-pub use runtime::{Deployment, JobHandle, LocalRuntime, RuntimeConfig};
+pub use runtime::{
+    CheckpointEvent, CheckpointSetup, Deployment, JobHandle, LocalRuntime, RuntimeConfig,
+    TaskSnapshot,
+};

@@ -69,6 +69,38 @@ impl OperatorHarness {
         Ok(())
     }
 
+    /// Snapshots the operator's state, as a checkpoint would.
+    pub async fn snapshot(&mut self) -> Result<crate::operator::OperatorSnapshot> {
+        let mut snapshot = crate::operator::OperatorSnapshot::default();
+        self.operator
+            .snapshot_state(&mut self.ctx, &mut snapshot)
+            .await?;
+        Ok(snapshot)
+    }
+
+    /// A harness around `operator` restored from `snapshot`, as a restart
+    /// at the same parallelism would restore it.
+    pub fn restored(
+        mut operator: Box<dyn Operator>,
+        snapshot: crate::operator::OperatorSnapshot,
+    ) -> Result<Self> {
+        let ctx = OperatorContext::for_test("under-test");
+        let restore = crate::operator::OperatorRestore {
+            keyed: snapshot
+                .keyed
+                .into_iter()
+                .filter_map(|(kg, v)| v.map(|v| (kg, v)))
+                .collect(),
+            operator: snapshot.operator.into_iter().map(|v| (0, v)).collect(),
+        };
+        operator.restore_state(&ctx, restore)?;
+        Ok(Self {
+            operator,
+            ctx,
+            output: Vec::new(),
+        })
+    }
+
     /// Ends the input.
     pub async fn close(&mut self) -> Result<()> {
         let mut out = Collector::new();

@@ -611,6 +611,10 @@ const KNOWN_SETTINGS: &[&str] = &[
     JOB_NAME_KEY,
     "execution.checkpointing.interval",
     "execution.checkpointing.dir",
+    "execution.checkpointing.num-retained",
+    "restart-strategy.type",
+    "restart-strategy.fixed-delay.attempts",
+    "restart-strategy.fixed-delay.delay",
     "table.exec.source.idle-timeout",
     "sql-client.execution.result-mode",
 ];

@@ -99,6 +99,19 @@ impl Client {
             .into_inner())
     }
 
+    /// Restarts a job at `parallelism` from its newest completed checkpoint.
+    pub async fn rescale(&self, job_id: &str, parallelism: u32) -> Result<pb::JobDetail> {
+        Ok(self
+            .inner
+            .clone()
+            .rescale_job(pb::RescaleRequest {
+                job_id: job_id.to_string(),
+                parallelism,
+            })
+            .await?
+            .into_inner())
+    }
+
     /// The registered workers.
     pub async fn workers(&self) -> Result<Vec<pb::WorkerInfo>> {
         Ok(self

@@ -51,6 +51,22 @@ pub struct CoordinatorConfig {
     pub default_parallelism: u32,
     /// Where to serve Prometheus metrics (`GET /metrics`); empty: nowhere.
     pub metrics_listen: String,
+    /// Where jobs store checkpoints unless they `SET 'execution.checkpointing.dir'`:
+    /// `file:///…` (shared by the processes of one host) or `s3://bucket/prefix`.
+    /// Empty: `file://` + the system temporary directory + `/weir-checkpoints`.
+    pub checkpoint_dir: String,
+    /// Checkpoint interval of jobs that set none
+    /// (`SET 'execution.checkpointing.interval'`); 0 turns checkpoints off.
+    pub checkpoint_interval_ms: u64,
+    /// Completed checkpoints kept per job (`execution.checkpointing.num-retained`).
+    pub checkpoints_retained: u32,
+    /// Restarts a job may make after failures (`restart-strategy.fixed-delay.attempts`).
+    pub restart_attempts: u32,
+    /// Wait before a restart (`restart-strategy.fixed-delay.delay`).
+    pub restart_delay_ms: u64,
+    /// Where the coordinator keeps job definitions, so that a restarted
+    /// coordinator resumes its jobs; empty: nowhere (jobs are forgotten).
+    pub state_dir: String,
 }
 
 impl Default for CoordinatorConfig {
@@ -61,6 +77,26 @@ impl Default for CoordinatorConfig {
             heartbeat_timeout_ms: 5_000,
             default_parallelism: 1,
             metrics_listen: String::new(),
+            checkpoint_dir: String::new(),
+            checkpoint_interval_ms: 10_000,
+            checkpoints_retained: 3,
+            restart_attempts: 10,
+            restart_delay_ms: 500,
+            state_dir: String::new(),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// The checkpoint URL jobs use by default.
+    pub fn checkpoint_url(&self) -> String {
+        match self.checkpoint_dir.trim() {
+            "" => format!(
+                "file://{}",
+                std::env::temp_dir().join("weir-checkpoints").display()
+            ),
+            dir if dir.contains("://") => dir.to_string(),
+            dir => format!("file://{dir}"),
         }
     }
 }
@@ -81,6 +117,13 @@ pub struct WorkerConfig {
     pub connect_timeout_ms: u64,
     /// Where to serve Prometheus metrics (`GET /metrics`); empty: nowhere.
     pub metrics_listen: String,
+    /// Local directory of the worker's RocksDB state; empty: a directory
+    /// named after the worker in the system temporary directory.
+    pub state_dir: String,
+    /// RocksDB block cache shared by the worker's jobs, in MiB.
+    pub state_block_cache_mb: u64,
+    /// RocksDB write buffers (memtables) shared by the worker's jobs, in MiB.
+    pub state_write_buffer_mb: u64,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +137,9 @@ impl Default for WorkerConfig {
                 .unwrap_or(2),
             connect_timeout_ms: 10_000,
             metrics_listen: String::new(),
+            state_dir: String::new(),
+            state_block_cache_mb: 64,
+            state_write_buffer_mb: 64,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod embedded;
 pub mod metrics_endpoint;
 mod results;
 pub mod worker;
+mod worker_checkpoints;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};

@@ -14,12 +14,14 @@ use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 use weir_engine::exchange::{Exchange, ExchangeFailure};
-use weir_engine::{Deployment, JobHandle, LocalRuntime};
+use weir_engine::state::{CheckpointStorage, StateBackend, StateConfig};
+use weir_engine::{CheckpointBarrier, Deployment, JobHandle, LocalRuntime};
 use weir_proto as pb;
 use weir_proto::coordinator_client::CoordinatorClient;
 use weir_sql::{Outcome, Session};
 
 use super::config::ClusterConfig;
+use super::worker_checkpoints::{PartCheckpoints, crash_point, load_restore, spawn_driver};
 use super::{ClusterError, Result, bind, connect, plan_fingerprint, results};
 
 /// A bound worker, ready to join its coordinator.
@@ -31,6 +33,9 @@ pub struct Worker {
     failures: mpsc::UnboundedReceiver<ExchangeFailure>,
     server: JoinHandle<()>,
     runtime: LocalRuntime,
+    /// The RocksDB instances of the jobs' state.
+    state: StateBackend,
+    /// Job parts by [`part_key`]: a job's id and attempt.
     jobs: HashMap<String, RunningPart>,
     /// The last heartbeat sent, for the metrics endpoint.
     latest: Arc<Mutex<pb::Heartbeat>>,
@@ -38,7 +43,10 @@ pub struct Worker {
 
 /// This worker's part of a job.
 struct RunningPart {
+    job_id: String,
+    attempt: u32,
     handle: JobHandle,
+    checkpoints: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<Result<()>>>,
     vertex_names: Vec<String>,
     failure: Option<String>,
@@ -70,6 +78,18 @@ impl Worker {
             "" => format!("worker-{data_address}"),
             id => id.to_string(),
         };
+        let state_dir = match config.worker.state_dir.trim() {
+            "" => std::env::temp_dir()
+                .join("weir-state")
+                .join(id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")),
+            dir => std::path::PathBuf::from(dir),
+        };
+        let state = StateBackend::open(StateConfig {
+            dir: state_dir,
+            block_cache_bytes: (config.worker.state_block_cache_mb as usize) << 20,
+            write_buffer_bytes: (config.worker.state_write_buffer_mb as usize) << 20,
+        })
+        .map_err(|e| ClusterError::Config(format!("worker state: {e}")))?;
         Ok(Self {
             id,
             data_address,
@@ -78,6 +98,7 @@ impl Worker {
             failures,
             server,
             runtime: LocalRuntime::default(),
+            state,
             jobs: HashMap::new(),
             latest: Arc::default(),
         })
@@ -177,6 +198,7 @@ impl Worker {
     /// (within `connect_timeout_ms`) or refuses the worker.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut registered_once = false;
         let result = loop {
             let session = tokio::select! {
                 session = self.open_session() => session,
@@ -184,8 +206,18 @@ impl Worker {
             };
             let (channel, mut commands, events, interval) = match session {
                 Ok(s) => s,
+                // Once part of a cluster, wait for the coordinator to come
+                // back (it resumes its jobs from their checkpoints).
+                Err(e) if registered_once => {
+                    warn!(worker = %self.id, error = %e, "the coordinator is unreachable; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = &mut shutdown => break Ok(()),
+                    }
+                }
                 Err(e) => break Err(e),
             };
+            registered_once = true;
             match self
                 .serve_session(channel, &mut commands, &events, interval, &mut shutdown)
                 .await
@@ -276,6 +308,7 @@ impl Worker {
                 }
                 _ = poll.tick() => self.reap(events).await,
                 Some(failure) = self.failures.recv() => {
+                    // The data plane names a job part as its key.
                     if let Some(part) = self.jobs.get_mut(&failure.channel.job_id)
                         && part.failure.is_none()
                     {
@@ -299,33 +332,36 @@ impl Worker {
         match command.command {
             Some(Command::Deploy(deploy)) => {
                 let job_id = deploy.job_id.clone();
+                let attempt = deploy.attempt;
+                let key = part_key(&job_id, attempt);
                 let mine: Vec<(u32, u32)> = deploy
                     .placement
                     .iter()
                     .filter(|p| p.worker_id == self.id)
                     .map(|p| (p.vertex, p.subtask))
                     .collect();
-                match self.deploy(deploy, channel.clone()).await {
+                let task = (job_id.as_str(), attempt);
+                match self.deploy(deploy, channel.clone(), events).await {
                     Ok(part) => {
-                        info!(job = %job_id, subtasks = mine.len(), "deployed");
-                        send_states(events, &job_id, &mine, pb::TaskState::Running, "");
-                        self.jobs.insert(job_id, part);
+                        info!(job = %job_id, attempt, subtasks = mine.len(), "deployed");
+                        send_states(events, task, &mine, pb::TaskState::Running, "");
+                        self.jobs.insert(key, part);
                     }
                     Err(message) => {
-                        warn!(job = %job_id, %message, "deployment failed");
+                        warn!(job = %job_id, attempt, %message, "deployment failed");
                         send_states(
                             events,
-                            &job_id,
+                            task,
                             &mine[..mine.len().min(1)],
                             pb::TaskState::Failed,
                             &message,
                         );
-                        self.exchange.release_job(&job_id);
+                        self.exchange.release_job(&key);
                     }
                 }
             }
             Some(Command::Cancel(job)) => {
-                if let Some(part) = self.jobs.get(&job.job_id) {
+                for part in self.jobs.values().filter(|p| p.job_id == job.job_id) {
                     part.handle.cancel();
                     if let Some(f) = &part.forwarder {
                         f.abort();
@@ -333,8 +369,28 @@ impl Worker {
                 }
             }
             Some(Command::Stop(job)) => {
-                if let Some(part) = self.jobs.get(&job.job_id) {
+                for part in self.jobs.values().filter(|p| p.job_id == job.job_id) {
                     part.handle.stop();
+                }
+            }
+            Some(Command::TriggerCheckpoint(trigger)) => {
+                let key = part_key(&trigger.job_id, trigger.attempt);
+                if let (Some(part), Some(b)) = (self.jobs.get(&key), trigger.barrier) {
+                    let barrier = CheckpointBarrier {
+                        id: b.checkpoint_id,
+                        timestamp_ms: b.timestamp_ms,
+                        then_stop: b.then_stop,
+                    };
+                    if let Err(e) = part.handle.trigger_checkpoint(barrier) {
+                        warn!(job = %trigger.job_id, error = %e, "cannot trigger a checkpoint");
+                    }
+                }
+            }
+            Some(Command::CheckpointComplete(complete)) => {
+                let key = part_key(&complete.job_id, complete.attempt);
+                if let Some(part) = self.jobs.get(&key) {
+                    crash_point!("worker::before-commit");
+                    part.handle.checkpoint_completed(complete.checkpoint_id);
                 }
             }
             Some(Command::Registered(_)) | None => {}
@@ -343,7 +399,12 @@ impl Worker {
 
     /// Plans the job's SQL again, checks it matches the coordinator's plan,
     /// and deploys the subtasks placed here.
-    async fn deploy(&self, deploy: pb::DeployJob, channel: Channel) -> Result<RunningPart, String> {
+    async fn deploy(
+        &self,
+        deploy: pb::DeployJob,
+        channel: Channel,
+        events: &mpsc::UnboundedSender<pb::WorkerEvent>,
+    ) -> Result<RunningPart, String> {
         let spec = deploy.spec.ok_or("a deployment without a job spec")?;
         let mut session = Session::new(weir_connectors::default_registry());
         session.set_default_parallelism(spec.parallelism.max(1) as usize);
@@ -404,11 +465,54 @@ impl Worker {
             .get(last_vertex)
             .is_some_and(|v| v.iter().any(Option::is_none));
         let vertex_names = (0..vertices.len()).map(|v| graph.vertex_name(v)).collect();
-        let deployment = Deployment::partial(&deploy.job_id, table, self.exchange.clone());
+        let local: std::collections::BTreeSet<(usize, usize)> = table
+            .iter()
+            .enumerate()
+            .flat_map(|(v, subtasks)| {
+                subtasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.is_none())
+                    .map(move |(s, _)| (v, s))
+            })
+            .collect();
+        let key = part_key(&deploy.job_id, deploy.attempt);
+        let mut deployment = Deployment::partial(&key, table, self.exchange.clone());
+        let mut checkpointing = None;
+        if !deploy.checkpoint_url.is_empty() {
+            let storage = CheckpointStorage::open(&deploy.checkpoint_url, &deploy.job_id)
+                .map_err(|e| e.to_string())?;
+            let setup = match deploy.restore_checkpoint {
+                0 => weir_engine::CheckpointSetup::default(),
+                id => {
+                    let scratch = std::env::temp_dir()
+                        .join(format!("weir-restore-{}-{key}", self.id.replace('/', "_")));
+                    load_restore(&storage, id, &graph, &local, &scratch).await?
+                }
+            };
+            let store = self
+                .state
+                .open_job(&deploy.job_id, deploy.attempt)
+                .map_err(|e| e.to_string())?;
+            deployment = deployment.with_checkpointing(setup);
+            checkpointing = Some(PartCheckpoints {
+                job_id: deploy.job_id.clone(),
+                attempt: deploy.attempt,
+                worker_id: self.id.clone(),
+                local,
+                store,
+                storage,
+                events: events.clone(),
+            });
+        }
         let handle = self
             .runtime
             .spawn_deployment(&plan.name, &graph, &deployment)
             .map_err(|e| e.to_string())?;
+        let checkpoints = match (checkpointing, handle.take_checkpoint_events()) {
+            (Some(part), Some(reports)) => Some(spawn_driver(part, reports)),
+            _ => None,
+        };
         // The graph holds the query sink's sender: drop it so the result
         // stream ends when the subtasks do.
         drop(graph);
@@ -421,7 +525,10 @@ impl Worker {
             _ => None,
         };
         Ok(RunningPart {
+            job_id: deploy.job_id,
+            attempt: deploy.attempt,
             handle,
+            checkpoints,
             forwarder,
             vertex_names,
             failure: None,
@@ -431,8 +538,8 @@ impl Worker {
     /// A heartbeat with the counters of every running job.
     fn heartbeat(&self) -> pb::WorkerEvent {
         let mut heartbeat = pb::Heartbeat::default();
-        for (job_id, part) in &self.jobs {
-            add_counters(&mut heartbeat, job_id, part);
+        for part in self.jobs.values() {
+            add_counters(&mut heartbeat, &part.job_id, part);
         }
         pb::WorkerEvent {
             event: Some(pb::worker_event::Event::Heartbeat(heartbeat)),
@@ -449,10 +556,20 @@ impl Worker {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for job_id in ended {
-            let Some(part) = self.jobs.remove(&job_id) else {
+        for key in ended {
+            let Some(part) = self.jobs.remove(&key) else {
                 continue;
             };
+            let job_id = part.job_id.clone();
+            let task = (job_id.as_str(), part.attempt);
+            if let Some(driver) = &part.checkpoints {
+                driver.abort();
+            }
+            if !self.jobs.values().any(|p| p.job_id == job_id)
+                && let Err(e) = self.state.drop_job(&job_id)
+            {
+                warn!(job = %job_id, error = %e, "could not remove the job's local state");
+            }
             // A last heartbeat so the final counters reach the coordinator.
             let mut last = pb::Heartbeat::default();
             add_counters(&mut last, &job_id, &part);
@@ -478,57 +595,60 @@ impl Worker {
                 (Some(failure), _, _) => {
                     send_states(
                         events,
-                        &job_id,
+                        task,
                         &tasks[..tasks.len().min(1)],
                         pb::TaskState::Failed,
                         &failure,
                     );
                     send_states(
                         events,
-                        &job_id,
+                        task,
                         tasks.get(1..).unwrap_or(&[]),
                         pb::TaskState::Canceled,
                         "",
                     );
                 }
                 (None, Ok(()), Ok(())) => {
-                    send_states(events, &job_id, &tasks, pb::TaskState::Finished, "")
+                    send_states(events, task, &tasks, pb::TaskState::Finished, "")
                 }
                 (None, Err(weir_engine::Error::Cancelled), _) => {
-                    send_states(events, &job_id, &tasks, pb::TaskState::Canceled, "")
+                    send_states(events, task, &tasks, pb::TaskState::Canceled, "")
                 }
                 (None, Err(e), _) => {
                     let failed = failed_task(&e, &part.vertex_names, &tasks);
                     send_states(
                         events,
-                        &job_id,
+                        task,
                         &[failed],
                         pb::TaskState::Failed,
                         &e.to_string(),
                     );
                     let others: Vec<(u32, u32)> =
                         tasks.iter().copied().filter(|t| *t != failed).collect();
-                    send_states(events, &job_id, &others, pb::TaskState::Canceled, "");
+                    send_states(events, task, &others, pb::TaskState::Canceled, "");
                 }
                 (None, Ok(()), Err(e)) => send_states(
                     events,
-                    &job_id,
+                    task,
                     &tasks[..tasks.len().min(1)],
                     pb::TaskState::Failed,
                     &format!("sending results to the coordinator failed: {e}"),
                 ),
             }
-            self.exchange.release_job(&job_id);
+            self.exchange.release_job(&key);
         }
     }
 
     async fn cancel_all(&mut self) {
-        for (job_id, part) in self.jobs.drain() {
+        for (key, part) in self.jobs.drain() {
             part.handle.cancel();
             if let Some(f) = part.forwarder {
                 f.abort();
             }
-            self.exchange.release_job(&job_id);
+            if let Some(driver) = part.checkpoints {
+                driver.abort();
+            }
+            self.exchange.release_job(&key);
         }
     }
 }
@@ -573,9 +693,14 @@ fn failed_task(
     tasks.first().copied().unwrap_or((0, 0))
 }
 
+/// How the worker (and its data plane) names one attempt of a job.
+fn part_key(job_id: &str, attempt: u32) -> String {
+    format!("{job_id}#{attempt}")
+}
+
 fn send_states(
     events: &mpsc::UnboundedSender<pb::WorkerEvent>,
-    job_id: &str,
+    (job_id, attempt): (&str, u32),
     tasks: &[(u32, u32)],
     state: pb::TaskState,
     message: &str,
@@ -590,6 +715,7 @@ fn send_states(
                 }),
                 state: state as i32,
                 message: message.to_string(),
+                attempt,
             })),
         });
     }

@@ -25,6 +25,7 @@ pub struct TestCluster {
     coordinator: Child,
     pub workers: Vec<(String, Child)>,
     dir: tempfile::TempDir,
+    slots: u32,
 }
 
 /// Heartbeat timeout of test clusters: a lost worker is noticed this fast.
@@ -38,35 +39,15 @@ impl TestCluster {
 
     pub async fn start_with_env(workers: usize, slots: u32, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut coordinator = weir()
-            .args([
-                "coordinator",
-                "--listen",
-                "127.0.0.1:0",
-                "--heartbeat-interval-ms",
-                "300",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--heartbeat-timeout-ms",
-                &HEARTBEAT_TIMEOUT.as_millis().to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(log_file(&dir, "coordinator"))
-            .spawn()
-            .expect("start the coordinator");
-        let mut stdout = BufReader::new(coordinator.stdout.take().unwrap());
-        let address = read_prefixed(&mut stdout, "coordinator listening on ");
-        let metrics_address = read_prefixed(&mut stdout, "metrics on http://")
-            .trim_end_matches("/metrics")
-            .to_string();
+        let (coordinator, address, metrics_address) =
+            start_coordinator(&dir, "127.0.0.1:0", "coordinator");
         let mut cluster = Self {
             address,
             metrics_address,
             coordinator,
             workers: Vec::new(),
             dir,
+            slots,
         };
         for i in 0..workers {
             let id = format!("w{}", i + 1);
@@ -75,6 +56,18 @@ impl TestCluster {
         }
         cluster.wait_for_workers(workers).await;
         cluster
+    }
+
+    /// SIGKILLs the coordinator and starts a new one on the same address,
+    /// with the same state and checkpoint directories.
+    pub fn restart_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        let (coordinator, address, metrics_address) =
+            start_coordinator(&self.dir, &self.address, "coordinator-restarted");
+        assert_eq!(address, self.address);
+        self.coordinator = coordinator;
+        self.metrics_address = metrics_address;
     }
 
     /// Starts a worker process (not added to the cluster's list).
@@ -87,6 +80,8 @@ impl TestCluster {
                 "--slots",
                 &slots.to_string(),
             ])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("state-{id}")))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, id))
@@ -126,6 +121,39 @@ impl TestCluster {
             .expect("known worker");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// SIGKILLs a worker and, after `pause`, starts it again (same id and host).
+    pub async fn restart_worker(&mut self, id: &str, pause: Duration) {
+        self.kill_worker(id);
+        tokio::time::sleep(pause).await;
+        self.replace_worker(id, &[]);
+    }
+
+    /// Kills a worker (if alive) and starts a new process in its place with `env`.
+    pub fn replace_worker(&mut self, id: &str, env: &[(&str, &str)]) {
+        let n: usize = id
+            .trim_start_matches('w')
+            .parse()
+            .expect("a worker named wN");
+        let slots = self.slots;
+        let child = self.spawn_worker(id, &format!("127.0.0.{}", n + 1), slots, env);
+        let (_, old) = self
+            .workers
+            .iter_mut()
+            .find(|(w, _)| w == id)
+            .expect("known worker");
+        let _ = old.kill();
+        let _ = old.wait();
+        *old = child;
+    }
+
+    /// Whether a worker's process is still running.
+    pub fn worker_is_alive(&mut self, id: &str) -> bool {
+        self.workers
+            .iter_mut()
+            .find(|(w, _)| w == id)
+            .is_some_and(|(_, c)| c.try_wait().unwrap().is_none())
     }
 
     /// Sends a signal (`STOP`, `CONT` …) to a worker.
@@ -179,6 +207,39 @@ impl Drop for TestCluster {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
     }
+}
+
+/// Starts a coordinator listening on `listen` (logging to `log`.log);
+/// returns it, its address and its metrics address.
+fn start_coordinator(dir: &tempfile::TempDir, listen: &str, log: &str) -> (Child, String, String) {
+    let mut coordinator = weir()
+        .args([
+            "coordinator",
+            "--listen",
+            listen,
+            "--heartbeat-interval-ms",
+            "300",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("checkpoints"))
+        .arg("--state-dir")
+        .arg(dir.path().join("coordinator-state"))
+        .args([
+            "--heartbeat-timeout-ms",
+            &HEARTBEAT_TIMEOUT.as_millis().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, log))
+        .spawn()
+        .expect("start the coordinator");
+    let mut stdout = BufReader::new(coordinator.stdout.take().unwrap());
+    let address = read_prefixed(&mut stdout, "coordinator listening on ");
+    let metrics_address = read_prefixed(&mut stdout, "metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    (coordinator, address, metrics_address)
 }
 
 /// Follows a job until it ends, failing the test after `within`.

@@ -1,6 +1,7 @@
 //! The distributed runtime with real processes: a coordinator and worker
 //! processes of the `weir` binary on 127.0.0.x, talking gRPC.
 
+mod fault;
 mod harness;
 
 use std::io::{Read, Write};
@@ -81,7 +82,8 @@ async fn slt_corpus_on_three_worker_processes() {
 async fn killing_a_worker_fails_its_job_and_the_cluster_carries_on() {
     let mut cluster = TestCluster::start(3, 2).await;
     let client = cluster.client().await;
-    let sql = "CREATE TABLE src (id BIGINT, k INT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000');
+    let sql = "SET 'restart-strategy.type' = 'none';
+        CREATE TABLE src (id BIGINT, k INT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000');
         CREATE TABLE out (k INT, c BIGINT) WITH ('connector' = 'blackhole');
         INSERT INTO out SELECT k, COUNT(*) FROM src GROUP BY k;";
     let job = client.submit(sql, 3, "endless").await.unwrap().jobs[0]

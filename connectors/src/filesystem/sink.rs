@@ -172,6 +172,52 @@ impl Sink for FilesystemSink {
         self.publish(done.into_values().flatten().collect())
     }
 
+    /// The pre-committed files, one `hidden<TAB>visible` line each.
+    fn snapshot_state(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut state = String::new();
+        for file in self.pre_committed.values().flatten() {
+            let (hidden, visible) = (file.hidden.to_str(), file.visible.to_str());
+            let (Some(hidden), Some(visible)) = (hidden, visible) else {
+                return Err(self.failed("checkpointing", &file.hidden, "path is not UTF-8"));
+            };
+            state.push_str(hidden);
+            state.push('\t');
+            state.push_str(visible);
+            state.push('\n');
+        }
+        Ok(Some(state.into_bytes()))
+    }
+
+    /// Publishes the files pre-committed for the restored checkpoint, which
+    /// completed: rename those still hidden; those already visible were
+    /// published before the crash.
+    fn restore_state(&mut self, states: Vec<Vec<u8>>) -> Result<()> {
+        for state in states {
+            let text = String::from_utf8(state)
+                .map_err(|_| Error::internal("filesystem sink state is not UTF-8"))?;
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let (hidden, visible) = line
+                    .split_once('\t')
+                    .ok_or_else(|| Error::internal("filesystem sink state is malformed"))?;
+                let file = PendingFile {
+                    hidden: PathBuf::from(hidden),
+                    visible: PathBuf::from(visible),
+                };
+                if file.hidden.exists() {
+                    self.publish(vec![file])?;
+                } else if !file.visible.exists() {
+                    return Err(self.failed(
+                        "restoring",
+                        &file.hidden,
+                        "a file of a completed checkpoint is missing (neither the in-progress nor \
+                         the final file exists)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self) -> Result<()> {
         self.close_current()?;
         let mut files: Vec<PendingFile> = std::mem::take(&mut self.pre_committed)

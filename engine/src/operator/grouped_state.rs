@@ -123,6 +123,14 @@ impl AggregateSpec {
         })
     }
 
+    /// How many state columns each aggregate's accumulator has.
+    pub fn state_widths(&self) -> Result<Vec<usize>> {
+        self.aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect()
+    }
+
     /// Creates empty state for one window (or the whole stream).
     pub fn new_state(&self) -> Result<GroupedState> {
         let accumulators = self
@@ -281,6 +289,84 @@ impl GroupedState {
     }
 }
 
+impl GroupedState {
+    /// The state as columns, without changing it: the group columns, then
+    /// every accumulator's intermediate state. With the row count.
+    pub fn snapshot_columns(&mut self) -> Result<(Vec<ArrayRef>, usize)> {
+        let groups = match &mut self.groups {
+            Some(groups) => {
+                let columns = groups.emit(EmitTo::All)?;
+                // Emitting everything does not reset every implementation's
+                // hash table: reset it before the groups go back in.
+                groups.clear_shrink(columns.first().map_or(0, |c| c.len()));
+                columns
+            }
+            None => Vec::new(),
+        };
+        let rows = match &self.groups {
+            Some(_) => groups.first().map_or(0, |c| c.len()),
+            None => 1,
+        };
+        let mut states = Vec::with_capacity(self.accumulators.len());
+        for acc in &mut self.accumulators {
+            states.push(acc.state(EmitTo::All)?);
+        }
+        let mut columns = groups.clone();
+        for state in &states {
+            columns.extend(state.iter().cloned());
+        }
+        // Taking the state emptied it: merge it straight back.
+        self.merge_columns(&groups, &states, rows)?;
+        Ok((columns, rows))
+    }
+
+    /// Merges rows written by [`GroupedState::snapshot_columns`] into the
+    /// state; `widths` are [`AggregateSpec::state_widths`].
+    pub fn restore_columns(
+        &mut self,
+        columns: &[ArrayRef],
+        rows: usize,
+        widths: &[usize],
+    ) -> Result<()> {
+        let state_columns: usize = widths.iter().sum();
+        if columns.len() < state_columns {
+            return Err(Error::internal(format!(
+                "checkpointed aggregate state has {} columns, expected at least {state_columns}",
+                columns.len()
+            )));
+        }
+        let group_count = columns.len() - state_columns;
+        let (groups, mut rest) = columns.split_at(group_count);
+        let mut states = Vec::with_capacity(widths.len());
+        for &w in widths {
+            let (state, tail) = rest.split_at(w);
+            states.push(state.to_vec());
+            rest = tail;
+        }
+        self.merge_columns(groups, &states, rows)
+    }
+
+    fn merge_columns(
+        &mut self,
+        groups: &[ArrayRef],
+        states: &[Vec<ArrayRef>],
+        rows: usize,
+    ) -> Result<()> {
+        match &mut self.groups {
+            Some(g) => g.intern(groups, &mut self.group_indices)?,
+            None => {
+                self.group_indices.clear();
+                self.group_indices.resize(rows, 0);
+            }
+        }
+        let total = self.num_groups();
+        for (acc, state) in self.accumulators.iter_mut().zip(states) {
+            acc.merge_batch(state, &self.group_indices, total)?;
+        }
+        Ok(())
+    }
+}
+
 /// The state of one group (a session): aggregates only, mergeable.
 #[derive(Debug)]
 pub struct SingleGroupState {
@@ -317,6 +403,16 @@ impl SingleGroupState {
         }
         self.state.rows += other.state.rows;
         Ok(())
+    }
+
+    /// The accumulators' intermediate state as one-row columns, unchanged.
+    pub fn snapshot_columns(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(self.state.snapshot_columns()?.0)
+    }
+
+    /// Merges one row written by [`SingleGroupState::snapshot_columns`].
+    pub fn restore_columns(&mut self, columns: &[ArrayRef], widths: &[usize]) -> Result<()> {
+        self.state.restore_columns(columns, 1, widths)
     }
 
     /// The aggregates as a one-row batch.

@@ -7,8 +7,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
+use super::snapshot::{OperatorRestore, OperatorSnapshot};
 use super::{Collector, Operator, OperatorContext};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Emits at most `fetch` rows after skipping `skip`.
 #[derive(Debug, Clone)]
@@ -44,6 +45,27 @@ self_factory!(LimitOperator, "Limit");
 
 #[async_trait]
 impl Operator for LimitOperator {
+    async fn snapshot_state(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        snapshot.operator = Some((self.seen as u64).to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        // A limit runs with parallelism 1: at most one entry.
+        for (_, bytes) in restore.operator {
+            let seen: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::internal("checkpointed limit state is not a row count"))?;
+            self.seen = u64::from_be_bytes(seen) as usize;
+        }
+        Ok(())
+    }
+
     async fn process_batch(
         &mut self,
         batch: RecordBatch,

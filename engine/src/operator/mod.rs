@@ -47,6 +47,7 @@ mod limit;
 mod projection;
 mod session_window_aggregate;
 mod sink;
+mod snapshot;
 mod watermark_generator;
 mod window_aggregate;
 mod window_assigner;
@@ -60,6 +61,10 @@ pub use limit::LimitOperator;
 pub use projection::ProjectionOperator;
 pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
 pub use sink::{ChannelSinkNode, SinkNode, SinkOperator};
+pub use snapshot::{
+    KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
+    encode_batch, encode_watermark,
+};
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
 pub use window_assigner::{WindowAssignerOperator, WindowKind};
@@ -193,6 +198,33 @@ pub trait Operator: Send {
         _out: &mut Collector,
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// Writes the operator's state for the checkpoint whose barrier just
+    /// passed (after [`Operator::handle_checkpoint`]). Keyed state goes by key
+    /// group, for every key group this subtask owns (a key group without
+    /// state is written as a delete), so a restore at another parallelism
+    /// can hand each key group to its new owner.
+    async fn snapshot_state(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        _snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads state from a checkpoint before the first message: the keyed
+    /// state of the key groups this subtask owns now, and the operator
+    /// state of the old subtasks assigned to it.
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        if restore.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::internal(format!(
+                "operator '{}' keeps no state, but the checkpoint holds state for it",
+                ctx.task.operator
+            )))
+        }
     }
 
     /// The checkpoint `_checkpoint` completed everywhere: commit side effects.

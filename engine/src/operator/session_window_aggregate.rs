@@ -17,6 +17,10 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use async_trait::async_trait;
 
 use super::grouped_state::{AggregateSpec, AggregateSpecRef, SingleGroupState};
+use super::snapshot::{
+    KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
+    encode_watermark,
+};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
@@ -289,6 +293,89 @@ impl Operator for SessionWindowAggregateOperator {
         Ok(Some(watermark))
     }
 
+    /// Keyed state rows: session start, end, the key columns, the
+    /// accumulators' state; the watermark as operator state.
+    async fn snapshot_state(
+        &mut self,
+        ctx: &mut OperatorContext,
+        snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        let mut keys = Vec::new();
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        let mut states: Vec<Vec<ArrayRef>> = Vec::new();
+        for (key, sessions) in &mut self.sessions {
+            for session in sessions {
+                keys.push(key.row());
+                starts.push(session.start);
+                ends.push(session.end);
+                states.push(session.state.snapshot_columns()?);
+            }
+        }
+        let mut builder = KeyedStateBuilder::default();
+        if !keys.is_empty() {
+            let key_columns = self.converter.convert_rows(keys)?;
+            let key_count = key_columns.len();
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(starts)),
+                Arc::new(Int64Array::from(ends)),
+            ];
+            columns.extend(key_columns);
+            let width = states.first().map_or(0, Vec::len);
+            for c in 0..width {
+                let parts: Vec<&dyn arrow::array::Array> =
+                    states.iter().map(|s| s[c].as_ref()).collect();
+                columns.push(arrow::compute::concat(&parts)?);
+            }
+            let hashed: Vec<usize> = if self.key_groups.is_empty() {
+                Vec::new()
+            } else {
+                (2..2 + key_count).collect()
+            };
+            let rows = states.len();
+            builder.add_rows(&columns, &hashed, rows, ctx.task.max_key_groups)?;
+        }
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?);
+        snapshot.operator = Some(encode_watermark(self.watermark));
+        Ok(())
+    }
+
+    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        self.watermark = decode_watermark(&restore.operator)?;
+        let widths = self.single.state_widths()?;
+        let key_count = self.key_groups.len().max(1);
+        for (_, bytes) in restore.keyed {
+            for (columns, rows) in decode_batches(&bytes)? {
+                if columns.len() < 2 + key_count {
+                    return Err(Error::internal("checkpointed session state is too narrow"));
+                }
+                let as_i64 = |c: &ArrayRef| {
+                    c.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .cloned()
+                        .ok_or_else(|| Error::internal("checkpointed session bounds are not Int64"))
+                };
+                let (starts, ends) = (as_i64(&columns[0])?, as_i64(&columns[1])?);
+                let keys = self.converter.convert_columns(&columns[2..2 + key_count])?;
+                let state_columns = &columns[2 + key_count..];
+                for row in 0..rows {
+                    let mut state = self.single.new_single_state()?;
+                    let slice: Vec<ArrayRef> =
+                        state_columns.iter().map(|c| c.slice(row, 1)).collect();
+                    state.restore_columns(&slice, &widths)?;
+                    self.sessions
+                        .entry(keys.row(row).owned())
+                        .or_default()
+                        .push(Session {
+                            start: starts.value(row),
+                            end: ends.value(row),
+                            state,
+                        });
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn on_close(&mut self, _ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
         self.fire_until(Watermark::MAX, out)
     }
@@ -345,6 +432,32 @@ mod tests {
         assert_eq!(rows, vec!["1,0,8,2,3", "2,2,7,1,5"]);
         h.close().await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["1,20,25,1,10"]);
+    }
+
+    #[tokio::test]
+    async fn restores_open_sessions_from_a_snapshot() {
+        let mut plain = OperatorHarness::new(Box::new(operator()));
+        let mut h = OperatorHarness::new(Box::new(operator()));
+        for harness in [&mut plain, &mut h] {
+            harness
+                .process(batch(&[(1, 1, 10), (1, 3, 20), (2, 2, 5)]))
+                .await
+                .unwrap();
+        }
+        let snapshot = h.snapshot().await.unwrap();
+        let mut restored = OperatorHarness::restored(Box::new(operator()), snapshot).unwrap();
+        for harness in [&mut plain, &mut restored] {
+            harness
+                .process(batch(&[(1, 6, 1), (2, 20, 4)]))
+                .await
+                .unwrap();
+            harness.close().await.unwrap();
+        }
+        let mut expected = plain.rows_as_strings();
+        let mut got = restored.rows_as_strings();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
     }
 
     #[tokio::test]

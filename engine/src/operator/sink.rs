@@ -47,6 +47,24 @@ impl Operator for SinkOperator {
         self.sink.pre_commit(barrier.id).await
     }
 
+    async fn snapshot_state(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        snapshot: &mut super::OperatorSnapshot,
+    ) -> Result<()> {
+        snapshot.operator = self.sink.snapshot_state()?;
+        Ok(())
+    }
+
+    fn restore_state(
+        &mut self,
+        _ctx: &OperatorContext,
+        restore: super::OperatorRestore,
+    ) -> Result<()> {
+        self.sink
+            .restore_state(restore.operator.into_iter().map(|(_, v)| v).collect())
+    }
+
     async fn handle_commit(
         &mut self,
         checkpoint: CheckpointId,

@@ -54,6 +54,8 @@ impl fmt::Display for WatermarkGeneratorOperator {
 
 self_factory!(WatermarkGeneratorOperator, "WatermarkGenerator");
 
+use super::snapshot::{OperatorRestore, OperatorSnapshot, decode_watermark, encode_watermark};
+
 #[async_trait]
 impl Operator for WatermarkGeneratorOperator {
     async fn process_batch(
@@ -71,6 +73,20 @@ impl Operator for WatermarkGeneratorOperator {
             self.current = Watermark(m);
             out.emit_watermark(self.current);
         }
+        Ok(())
+    }
+
+    async fn snapshot_state(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        snapshot.operator = Some(encode_watermark(self.current));
+        Ok(())
+    }
+
+    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        self.current = decode_watermark(&restore.operator)?;
         Ok(())
     }
 

@@ -13,26 +13,31 @@
 //! a channel whose other end runs in another process goes over the data
 //! plane ([`Exchange`]), with the same ordering and backpressure.
 
+mod checkpoint;
 mod input_gate;
 mod output;
 mod task;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc::{self, Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
+pub use checkpoint::{CheckpointEvent, CheckpointSetup, TaskSnapshot};
 pub use input_gate::InputGate;
 
 use crate::clock::{Clock, system_clock};
 use crate::error::{Error, Result};
 use crate::exchange::{ChannelKey, Exchange};
 use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
-use crate::message::{Message, Watermark};
+use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::{MetricsRegistry, TaskMetrics, TaskMetricsSnapshot};
-use crate::operator::{OperatorContext, TaskInfo};
+use crate::operator::{OperatorContext, OperatorRestore, TaskInfo};
+use checkpoint::TaskCheckpointing;
 use output::{EdgeOutput, OutputChannel, Outputs};
 use task::{Head, Task};
 
@@ -58,6 +63,7 @@ impl Default for RuntimeConfig {
 #[derive(Clone, Default)]
 pub struct Deployment {
     remote: Option<RemoteSubtasks>,
+    checkpointing: Option<CheckpointSetup>,
 }
 
 #[derive(Clone)]
@@ -89,7 +95,15 @@ impl Deployment {
                 addresses,
                 exchange,
             }),
+            checkpointing: None,
         }
+    }
+
+    /// Takes part in checkpoints (see [`CheckpointEvent`]), restoring the
+    /// state in `setup` first.
+    pub fn with_checkpointing(mut self, setup: CheckpointSetup) -> Self {
+        self.checkpointing = Some(setup);
+        self
     }
 
     fn address(&self, vertex: usize, subtask: usize) -> Option<&str> {
@@ -113,6 +127,15 @@ pub struct JobHandle {
     subtasks: Vec<(usize, usize, Arc<TaskMetrics>)>,
     stop: watch::Sender<bool>,
     supervisor: tokio::task::JoinHandle<Result<()>>,
+    checkpoints: Option<JobCheckpoints>,
+}
+
+/// The job's ends of its tasks' checkpoint channels.
+struct JobCheckpoints {
+    /// One per source subtask deployed here: (vertex, subtask, trigger).
+    triggers: Vec<(usize, usize, UnboundedSender<CheckpointBarrier>)>,
+    completed: watch::Sender<CheckpointId>,
+    events: Mutex<Option<UnboundedReceiver<CheckpointEvent>>>,
 }
 
 impl JobHandle {
@@ -163,6 +186,49 @@ impl JobHandle {
     pub fn cancel(&self) {
         self.supervisor.abort();
     }
+
+    /// With checkpointing: the source subtasks deployed here, `(vertex, subtask)`.
+    pub fn source_subtasks(&self) -> Vec<(usize, usize)> {
+        self.checkpoints
+            .iter()
+            .flat_map(|c| c.triggers.iter().map(|(v, s, _)| (*v, *s)))
+            .collect()
+    }
+
+    /// Injects a checkpoint barrier at every source subtask deployed here.
+    pub fn trigger_checkpoint(&self, barrier: CheckpointBarrier) -> Result<()> {
+        let checkpoints = self.checkpoints.as_ref().ok_or_else(|| {
+            Error::internal("checkpoint triggered on a job deployed without checkpointing")
+        })?;
+        for (_, _, trigger) in &checkpoints.triggers {
+            // A source that already ended has nothing to checkpoint.
+            let _ = trigger.send(barrier);
+        }
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed everywhere: tasks commit it (idempotent).
+    pub fn checkpoint_completed(&self, id: CheckpointId) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.completed.send_if_modified(|current| {
+                let newer = id > *current;
+                if newer {
+                    *current = id;
+                }
+                newer
+            });
+        }
+    }
+
+    /// The tasks' checkpoint reports; `None` without checkpointing or when
+    /// already taken.
+    pub fn take_checkpoint_events(&self) -> Option<UnboundedReceiver<CheckpointEvent>> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        match checkpoints.events.lock() {
+            Ok(mut events) => events.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
 }
 
 /// Runs physical graphs in this process.
@@ -191,7 +257,11 @@ impl LocalRuntime {
     ) -> Result<JobHandle> {
         let metrics = MetricsRegistry::default();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = self.build_tasks(job, graph, deployment, &metrics, &stop_rx)?;
+        let mut tasks = self.build_tasks(job, graph, deployment, &metrics, &stop_rx)?;
+        let checkpoints = deployment
+            .checkpointing
+            .as_ref()
+            .map(|_| wire_checkpoints(&mut tasks));
         let subtasks = tasks
             .iter()
             .map(|t| (t.vertex, t.info.subtask, Arc::clone(&t.counters)))
@@ -223,6 +293,7 @@ impl LocalRuntime {
             subtasks,
             stop: stop_tx,
             supervisor,
+            checkpoints,
         })
     }
 
@@ -310,14 +381,23 @@ impl LocalRuntime {
                     parallelism: vertex.parallelism,
                     max_key_groups: graph.max_key_groups(),
                 };
+                let restore = |node: usize| -> OperatorRestore {
+                    deployment
+                        .checkpointing
+                        .as_ref()
+                        .and_then(|c| c.restore.get(&(node, subtask)).cloned())
+                        .unwrap_or_default()
+                };
                 let mut chain = vertex.nodes.iter().peekable();
-                let head = match chain.peek().map(|&&n| &graph.logical().node(n).kind) {
-                    Some(NodeKind::Source(source)) => {
+                let head = match chain.peek().map(|&&n| (n, &graph.logical().node(n).kind)) {
+                    Some((node, NodeKind::Source(source))) => {
                         chain.next();
+                        let mut created = source.create(&info)?;
+                        restore_source(created.as_mut(), restore(node), &info)?;
                         Head::Source {
-                            source: source.create(&info)?,
-                            metrics: metrics
-                                .task(&format!("{} {source}", vertex.nodes[0]), subtask),
+                            source: created,
+                            node,
+                            metrics: metrics.task(&format!("{node} {source}"), subtask),
                             stop: stop.clone(),
                         }
                     }
@@ -334,7 +414,9 @@ impl LocalRuntime {
                         clock: Arc::clone(&self.config.clock),
                         current_watermark: Watermark::MIN,
                     };
-                    operators.push((factory.create(&info)?, ctx));
+                    let mut operator = factory.create(&info)?;
+                    operator.restore_state(&ctx, restore(node))?;
+                    operators.push((operator, ctx, node));
                 }
                 tasks.push(Task {
                     info,
@@ -343,10 +425,60 @@ impl LocalRuntime {
                     head,
                     operators,
                     outputs: outs,
+                    checkpointing: None,
                 });
             }
         }
         Ok(tasks)
+    }
+}
+
+/// Connects every task to the job's checkpoint channels.
+fn wire_checkpoints(tasks: &mut [Task]) -> JobCheckpoints {
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (completed_tx, completed_rx) = watch::channel(0);
+    let mut triggers = Vec::new();
+    for task in tasks {
+        let trigger = match task.head {
+            Head::Source { .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                triggers.push((task.vertex, task.info.subtask, tx));
+                Some(rx)
+            }
+            Head::Inputs(_) => None,
+        };
+        task.checkpointing = Some(TaskCheckpointing {
+            triggers: trigger,
+            completed: completed_rx.clone(),
+            events: events_tx.clone(),
+            last_barrier: None,
+        });
+    }
+    JobCheckpoints {
+        triggers,
+        completed: completed_tx,
+        events: Mutex::new(Some(events_rx)),
+    }
+}
+
+/// Rewinds a source to its checkpointed position. A source subtask takes
+/// over exactly one old subtask's position: sources do not rescale.
+fn restore_source(
+    source: &mut dyn crate::connector::Source,
+    restore: OperatorRestore,
+    info: &TaskInfo,
+) -> Result<()> {
+    match restore.operator.as_slice() {
+        [] => Ok(()),
+        [(_, position)] => source.restore_position(position),
+        several => Err(Error::Config(format!(
+            "source '{}' subtask {} would take over the positions of {} checkpointed subtasks; \
+             a source restores only at the parallelism it was checkpointed with \
+             (set 'scan.parallelism' on the table to keep it)",
+            info.operator,
+            info.subtask,
+            several.len()
+        ))),
     }
 }
 

@@ -1,23 +1,26 @@
 //! One subtask: a head (a source, or the input gate) and a chain of
 //! operators, pushing what the chain emits to the task's outputs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, instrument};
 
+use super::checkpoint::{CheckpointEvent, TaskCheckpointing, TaskSnapshot};
 use super::input_gate::InputGate;
 use super::output::Outputs;
 use crate::connector::{Source, SourcePoll};
 use crate::error::{Error, Result};
-use crate::message::{Message, Watermark};
+use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::TaskMetrics;
-use crate::operator::{Collector, Operator, OperatorContext, TaskInfo};
-use std::sync::Arc;
+use crate::operator::{Collector, Operator, OperatorContext, OperatorSnapshot, TaskInfo};
 
 pub(crate) enum Head {
     Source {
         source: Box<dyn Source>,
+        /// The source's logical node.
+        node: usize,
         metrics: Arc<TaskMetrics>,
         stop: watch::Receiver<bool>,
     },
@@ -31,8 +34,17 @@ pub(crate) struct Task {
     /// Rows into and out of the whole chain.
     pub counters: Arc<TaskMetrics>,
     pub head: Head,
-    pub operators: Vec<(Box<dyn Operator>, OperatorContext)>,
+    /// The chain's operators with their logical nodes.
+    pub operators: Vec<(Box<dyn Operator>, OperatorContext, usize)>,
     pub outputs: Outputs,
+    pub checkpointing: Option<TaskCheckpointing>,
+}
+
+/// What woke a source task up.
+enum SourceWake {
+    Trigger(Option<CheckpointBarrier>),
+    Completed,
+    Poll(Result<SourcePoll>),
 }
 
 impl Task {
@@ -50,16 +62,17 @@ impl Task {
     }
 
     async fn run_inner(&mut self) -> Result<()> {
-        for (op, ctx) in &mut self.operators {
+        for (op, ctx, _) in &mut self.operators {
             op.on_start(ctx).await?;
         }
         let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new())));
         match head {
             Head::Source {
                 source,
+                node,
                 metrics,
                 stop,
-            } => self.run_source(source, metrics, stop).await?,
+            } => self.run_source(source, node, metrics, stop).await?,
             Head::Inputs(gate) => self.run_inputs(gate).await?,
         }
         debug!("finished");
@@ -69,49 +82,107 @@ impl Task {
     async fn run_source(
         &mut self,
         mut source: Box<dyn Source>,
+        node: usize,
         metrics: Arc<TaskMetrics>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
+        let mut triggers = self.checkpointing.as_mut().and_then(|c| c.triggers.take());
+        let mut completed = self.checkpointing.as_ref().map(|c| c.completed.clone());
+        let mut exhausted = false;
+        let mut stop_gone = false;
+        let mut idle: Option<Duration> = None;
         loop {
-            if *stop.borrow() {
+            if !exhausted && *stop.borrow() {
+                exhausted = true;
+                self.source_exhausted().await?;
+            }
+            if exhausted && self.checkpointing.is_none() {
                 break;
             }
-            match source.poll_batch().await? {
-                SourcePoll::Batch(batch) => {
-                    metrics.add_out(batch.num_rows());
-                    self.counters.add_in(batch.num_rows());
-                    self.push(0, vec![Message::Data(batch)]).await?;
+            let wake = tokio::select! {
+                biased;
+                barrier = recv_trigger(&mut triggers) => SourceWake::Trigger(barrier),
+                _ = changed(&mut completed) => SourceWake::Completed,
+                res = stop.changed(), if !exhausted && !stop_gone => {
+                    stop_gone = res.is_err();
+                    continue;
                 }
-                SourcePoll::Idle(wait) => {
-                    let wait = wait.min(Duration::from_millis(500));
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
+                _ = tokio::time::sleep(idle.unwrap_or_default()), if !exhausted && idle.is_some() => {
+                    idle = None;
+                    continue;
+                }
+                polled = source.poll_batch(), if !exhausted && idle.is_none() => SourceWake::Poll(polled),
+            };
+            match wake {
+                SourceWake::Trigger(None) => {
+                    // The job's handle is gone: nobody will complete a checkpoint.
+                    return Err(Error::Cancelled);
+                }
+                SourceWake::Trigger(Some(barrier)) => {
+                    if barrier.then_stop && !exhausted {
+                        exhausted = true;
+                        self.source_exhausted().await?;
+                    }
+                    let position = source.snapshot_position()?;
+                    let snapshot = OperatorSnapshot {
+                        keyed: Vec::new(),
+                        operator: position,
+                    };
+                    self.checkpoint(barrier, Some((node, snapshot))).await?;
+                    if barrier.then_stop {
+                        break;
                     }
                 }
-                SourcePoll::Finished => break,
+                SourceWake::Completed => self.commit_completed().await?,
+                SourceWake::Poll(polled) => match polled? {
+                    SourcePoll::Batch(batch) => {
+                        metrics.add_out(batch.num_rows());
+                        self.counters.add_in(batch.num_rows());
+                        self.push(0, vec![Message::Data(batch)]).await?;
+                    }
+                    SourcePoll::Idle(wait) => idle = Some(wait.min(Duration::from_millis(500))),
+                    SourcePoll::Finished => {
+                        exhausted = true;
+                        self.source_exhausted().await?;
+                    }
+                },
             }
         }
-        // Input exhausted (or the job is stopping): every window may fire.
-        self.push(0, vec![Message::Watermark(Watermark::MAX)])
-            .await?;
+        if self.checkpointing.is_none() {
+            // Input exhausted (or the job is stopping): every window may fire.
+            self.push(0, vec![Message::Watermark(Watermark::MAX)])
+                .await?;
+        }
         self.close().await
     }
 
+    /// With checkpointing, the end of a source's input: every window may
+    /// fire now, ahead of the final barrier; then wait for that barrier.
+    async fn source_exhausted(&mut self) -> Result<()> {
+        let Some(checkpointing) = &self.checkpointing else {
+            return Ok(());
+        };
+        let _ = checkpointing.events.send(CheckpointEvent::SourceExhausted {
+            vertex: self.vertex,
+            subtask: self.info.subtask,
+        });
+        self.push(0, vec![Message::Watermark(Watermark::MAX)]).await
+    }
+
     async fn run_inputs(&mut self, mut gate: InputGate) -> Result<()> {
+        let mut completed = self.checkpointing.as_ref().map(|c| c.completed.clone());
         loop {
-            match gate.next().await {
-                Message::EndOfStream => return self.close().await,
-                Message::Barrier(barrier) => {
-                    for i in 0..self.operators.len() {
-                        let mut out = Collector::new();
-                        let (op, ctx) = &mut self.operators[i];
-                        op.handle_checkpoint(&barrier, ctx, &mut out).await?;
-                        let emitted: Vec<Message> = out.drain().collect();
-                        self.push(i + 1, emitted).await?;
-                    }
-                    self.outputs.send(Message::Barrier(barrier)).await?;
+            let message = tokio::select! {
+                biased;
+                _ = changed(&mut completed) => {
+                    self.commit_completed().await?;
+                    continue;
                 }
+                message = gate.next() => message,
+            };
+            match message {
+                Message::EndOfStream => return self.close().await,
+                Message::Barrier(barrier) => self.checkpoint(barrier, None).await?,
                 message => {
                     if let Message::Data(batch) = &message {
                         self.counters.add_in(batch.num_rows());
@@ -122,11 +193,71 @@ impl Task {
         }
     }
 
-    /// Ends the chain front to back: each operator flushes into the next.
-    async fn close(&mut self) -> Result<()> {
+    /// A barrier reached this task: every operator of the chain handles it
+    /// and snapshots (front to back, each flushing into the next), then the
+    /// barrier goes downstream and the snapshot to whoever stores it.
+    async fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        head: Option<(usize, OperatorSnapshot)>,
+    ) -> Result<()> {
+        let mut snapshots: Vec<(usize, OperatorSnapshot)> = head.into_iter().collect();
         for i in 0..self.operators.len() {
             let mut out = Collector::new();
-            let (op, ctx) = &mut self.operators[i];
+            let (op, ctx, node) = &mut self.operators[i];
+            op.handle_checkpoint(&barrier, ctx, &mut out).await?;
+            let mut snapshot = OperatorSnapshot::default();
+            if self.checkpointing.is_some() {
+                op.snapshot_state(ctx, &mut snapshot).await?;
+                snapshots.push((*node, snapshot));
+            }
+            let emitted: Vec<Message> = out.drain().collect();
+            self.push(i + 1, emitted).await?;
+        }
+        self.outputs.send(Message::Barrier(barrier)).await?;
+        if let Some(checkpointing) = &mut self.checkpointing {
+            checkpointing.last_barrier = Some(barrier.id);
+            let _ = checkpointing
+                .events
+                .send(CheckpointEvent::Snapshot(TaskSnapshot {
+                    vertex: self.vertex,
+                    subtask: self.info.subtask,
+                    checkpoint: barrier.id,
+                    operators: snapshots,
+                }));
+        }
+        Ok(())
+    }
+
+    /// A checkpoint completed: operators commit what it covers.
+    async fn commit_completed(&mut self) -> Result<()> {
+        let Some(checkpointing) = &mut self.checkpointing else {
+            return Ok(());
+        };
+        let id: CheckpointId = *checkpointing.completed.borrow_and_update();
+        for (op, ctx, _) in &mut self.operators {
+            op.handle_commit(id, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the chain front to back: each operator flushes into the next.
+    /// With checkpointing, first waits for the last checkpoint this task
+    /// took part in (the final one) to complete, and commits it.
+    async fn close(&mut self) -> Result<()> {
+        if let Some(checkpointing) = &mut self.checkpointing
+            && let Some(last) = checkpointing.last_barrier
+        {
+            let mut completed = checkpointing.completed.clone();
+            completed
+                .wait_for(|&id| id >= last)
+                .await
+                .map_err(|_| Error::Cancelled)?;
+            self.commit_completed().await?;
+        }
+        for i in 0..self.operators.len() {
+            let mut out = Collector::new();
+            let (op, ctx, _) = &mut self.operators[i];
             op.on_close(ctx, &mut out).await?;
             let emitted: Vec<Message> = out.drain().collect();
             self.push(i + 1, emitted).await?;
@@ -137,7 +268,7 @@ impl Task {
     /// Feeds messages to operator `start` and what it emits down the chain.
     async fn push(&mut self, start: usize, mut messages: Vec<Message>) -> Result<()> {
         for i in start..self.operators.len() {
-            let (op, ctx) = &mut self.operators[i];
+            let (op, ctx, _) = &mut self.operators[i];
             let mut out = Collector::new();
             for message in messages.drain(..) {
                 match message {
@@ -169,5 +300,28 @@ impl Task {
             self.outputs.send(message).await?;
         }
         Ok(())
+    }
+}
+
+/// The next barrier to inject; pending forever without checkpointing.
+async fn recv_trigger(
+    triggers: &mut Option<tokio::sync::mpsc::UnboundedReceiver<CheckpointBarrier>>,
+) -> Option<CheckpointBarrier> {
+    match triggers {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a checkpoint completes; pending forever without
+/// checkpointing or once the sender is gone.
+async fn changed(completed: &mut Option<watch::Receiver<CheckpointId>>) {
+    match completed {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! A worker is lost when its session stream breaks or it misses heartbeats
 //! for `heartbeat_timeout_ms`; every job with subtasks on it fails, naming
-//! the worker. (Restarting such jobs from a checkpoint is where
-//! [`Coordinator::on_job_failure`] will grow a restart strategy.)
+//! the worker. A job that takes checkpoints then restarts from its newest
+//! completed checkpoint (see [`checkpoints`]).
 
+mod checkpoints;
+mod journal;
 mod planning;
 mod service;
 mod state;
@@ -23,8 +25,9 @@ use weir_proto as pb;
 
 use super::config::CoordinatorConfig;
 use super::{ClusterError, Result, bind, now_ms, plan_fingerprint};
+use checkpoints::JobCheckpoints;
 use planning::{PlannedJob, place, plan_script};
-use state::{JobEntry, ResultChannel, State, SubtaskEntry};
+use state::{JobEntry, JobLayout, ResultChannel, State, SubtaskEntry};
 
 /// Result batches buffered per query job before its producers wait.
 const RESULT_BUFFER: usize = 16;
@@ -43,9 +46,16 @@ pub struct Coordinator {
 impl Coordinator {
     /// A coordinator with these settings and no workers yet.
     pub fn new(config: CoordinatorConfig) -> Self {
+        let state = State {
+            journal: match config.state_dir.trim() {
+                "" => None,
+                dir => Some(std::path::PathBuf::from(dir).join("jobs")),
+            },
+            ..State::default()
+        };
         Self {
             config,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             lost: Arc::default(),
             losses: Arc::default(),
         }
@@ -63,8 +73,11 @@ impl Coordinator {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
         let (listener, address) = bind(listen, "the coordinator").await?;
+        self.resume_jobs().await;
         let monitor = self.clone();
-        let monitor = tokio::spawn(async move { monitor.watch_heartbeats().await });
+        let monitor = tokio::spawn(async move {
+            tokio::join!(monitor.watch_heartbeats(), monitor.drive_checkpoints());
+        });
         let service = pb::coordinator_server::CoordinatorServer::new(self)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
@@ -82,6 +95,50 @@ impl Coordinator {
         });
         info!(%address, "coordinator listening");
         Ok((address, server))
+    }
+
+    /// Resumes the jobs a previous coordinator recorded and did not see end:
+    /// each restarts from its newest completed checkpoint once workers
+    /// offer enough slots.
+    async fn resume_jobs(&self) {
+        let Some(dir) = self.state().journal.clone() else {
+            return;
+        };
+        for record in journal::unfinished(&dir) {
+            let planned = match plan_script(&record.sql, &record.name, record.parallelism).await {
+                Ok((mut jobs, _)) if jobs.len() == 1 => jobs.remove(0),
+                Ok(_) => {
+                    warn!(job = %record.job_id, "a recorded job no longer plans to one job; not resumed");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(job = %record.job_id, error = %e.message(), "a recorded job no longer plans; not resumed");
+                    continue;
+                }
+            };
+            let mut entry = match self.job_entry(&record.job_id, planned) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    warn!(job = %record.job_id, error = %e.message(), "cannot resume a recorded job");
+                    continue;
+                }
+            };
+            entry.attempt = record.attempt;
+            entry.started_at_ms = record.started_at_ms;
+            entry.restarting = true;
+            info!(job = %record.job_id, name = %record.name, "resuming a job after a coordinator restart");
+            self.state().jobs.insert(record.job_id.clone(), entry);
+            let coordinator = self.clone();
+            tokio::spawn(async move {
+                coordinator
+                    .restart(
+                        record.job_id,
+                        "the coordinator restarted".into(),
+                        Duration::ZERO,
+                    )
+                    .await;
+            });
+        }
     }
 
     /// Marks workers that stopped heartbeating as lost.
@@ -153,12 +210,236 @@ impl Coordinator {
         }
     }
 
-    /// A job failed: today it ends; a restart strategy hooks in here.
+    /// A job failed: it restarts from its newest completed checkpoint while
+    /// its restart strategy allows, and fails otherwise.
     fn on_job_failure(&self, state: &mut State, job_id: &str, reason: String) {
         let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let reason = state.name_workers(&reason, &lost);
-        warn!(job = job_id, %reason, "job failed");
-        state.end_job(job_id, pb::JobState::Failed, Some(reason));
+        let Some(job) = state.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.restarting {
+            return;
+        }
+        let restarts = job.restarts.len() as u32;
+        let Some(checkpoints) = job.checkpoints.as_mut() else {
+            warn!(job = job_id, %reason, "job failed");
+            state.end_job(job_id, pb::JobState::Failed, Some(reason));
+            return;
+        };
+        if restarts >= checkpoints.restart_attempts {
+            let reason = match restarts {
+                0 => reason,
+                n => format!("{reason} (after {n} restarts, the limit)"),
+            };
+            warn!(job = job_id, %reason, "job failed");
+            state.end_job(job_id, pb::JobState::Failed, Some(reason));
+            return;
+        }
+        let delay = checkpoints.restart_delay;
+        checkpoints.fail_pending("the job failed");
+        end_attempt(state, job_id);
+        warn!(job = job_id, %reason, delay_ms = delay.as_millis() as u64, "job failed; restarting");
+        let coordinator = self.clone();
+        let job_id = job_id.to_string();
+        tokio::spawn(async move {
+            coordinator.restart(job_id, reason, delay).await;
+        });
+    }
+
+    /// Restarts a job at another parallelism from its newest completed
+    /// checkpoint: keyed state moves to its new owners by key group, sinks
+    /// commit what the checkpoint covered, sources keep their positions
+    /// (a source restores only at its old parallelism: pin it with
+    /// `'scan.parallelism'`).
+    async fn rescale(&self, job_id: &str, parallelism: u32) -> Result<pb::JobDetail, Status> {
+        if parallelism == 0 {
+            return Err(Status::invalid_argument(
+                "the parallelism must be at least 1",
+            ));
+        }
+        let (sql, name) = {
+            let state = self.state();
+            let job = state
+                .jobs
+                .get(job_id)
+                .ok_or_else(|| unknown_job(&state, job_id))?;
+            if job.is_terminal() || job.restarting || job.checkpoints.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "job '{job_id}' cannot be rescaled now: only a running job that takes \
+                     checkpoints can"
+                )));
+            }
+            (job.spec.sql.clone(), job.spec.name.clone())
+        };
+        let (mut planned, _) = plan_script(&sql, &name, parallelism).await?;
+        let planned = planned
+            .pop()
+            .ok_or_else(|| Status::internal("the job's SQL planned to no job"))?;
+        let entry = self.job_entry(job_id, planned)?;
+        let mut state = self.state();
+        let Some(job) = state.jobs.get_mut(job_id) else {
+            return Err(unknown_job(&state, job_id));
+        };
+        if job.is_terminal() || job.restarting {
+            return Err(Status::failed_precondition(format!(
+                "job '{job_id}' ended or is restarting"
+            )));
+        }
+        job.spec.parallelism = parallelism;
+        job.layout = entry.layout;
+        job.plan = entry.plan;
+        job.vertex_names = entry.vertex_names;
+        if let Some(checkpoints) = &mut job.checkpoints {
+            checkpoints.fail_pending("the job is rescaling");
+        }
+        end_attempt(&mut state, job_id);
+        info!(job = job_id, parallelism, "rescaling");
+        let coordinator = self.clone();
+        let id = job_id.to_string();
+        tokio::spawn(async move {
+            coordinator
+                .restart(
+                    id,
+                    format!("rescaled to parallelism {parallelism}"),
+                    Duration::ZERO,
+                )
+                .await;
+        });
+        state
+            .jobs
+            .get(job_id)
+            .map(JobEntry::detail)
+            .ok_or_else(|| Status::internal("job vanished"))
+    }
+
+    /// Deploys a new attempt of a failed job once enough slots are free,
+    /// restoring its newest completed checkpoint.
+    async fn restart(&self, job_id: String, cause: String, delay: Duration) {
+        // Workers may be rejoining: wait for slots for a while.
+        let deadline = Instant::now() + delay + Duration::from_secs(30);
+        tokio::time::sleep(delay).await;
+        let from = self.restore_point(&job_id).await;
+        loop {
+            {
+                let mut state = self.state();
+                let Some(job) = state.jobs.get(&job_id) else {
+                    return;
+                };
+                if !job.restarting || job.is_terminal() {
+                    return;
+                }
+                let slices = job.layout.parallelism.iter().copied().max().unwrap_or(1);
+                let name = job.spec.name.clone();
+                match place(&state, slices, &name) {
+                    Ok(slice_workers) => {
+                        self.redeploy(&mut state, &job_id, &slice_workers, cause, from);
+                        return;
+                    }
+                    Err(status) if Instant::now() > deadline => {
+                        let reason = format!("{cause}; restarting failed: {}", status.message());
+                        if let Some(job) = state.jobs.get_mut(&job_id) {
+                            job.restarting = false;
+                        }
+                        state.end_job(&job_id, pb::JobState::Failed, Some(reason));
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The newest completed checkpoint whose manifest verifies and which no
+    /// restore found corrupt (0: none, start from scratch). Storage is the
+    /// truth: it also knows checkpoints of an earlier coordinator.
+    async fn restore_point(&self, job_id: &str) -> u64 {
+        let (storage, bad) = {
+            let state = self.state();
+            let Some(checkpoints) = state.jobs.get(job_id).and_then(|j| j.checkpoints.as_ref())
+            else {
+                return 0;
+            };
+            (checkpoints.storage.clone(), checkpoints.corrupt.clone())
+        };
+        let completed = match storage.completed().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(job = job_id, error = %e, "cannot list checkpoints; restarting from scratch");
+                return 0;
+            }
+        };
+        for id in completed.into_iter().rev() {
+            if bad.contains(&id) {
+                continue;
+            }
+            match storage.load(id).await {
+                Ok(_) => return id,
+                Err(e) => {
+                    warn!(job = job_id, checkpoint = id, error = %e, "skipping a bad checkpoint");
+                    if let Some(c) = self
+                        .state()
+                        .jobs
+                        .get_mut(job_id)
+                        .and_then(|j| j.checkpoints.as_mut())
+                    {
+                        c.corrupt.insert(id);
+                    }
+                }
+            }
+        }
+        0
+    }
+
+    fn redeploy(
+        &self,
+        state: &mut State,
+        job_id: &str,
+        slice_workers: &[String],
+        cause: String,
+        from: u64,
+    ) {
+        let Some(job) = state.jobs.get_mut(job_id) else {
+            return;
+        };
+        job.attempt += 1;
+        job.restarting = false;
+        if let Some(checkpoints) = &mut job.checkpoints {
+            checkpoints.last_trigger = Instant::now();
+            checkpoints.next_id = checkpoints.next_id.max(from + 1);
+        }
+        job.restarts.push(pb::RestartRecord {
+            at_ms: now_ms(),
+            cause: cause.clone(),
+            from_checkpoint: from,
+            attempt: job.attempt,
+        });
+        let (attempt, spec, layout) = (job.attempt, job.spec.clone(), job.layout.clone());
+        let url = job.checkpoints.as_ref().map(|c| c.url.clone());
+        let (subtasks, slots) = send_deployment(
+            state,
+            job_id,
+            &spec,
+            &layout,
+            slice_workers,
+            Deployed {
+                attempt,
+                checkpoint_url: url.unwrap_or_default(),
+                restore_checkpoint: from,
+            },
+        );
+        info!(
+            job = job_id,
+            attempt,
+            from_checkpoint = from,
+            "job restarted"
+        );
+        if let Some(job) = state.jobs.get_mut(job_id) {
+            job.subtasks = subtasks;
+            job.slots = slots;
+        }
+        state.record(job_id);
     }
 
     /// Plans a script and deploys a job for each of its INSERT / SELECT statements.
@@ -180,44 +461,80 @@ impl Coordinator {
         Ok(pb::SubmitJobResponse { jobs, messages })
     }
 
-    fn deploy(&self, job: PlannedJob) -> Result<pb::JobSummary, Status> {
-        let PlannedJob { spec, graph } = job;
+    /// A job's entry before its first deployment: its layout, checkpointing
+    /// and result channel.
+    fn job_entry(&self, job_id: &str, job: PlannedJob) -> Result<JobEntry, Status> {
+        let PlannedJob {
+            spec,
+            graph,
+            settings,
+        } = job;
         let vertices = graph.vertices();
-        let slices = vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+        let layout = JobLayout {
+            parallelism: vertices.iter().map(|v| v.parallelism).collect(),
+            sources: vertices
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| {
+                    v.nodes.first().is_some_and(|&n| {
+                        matches!(
+                            graph.logical().node(n).kind,
+                            weir_engine::graph::NodeKind::Source(_)
+                        )
+                    })
+                })
+                .flat_map(|(i, v)| (0..v.parallelism).map(move |s| (i as u32, s as u32)))
+                .collect(),
+            fingerprint: plan_fingerprint(&graph),
+            max_key_groups: graph.max_key_groups(),
+        };
+        // A SELECT's rows go straight to the client: it cannot be replayed.
+        let checkpoints = if spec.query {
+            None
+        } else {
+            JobCheckpoints::from_settings(&settings, &self.config, job_id)?
+        };
+        Ok(JobEntry {
+            id: job_id.to_string(),
+            spec,
+            state: pb::JobState::Running,
+            failure: String::new(),
+            failed_at: None,
+            started_at_ms: now_ms(),
+            ended_at_ms: 0,
+            plan: graph.to_string(),
+            vertex_names: (0..vertices.len()).map(|v| graph.vertex_name(v)).collect(),
+            subtasks: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            results: None,
+            layout,
+            attempt: 0,
+            checkpoints,
+            restarts: Vec::new(),
+            restarting: false,
+            settings,
+        })
+    }
+
+    fn deploy(&self, job: PlannedJob) -> Result<pb::JobSummary, Status> {
+        let slices = job
+            .graph
+            .vertices()
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(1);
+        let sink_parallelism = job.graph.vertices().last().map_or(0, |v| v.parallelism);
+        let job_id = new_job_id(&self.state());
+        let mut entry = self.job_entry(&job_id, job)?;
         let mut state = self.state();
-        let slice_workers = place(&state, slices, &spec.name)?;
-        let job_id = new_job_id(&state);
-        let mut slots: BTreeMap<String, u32> = BTreeMap::new();
-        for worker in &slice_workers {
-            *slots.entry(worker.clone()).or_default() += 1;
-        }
-        let mut subtasks = BTreeMap::new();
-        let mut placement = Vec::new();
-        for (v, vertex) in vertices.iter().enumerate() {
-            for (s, worker_id) in slice_workers.iter().enumerate().take(vertex.parallelism) {
-                let worker_id = worker_id.clone();
-                placement.push(pb::SubtaskPlacement {
-                    vertex: v as u32,
-                    subtask: s as u32,
-                    worker_id: worker_id.clone(),
-                });
-                subtasks.insert(
-                    (v as u32, s as u32),
-                    SubtaskEntry {
-                        worker_id,
-                        state: pb::TaskState::Scheduled,
-                        message: String::new(),
-                        records_in: 0,
-                        records_out: 0,
-                    },
-                );
-            }
-        }
-        let results = spec.query.then(|| {
+        let slice_workers = place(&state, slices, &entry.spec.name)?;
+        entry.results = entry.spec.query.then(|| {
             // One producer per worker hosting a subtask of the sink vertex.
             let producers = slice_workers
                 .iter()
-                .take(vertices.last().map_or(0, |v| v.parallelism))
+                .take(sink_parallelism)
                 .collect::<std::collections::BTreeSet<_>>()
                 .len();
             let (sender, receiver) = tokio::sync::mpsc::channel(RESULT_BUFFER);
@@ -227,46 +544,29 @@ impl Coordinator {
                 producers_left: producers,
             }
         });
-        let workers: Vec<pb::WorkerAddress> = state
-            .workers
-            .iter()
-            .map(|(id, w)| pb::WorkerAddress {
-                worker_id: id.clone(),
-                data_address: w.data_address.clone(),
-            })
-            .collect();
-        let deploy = pb::DeployJob {
-            job_id: job_id.clone(),
-            spec: Some(spec.clone()),
-            workers,
-            placement,
-            plan_fingerprint: plan_fingerprint(&graph),
-        };
-        for (worker_id, n) in &slots {
-            if let Some(worker) = state.workers.get_mut(worker_id) {
-                let taken = (*n).min(worker.free_slots);
-                worker.free_slots -= taken;
-                worker.send(pb::coordinator_command::Command::Deploy(deploy.clone()));
-            }
-        }
+        let (spec, layout) = (entry.spec.clone(), entry.layout.clone());
+        let checkpoints = &entry.checkpoints;
+        let (subtasks, slots) = send_deployment(
+            &mut state,
+            &job_id,
+            &spec,
+            &layout,
+            &slice_workers,
+            Deployed {
+                attempt: 0,
+                checkpoint_url: checkpoints
+                    .as_ref()
+                    .map(|c| c.url.clone())
+                    .unwrap_or_default(),
+                restore_checkpoint: 0,
+            },
+        );
         info!(job = %job_id, name = %spec.name, slices, workers = slots.len(), "job deployed");
-        let entry = JobEntry {
-            id: job_id.clone(),
-            spec,
-            state: pb::JobState::Running,
-            failure: String::new(),
-            failed_at: None,
-            started_at_ms: now_ms(),
-            ended_at_ms: 0,
-            plan: graph.to_string(),
-            vertex_names: (0..vertices.len()).map(|v| graph.vertex_name(v)).collect(),
-            subtasks,
-            slots,
-            counters: BTreeMap::new(),
-            results,
-        };
+        entry.subtasks = subtasks;
+        entry.slots = slots;
         let summary = entry.summary();
-        state.jobs.insert(job_id, entry);
+        state.jobs.insert(job_id.clone(), entry);
+        state.record(&job_id);
         Ok(summary)
     }
 
@@ -277,6 +577,10 @@ impl Coordinator {
         let Some(job) = state.jobs.get_mut(&task.job_id) else {
             return;
         };
+        if status.attempt != job.attempt || job.restarting {
+            // A report from an attempt that was replaced.
+            return;
+        }
         let new_state = pb::TaskState::try_from(status.state).unwrap_or_default();
         let vertex_name = job
             .vertex_names
@@ -289,6 +593,13 @@ impl Coordinator {
             }
             subtask.state = new_state;
             subtask.message = status.message.clone();
+        }
+        if new_state == pb::TaskState::Failed
+            && let Some(id) = corrupt_checkpoint(&status.message)
+            && let Some(checkpoints) = &mut job.checkpoints
+        {
+            // The restore found bad data: the next restart skips it.
+            checkpoints.corrupt.insert(id);
         }
         match new_state {
             pb::TaskState::Failed if !job.is_terminal() => {
@@ -356,7 +667,11 @@ impl Coordinator {
             return Err(unknown_job(&state, job_id));
         };
         if !job.is_terminal() {
-            if stop {
+            if stop && let Some(checkpoints) = &mut job.checkpoints {
+                // Stop with a final checkpoint: its barrier ends the sources.
+                job.state = pb::JobState::Finishing;
+                checkpoints.stopping = true;
+            } else if stop {
                 job.state = pb::JobState::Finishing;
                 for worker_id in job.workers() {
                     if let Some(worker) = state.workers.get(&worker_id) {
@@ -466,6 +781,70 @@ impl Coordinator {
                 jobs.iter().map(|(l, s)| (l.clone(), field(s))),
             );
         }
+        let checkpointed: Vec<(String, &JobCheckpoints, usize)> = state
+            .jobs
+            .values()
+            .filter_map(|j| {
+                let labels = format!("job=\"{}\",name=\"{}\"", label(&j.id), label(&j.spec.name));
+                j.checkpoints
+                    .as_ref()
+                    .map(|c| (labels, c, j.restarts.len()))
+            })
+            .collect();
+        for (name, kind, help, field) in [
+            (
+                "weir_job_checkpoints_completed_total",
+                "counter",
+                "Checkpoints a job completed.",
+                (|c: &JobCheckpoints, _| c.completed_total) as fn(&JobCheckpoints, usize) -> u64,
+            ),
+            (
+                "weir_job_checkpoints_failed_total",
+                "counter",
+                "Checkpoints of a job that failed or were declined.",
+                |c, _| c.failed_total,
+            ),
+            (
+                "weir_job_last_checkpoint_duration_milliseconds",
+                "gauge",
+                "How long the newest completed checkpoint took, trigger to manifest.",
+                |c, _| {
+                    c.history
+                        .iter()
+                        .rev()
+                        .find(|r| r.status == "COMPLETED")
+                        .map_or(0, |r| r.duration_ms)
+                },
+            ),
+            (
+                "weir_job_last_checkpoint_size_bytes",
+                "gauge",
+                "State size of the newest completed checkpoint.",
+                |c, _| {
+                    c.history
+                        .iter()
+                        .rev()
+                        .find(|r| r.status == "COMPLETED")
+                        .map_or(0, |r| r.state_bytes)
+                },
+            ),
+            (
+                "weir_job_restarts_total",
+                "counter",
+                "Times a job restarted after a failure.",
+                |_, restarts| restarts as u64,
+            ),
+        ] {
+            family(
+                &mut out,
+                name,
+                kind,
+                help,
+                checkpointed
+                    .iter()
+                    .map(|(l, c, r)| (l.clone(), field(c, *r))),
+            );
+        }
         let subtasks: Vec<(String, u64, u64)> = state
             .jobs
             .values()
@@ -501,8 +880,108 @@ impl Coordinator {
     }
 }
 
+/// Ends a job's current attempt before a restart: cancels what is left of
+/// it and frees its slots; the job stays (restarting).
+fn end_attempt(state: &mut State, job_id: &str) {
+    let Some(job) = state.jobs.get_mut(job_id) else {
+        return;
+    };
+    if let Some(checkpoints) = &mut job.checkpoints {
+        checkpoints.exhausted.clear();
+        checkpoints.finished = false;
+    }
+    job.restarting = true;
+    let slots = std::mem::take(&mut job.slots);
+    for (worker_id, n) in &slots {
+        if let Some(worker) = state.workers.get_mut(worker_id) {
+            worker.free_slots = (worker.free_slots + n).min(worker.slots);
+            worker.send(pb::coordinator_command::Command::Cancel(pb::JobRef {
+                job_id: job_id.to_string(),
+            }));
+        }
+    }
+}
+
+/// Attempt and checkpoint settings of one deployment.
+struct Deployed {
+    attempt: u32,
+    checkpoint_url: String,
+    restore_checkpoint: u64,
+}
+
+/// Places the job's slices on `slice_workers`, takes their slots and sends
+/// each worker the deployment. Returns the subtasks and slots taken.
+fn send_deployment(
+    state: &mut State,
+    job_id: &str,
+    spec: &pb::JobSpec,
+    layout: &JobLayout,
+    slice_workers: &[String],
+    deployed: Deployed,
+) -> (BTreeMap<(u32, u32), SubtaskEntry>, BTreeMap<String, u32>) {
+    let mut slots: BTreeMap<String, u32> = BTreeMap::new();
+    for worker in slice_workers {
+        *slots.entry(worker.clone()).or_default() += 1;
+    }
+    let mut subtasks = BTreeMap::new();
+    let mut placement = Vec::new();
+    for (v, &parallelism) in layout.parallelism.iter().enumerate() {
+        for (s, worker_id) in slice_workers.iter().enumerate().take(parallelism) {
+            placement.push(pb::SubtaskPlacement {
+                vertex: v as u32,
+                subtask: s as u32,
+                worker_id: worker_id.clone(),
+            });
+            subtasks.insert(
+                (v as u32, s as u32),
+                SubtaskEntry {
+                    worker_id: worker_id.clone(),
+                    state: pb::TaskState::Scheduled,
+                    message: String::new(),
+                    records_in: 0,
+                    records_out: 0,
+                },
+            );
+        }
+    }
+    let workers: Vec<pb::WorkerAddress> = state
+        .workers
+        .iter()
+        .map(|(id, w)| pb::WorkerAddress {
+            worker_id: id.clone(),
+            data_address: w.data_address.clone(),
+        })
+        .collect();
+    let deploy = pb::DeployJob {
+        job_id: job_id.to_string(),
+        spec: Some(spec.clone()),
+        workers,
+        placement,
+        plan_fingerprint: layout.fingerprint.clone(),
+        attempt: deployed.attempt,
+        checkpoint_url: deployed.checkpoint_url,
+        restore_checkpoint: deployed.restore_checkpoint,
+    };
+    for (worker_id, n) in &slots {
+        if let Some(worker) = state.workers.get_mut(worker_id) {
+            let taken = (*n).min(worker.free_slots);
+            worker.free_slots -= taken;
+            worker.send(pb::coordinator_command::Command::Deploy(deploy.clone()));
+        }
+    }
+    (subtasks, slots)
+}
+
 /// How long a subtask's network failure waits for a worker loss to explain it.
 const NETWORK_FAILURE_GRACE_MS: u64 = 1_000;
+
+/// The checkpoint a restore failure reports as corrupt or missing data:
+/// "cannot restore checkpoint 7: … corrupt …".
+fn corrupt_checkpoint(message: &str) -> Option<u64> {
+    let rest = message.split("cannot restore checkpoint ").nth(1)?;
+    let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    id.parse().ok()
+}
 
 /// Whether a subtask failed because a connection to a peer broke.
 fn is_network_failure(message: &str) -> bool {

@@ -15,6 +15,8 @@ use super::state::State;
 pub(super) struct PlannedJob {
     pub spec: pb::JobSpec,
     pub graph: PhysicalGraph,
+    /// The session's `SET` values when the job was planned.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// Runs a script's statements in a fresh session. Each `INSERT` or `SELECT`
@@ -71,6 +73,7 @@ pub(super) async fn plan_script(
                 query,
             },
             graph: plan.graph,
+            settings: session.settings().clone(),
         });
     }
     Ok((jobs, messages))

@@ -141,6 +141,15 @@ impl CoordinatorRpc for Coordinator {
                         Some(pb::worker_event::Event::TaskStatus(s)) => {
                             coordinator.task_status(&worker_id, s)
                         }
+                        Some(pb::worker_event::Event::CheckpointAck(ack)) => {
+                            coordinator.checkpoint_ack(&worker_id, ack)
+                        }
+                        Some(pb::worker_event::Event::CheckpointDeclined(d)) => {
+                            coordinator.checkpoint_declined(&worker_id, d)
+                        }
+                        Some(pb::worker_event::Event::SourceExhausted(e)) => {
+                            coordinator.source_exhausted(e)
+                        }
                         Some(pb::worker_event::Event::Register(_)) | None => {}
                     },
                     Ok(None) => break "its session ended".to_string(),
@@ -239,6 +248,16 @@ impl CoordinatorRpc for Coordinator {
         request: Request<pb::JobRef>,
     ) -> Result<Response<pb::JobDetail>, Status> {
         self.job_command(&request.into_inner().job_id, true)
+            .map(Response::new)
+    }
+
+    async fn rescale_job(
+        &self,
+        request: Request<pb::RescaleRequest>,
+    ) -> Result<Response<pb::JobDetail>, Status> {
+        let request = request.into_inner();
+        self.rescale(&request.job_id, request.parallelism)
+            .await
             .map(Response::new)
     }
 

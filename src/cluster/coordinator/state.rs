@@ -61,6 +61,29 @@ pub(super) struct JobEntry {
     /// Per worker: rows read, written, dropped late.
     pub counters: BTreeMap<String, pb::JobCounters>,
     pub results: Option<ResultChannel>,
+    /// What a restart needs to deploy the job again.
+    pub layout: JobLayout,
+    /// The current attempt: 0, then one more per restart.
+    pub attempt: u32,
+    /// Checkpointing and restarts; `None` when the job takes no checkpoints.
+    pub checkpoints: Option<super::checkpoints::JobCheckpoints>,
+    /// Every restart so far.
+    pub restarts: Vec<pb::RestartRecord>,
+    /// A restart is scheduled (the job is between attempts).
+    pub restarting: bool,
+    /// The session's `SET` values the job was planned with.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The shape of a job's graph, as placement and restarts need it.
+#[derive(Debug, Clone)]
+pub(super) struct JobLayout {
+    /// Parallelism of every vertex.
+    pub parallelism: Vec<usize>,
+    /// The subtasks that run a source, `(vertex, subtask)`.
+    pub sources: BTreeSet<(u32, u32)>,
+    pub fingerprint: String,
+    pub max_key_groups: u32,
 }
 
 impl JobEntry {
@@ -89,6 +112,12 @@ impl JobEntry {
             records_read: sum(|c| c.records_read),
             records_written: sum(|c| c.records_written),
             late_records_dropped: sum(|c| c.late_records_dropped),
+            restarts: self.restarts.len() as u32,
+            last_checkpoint: self
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.latest)
+                .unwrap_or(0),
         }
     }
 
@@ -118,6 +147,12 @@ impl JobEntry {
                     records_out: s.records_out,
                 })
                 .collect(),
+            restarts: self.restarts.clone(),
+            checkpoints: self
+                .checkpoints
+                .as_ref()
+                .map(|c| c.history.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -127,9 +162,36 @@ pub(super) struct State {
     pub workers: BTreeMap<String, WorkerEntry>,
     pub jobs: BTreeMap<String, JobEntry>,
     pub next_session: u64,
+    /// Where job definitions are recorded (see [`super::journal`]).
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl State {
+    /// Records a job's definition and progress, when a journal is kept.
+    pub fn record(&self, job_id: &str) {
+        let (Some(dir), Some(job)) = (&self.journal, self.jobs.get(job_id)) else {
+            return;
+        };
+        let ended = if job.is_terminal() {
+            super::super::client::state_name(job.state).to_string()
+        } else {
+            String::new()
+        };
+        super::journal::write(
+            dir,
+            &super::journal::JobRecord {
+                job_id: job.id.clone(),
+                name: job.spec.name.clone(),
+                sql: job.spec.sql.clone(),
+                parallelism: job.spec.parallelism,
+                settings: job.settings.clone(),
+                attempt: job.attempt,
+                started_at_ms: job.started_at_ms,
+                ended,
+            },
+        );
+    }
+
     /// `worker 'w1' (127.0.0.2:4000)` for every worker data address in `text`.
     pub fn name_workers(&self, text: &str, lost: &BTreeMap<String, String>) -> String {
         let mut out = text.to_string();
@@ -156,6 +218,10 @@ impl State {
             return;
         }
         job.state = state;
+        job.restarting = false;
+        if let Some(checkpoints) = &mut job.checkpoints {
+            checkpoints.pending = None;
+        }
         job.ended_at_ms = super::super::now_ms();
         if let Some(failure) = failure {
             job.failure = failure;
@@ -179,5 +245,6 @@ impl State {
         if let Some(job) = self.jobs.get_mut(job_id) {
             job.slots = slots.keys().map(|k| (k.clone(), 0)).collect();
         }
+        self.record(job_id);
     }
 }

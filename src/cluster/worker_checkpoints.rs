@@ -1,0 +1,295 @@
+//! A worker's side of checkpointing: it collects the snapshots of a job's
+//! local subtasks, writes them into the job's RocksDB instance, takes a
+//! local RocksDB checkpoint once every local subtask has reported, uploads
+//! what storage lacks, and acknowledges to the coordinator. It also loads a
+//! restored job's state from a completed checkpoint.
+//!
+//! Failpoints (`FAILPOINTS=name=return` in a worker's environment, with
+//! the `failpoints` build) abort the process at exact protocol steps:
+//! `worker::after-local-snapshot`, `worker::after-upload` (before the
+//! acknowledgement) and `worker::before-commit` (the coordinator declared a
+//! checkpoint complete, the sinks have not committed it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+use weir_engine::operator::OperatorRestore;
+use weir_engine::partition::key_group_range;
+use weir_engine::state::{
+    CheckpointStorage, JobStore, RestoredSnapshot, StateKey, StateWrites, UploadTracker,
+    WorkerSnapshot,
+};
+use weir_engine::{CheckpointEvent, CheckpointSetup, PhysicalGraph, TaskSnapshot};
+use weir_proto as pb;
+
+/// Kills the process at a named failpoint (a crash, as `kill -9` would).
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            warn!(failpoint = $name, "failpoint: aborting the process");
+            std::process::abort();
+        })
+    };
+}
+pub(super) use crash_point;
+
+/// Everything the checkpoint driver of one job part needs.
+pub(super) struct PartCheckpoints {
+    pub job_id: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    /// The subtasks deployed here, `(vertex, subtask)`.
+    pub local: BTreeSet<(usize, usize)>,
+    pub store: JobStore,
+    pub storage: CheckpointStorage,
+    pub events: mpsc::UnboundedSender<pb::WorkerEvent>,
+}
+
+/// Drives the checkpoints of one job part until its tasks end.
+pub(super) fn spawn_driver(
+    part: PartCheckpoints,
+    mut reports: mpsc::UnboundedReceiver<CheckpointEvent>,
+) -> JoinHandle<()> {
+    let span = info_span!("checkpoints", job = %part.job_id, attempt = part.attempt);
+    tokio::spawn(
+        async move {
+            let mut tracker = UploadTracker::default();
+            let mut pending: BTreeMap<u64, (StateWrites, BTreeSet<(usize, usize)>)> =
+                BTreeMap::new();
+            while let Some(report) = reports.recv().await {
+                match report {
+                    CheckpointEvent::SourceExhausted { vertex, subtask } => {
+                        send(
+                            &part.events,
+                            pb::worker_event::Event::SourceExhausted(pb::SourceExhausted {
+                                job_id: part.job_id.clone(),
+                                attempt: part.attempt,
+                                vertex: vertex as u32,
+                                subtask: subtask as u32,
+                            }),
+                        );
+                    }
+                    CheckpointEvent::Snapshot(snapshot) => {
+                        let id = snapshot.checkpoint;
+                        let (writes, reported) = pending.entry(id).or_default();
+                        reported.insert((snapshot.vertex, snapshot.subtask));
+                        add_writes(writes, snapshot);
+                        if *reported != part.local {
+                            continue;
+                        }
+                        let Some((writes, _)) = pending.remove(&id) else {
+                            continue;
+                        };
+                        let event = match checkpoint(&part, id, writes, &mut tracker).await {
+                            Ok(ack) => pb::worker_event::Event::CheckpointAck(ack),
+                            Err(reason) => {
+                                warn!(checkpoint = id, %reason, "checkpoint declined");
+                                pb::worker_event::Event::CheckpointDeclined(
+                                    pb::CheckpointDeclined {
+                                        job_id: part.job_id.clone(),
+                                        attempt: part.attempt,
+                                        checkpoint_id: id,
+                                        reason,
+                                    },
+                                )
+                            }
+                        };
+                        send(&part.events, event);
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    )
+}
+
+fn send(events: &mpsc::UnboundedSender<pb::WorkerEvent>, event: pb::worker_event::Event) {
+    let _ = events.send(pb::WorkerEvent { event: Some(event) });
+}
+
+/// A task's snapshot as RocksDB writes.
+fn add_writes(writes: &mut StateWrites, snapshot: TaskSnapshot) {
+    for (node, state) in snapshot.operators {
+        let node = node as u32;
+        for (key_group, value) in state.keyed {
+            let key = StateKey::Keyed { node, key_group };
+            match value {
+                Some(value) => writes.put(key, value),
+                None => writes.delete(key),
+            }
+        }
+        let key = StateKey::Operator {
+            node,
+            subtask: snapshot.subtask as u32,
+        };
+        match state.operator {
+            Some(value) => writes.put(key, value),
+            None => writes.delete(key),
+        }
+    }
+}
+
+/// Writes, snapshots and uploads this worker's part of checkpoint `id`.
+async fn checkpoint(
+    part: &PartCheckpoints,
+    id: u64,
+    writes: StateWrites,
+    tracker: &mut UploadTracker,
+) -> Result<pb::CheckpointAck, String> {
+    let started = Instant::now();
+    let store = part.store.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        store.write(writes)?;
+        store.snapshot(id)
+    })
+    .await
+    .map_err(|e| format!("local snapshot task failed: {e}"))?
+    .map_err(|e| format!("local snapshot failed: {e}"))?;
+    crash_point!("worker::after-local-snapshot");
+    let uploaded = part.storage.upload(&local, &part.worker_id, tracker).await;
+    if let Err(e) = local.remove() {
+        warn!(checkpoint = id, error = %e, "could not remove the local snapshot");
+    }
+    let mut snapshot = uploaded.map_err(|e| format!("upload failed: {e}"))?;
+    crash_point!("worker::after-upload");
+    snapshot.subtasks = part
+        .local
+        .iter()
+        .map(|&(v, s)| (v as u32, s as u32))
+        .collect();
+    let json = serde_json::to_string(&snapshot)
+        .map_err(|e| format!("cannot describe the snapshot: {e}"))?;
+    info!(
+        checkpoint = id,
+        files = snapshot.files.len(),
+        uploaded_bytes = snapshot.uploaded_bytes,
+        total_bytes = snapshot.total_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "checkpoint part stored"
+    );
+    Ok(pb::CheckpointAck {
+        job_id: part.job_id.clone(),
+        attempt: part.attempt,
+        checkpoint_id: id,
+        snapshot_json: json,
+        state_bytes: snapshot.total_bytes,
+        uploaded_bytes: snapshot.uploaded_bytes,
+    })
+}
+
+/// The state of this worker's subtasks in checkpoint `checkpoint_id`:
+/// keyed state by the key groups each subtask owns now, operator state of
+/// the old subtasks assigned to it (the same index at the same parallelism).
+pub(super) async fn load_restore(
+    storage: &CheckpointStorage,
+    checkpoint_id: u64,
+    graph: &PhysicalGraph,
+    local: &BTreeSet<(usize, usize)>,
+    scratch: &Path,
+) -> Result<CheckpointSetup, String> {
+    let manifest = storage
+        .load(checkpoint_id)
+        .await
+        .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
+    let vertices = graph.vertices();
+    if manifest.vertex_parallelism.len() != vertices.len()
+        || manifest.max_key_groups != graph.max_key_groups()
+    {
+        return Err(format!(
+            "checkpoint {checkpoint_id} was taken from a different plan ({} vertices, {} key \
+             groups; this plan has {} and {})",
+            manifest.vertex_parallelism.len(),
+            manifest.max_key_groups,
+            vertices.len(),
+            graph.max_key_groups()
+        ));
+    }
+    let max = manifest.max_key_groups;
+    // Which old subtasks each local subtask takes over.
+    let mut wanted: Vec<(usize, usize, Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut needed: BTreeSet<usize> = BTreeSet::new();
+    for &(v, s) in local {
+        let new_p = vertices[v].parallelism;
+        let old_p = manifest.vertex_parallelism[v] as usize;
+        let range = key_group_range(s, max, new_p);
+        let keyed: Vec<u32> = (0..old_p)
+            .filter(|&o| {
+                let old = key_group_range(o, max, old_p);
+                old.start < range.end && range.start < old.end
+            })
+            .map(|o| o as u32)
+            .collect();
+        let operator: Vec<u32> = if old_p == new_p {
+            vec![s as u32]
+        } else {
+            (0..old_p)
+                .filter(|o| o % new_p == s)
+                .map(|o| o as u32)
+                .collect()
+        };
+        for (i, ws) in manifest.workers.iter().enumerate() {
+            if ws.subtasks.iter().any(|&(wv, ws_s)| {
+                wv as usize == v && (keyed.contains(&ws_s) || operator.contains(&ws_s))
+            }) {
+                needed.insert(i);
+            }
+        }
+        wanted.push((v, s, keyed, operator));
+    }
+    let mut restored: HashMap<usize, (Arc<RestoredSnapshot>, &WorkerSnapshot)> = HashMap::new();
+    for i in needed {
+        let ws = &manifest.workers[i];
+        let dir: PathBuf = scratch.join(format!("chk-{checkpoint_id}-{}", ws.worker_id));
+        let snapshot = storage
+            .download(ws, &dir)
+            .await
+            .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
+        restored.insert(i, (Arc::new(snapshot), ws));
+    }
+    let mut setup = CheckpointSetup::default();
+    for (v, s, _keyed, operator) in wanted {
+        let range = key_group_range(s, max, vertices[v].parallelism);
+        for &node in &vertices[v].nodes {
+            let mut restore = OperatorRestore::default();
+            for (snapshot, ws) in restored.values() {
+                if !ws.subtasks.iter().any(|&(wv, _)| wv as usize == v) {
+                    continue;
+                }
+                let keyed = snapshot
+                    .keyed(node as u32, range.clone())
+                    .map_err(|e| format!("reading checkpoint {checkpoint_id}: {e}"))?;
+                restore.keyed.extend(keyed);
+                for &old in &operator {
+                    if !ws.subtasks.contains(&(v as u32, old)) {
+                        continue;
+                    }
+                    let key = StateKey::Operator {
+                        node: node as u32,
+                        subtask: old,
+                    };
+                    if let Some(value) = snapshot
+                        .get(&key)
+                        .map_err(|e| format!("reading checkpoint {checkpoint_id}: {e}"))?
+                    {
+                        restore.operator.push((old, value));
+                    }
+                }
+            }
+            restore.keyed.sort_by_key(|(kg, _)| *kg);
+            restore.operator.sort_by_key(|(old, _)| *old);
+            setup.restore.insert((node, s), restore);
+        }
+    }
+    drop(restored);
+    if let Err(e) = std::fs::remove_dir_all(scratch)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(dir = %scratch.display(), error = %e, "could not remove restore scratch files");
+    }
+    Ok(setup)
+}

@@ -1,0 +1,366 @@
+//! Fault tolerance with real processes: a coordinator and three workers,
+//! RocksDB state, checkpoints in a local directory, filesystem sinks that
+//! commit with checkpoints. Workers are killed with SIGKILL at random times
+//! (and restarted), or crash at exact steps of the checkpoint protocol
+//! through failpoints; the committed output must equal an undisturbed run's
+//! — no row lost, none duplicated.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use weir_proto as pb;
+
+use super::harness::{TestCluster, wait_for_end};
+
+/// Rows of the generated input: ids 1..=ROWS, one millisecond apart.
+const ROWS: u64 = 240_000;
+
+/// Two jobs over the same generated input: a pass-through (every id once)
+/// and a tumbling-window aggregation (keyed state in RocksDB).
+fn script(out: &Path, rows_per_second: u64) -> String {
+    script_with(out, rows_per_second, "")
+}
+
+/// [`script`] with extra source options (`, 'key' = 'value'`).
+fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '1s';
+        SET 'restart-strategy.fixed-delay.delay' = '200ms';
+        CREATE TABLE src (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+        WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '{rows_per_second}',
+              'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
+              'scan.batch-size' = '500'{source_options});
+        CREATE TABLE pass (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{pass}', 'format' = 'csv');
+        CREATE TABLE win (k BIGINT, we TIMESTAMP(3), c BIGINT, s BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{win}', 'format' = 'csv');
+        INSERT INTO pass SELECT id FROM src;
+        INSERT INTO win SELECT id % 7, window_end, COUNT(*), SUM(id)
+        FROM TUMBLE(src, ts, INTERVAL '1' SECOND) GROUP BY id % 7, window_start, window_end;",
+        pass = out.join("pass").display(),
+        win = out.join("win").display(),
+    )
+}
+
+/// The committed (visible) rows of a filesystem sink, as a multiset.
+fn committed(dir: &Path) -> BTreeMap<String, usize> {
+    let mut rows = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            *rows.entry(line.to_string()).or_default() += 1;
+        }
+    }
+    rows
+}
+
+/// Differences between two multisets, for a readable failure.
+fn difference(expected: &BTreeMap<String, usize>, actual: &BTreeMap<String, usize>) -> String {
+    let mut out = Vec::new();
+    for (row, &n) in expected {
+        let got = actual.get(row).copied().unwrap_or(0);
+        if got != n {
+            out.push(format!("{row}: expected {n}, got {got}"));
+        }
+    }
+    for (row, &n) in actual {
+        if !expected.contains_key(row) {
+            out.push(format!("{row}: unexpected, {n} times"));
+        }
+    }
+    let total = out.len();
+    out.truncate(10);
+    format!("{total} rows differ, e.g. {out:?}")
+}
+
+/// Submits the script, returns the two jobs' ids.
+async fn submit(cluster: &TestCluster, out: &Path, rows_per_second: u64) -> Vec<String> {
+    submit_script(cluster, &script(out, rows_per_second), 3).await
+}
+
+async fn submit_script(cluster: &TestCluster, script: &str, parallelism: u32) -> Vec<String> {
+    let client = cluster.client().await;
+    client
+        .submit(script, parallelism, "fault")
+        .await
+        .unwrap_or_else(|e| panic!("submit failed: {e}\n{}", cluster.logs()))
+        .jobs
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect()
+}
+
+/// The expected output: the same script, undisturbed, in one process.
+fn undisturbed(out: &Path) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    static ONCE: std::sync::OnceLock<(BTreeMap<String, usize>, BTreeMap<String, usize>)> =
+        std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let script_path = out.join("undisturbed.sql");
+        std::fs::write(&script_path, script(out, 10_000_000)).unwrap();
+        let output = super::harness::weir()
+            .args(["run", script_path.to_str().unwrap(), "-p", "3"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let pass = committed(&out.join("pass"));
+        let win = committed(&out.join("win"));
+        // Hand-checked: every id once; the windows count every row once.
+        assert_eq!(pass.len() as u64, ROWS);
+        assert!(pass.values().all(|&n| n == 1));
+        let counted: u64 = win
+            .keys()
+            .map(|r| r.split(',').nth(2).unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(counted, ROWS);
+        (pass, win)
+    })
+    .clone()
+}
+
+async fn check_outputs(cluster: &TestCluster, jobs: &[String], out: &Path, expected_dir: &Path) {
+    let client = cluster.client().await;
+    for job in jobs {
+        let summary = wait_for_end(&client, job, Duration::from_secs(150)).await;
+        assert_eq!(
+            summary.state(),
+            pb::JobState::Finished,
+            "job {job}: {}\n{}",
+            summary.failure,
+            cluster.logs()
+        );
+    }
+    let (pass, win) = undisturbed(expected_dir);
+    let got_pass = committed(&out.join("pass"));
+    assert!(
+        got_pass == pass,
+        "pass-through: {}",
+        difference(&pass, &got_pass)
+    );
+    let got_win = committed(&out.join("win"));
+    assert!(got_win == win, "windows: {}", difference(&win, &got_win));
+}
+
+/// Kills random workers at random times while the jobs run, restarting
+/// each a moment later; returns how many kills landed.
+async fn kill_randomly(cluster: &mut TestCluster, jobs: &[String], kills: usize) -> usize {
+    let client = cluster.client().await;
+    let mut rng = rand::rng();
+    let mut landed = 0;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_200..3_500))).await;
+        let mut running = false;
+        for job in jobs {
+            let summary = client.job(job).await.unwrap().summary.unwrap();
+            running |= summary.state() == pb::JobState::Running;
+        }
+        if !running {
+            break;
+        }
+        let victim = format!("w{}", rng.random_range(1..=3));
+        cluster
+            .restart_worker(&victim, Duration::from_millis(300))
+            .await;
+        landed += 1;
+    }
+    landed
+}
+
+async fn kills_during_a_run(kills: usize) {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, 4).await;
+    let started = Instant::now();
+    let jobs = submit(&cluster, out.path(), 12_000).await;
+    let landed = kill_randomly(&mut cluster, &jobs, kills).await;
+    assert!(landed >= kills.min(3), "only {landed} kills landed");
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+    let client = cluster.client().await;
+    let restarts: u32 = {
+        let mut n = 0;
+        for job in &jobs {
+            n += client.job(job).await.unwrap().summary.unwrap().restarts;
+        }
+        n
+    };
+    assert!(restarts >= 1, "no job restarted after {landed} kills");
+    eprintln!(
+        "{landed} kills, {restarts} restarts, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kills_lose_and_duplicate_nothing_a() {
+    kills_during_a_run(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kills_lose_and_duplicate_nothing_b() {
+    kills_during_a_run(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kills_lose_and_duplicate_nothing_c() {
+    kills_during_a_run(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kills_lose_and_duplicate_nothing_d() {
+    kills_during_a_run(5).await;
+}
+
+/// A worker crashes at an exact step of the checkpoint protocol (its
+/// `FAILPOINTS` fire on the third checkpoint), then comes back.
+async fn crash_at(failpoint: &str) {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let failpoints = format!("{failpoint}=2*off->1*return");
+    let mut cluster = TestCluster::start(3, 4).await;
+    // w2 runs with the failpoint armed.
+    cluster.replace_worker("w2", &[("FAILPOINTS", failpoints.as_str())]);
+    cluster.wait_for_workers(3).await;
+    let jobs = submit(&cluster, out.path(), 20_000).await;
+    // Once the failpoint has fired, bring w2 back without it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.worker_is_alive("w2") {
+        assert!(
+            Instant::now() < deadline,
+            "failpoint {failpoint} never fired\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.replace_worker("w2", &[]);
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_local_snapshot() {
+    crash_at("worker::after-local-snapshot").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_upload_before_the_ack() {
+    crash_at("worker::after-upload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_completion_before_the_sinks_commit() {
+    crash_at("worker::before-commit").await;
+}
+
+/// Waits until every job completed `more` checkpoints beyond `after`
+/// (per job); returns each job's newest completed checkpoint.
+async fn wait_for_checkpoints(
+    cluster: &TestCluster,
+    jobs: &[String],
+    after: &[u64],
+    more: u64,
+) -> Vec<u64> {
+    let client = cluster.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut latest = Vec::new();
+        for job in jobs {
+            latest.push(
+                client
+                    .job(job)
+                    .await
+                    .unwrap()
+                    .summary
+                    .unwrap()
+                    .last_checkpoint,
+            );
+        }
+        if latest.iter().zip(after).all(|(l, a)| *l >= a + more) {
+            return latest;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints did not complete: {latest:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rescaling 2 → 3 → 1 while the jobs run: keyed window state moves by key
+/// group, the sinks commit what the checkpoint covered, and the output is
+/// still exactly the undisturbed run's. The source keeps parallelism 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescaling_two_to_three_to_one_keeps_every_row_once() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(3, 4).await;
+    let script = script_with(out.path(), 12_000, ", 'scan.parallelism' = '2'");
+    let jobs = submit_script(&cluster, &script, 2).await;
+    let client = cluster.client().await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    for parallelism in [3, 1] {
+        for job in &jobs {
+            client.rescale(job, parallelism).await.unwrap();
+        }
+        seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
+        for job in &jobs {
+            let detail = client.job(job).await.unwrap();
+            let windows = detail
+                .subtasks
+                .iter()
+                .filter(|t| {
+                    t.vertex_name.contains("WindowAggregate") || t.vertex_name.contains("Sink")
+                })
+                .map(|t| t.task.clone().unwrap().subtask)
+                .max();
+            if let Some(max) = windows {
+                assert_eq!(
+                    max + 1,
+                    parallelism,
+                    "job {job} runs at the old parallelism"
+                );
+            }
+        }
+    }
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+}
+
+/// The coordinator is killed mid-job and restarted: the workers rejoin, the
+/// jobs resume from their newest checkpoints, and the output is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_resumes_its_jobs() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(3, 4).await;
+    let jobs = submit(&cluster, out.path(), 12_000).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    cluster.restart_coordinator();
+    cluster.wait_for_workers(3).await;
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+    let client = cluster.client().await;
+    for job in &jobs {
+        let detail = client.job(job).await.unwrap();
+        assert!(
+            detail
+                .restarts
+                .iter()
+                .any(|r| r.cause.contains("coordinator restarted")),
+            "{:?}",
+            detail.restarts
+        );
+    }
+}
