@@ -382,13 +382,19 @@ impl<'a> Lowering<'a> {
                     "a SESSION window aggregate must GROUP BY both window_start and window_end",
                 ));
             }
-            (Some(_), _, Some(e)) => Arc::new(WindowAggregateFactory::new(Arc::clone(&spec), e, 0)),
+            (Some(_), _, Some(e)) => Arc::new(
+                WindowAggregateFactory::new(Arc::clone(&spec), e, 0)
+                    .with_key_columns(key_exprs.clone()),
+            ),
             (Some(kind), Some(s), None) => {
                 let size = match kind {
                     WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
                     WindowKind::Session { gap_ms } => gap_ms,
                 };
-                Arc::new(WindowAggregateFactory::new(Arc::clone(&spec), s, size))
+                Arc::new(
+                    WindowAggregateFactory::new(Arc::clone(&spec), s, size)
+                        .with_key_columns(key_exprs.clone()),
+                )
             }
             _ => Arc::new(GroupAggregateFactory::new(Arc::clone(&spec))),
         };

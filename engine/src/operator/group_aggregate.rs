@@ -114,7 +114,7 @@ impl Operator for GroupAggregateOperator {
             let keys: Vec<usize> = (0..self.spec.group_exprs.len()).collect();
             builder.add_rows(&columns, &keys, rows, ctx.task.max_key_groups)?;
         }
-        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?);
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
         snapshot.operator = Some(vec![u8::from(self.emitted)]);
         Ok(())
     }

@@ -334,7 +334,7 @@ impl Operator for SessionWindowAggregateOperator {
             let rows = states.len();
             builder.add_rows(&columns, &hashed, rows, ctx.task.max_key_groups)?;
         }
-        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?);
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
         snapshot.operator = Some(encode_watermark(self.watermark));
         Ok(())
     }

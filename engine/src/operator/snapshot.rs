@@ -43,12 +43,19 @@ impl OperatorSnapshot {
         &mut self,
         range: std::ops::Range<KeyGroup>,
         mut state: std::collections::BTreeMap<KeyGroup, Vec<u8>>,
-    ) {
-        for kg in range {
+    ) -> Result<()> {
+        for kg in range.clone() {
             self.keyed.push((kg, state.remove(&kg)));
         }
-        // Key groups outside the range would belong to another subtask; the
-        // hash routing makes that impossible, so they are not written.
+        // The shuffle routes a key only to the subtask owning its key group:
+        // state elsewhere means the operator hashed other columns than the
+        // shuffle did, and a restore would lose it.
+        match state.keys().next() {
+            None => Ok(()),
+            Some(kg) => Err(Error::internal(format!(
+                "keyed state in key group {kg}, outside this subtask's key groups {range:?}"
+            ))),
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct WindowAggregateOperator {
     end_offset_ms: i64,
     windows: BTreeMap<i64, GroupedState>,
     watermark: Watermark,
+    /// The group columns the job's shuffle hashes (the non-window keys).
+    key_columns: Vec<usize>,
 }
 
 impl WindowAggregateOperator {
@@ -42,13 +44,24 @@ impl WindowAggregateOperator {
     /// window's start (then `end_offset_ms` is the window size) or end
     /// (then `end_offset_ms` is 0).
     pub fn new(spec: AggregateSpecRef, window_group: usize, end_offset_ms: i64) -> Self {
+        let key_columns = (0..spec.group_exprs.len())
+            .filter(|&g| g != window_group)
+            .collect();
         Self {
             spec,
             window_group,
             end_offset_ms,
             windows: BTreeMap::new(),
             watermark: Watermark::MIN,
+            key_columns,
         }
+    }
+
+    /// The group columns the shuffle hashes, when other group columns than
+    /// the window's (e.g. `window_start` beside `window_end`) are not keys.
+    pub fn with_key_columns(mut self, key_columns: Vec<usize>) -> Self {
+        self.key_columns = key_columns;
+        self
     }
 
     /// Windows whose state is held.
@@ -83,6 +96,7 @@ pub struct WindowAggregateFactory {
     spec: AggregateSpecRef,
     window_group: usize,
     end_offset_ms: i64,
+    key_columns: Option<Vec<usize>>,
 }
 
 impl WindowAggregateFactory {
@@ -92,6 +106,25 @@ impl WindowAggregateFactory {
             spec,
             window_group,
             end_offset_ms,
+            key_columns: None,
+        }
+    }
+
+    /// See [`WindowAggregateOperator::with_key_columns`].
+    pub fn with_key_columns(mut self, key_columns: Vec<usize>) -> Self {
+        self.key_columns = Some(key_columns);
+        self
+    }
+
+    fn operator(&self) -> WindowAggregateOperator {
+        let op = WindowAggregateOperator::new(
+            Arc::clone(&self.spec),
+            self.window_group,
+            self.end_offset_ms,
+        );
+        match &self.key_columns {
+            Some(keys) => op.with_key_columns(keys.clone()),
+            None => op,
         }
     }
 }
@@ -115,11 +148,7 @@ impl OperatorFactory for WindowAggregateFactory {
         Arc::clone(&self.spec.output_schema)
     }
     fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(WindowAggregateOperator::new(
-            Arc::clone(&self.spec),
-            self.window_group,
-            self.end_offset_ms,
-        )))
+        Ok(Box::new(self.operator()))
     }
 }
 
@@ -193,10 +222,7 @@ impl Operator for WindowAggregateOperator {
         snapshot: &mut OperatorSnapshot,
     ) -> Result<()> {
         let mut builder = KeyedStateBuilder::default();
-        let key_columns: Vec<usize> = (0..self.spec.group_exprs.len())
-            .filter(|&g| g != self.window_group)
-            .map(|g| g + 1)
-            .collect();
+        let key_columns: Vec<usize> = self.key_columns.iter().map(|g| g + 1).collect();
         for (&end, state) in &mut self.windows {
             let (columns, rows) = state.snapshot_columns()?;
             let mut with_end: Vec<arrow::array::ArrayRef> = Vec::with_capacity(columns.len() + 1);
@@ -204,7 +230,7 @@ impl Operator for WindowAggregateOperator {
             with_end.extend(columns);
             builder.add_rows(&with_end, &key_columns, rows, ctx.task.max_key_groups)?;
         }
-        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?);
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
         snapshot.operator = Some(encode_watermark(self.watermark));
         Ok(())
     }
