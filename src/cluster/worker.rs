@@ -495,11 +495,16 @@ impl Worker {
                 .open_job(&deploy.job_id, deploy.attempt)
                 .map_err(|e| e.to_string())?;
             deployment = deployment.with_checkpointing(setup);
+            let local_nodes = local
+                .iter()
+                .flat_map(|&(v, s)| vertices[v].nodes.iter().map(move |&n| (n as u32, s as u32)))
+                .collect();
             checkpointing = Some(PartCheckpoints {
                 job_id: deploy.job_id.clone(),
                 attempt: deploy.attempt,
                 worker_id: self.id.clone(),
                 local,
+                local_nodes,
                 store,
                 storage,
                 events: events.clone(),

@@ -10,9 +10,8 @@
 //! acknowledgement) and `worker::before-commit` (the coordinator declared a
 //! checkpoint complete, the sinks have not committed it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -45,6 +44,8 @@ pub(super) struct PartCheckpoints {
     pub worker_id: String,
     /// The subtasks deployed here, `(vertex, subtask)`.
     pub local: BTreeSet<(usize, usize)>,
+    /// The same subtasks as `(logical node, subtask)` of every chained node.
+    pub local_nodes: Vec<(u32, u32)>,
     pub store: JobStore,
     pub storage: CheckpointStorage,
     pub events: mpsc::UnboundedSender<pb::WorkerEvent>,
@@ -157,11 +158,7 @@ async fn checkpoint(
     }
     let mut snapshot = uploaded.map_err(|e| format!("upload failed: {e}"))?;
     crash_point!("worker::after-upload");
-    snapshot.subtasks = part
-        .local
-        .iter()
-        .map(|&(v, s)| (v as u32, s as u32))
-        .collect();
+    snapshot.subtasks = part.local_nodes.clone();
     let json = serde_json::to_string(&snapshot)
         .map_err(|e| format!("cannot describe the snapshot: {e}"))?;
     info!(
@@ -197,93 +194,112 @@ pub(super) async fn load_restore(
         .await
         .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
     let vertices = graph.vertices();
-    if manifest.vertex_parallelism.len() != vertices.len()
+    let node_count = graph.logical().nodes().len();
+    if manifest.node_parallelism.len() != node_count
         || manifest.max_key_groups != graph.max_key_groups()
     {
         return Err(format!(
-            "checkpoint {checkpoint_id} was taken from a different plan ({} vertices, {} key \
-             groups; this plan has {} and {})",
-            manifest.vertex_parallelism.len(),
+            "checkpoint {checkpoint_id} was taken from a different plan ({} operators, {} key \
+             groups; this plan has {node_count} and {})",
+            manifest.node_parallelism.len(),
             manifest.max_key_groups,
-            vertices.len(),
             graph.max_key_groups()
         ));
     }
     let max = manifest.max_key_groups;
-    // Which old subtasks each local subtask takes over.
-    let mut wanted: Vec<(usize, usize, Vec<u32>, Vec<u32>)> = Vec::new();
-    let mut needed: BTreeSet<usize> = BTreeSet::new();
+    // Per local (node, subtask): the key groups it owns now and the old
+    // subtasks whose operator state it takes over.
+    struct Wanted {
+        node: usize,
+        subtask: usize,
+        range: std::ops::Range<u32>,
+        old_keyed: Vec<u32>,
+        old_operator: Vec<u32>,
+    }
+    let mut wanted: Vec<Wanted> = Vec::new();
     for &(v, s) in local {
         let new_p = vertices[v].parallelism;
-        let old_p = manifest.vertex_parallelism[v] as usize;
         let range = key_group_range(s, max, new_p);
-        let keyed: Vec<u32> = (0..old_p)
-            .filter(|&o| {
-                let old = key_group_range(o, max, old_p);
-                old.start < range.end && range.start < old.end
-            })
-            .map(|o| o as u32)
-            .collect();
-        let operator: Vec<u32> = if old_p == new_p {
-            vec![s as u32]
-        } else {
-            (0..old_p)
-                .filter(|o| o % new_p == s)
+        for &node in &vertices[v].nodes {
+            let old_p = manifest.node_parallelism[node] as usize;
+            let old_keyed = (0..old_p)
+                .filter(|&o| {
+                    let old = key_group_range(o, max, old_p);
+                    old.start < range.end && range.start < old.end
+                })
                 .map(|o| o as u32)
-                .collect()
-        };
-        for (i, ws) in manifest.workers.iter().enumerate() {
-            if ws.subtasks.iter().any(|&(wv, ws_s)| {
-                wv as usize == v && (keyed.contains(&ws_s) || operator.contains(&ws_s))
-            }) {
-                needed.insert(i);
-            }
+                .collect();
+            let old_operator = if old_p == new_p {
+                vec![s as u32]
+            } else {
+                (0..old_p)
+                    .filter(|o| o % new_p == s)
+                    .map(|o| o as u32)
+                    .collect()
+            };
+            wanted.push(Wanted {
+                node,
+                subtask: s,
+                range: range.clone(),
+                old_keyed,
+                old_operator,
+            });
         }
-        wanted.push((v, s, keyed, operator));
     }
-    let mut restored: HashMap<usize, (Arc<RestoredSnapshot>, &WorkerSnapshot)> = HashMap::new();
+    let holds = |ws: &WorkerSnapshot, node: usize, old: &[u32]| {
+        ws.subtasks
+            .iter()
+            .any(|&(n, o)| n as usize == node && old.contains(&o))
+    };
+    let needed: BTreeSet<usize> = manifest
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(_, ws)| {
+            wanted
+                .iter()
+                .any(|w| holds(ws, w.node, &w.old_keyed) || holds(ws, w.node, &w.old_operator))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut restored: Vec<(RestoredSnapshot, &WorkerSnapshot)> = Vec::new();
     for i in needed {
         let ws = &manifest.workers[i];
-        let dir: PathBuf = scratch.join(format!("chk-{checkpoint_id}-{}", ws.worker_id));
+        let dir: PathBuf = scratch.join(format!("chk-{checkpoint_id}-{i}"));
         let snapshot = storage
             .download(ws, &dir)
             .await
             .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
-        restored.insert(i, (Arc::new(snapshot), ws));
+        restored.push((snapshot, ws));
     }
+    let read = |e: weir_engine::Error| format!("cannot restore checkpoint {checkpoint_id}: {e}");
     let mut setup = CheckpointSetup::default();
-    for (v, s, _keyed, operator) in wanted {
-        let range = key_group_range(s, max, vertices[v].parallelism);
-        for &node in &vertices[v].nodes {
-            let mut restore = OperatorRestore::default();
-            for (snapshot, ws) in restored.values() {
-                if !ws.subtasks.iter().any(|&(wv, _)| wv as usize == v) {
+    for w in wanted {
+        let mut restore = OperatorRestore::default();
+        for (snapshot, ws) in &restored {
+            if holds(ws, w.node, &w.old_keyed) {
+                restore.keyed.extend(
+                    snapshot
+                        .keyed(w.node as u32, w.range.clone())
+                        .map_err(read)?,
+                );
+            }
+            for &old in &w.old_operator {
+                if !ws.subtasks.contains(&(w.node as u32, old)) {
                     continue;
                 }
-                let keyed = snapshot
-                    .keyed(node as u32, range.clone())
-                    .map_err(|e| format!("reading checkpoint {checkpoint_id}: {e}"))?;
-                restore.keyed.extend(keyed);
-                for &old in &operator {
-                    if !ws.subtasks.contains(&(v as u32, old)) {
-                        continue;
-                    }
-                    let key = StateKey::Operator {
-                        node: node as u32,
-                        subtask: old,
-                    };
-                    if let Some(value) = snapshot
-                        .get(&key)
-                        .map_err(|e| format!("reading checkpoint {checkpoint_id}: {e}"))?
-                    {
-                        restore.operator.push((old, value));
-                    }
+                let key = StateKey::Operator {
+                    node: w.node as u32,
+                    subtask: old,
+                };
+                if let Some(value) = snapshot.get(&key).map_err(read)? {
+                    restore.operator.push((old, value));
                 }
             }
-            restore.keyed.sort_by_key(|(kg, _)| *kg);
-            restore.operator.sort_by_key(|(old, _)| *old);
-            setup.restore.insert((node, s), restore);
         }
+        restore.keyed.sort_by_key(|(kg, _)| *kg);
+        restore.operator.sort_by_key(|(old, _)| *old);
+        setup.restore.insert((w.node, w.subtask), restore);
     }
     drop(restored);
     if let Err(e) = std::fs::remove_dir_all(scratch)

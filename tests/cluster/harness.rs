@@ -148,6 +148,11 @@ impl TestCluster {
         *old = child;
     }
 
+    /// The directory the coordinator stores checkpoints in (by job id).
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.dir.path().join("checkpoints")
+    }
+
     /// Whether a worker's process is still running.
     pub fn worker_is_alive(&mut self, id: &str) -> bool {
         self.workers

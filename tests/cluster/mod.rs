@@ -519,8 +519,8 @@ async fn jobs_are_submitted_followed_stopped_and_cancelled_from_the_cli() {
 async fn a_frozen_worker_is_lost_after_the_heartbeat_timeout() {
     let cluster = TestCluster::start(2, 1).await;
     let client = cluster.client().await;
-    let sql =
-        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000');
+    let sql = "SET 'restart-strategy.type' = 'none';
+        CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000');
         CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
         INSERT INTO out SELECT id FROM src;";
     let job = client.submit(sql, 2, "frozen").await.unwrap().jobs[0]

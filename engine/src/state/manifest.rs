@@ -40,7 +40,8 @@ pub struct WorkerSnapshot {
     pub checkpoint_id: u64,
     /// Every file of the RocksDB checkpoint.
     pub files: Vec<SnapshotFile>,
-    /// (vertex, subtask) whose state this snapshot holds; filled by the caller.
+    /// (logical node, subtask) whose state this snapshot holds; filled by
+    /// the caller. By node, not vertex: chaining changes with parallelism.
     pub subtasks: Vec<(u32, u32)>,
     /// Bytes actually uploaded for this checkpoint (new files only).
     pub uploaded_bytes: u64,
@@ -61,8 +62,10 @@ pub struct CheckpointManifest {
     pub attempt: u32,
     /// The job's number of key groups.
     pub max_key_groups: u32,
-    /// Parallelism of each vertex when the checkpoint was taken.
-    pub vertex_parallelism: Vec<u32>,
+    /// Parallelism of each logical node (operator) when the checkpoint was
+    /// taken, by node id; a restore at another parallelism redistributes
+    /// by these.
+    pub node_parallelism: Vec<u32>,
     /// Every worker's snapshot.
     pub workers: Vec<WorkerSnapshot>,
     /// Free-form extra metadata.

@@ -117,7 +117,7 @@ fn manifest_of(id: u64, workers: Vec<WorkerSnapshot>) -> CheckpointManifest {
         timestamp_ms: 1_700_000_000_000 + id as i64,
         attempt: 1,
         max_key_groups: 128,
-        vertex_parallelism: vec![1, 2],
+        node_parallelism: vec![1, 2],
         workers,
         extra: serde_json::json!({ "sources": { "kafka": [1, 2, 3] } }),
     }

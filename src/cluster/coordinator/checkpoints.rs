@@ -267,7 +267,7 @@ impl Coordinator {
             timestamp_ms: pending.triggered_ms,
             attempt,
             max_key_groups: job.layout.max_key_groups,
-            vertex_parallelism: job.layout.parallelism.iter().map(|&p| p as u32).collect(),
+            node_parallelism: job.layout.node_parallelism.clone(),
             workers: pending.acks.values().cloned().collect(),
             extra: serde_json::json!({ "final": pending.is_final }),
         };

@@ -370,12 +370,25 @@ impl Coordinator {
                 return 0;
             }
         };
+        let newest = completed.last().copied().unwrap_or(0);
         for id in completed.into_iter().rev() {
             if bad.contains(&id) {
                 continue;
             }
             match storage.load(id).await {
-                Ok(_) => return id,
+                Ok(_) => {
+                    if id < newest {
+                        warn!(
+                            job = job_id,
+                            checkpoint = id,
+                            newest,
+                            "restoring an older checkpoint than the newest completed one, which \
+                             is corrupt: output its sinks committed after checkpoint {id} is \
+                             produced again"
+                        );
+                    }
+                    return id;
+                }
                 Err(e) => {
                     warn!(job = job_id, checkpoint = id, error = %e, "skipping a bad checkpoint");
                     if let Some(c) = self
@@ -487,6 +500,7 @@ impl Coordinator {
                 .collect(),
             fingerprint: plan_fingerprint(&graph),
             max_key_groups: graph.max_key_groups(),
+            node_parallelism: node_parallelism(&graph),
         };
         // A SELECT's rows go straight to the client: it cannot be replayed.
         let checkpoints = if spec.query {
@@ -900,6 +914,19 @@ fn end_attempt(state: &mut State, job_id: &str) {
             }));
         }
     }
+}
+
+/// The parallelism of every logical node (operator) of a graph, by node id.
+pub(in crate::cluster) fn node_parallelism(graph: &weir_engine::PhysicalGraph) -> Vec<u32> {
+    let mut out = vec![0; graph.logical().nodes().len()];
+    for vertex in graph.vertices() {
+        for &node in &vertex.nodes {
+            if let Some(p) = out.get_mut(node) {
+                *p = vertex.parallelism as u32;
+            }
+        }
+    }
+    out
 }
 
 /// Attempt and checkpoint settings of one deployment.

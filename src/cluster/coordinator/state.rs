@@ -84,6 +84,8 @@ pub(super) struct JobLayout {
     pub sources: BTreeSet<(u32, u32)>,
     pub fingerprint: String,
     pub max_key_groups: u32,
+    /// Parallelism of every logical node (operator), by node id.
+    pub node_parallelism: Vec<u32>,
 }
 
 impl JobEntry {
