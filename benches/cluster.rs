@@ -9,90 +9,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{WINDOW_QUERY, bid_table, cpu_time};
-
-struct Cluster {
-    address: String,
-    processes: Vec<Child>,
-}
-
-impl Cluster {
-    fn start(workers: usize, slots: u32) -> Cluster {
-        let mut coordinator = weir()
-            .args(["coordinator", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the coordinator");
-        let mut line = String::new();
-        let stdout = coordinator.stdout.take().expect("coordinator stdout");
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let address = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let mut processes = vec![coordinator];
-        for i in 0..workers {
-            processes.push(
-                weir()
-                    .args([
-                        "worker",
-                        "--coordinator",
-                        &address,
-                        "--slots",
-                        &slots.to_string(),
-                    ])
-                    .args(["--listen", &format!("127.0.0.{}:0", i + 2)])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start a worker"),
-            );
-        }
-        let cluster = Cluster { address, processes };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while cluster.workers() < workers {
-            assert!(Instant::now() < deadline, "workers did not register");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        cluster
-    }
-
-    fn workers(&self) -> usize {
-        let out = weir()
-            .args(["workers", "--coordinator", &self.address])
-            .output()
-            .expect("weir workers");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .count()
-            .saturating_sub(1)
-    }
-
-    fn cpu(&self) -> Duration {
-        self.processes
-            .iter()
-            .map(|p| cpu_time(&p.id().to_string()))
-            .sum()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.processes {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
-fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-}
+use support::{Cluster, WINDOW_QUERY, bid_table, weir};
 
 fn main() {
     // `cargo test --benches` runs this with `--test`-like flags: stay quick.
@@ -110,7 +30,7 @@ fn main() {
     std::fs::write(&script, format!("{}\n{WINDOW_QUERY};", bid_table(rows))).expect("write");
     println!("window (10 s tumble, 10 K keys), {rows} events, parallelism 2:");
     for (workers, slots) in [(1, 2), (2, 1)] {
-        let cluster = Cluster::start(workers, slots);
+        let cluster = Cluster::start(workers, slots, &[]);
         let mut best: Option<(Duration, Duration)> = None;
         for _ in 0..runs {
             let cpu_before = cluster.cpu();

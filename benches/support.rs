@@ -3,7 +3,97 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `weir` binary of this build.
+pub fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// A coordinator and worker processes on loopback.
+pub struct Cluster {
+    pub address: String,
+    pub processes: Vec<Child>,
+}
+
+impl Cluster {
+    /// A coordinator (with extra `coordinator_args`) and `workers` workers
+    /// of `slots` slots each, registered.
+    pub fn start(workers: usize, slots: u32, coordinator_args: &[&str]) -> Cluster {
+        let mut coordinator = weir()
+            .args(["coordinator", "--listen", "127.0.0.1:0"])
+            .args(coordinator_args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the coordinator");
+        let mut line = String::new();
+        let stdout = coordinator.stdout.take().expect("coordinator stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut processes = vec![coordinator];
+        for i in 0..workers {
+            processes.push(
+                weir()
+                    .args([
+                        "worker",
+                        "--coordinator",
+                        &address,
+                        "--slots",
+                        &slots.to_string(),
+                        "--id",
+                        &format!("w{}", i + 1),
+                    ])
+                    .args(["--listen", &format!("127.0.0.{}:0", i + 2)])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("start a worker"),
+            );
+        }
+        let cluster = Cluster { address, processes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cluster.workers() < workers {
+            assert!(Instant::now() < deadline, "workers did not register");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// Registered workers.
+    pub fn workers(&self) -> usize {
+        let out = weir()
+            .args(["workers", "--coordinator", &self.address])
+            .output()
+            .expect("weir workers");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .count()
+            .saturating_sub(1)
+    }
+
+    /// CPU time of every process of the cluster.
+    pub fn cpu(&self) -> Duration {
+        self.processes
+            .iter()
+            .map(|p| cpu_time(&p.id().to_string()))
+            .sum()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
 
 /// Rows per run: `WEIR_BENCH_ROWS`, or `default`.
 pub fn rows(default: u64) -> u64 {

@@ -477,3 +477,49 @@ async fn a_corrupt_checkpoint_is_detected_and_an_older_one_restored() {
         assert!(rows.contains_key(&id.to_string()), "id {id} is missing");
     }
 }
+
+/// The checkpoint store refuses writes for a while (each job's `shared`
+/// directory replaced by a file, as a full or broken volume would refuse
+/// them): checkpoints fail and are reported with the reason, the jobs keep
+/// running, and once the store works again checkpoints complete and the
+/// output is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_store_that_refuses_writes_fails_checkpoints_not_jobs() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(3, 4).await;
+    let jobs = submit(&cluster, out.path(), 12_000).await;
+    let seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 1).await;
+    for job in &jobs {
+        let shared = cluster.checkpoint_dir().join(job).join("shared");
+        std::fs::rename(&shared, shared.with_extension("away")).unwrap();
+        std::fs::write(&shared, b"not a directory").unwrap();
+    }
+    let client = cluster.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for job in &jobs {
+        loop {
+            let detail = client.job(job).await.unwrap();
+            let failed = detail.checkpoints.iter().find(|c| c.status == "FAILED");
+            if let Some(failed) = failed {
+                assert!(failed.failure.contains("declined"), "{}", failed.failure);
+                assert_eq!(detail.summary.unwrap().state(), pb::JobState::Running);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint failed\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for job in &jobs {
+        let shared = cluster.checkpoint_dir().join(job).join("shared");
+        std::fs::remove_file(&shared).unwrap();
+        std::fs::rename(shared.with_extension("away"), &shared).unwrap();
+    }
+    wait_for_checkpoints(&cluster, &jobs, &seen, 1).await;
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+}
