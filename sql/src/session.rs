@@ -615,6 +615,10 @@ const KNOWN_SETTINGS: &[&str] = &[
     "restart-strategy.type",
     "restart-strategy.fixed-delay.attempts",
     "restart-strategy.fixed-delay.delay",
+    "restart-strategy.exponential-delay.initial-backoff",
+    "restart-strategy.exponential-delay.max-backoff",
+    "restart-strategy.exponential-delay.backoff-multiplier",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff",
     "table.exec.source.idle-timeout",
     "sql-client.execution.result-mode",
 ];

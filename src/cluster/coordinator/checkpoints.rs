@@ -39,6 +39,9 @@ pub(in crate::cluster) struct JobCheckpoints {
     pub retained: usize,
     pub restart_attempts: u32,
     pub restart_delay: Duration,
+    /// Exponential back-off: each restart waits `multiplier` times longer
+    /// than the last, up to the maximum.
+    pub backoff: Option<(f64, Duration)>,
     pub next_id: u64,
     pub last_trigger: Instant,
     pub pending: Option<PendingCheckpoint>,
@@ -127,18 +130,57 @@ impl JobCheckpoints {
         };
         let storage = CheckpointStorage::open(&url, job_id)
             .map_err(|e| Status::invalid_argument(format!("checkpoint storage: {e}")))?;
-        let attempts = match settings.get("restart-strategy.type").map(String::as_str) {
-            Some("none" | "disable" | "off") => 0,
-            Some("fixed-delay" | "fixeddelay") | None => number(
-                "restart-strategy.fixed-delay.attempts",
-                config.restart_attempts,
-            )?,
-            Some(other) => {
-                return Err(Status::invalid_argument(format!(
-                    "'restart-strategy.type' = '{other}' is not supported; use 'fixed-delay' or 'none'"
-                )));
-            }
-        };
+        let (attempts, delay, backoff) =
+            match settings.get("restart-strategy.type").map(String::as_str) {
+                Some("none" | "disable" | "off") => (0, Duration::ZERO, None),
+                Some("fixed-delay" | "fixeddelay") | None => (
+                    number(
+                        "restart-strategy.fixed-delay.attempts",
+                        config.restart_attempts,
+                    )?,
+                    duration(
+                        "restart-strategy.fixed-delay.delay",
+                        config.restart_delay_ms,
+                    )?,
+                    None,
+                ),
+                Some("exponential-delay" | "exponentialdelay") => {
+                    let key = "restart-strategy.exponential-delay.backoff-multiplier";
+                    let multiplier = match settings.get(key) {
+                        None => 2.0,
+                        Some(v) => v
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|m| *m >= 1.0)
+                            .ok_or_else(|| {
+                                Status::invalid_argument(format!(
+                                    "'{key}' = '{v}' must be a number of at least 1"
+                                ))
+                            })?,
+                    };
+                    (
+                        number(
+                            "restart-strategy.exponential-delay.attempts-before-reset-backoff",
+                            config.restart_attempts,
+                        )?,
+                        duration(
+                            "restart-strategy.exponential-delay.initial-backoff",
+                            config.restart_delay_ms,
+                        )?,
+                        Some((
+                            multiplier,
+                            duration("restart-strategy.exponential-delay.max-backoff", 60_000)?,
+                        )),
+                    )
+                }
+                Some(other) => {
+                    return Err(Status::invalid_argument(format!(
+                        "'restart-strategy.type' = '{other}' is not supported; use \
+                         'fixed-delay', 'exponential-delay' or 'none'"
+                    )));
+                }
+            };
         Ok(Some(Self {
             storage,
             url,
@@ -149,10 +191,8 @@ impl JobCheckpoints {
             )?
             .max(1) as usize,
             restart_attempts: attempts,
-            restart_delay: duration(
-                "restart-strategy.fixed-delay.delay",
-                config.restart_delay_ms,
-            )?,
+            restart_delay: delay,
+            backoff,
             next_id: 1,
             last_trigger: Instant::now(),
             pending: None,
@@ -165,6 +205,17 @@ impl JobCheckpoints {
             finished: false,
             corrupt: BTreeSet::new(),
         }))
+    }
+
+    /// How long to wait before restart number `restarts + 1`.
+    pub fn delay_before(&self, restarts: u32) -> Duration {
+        match self.backoff {
+            None => self.restart_delay,
+            Some((multiplier, max)) => {
+                let factor = multiplier.powi(restarts.min(64) as i32);
+                self.restart_delay.mul_f64(factor.min(1e9)).min(max)
+            }
+        }
     }
 
     fn record(&mut self, record: pb::CheckpointRecord) {
@@ -459,6 +510,51 @@ fn due_checkpoint(job: &mut JobEntry) -> Option<pb::TriggerCheckpoint> {
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
+
+    #[test]
+    fn restart_strategies_from_flinks_settings() {
+        use super::JobCheckpoints;
+        use crate::cluster::config::CoordinatorConfig;
+        let config = CoordinatorConfig {
+            checkpoint_dir: "memory://".into(),
+            ..CoordinatorConfig::default()
+        };
+        let settings = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let checkpoints =
+            |pairs: &[(&str, &str)]| JobCheckpoints::from_settings(&settings(pairs), &config, "j");
+        let fixed = checkpoints(&[("restart-strategy.fixed-delay.delay", "2s")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(fixed.delay_before(5), Duration::from_secs(2));
+        let exponential = checkpoints(&[
+            ("restart-strategy.type", "exponential-delay"),
+            (
+                "restart-strategy.exponential-delay.initial-backoff",
+                "100ms",
+            ),
+            ("restart-strategy.exponential-delay.max-backoff", "1s"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(exponential.delay_before(0), Duration::from_millis(100));
+        assert_eq!(exponential.delay_before(2), Duration::from_millis(400));
+        assert_eq!(exponential.delay_before(10), Duration::from_secs(1));
+        let none = checkpoints(&[("restart-strategy.type", "none")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.restart_attempts, 0);
+        assert!(
+            checkpoints(&[("execution.checkpointing.interval", "0")])
+                .unwrap()
+                .is_none()
+        );
+        assert!(checkpoints(&[("restart-strategy.type", "sometimes")]).is_err());
+    }
 
     #[test]
     fn durations_in_flinks_syntax() {

@@ -236,7 +236,7 @@ impl Coordinator {
             state.end_job(job_id, pb::JobState::Failed, Some(reason));
             return;
         }
-        let delay = checkpoints.restart_delay;
+        let delay = checkpoints.delay_before(restarts);
         checkpoints.fail_pending("the job failed");
         end_attempt(state, job_id);
         warn!(job = job_id, %reason, delay_ms = delay.as_millis() as u64, "job failed; restarting");
