@@ -253,22 +253,19 @@ async fn crash_at(failpoint: &str) {
 /// (a new process: a new data address).
 async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
     let client = cluster.client().await;
-    let old = client
-        .workers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|w| w.worker_id == id)
-        .map(|w| w.data_address);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = client
+    let address = || async {
+        client
             .workers()
             .await
             .unwrap()
             .into_iter()
             .find(|w| w.worker_id == id)
-            .map(|w| w.data_address);
+            .map(|w| w.data_address)
+    };
+    let old = address().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = address().await;
         if now.is_some() && now != old {
             return;
         }
