@@ -53,6 +53,10 @@ pub enum ClusterCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (config: coordinator.metrics_listen).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serve the Postgres wire protocol at ADDR, for `psql` and Postgres
+        /// drivers (config: coordinator.pg_listen; password: coordinator.pg_password).
+        #[arg(long)]
+        pg_listen: Option<String>,
         /// Where jobs store checkpoints by default: a directory, `file:///…`
         /// or `s3://bucket/prefix` (config: coordinator.checkpoint_dir).
         #[arg(long)]
@@ -155,8 +159,9 @@ const CONFIG_HELP: &str = "\
 Configuration: flags override WEIR_<SECTION>_<KEY> environment variables,
 which override the TOML file given by --config (or WEIR_CONFIG). Keys:
   [coordinator] listen, heartbeat_interval_ms, heartbeat_timeout_ms, default_parallelism,
-                metrics_listen, checkpoint_dir, checkpoint_interval_ms (0: none),
-                checkpoints_retained, restart_attempts, restart_delay_ms, state_dir
+                metrics_listen, pg_listen, pg_password (SCRAM-SHA-256; empty: trust),
+                checkpoint_dir, checkpoint_interval_ms (0: none), checkpoints_retained,
+                restart_attempts, restart_delay_ms, state_dir
   [worker]      coordinator, listen, id, slots, connect_timeout_ms, metrics_listen,
                 state_dir, state_block_cache_mb, state_write_buffer_mb
   [exchange]    credit_bytes (per-channel credit window), channel_capacity
@@ -174,12 +179,14 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             heartbeat_timeout_ms,
             default_parallelism,
             metrics_listen,
+            pg_listen,
             checkpoint_dir,
             state_dir,
             config,
         } => {
             let mut config = ClusterConfig::load(config.config.as_deref())?;
             let c = &mut config.coordinator;
+            c.pg_listen = pg_listen.unwrap_or(c.pg_listen.clone());
             c.checkpoint_dir = checkpoint_dir.unwrap_or(c.checkpoint_dir.clone());
             c.state_dir = state_dir.unwrap_or(c.state_dir.clone());
             c.listen = listen.unwrap_or(c.listen.clone());
@@ -201,6 +208,17 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     serve_metrics(&config.coordinator.metrics_listen, metrics).await?;
                 println!("metrics on http://{at}/metrics");
             }
+            let _pg = if config.coordinator.pg_listen.is_empty() {
+                None
+            } else {
+                let mut own = address;
+                if own.ip().is_unspecified() {
+                    own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let (at, task) = serve_pg(&config.coordinator, &own.to_string()).await?;
+                println!("postgres on {at}");
+                Some(task)
+            };
             std::io::stdout().flush()?;
             server.await.context("coordinator server")??;
             Ok(())
@@ -317,6 +335,29 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Serves the Postgres wire protocol next to the coordinator, through a
+/// client of the coordinator's own gRPC address.
+async fn serve_pg(
+    config: &weir::cluster::config::CoordinatorConfig,
+    coordinator: &str,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(&config.pg_listen)
+        .await
+        .with_context(|| format!("cannot listen for postgres on {}", config.pg_listen))?;
+    let at = listener.local_addr()?;
+    let client = self::client(coordinator).await?;
+    let options = weir::pg::PgOptions {
+        parallelism: config.default_parallelism.max(1) as usize,
+        password: (!config.pg_password.is_empty()).then(|| config.pg_password.clone()),
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = weir::pg::serve(listener, client, options).await {
+            tracing::error!(error = %e, "the postgres server stopped");
+        }
+    });
+    Ok((at, task))
 }
 
 async fn client(address: &str) -> anyhow::Result<Client> {

@@ -15,6 +15,8 @@
 //! ```
 
 pub mod cluster;
+mod cluster_session;
+pub mod pg;
 mod running_job;
 
 use std::sync::Arc;
@@ -35,9 +37,12 @@ pub struct Engine {
     session: Session,
     backend: Backend,
     parallelism: usize,
-    /// The statements that shaped the session (DDL, `SET`), replayed in
-    /// front of each job submitted to a cluster.
+    /// The statements that shaped the session (`SET`, and DDL on the
+    /// local runtime), replayed in front of each job submitted to a
+    /// cluster, after the catalog's tables.
     context: Vec<String>,
+    /// On a cluster, the tables loaded from the shared catalog.
+    catalog: cluster_session::CatalogView,
 }
 
 enum Backend {
@@ -110,7 +115,16 @@ impl Engine {
             backend,
             parallelism,
             context: Vec::new(),
+            catalog: Default::default(),
         }
+    }
+
+    /// Keeps this session's tables to itself instead of sharing them
+    /// through the cluster's catalog (as Flink's in-memory session catalog
+    /// does); tables already in the cluster's catalog stay invisible.
+    pub fn with_session_catalog(mut self) -> Self {
+        self.catalog.shared = false;
+        self
     }
 
     /// The SQL session (catalog and settings).
@@ -118,18 +132,47 @@ impl Engine {
         &mut self.session
     }
 
-    /// Plans and starts one statement.
+    /// Plans and starts one statement. On a cluster, `CREATE TABLE` and
+    /// `DROP TABLE` change the cluster's shared catalog, and every
+    /// statement first sees the catalog's current tables.
     pub async fn execute(&mut self, sql: &str) -> Result<Executed, SqlError> {
+        let client = match &self.backend {
+            Backend::Cluster { client, .. } => Some(client.clone()),
+            Backend::Local(_) => None,
+        };
+        if let Some(client) = &client {
+            self.sync_catalog(client).await?;
+        }
+        let ddl = weir_sql::parse_statement(sql).ok().filter(|s| {
+            matches!(
+                s,
+                weir_sql::Statement::CreateTable(_) | weir_sql::Statement::DropTable { .. }
+            )
+        });
         Ok(match self.session.execute(sql).await? {
             Outcome::Message(m) => {
-                self.context.push(sql.to_string());
+                let published = match (&client, &ddl) {
+                    (Some(client), Some(statement)) => {
+                        self.publish_ddl(client, statement, sql).await?
+                    }
+                    _ => false,
+                };
+                if !published {
+                    self.context.push(sql.to_string());
+                }
                 Executed::Text(m)
             }
+            Outcome::Control(control) => match &client {
+                Some(client) => cluster_session::job_control(client, control).await?,
+                None => {
+                    return Err(SqlError::plan(
+                        "SHOW JOBS, STOP JOB and CANCEL JOB need a cluster; \
+                         `weir sql` and `weir run --workers N` start one",
+                    ));
+                }
+            },
             Outcome::Explain(m) => Executed::Text(m),
-            Outcome::Rows(b) => {
-                self.context.push(sql.to_string());
-                Executed::Rows(b)
-            }
+            Outcome::Rows(b) => Executed::Rows(b),
             Outcome::Job(plan) => match &self.backend {
                 Backend::Local(runtime) => {
                     Executed::Job(RunningJob::Local(runtime.spawn(&plan.name, &plan.graph)?))

@@ -12,6 +12,7 @@ use weir::{Engine, Executed, RunningJob};
 use weir_sql::{SqlError, StatementText};
 
 mod cluster_commands;
+mod shell;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,9 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// The SQL shell: statements at a prompt (or from `-f FILE` / `-e SQL`)
+    /// on a coordinator (`--coordinator`) or an embedded cluster.
+    Sql(shell::SqlArgs),
     #[command(flatten)]
     Cluster(cluster_commands::ClusterCommand),
 }
@@ -251,7 +255,7 @@ fn main() -> std::process::ExitCode {
     let result = run_command(cli);
     failpoints.teardown();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -259,11 +263,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run_command(cli: Cli) -> anyhow::Result<()> {
+fn run_command(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let done = std::process::ExitCode::SUCCESS;
         match cli.command {
             Command::Run {
                 file,
@@ -271,13 +276,16 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
                 progress_interval,
                 workers,
                 config,
-            } => run(file, parallelism, progress_interval, workers, config.config).await,
+            } => run(file, parallelism, progress_interval, workers, config.config)
+                .await
+                .map(|()| done),
             Command::Explain {
                 file,
                 parallelism,
                 dot,
-            } => explain(file, parallelism, dot).await,
-            Command::Cluster(command) => cluster_commands::run(command).await,
+            } => explain(file, parallelism, dot).await.map(|()| done),
+            Command::Sql(args) => shell::run(args).await,
+            Command::Cluster(command) => cluster_commands::run(command).await.map(|()| done),
         }
     })
 }

@@ -107,6 +107,14 @@ impl RunningJob {
         }
     }
 
+    /// Lets the job run on without following it (a remote job's poller
+    /// stops; a local job keeps running in this process).
+    pub fn detach(self) {
+        if let RunningJob::Remote(r) = self {
+            r.poller.abort();
+        }
+    }
+
     /// Stops gracefully: sources stop, in-flight data drains, sinks flush.
     pub fn stop(&self) {
         match self {

@@ -4,11 +4,15 @@
 //! - `oracle`: every window and aggregate query of the corpus against DataFusion batch SQL.
 //! - `explain`: snapshots of EXPLAIN output and of the main error messages.
 //! - `cli`: the `weir` binary, run as a user runs it.
+//! - `shell`: `weir sql` with scripts, and in a real terminal (tmux).
 //! - `cluster`: a coordinator and worker processes of the `weir` binary on 127.0.0.x.
+//! - `pg`: the coordinator's Postgres wire protocol server, driven by `psql` and `tokio-postgres`.
 
 mod cli;
 mod cluster;
 mod common;
 mod explain;
 mod oracle;
+mod pg;
+mod shell;
 mod slt;

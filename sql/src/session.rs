@@ -66,6 +66,19 @@ pub enum Outcome {
     Job(JobPlan),
     /// A bare `SELECT`: a job whose rows the caller reads.
     Query(QueryPlan),
+    /// `SHOW JOBS`, `STOP JOB`, `CANCEL JOB`: for whoever runs the jobs.
+    Control(JobControl),
+}
+
+/// A statement about running jobs, answered by whoever runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobControl {
+    /// `SHOW JOBS`.
+    List,
+    /// `STOP JOB 'id'`: stop gracefully.
+    Stop(String),
+    /// `CANCEL JOB 'id'`: cancel at once.
+    Cancel(String),
 }
 
 /// A SQL session over a connector registry.
@@ -234,6 +247,9 @@ impl Session {
                 Ok(Outcome::Rows(string_batch(&[("table_name", names)])?))
             }
             Statement::Describe(name) => self.describe(&name).map(Outcome::Rows),
+            Statement::ShowJobs => Ok(Outcome::Control(JobControl::List)),
+            Statement::StopJob { id, cancel: false } => Ok(Outcome::Control(JobControl::Stop(id))),
+            Statement::StopJob { id, cancel: true } => Ok(Outcome::Control(JobControl::Cancel(id))),
             Statement::Insert {
                 table,
                 query,

@@ -114,6 +114,9 @@ pub struct CreateTable {
     pub name: String,
     /// `IF NOT EXISTS` was given.
     pub if_not_exists: bool,
+    /// `CREATE TEMPORARY TABLE`: the table stays in the session (Flink's
+    /// temporary tables); otherwise a cluster keeps it in its catalog.
+    pub temporary: bool,
     /// Columns in order; empty when the DDL declared none (a sink taking the query's schema).
     pub columns: Vec<ColumnDef>,
     /// `WATERMARK FOR column AS expr`.
@@ -160,6 +163,15 @@ pub enum Statement {
     ShowTables,
     /// `DESCRIBE table` / `DESC table`.
     Describe(String),
+    /// `SHOW JOBS`.
+    ShowJobs,
+    /// `STOP JOB 'id'` (graceful, Flink's statement) or `CANCEL JOB 'id'`.
+    StopJob {
+        /// The job's id.
+        id: String,
+        /// Cancel at once instead of stopping gracefully.
+        cancel: bool,
+    },
 }
 
 struct Cursor<'a> {
@@ -414,6 +426,7 @@ fn parse_create_table(c: &mut Cursor<'_>) -> Result<CreateTable> {
     Ok(CreateTable {
         name,
         if_not_exists,
+        temporary: false,
         columns,
         watermark,
         options,
@@ -529,11 +542,13 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         });
     }
     if c.eat_keyword(Keyword::CREATE) {
-        c.eat_keyword(Keyword::TEMPORARY);
+        let temporary = c.eat_keyword(Keyword::TEMPORARY);
         if !c.eat_keyword(Keyword::TABLE) {
             return Err(c.error("TABLE after CREATE (Weir supports CREATE TABLE)"));
         }
-        return Ok(Statement::CreateTable(parse_create_table(&mut c)?));
+        let mut create = parse_create_table(&mut c)?;
+        create.temporary = temporary;
+        return Ok(Statement::CreateTable(create));
     }
     if c.eat_keyword(Keyword::DROP) {
         if !c.eat_keyword(Keyword::TABLE) {
@@ -590,7 +605,21 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         if c.eat_keyword(Keyword::TABLES) {
             return Ok(Statement::ShowTables);
         }
-        return Err(c.error("TABLES after SHOW"));
+        if c.eat_word("jobs") {
+            return Ok(Statement::ShowJobs);
+        }
+        return Err(c.error("TABLES or JOBS after SHOW"));
+    }
+    let stop = c.eat_word("stop");
+    if stop || c.eat_word("cancel") {
+        if !c.eat_word("job") {
+            return Err(c.error("JOB"));
+        }
+        let id = option_atom(&mut c, "a job id")?;
+        if c.peek().is_some() {
+            return Err(c.error("end of statement after the job id"));
+        }
+        return Ok(Statement::StopJob { id, cancel: !stop });
     }
     if c.eat_keyword(Keyword::DESCRIBE) || c.eat_keyword(Keyword::DESC) {
         return Ok(Statement::Describe(c.name("a table name")?));
@@ -603,7 +632,7 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         return Ok(Statement::Query(sql.to_string()));
     }
     Err(c.error(
-        "a statement: CREATE TABLE, INSERT INTO, SELECT, SET, EXPLAIN, SHOW TABLES, DESCRIBE or DROP TABLE",
+        "a statement: CREATE TABLE, INSERT INTO, SELECT, SET, EXPLAIN, SHOW TABLES, DESCRIBE, DROP TABLE, SHOW JOBS or STOP JOB",
     ))
 }
 

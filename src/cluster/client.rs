@@ -123,6 +123,41 @@ impl Client {
             .workers)
     }
 
+    /// The shared catalog of tables.
+    pub async fn catalog(&self) -> Result<pb::Catalog> {
+        Ok(self
+            .inner
+            .clone()
+            .get_catalog(pb::GetCatalogRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Adds a table to the shared catalog.
+    pub async fn create_table(&self, name: &str, ddl: &str) -> Result<pb::Catalog> {
+        Ok(self
+            .inner
+            .clone()
+            .create_catalog_table(pb::CatalogTable {
+                name: name.to_string(),
+                ddl: ddl.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Removes a table from the shared catalog.
+    pub async fn drop_table(&self, name: &str) -> Result<pb::Catalog> {
+        Ok(self
+            .inner
+            .clone()
+            .drop_catalog_table(pb::DropCatalogTableRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Streams a query job's rows into the returned channel; a failed job
     /// ends the stream with its error.
     pub async fn results(&self, job_id: &str) -> Result<mpsc::Receiver<Result<RecordBatch>>> {

@@ -51,6 +51,12 @@ pub struct CoordinatorConfig {
     pub default_parallelism: u32,
     /// Where to serve Prometheus metrics (`GET /metrics`); empty: nowhere.
     pub metrics_listen: String,
+    /// Where to serve the Postgres wire protocol (`psql -h HOST -p PORT`);
+    /// empty: nowhere.
+    pub pg_listen: String,
+    /// The password Postgres clients authenticate with (SCRAM-SHA-256);
+    /// empty: every client is trusted.
+    pub pg_password: String,
     /// Where jobs store checkpoints unless they `SET 'execution.checkpointing.dir'`:
     /// `file:///…` (shared by the processes of one host) or `s3://bucket/prefix`.
     /// Empty: `file://` + the system temporary directory + `/weir-checkpoints`.
@@ -77,6 +83,8 @@ impl Default for CoordinatorConfig {
             heartbeat_timeout_ms: 5_000,
             default_parallelism: 1,
             metrics_listen: String::new(),
+            pg_listen: String::new(),
+            pg_password: String::new(),
             checkpoint_dir: String::new(),
             checkpoint_interval_ms: 10_000,
             checkpoints_retained: 3,

@@ -22,7 +22,10 @@ pub struct TestCluster {
     pub address: String,
     /// The coordinator's Prometheus endpoint (`host:port`).
     pub metrics_address: String,
+    /// The coordinator's Postgres address, when started with `--pg-listen`.
+    pub pg_address: Option<String>,
     coordinator: Child,
+    coordinator_args: Vec<String>,
     pub workers: Vec<(String, Child)>,
     dir: tempfile::TempDir,
     slots: u32,
@@ -38,13 +41,35 @@ impl TestCluster {
     }
 
     pub async fn start_with_env(workers: usize, slots: u32, env: &[(&str, &str)]) -> Self {
+        Self::start_with(workers, slots, env, &[]).await
+    }
+
+    /// A cluster whose coordinator gets `coordinator_args` on top of the usual flags.
+    pub async fn start_with_coordinator_args(
+        workers: usize,
+        slots: u32,
+        coordinator_args: &[&str],
+    ) -> Self {
+        Self::start_with(workers, slots, &[], coordinator_args).await
+    }
+
+    async fn start_with(
+        workers: usize,
+        slots: u32,
+        env: &[(&str, &str)],
+        coordinator_args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (coordinator, address, metrics_address) =
-            start_coordinator(&dir, "127.0.0.1:0", "coordinator");
+        let coordinator_args: Vec<String> =
+            coordinator_args.iter().map(|a| a.to_string()).collect();
+        let (coordinator, address, metrics_address, pg_address) =
+            start_coordinator(&dir, "127.0.0.1:0", "coordinator", &coordinator_args);
         let mut cluster = Self {
             address,
             metrics_address,
+            pg_address,
             coordinator,
+            coordinator_args,
             workers: Vec::new(),
             dir,
             slots,
@@ -63,11 +88,16 @@ impl TestCluster {
     pub fn restart_coordinator(&mut self) {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
-        let (coordinator, address, metrics_address) =
-            start_coordinator(&self.dir, &self.address, "coordinator-restarted");
+        let (coordinator, address, metrics_address, pg_address) = start_coordinator(
+            &self.dir,
+            &self.address,
+            "coordinator-restarted",
+            &self.coordinator_args,
+        );
         assert_eq!(address, self.address);
         self.coordinator = coordinator;
         self.metrics_address = metrics_address;
+        self.pg_address = pg_address;
     }
 
     /// Starts a worker process (not added to the cluster's list).
@@ -215,8 +245,13 @@ impl Drop for TestCluster {
 }
 
 /// Starts a coordinator listening on `listen` (logging to `log`.log);
-/// returns it, its address and its metrics address.
-fn start_coordinator(dir: &tempfile::TempDir, listen: &str, log: &str) -> (Child, String, String) {
+/// returns it, its address, its metrics address and its Postgres address.
+fn start_coordinator(
+    dir: &tempfile::TempDir,
+    listen: &str,
+    log: &str,
+    extra: &[String],
+) -> (Child, String, String, Option<String>) {
     let mut coordinator = weir()
         .args([
             "coordinator",
@@ -235,6 +270,7 @@ fn start_coordinator(dir: &tempfile::TempDir, listen: &str, log: &str) -> (Child
             "--heartbeat-timeout-ms",
             &HEARTBEAT_TIMEOUT.as_millis().to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(log_file(dir, log))
         .spawn()
@@ -244,7 +280,11 @@ fn start_coordinator(dir: &tempfile::TempDir, listen: &str, log: &str) -> (Child
     let metrics_address = read_prefixed(&mut stdout, "metrics on http://")
         .trim_end_matches("/metrics")
         .to_string();
-    (coordinator, address, metrics_address)
+    let pg_address = extra
+        .iter()
+        .any(|a| a == "--pg-listen")
+        .then(|| read_prefixed(&mut stdout, "postgres on "));
+    (coordinator, address, metrics_address, pg_address)
 }
 
 /// Follows a job until it ends, failing the test after `within`.

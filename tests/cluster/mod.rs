@@ -2,7 +2,7 @@
 //! processes of the `weir` binary on 127.0.0.x, talking gRPC.
 
 mod fault;
-mod harness;
+pub mod harness;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use harness::{HEARTBEAT_TIMEOUT, TestCluster, current_rss, peak_rss, wait_for_en
 
 /// COUNT(*) of a bounded query run on the cluster.
 async fn count_on(cluster: &TestCluster, parallelism: usize, rows: u64) -> i64 {
-    let mut engine = Engine::on_cluster(cluster.client().await, parallelism);
+    let mut engine = Engine::on_cluster(cluster.client().await, parallelism).with_session_catalog();
     engine
         .execute_script(&format!(
             "CREATE TABLE seq (id BIGINT) WITH ('connector' = 'datagen', \
@@ -49,7 +49,7 @@ async fn slt_corpus_on_three_worker_processes() {
         crate::slt::run_corpus_with(
             &format!("3 worker processes, parallelism {parallelism}"),
             false,
-            move || Engine::on_cluster(client.clone(), parallelism),
+            move || Engine::on_cluster(client.clone(), parallelism).with_session_catalog(),
         )
         .await;
     }

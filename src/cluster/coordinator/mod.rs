@@ -7,6 +7,7 @@
 //! the worker. A job that takes checkpoints then restarts from its newest
 //! completed checkpoint (see [`checkpoints`]).
 
+mod catalog;
 mod checkpoints;
 mod journal;
 mod planning;
@@ -46,11 +47,13 @@ pub struct Coordinator {
 impl Coordinator {
     /// A coordinator with these settings and no workers yet.
     pub fn new(config: CoordinatorConfig) -> Self {
+        let state_dir = match config.state_dir.trim() {
+            "" => None,
+            dir => Some(std::path::PathBuf::from(dir)),
+        };
         let state = State {
-            journal: match config.state_dir.trim() {
-                "" => None,
-                dir => Some(std::path::PathBuf::from(dir).join("jobs")),
-            },
+            journal: state_dir.as_ref().map(|d| d.join("jobs")),
+            catalog: catalog::Catalog::open(state_dir.as_deref()),
             ..State::default()
         };
         Self {
@@ -105,7 +108,9 @@ impl Coordinator {
             return;
         };
         for record in journal::unfinished(&dir) {
-            let planned = match plan_script(&record.sql, &record.name, record.parallelism).await {
+            let planned = match plan_script(&record.sql, &record.name, record.parallelism, &[])
+                .await
+            {
                 Ok((mut jobs, _)) if jobs.len() == 1 => jobs.remove(0),
                 Ok(_) => {
                     warn!(job = %record.job_id, "a recorded job no longer plans to one job; not resumed");
@@ -272,7 +277,7 @@ impl Coordinator {
             }
             (job.spec.sql.clone(), job.spec.name.clone())
         };
-        let (mut planned, _) = plan_script(&sql, &name, parallelism).await?;
+        let (mut planned, _) = plan_script(&sql, &name, parallelism, &[]).await?;
         let planned = planned
             .pop()
             .ok_or_else(|| Status::internal("the job's SQL planned to no job"))?;
@@ -466,7 +471,8 @@ impl Coordinator {
         } else {
             request.name.clone()
         };
-        let (planned, messages) = plan_script(&request.sql, &origin, parallelism).await?;
+        let catalog = self.state().catalog.tables().to_vec();
+        let (planned, messages) = plan_script(&request.sql, &origin, parallelism, &catalog).await?;
         let mut jobs = Vec::new();
         for job in planned {
             jobs.push(self.deploy(job)?);

@@ -9,6 +9,7 @@ use weir_engine::PhysicalGraph;
 use weir_proto as pb;
 use weir_sql::{Outcome, Session};
 
+use super::catalog::TableEntry;
 use super::state::State;
 
 /// A job planned from a script: its spec (what workers re-plan) and graph.
@@ -19,19 +20,42 @@ pub(super) struct PlannedJob {
     pub settings: BTreeMap<String, String>,
 }
 
-/// Runs a script's statements in a fresh session. Each `INSERT` or `SELECT`
-/// becomes a job whose SQL is the script's state-changing statements so far
-/// followed by it. Other statements answer with a message.
+/// Runs a script's statements in a fresh session that starts with the
+/// `catalog`'s tables, except those the script creates itself. Each
+/// `INSERT` or `SELECT` becomes a job whose SQL is the catalog tables' DDL
+/// and the script's state-changing statements so far, followed by it — a
+/// self-contained script every worker can plan again. Other statements
+/// answer with a message.
 pub(super) async fn plan_script(
     script: &str,
     origin: &str,
     parallelism: u32,
+    catalog: &[TableEntry],
 ) -> Result<(Vec<PlannedJob>, Vec<String>), Status> {
     let mut session = Session::new(weir_connectors::default_registry());
     session.set_default_parallelism(parallelism.max(1) as usize);
     let statements = weir_sql::split_statements(script)
         .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
+    let created_by_script: Vec<String> = statements
+        .iter()
+        .filter_map(|s| match weir_sql::parse_statement(&s.text) {
+            Ok(weir_sql::Statement::CreateTable(c)) => Some(c.name),
+            _ => None,
+        })
+        .collect();
     let mut context: Vec<String> = Vec::new();
+    for table in catalog {
+        if created_by_script.contains(&table.name) {
+            continue;
+        }
+        session.execute(&table.ddl).await.map_err(|e| {
+            Status::failed_precondition(format!(
+                "the catalog's table '{}' no longer plans: {e}",
+                table.name
+            ))
+        })?;
+        context.push(table.ddl.clone());
+    }
     let mut jobs = Vec::new();
     let mut messages = Vec::new();
     for statement in statements {
@@ -44,6 +68,12 @@ pub(super) async fn plan_script(
             Outcome::Explain(text) => {
                 messages.push(text);
                 continue;
+            }
+            Outcome::Control(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{origin}: SHOW JOBS, STOP JOB and CANCEL JOB are statements of `weir sql`; \
+                     a submitted script cannot run them (use `weir jobs`, `weir stop ID`)"
+                )));
             }
             Outcome::Message(m) => {
                 context.push(statement.text);

@@ -320,4 +320,40 @@ impl CoordinatorRpc for Coordinator {
             .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
+
+    async fn get_catalog(
+        &self,
+        _request: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::Catalog>, Status> {
+        Ok(Response::new(self.state().catalog.to_proto()))
+    }
+
+    async fn create_catalog_table(
+        &self,
+        request: Request<pb::CatalogTable>,
+    ) -> Result<Response<pb::Catalog>, Status> {
+        let table = request.into_inner();
+        // The DDL must plan here too: a table that no script could use
+        // must not enter the shared catalog.
+        let mut session = weir_sql::Session::new(weir_connectors::default_registry());
+        session
+            .execute(&table.ddl)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut state = self.state();
+        state.catalog.create(&table.name, &table.ddl)?;
+        info!(table = %table.name, "table added to the catalog");
+        Ok(Response::new(state.catalog.to_proto()))
+    }
+
+    async fn drop_catalog_table(
+        &self,
+        request: Request<pb::DropCatalogTableRequest>,
+    ) -> Result<Response<pb::Catalog>, Status> {
+        let name = request.into_inner().name;
+        let mut state = self.state();
+        state.catalog.drop_table(&name)?;
+        info!(table = %name, "table dropped from the catalog");
+        Ok(Response::new(state.catalog.to_proto()))
+    }
 }

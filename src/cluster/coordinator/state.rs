@@ -166,6 +166,8 @@ pub(super) struct State {
     pub next_session: u64,
     /// Where job definitions are recorded (see [`super::journal`]).
     pub journal: Option<std::path::PathBuf>,
+    /// The shared catalog of tables (see [`super::catalog`]).
+    pub catalog: super::catalog::Catalog,
 }
 
 impl State {
