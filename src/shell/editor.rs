@@ -413,7 +413,10 @@ mod tests {
         let helper = ShellHelper::new(catalog, false);
         assert_eq!(helper.candidates("SEL", 0, "SEL"), vec!["SELECT"]);
         assert_eq!(helper.candidates("sel", 0, "sel"), vec!["select"]);
-        assert_eq!(helper.candidates("SELECT * FROM b", 14, "b"), vec!["bids"]);
+        assert_eq!(
+            helper.candidates("SELECT * FROM bid", 14, "bid"),
+            vec!["bids"]
+        );
         assert_eq!(
             helper.candidates("SELECT pr FROM bids", 7, "pr"),
             vec!["price"]

@@ -64,4 +64,7 @@ pub(crate) struct TaskCheckpointing {
     pub events: mpsc::UnboundedSender<CheckpointEvent>,
     /// The last barrier this task forwarded.
     pub last_barrier: Option<CheckpointId>,
+    /// True once the final barrier (`then_stop`) went through: only then
+    /// may the task close and its operators flush.
+    pub final_barrier_seen: bool,
 }

@@ -452,6 +452,7 @@ fn wire_checkpoints(tasks: &mut [Task]) -> JobCheckpoints {
             completed: completed_rx.clone(),
             events: events_tx.clone(),
             last_barrier: None,
+            final_barrier_seen: false,
         });
     }
     JobCheckpoints {

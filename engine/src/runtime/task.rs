@@ -217,6 +217,7 @@ impl Task {
         self.outputs.send(Message::Barrier(barrier)).await?;
         if let Some(checkpointing) = &mut self.checkpointing {
             checkpointing.last_barrier = Some(barrier.id);
+            checkpointing.final_barrier_seen |= barrier.then_stop;
             let _ = checkpointing
                 .events
                 .send(CheckpointEvent::Snapshot(TaskSnapshot {
@@ -245,6 +246,15 @@ impl Task {
     /// With checkpointing, first waits for the last checkpoint this task
     /// took part in (the final one) to complete, and commits it.
     async fn close(&mut self) -> Result<()> {
+        if let Some(checkpointing) = &self.checkpointing
+            && !checkpointing.final_barrier_seen
+        {
+            // Input ended without the final checkpoint: an upstream task
+            // went away (its job part is being cancelled). Flushing now
+            // would publish output no checkpoint covers, which the restart
+            // would produce again.
+            return Err(Error::Cancelled);
+        }
         if let Some(checkpointing) = &mut self.checkpointing
             && let Some(last) = checkpointing.last_barrier
         {
