@@ -512,3 +512,83 @@ async fn psql_and_the_shell_give_the_same_rows() {
     assert_eq!(from_shell, expected);
     assert_eq!(from_psql, expected);
 }
+
+/// The shell's coordinator goes away in the middle of a query: the query
+/// ends with a clear error, the shell stays up, and once the coordinator is
+/// back the next statement works (and sees the persisted catalog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_survives_losing_its_coordinator_mid_query() {
+    let mut cluster = TestCluster::start(2, 4).await;
+    let command = format!(
+        "WEIR_LOG=error WEIR_HISTORY=/dev/null {} sql --coordinator {}",
+        env!("CARGO_BIN_EXE_weir"),
+        cluster.address
+    );
+    let term = Terminal::start(&format!("weir-lost-{}", std::process::id()), &command);
+    term.wait_for("the prompt", Duration::from_secs(30), |s| {
+        s.contains("weir>")
+    });
+    term.type_line(
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '500', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '100000000');",
+    );
+    term.wait_for("the table", Duration::from_secs(20), |s| {
+        s.contains("Table 't' created.")
+    });
+    term.type_line("SELECT id FROM t WHERE id % 100 = 0;");
+    term.wait_for("rows", Duration::from_secs(30), |s| s.contains("| 300 |"));
+    cluster.restart_coordinator();
+    let screen = term.wait_for("the failed query", Duration::from_secs(60), |s| {
+        s.contains("the query failed") && s.trim_end().ends_with("weir>")
+    });
+    assert!(!screen.contains("panicked"), "{screen}");
+    cluster.wait_for_workers(2).await;
+    term.send(&["C-l"]);
+    term.type_line("SHOW TABLES;");
+    term.wait_for(
+        "the table after the restart",
+        Duration::from_secs(30),
+        |s| s.contains("| t "),
+    );
+    term.type_line("\\q");
+}
+
+/// `weir sql --pg-listen` serves Postgres for its embedded cluster, on the
+/// same catalog as the shell.
+#[test]
+fn the_embedded_shell_serves_postgres() {
+    let command = format!(
+        "WEIR_LOG=error WEIR_HISTORY=/dev/null {} sql --pg-listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_weir")
+    );
+    let term = Terminal::start(&format!("weir-pg-{}", std::process::id()), &command);
+    let screen = term.wait_for("the prompt", Duration::from_secs(60), |s| {
+        s.contains("weir>")
+    });
+    let address = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("postgres on "))
+        .unwrap_or_else(|| panic!("no postgres address on:\n{screen}"))
+        .trim()
+        .to_string();
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let psql = Command::new("timeout")
+        .args(["60", "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h", host, "-p", port, "-U", "weir", "-d", "weir", "-c", SEQ,
+        ])
+        .args(["-c", "SELECT COUNT(*), SUM(id) FROM seq;"])
+        .output()
+        .expect("psql (postgresql-client) is installed; `./dev test` installs it");
+    assert!(psql.status.success(), "{}", text(&psql.stderr));
+    assert!(
+        text(&psql.stdout).contains("1000|500500"),
+        "{}",
+        text(&psql.stdout)
+    );
+    // The table psql created is the shell's too.
+    term.type_line("\\dt");
+    term.wait_for("the table from psql", Duration::from_secs(20), |s| {
+        s.contains("| seq ")
+    });
+    term.type_line("\\q");
+}

@@ -282,7 +282,7 @@ impl Shell {
             }
             self.refresh_names();
             if let Err(e) = result {
-                eprintln!("{e}");
+                eprintln!("{e:#}");
                 return false;
             }
         }
@@ -478,7 +478,7 @@ impl Shell {
             start: Position { line: 1, column: 1 },
         };
         if let Err(e) = self.run_statement(&sql, command, &statement).await {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
         }
         Meta::Continue
     }
