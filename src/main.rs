@@ -188,6 +188,12 @@ async fn run(
             "{late} late rows dropped (they arrived after the watermark passed their window)."
         );
     }
+    let bad: u64 = jobs.iter().map(|j| j.counters().bad).sum();
+    if bad > 0 {
+        eprintln!(
+            "{bad} bad records skipped (dropped or dead-lettered by 'scan.bad-record-policy')."
+        );
+    }
     let mut failures = Vec::new();
     for job in jobs {
         let name = job.name().to_string();

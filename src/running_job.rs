@@ -41,6 +41,8 @@ pub struct JobCounters {
     pub written: u64,
     /// Rows dropped because they came after the watermark passed their window.
     pub late: u64,
+    /// Records sources dropped or dead-lettered as undecodable.
+    pub bad: u64,
 }
 
 impl RunningJob {
@@ -95,6 +97,7 @@ impl RunningJob {
                 read: h.metrics().rows_read(),
                 written: h.metrics().rows_written(),
                 late: h.metrics().late_rows_dropped(),
+                bad: h.metrics().bad_records(),
             },
             RunningJob::Remote(r) => {
                 let s = r.progress.borrow();
@@ -102,6 +105,7 @@ impl RunningJob {
                     read: s.records_read,
                     written: s.records_written,
                     late: s.late_records_dropped,
+                    bad: s.bad_records,
                 }
             }
         }

@@ -7,11 +7,13 @@
 //! - `shell`: `weir sql` with scripts, and in a real terminal (tmux).
 //! - `cluster`: a coordinator and worker processes of the `weir` binary on 127.0.0.x.
 //! - `pg`: the coordinator's Postgres wire protocol server, driven by `psql` and `tokio-postgres`.
+//! - `kafka`: Kafka brokers (librdkafka's mock cluster in `weir-kafka-mock`, and tansu) and clients.
 
 mod cli;
 mod cluster;
 mod common;
 mod explain;
+mod kafka;
 mod oracle;
 mod pg;
 mod shell;

@@ -16,6 +16,7 @@
 //! | `datagen`    | yes   |        | with `number-of-rows` or a sequence field |
 //! | `nexmark`    | yes   |        | with `nexmark.event.num`                  |
 //! | `filesystem` | yes   | yes    | always                                    |
+//! | `kafka`      | yes   | yes    | with `scan.bounded.mode`                  |
 //! | `print`      |       | yes    |                                           |
 //! | `blackhole`  |       | yes    |                                           |
 //!
@@ -31,6 +32,7 @@ use weir_engine::ConnectorRegistry;
 pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
+pub mod kafka;
 pub mod nexmark;
 pub mod print;
 mod util;
@@ -38,6 +40,7 @@ mod util;
 pub use blackhole::BlackholeConnector;
 pub use datagen::DatagenConnector;
 pub use filesystem::FilesystemConnector;
+pub use kafka::KafkaConnector;
 pub use nexmark::NexmarkConnector;
 pub use print::PrintConnector;
 
@@ -46,6 +49,7 @@ pub fn register_all(registry: &mut ConnectorRegistry) {
     registry.register(Arc::new(DatagenConnector));
     registry.register(Arc::new(NexmarkConnector));
     registry.register(Arc::new(FilesystemConnector));
+    registry.register(Arc::new(KafkaConnector));
     registry.register(Arc::new(PrintConnector));
     registry.register(Arc::new(BlackholeConnector));
 }
@@ -66,7 +70,14 @@ mod tests {
         let registry = default_registry();
         assert_eq!(
             registry.names(),
-            ["blackhole", "datagen", "filesystem", "nexmark", "print"]
+            [
+                "blackhole",
+                "datagen",
+                "filesystem",
+                "kafka",
+                "nexmark",
+                "print"
+            ]
         );
         let err = registry.get("datagn").unwrap_err().to_string();
         assert!(err.contains("did you mean 'datagen'"), "{err}");

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 use crate::message::CheckpointId;
 use crate::operator::TaskInfo;
 
+/// The key of a field's metadata that marks a `METADATA` column; the value
+/// is the connector's metadata key (`timestamp`, `partition`, …). A
+/// `VIRTUAL` column also has `weir.metadata.virtual` = `true`.
+pub const METADATA_FIELD_KEY: &str = "weir.metadata";
+
 /// A table's `WITH (…)` options, keys as written (case-sensitive, like Flink).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectorOptions(BTreeMap<String, String>);
@@ -132,6 +137,19 @@ pub trait Source: Send {
         Ok(None)
     }
 
+    /// The split (e.g. Kafka partition) the batch just returned came from,
+    /// for a source whose batches each hold one split's records: watermarks
+    /// are then generated per split, and the slowest split holds them back.
+    fn batch_split(&self) -> Option<u32> {
+        None
+    }
+
+    /// Records this subtask skipped as bad (a connector's bad-record policy),
+    /// for the `weir_source_bad_records_total` counter.
+    fn bad_records(&self) -> u64 {
+        0
+    }
+
     /// Rewinds to a position taken by [`Source::snapshot_position`].
     fn restore_position(&mut self, _position: &[u8]) -> Result<()> {
         Err(Error::Config(
@@ -192,6 +210,12 @@ pub trait Connector: fmt::Debug + Send + Sync {
     /// the Nexmark tables); `None` when the DDL must declare columns.
     fn defined_schema(&self, _options: &ConnectorOptions) -> Result<Option<SchemaRef>> {
         Ok(None)
+    }
+
+    /// The keys of the `METADATA` columns this connector reads or writes
+    /// (Flink's `ts TIMESTAMP(3) METADATA FROM 'timestamp'`); none by default.
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Checks a source table's options; an error names the bad option.

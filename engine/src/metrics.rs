@@ -16,6 +16,8 @@ pub struct TaskMetrics {
     pub records_out: AtomicU64,
     /// Rows dropped because they arrived after the watermark passed their window.
     pub late_records_dropped: AtomicU64,
+    /// Records a source skipped as bad (its connector's bad-record policy).
+    pub bad_records: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -33,7 +35,12 @@ impl TaskMetrics {
             records_in: self.records_in.load(Ordering::Relaxed),
             records_out: self.records_out.load(Ordering::Relaxed),
             late_records_dropped: self.late_records_dropped.load(Ordering::Relaxed),
+            bad_records: self.bad_records.load(Ordering::Relaxed),
         }
+    }
+    /// Sets the bad-records counter to a source's own count.
+    pub fn set_bad_records(&self, records: u64) {
+        self.bad_records.store(records, Ordering::Relaxed);
     }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
@@ -51,6 +58,8 @@ pub struct TaskMetricsSnapshot {
     pub records_out: u64,
     /// See [`TaskMetrics::late_records_dropped`].
     pub late_records_dropped: u64,
+    /// See [`TaskMetrics::bad_records`].
+    pub bad_records: u64,
 }
 
 /// Counters by (operator, subtask).
@@ -104,6 +113,11 @@ impl MetricsRegistry {
         self.total(|op| op.ends_with(" Sink"), |m| m.records_out)
     }
 
+    /// Records the job's sources skipped as bad.
+    pub fn bad_records(&self) -> u64 {
+        self.total(|_| true, |m| m.bad_records)
+    }
+
     /// Rows dropped as late anywhere in the job.
     pub fn late_rows_dropped(&self) -> u64 {
         self.total(|_| true, |m| m.late_records_dropped)
@@ -113,7 +127,7 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let series: [Series; 3] = [
+        let series: [Series; 4] = [
             (
                 "weir_records_in_total",
                 "Rows received by a subtask.",
@@ -128,6 +142,11 @@ impl MetricsRegistry {
                 "weir_late_records_dropped_total",
                 "Rows dropped because they arrived behind the watermark.",
                 |m| m.late_records_dropped,
+            ),
+            (
+                "weir_source_bad_records_total",
+                "Records a source dropped or dead-lettered because they did not decode.",
+                |m| m.bad_records,
             ),
         ];
         for (name, help, field) in series {

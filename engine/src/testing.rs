@@ -30,6 +30,17 @@ impl OperatorHarness {
         &self.ctx
     }
 
+    /// The operator's context, to change (the current split, say).
+    pub fn context_mut(&mut self) -> &mut OperatorContext {
+        &mut self.ctx
+    }
+
+    /// Processing time read from `clock`.
+    pub fn with_clock(mut self, clock: impl crate::clock::Clock + 'static) -> Self {
+        self.ctx.clock = std::sync::Arc::new(clock);
+        self
+    }
+
     fn keep(&mut self, mut out: Collector) {
         self.output.extend(out.drain());
     }

@@ -65,3 +65,33 @@ pub fn from_epoch_millis(millis: Int64Array, data_type: &DataType) -> Result<Arr
         other => cast(&millis, other)?,
     })
 }
+
+/// Parses a duration such as `5000` (milliseconds), `10 s`, `5min` or `1h`, as Flink's `Duration` options.
+pub fn parse_duration_ms(key: &str, value: &str) -> Result<i64> {
+    let text = value.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let millis: i64 = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => {
+            return Err(Error::Config(format!(
+                "option '{key}' = '{value}' has an unknown time unit '{other}' (use ms, s, min, h or d)"
+            )));
+        }
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "option '{key}' = '{value}' is not a duration such as '10 s'"
+            ))
+        })
+}

@@ -262,8 +262,17 @@ impl<'a> Lowering<'a> {
         }
         if let Some(wm) = &table.watermark {
             let expr = physical(&wm.expr, &current.schema)?;
+            // Flink's per-table option; splits silent this long stop holding the watermark.
+            let idle_key = "scan.watermark.idle-timeout";
+            let idle_timeout = table
+                .descriptor
+                .options
+                .get(idle_key)
+                .map(|v| weir_engine::time::parse_duration_ms(idle_key, v))
+                .transpose()?;
             let op = WatermarkGeneratorOperator::new(expr, Arc::clone(&current.schema))
-                .with_label(format!("{} AS {}", wm.column, wm.sql));
+                .with_label(format!("{} AS {}", wm.column, wm.sql))
+                .with_idle_timeout(idle_timeout);
             current = self.chain(&current, Arc::new(op))?;
         }
         let position_of = |i: usize| needed.iter().position(|&n| n == i);

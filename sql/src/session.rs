@@ -14,6 +14,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+use weir_engine::connector::METADATA_FIELD_KEY;
 use weir_engine::graph::{LogicalGraph, NodeKind, PhysicalGraph};
 use weir_engine::operator::{ChannelSinkNode, SinkNode};
 use weir_engine::suggest::closest;
@@ -320,17 +321,51 @@ impl Session {
         let connector = self.registry.get(connector_name)?;
         let mut physical = Vec::new();
         for c in &create.columns {
-            if let ColumnDef::Physical {
-                name,
-                data_type,
-                nullable,
-            } = c
-            {
-                if physical.iter().any(|f: &Field| f.name() == name) {
-                    return Err(SqlError::plan(format!("column '{name}' is declared twice")));
+            let field = match c {
+                ColumnDef::Physical {
+                    name,
+                    data_type,
+                    nullable,
+                } => Field::new(name, data_type.clone(), *nullable),
+                ColumnDef::Metadata {
+                    name,
+                    data_type,
+                    nullable,
+                    key,
+                    is_virtual,
+                } => {
+                    let known = connector.metadata_keys();
+                    if !known.contains(&key.as_str()) {
+                        let hint = closest(key, known.iter().copied())
+                            .map(|s| format!(" (did you mean '{s}'?)"))
+                            .unwrap_or_default();
+                        let offer = if known.is_empty() {
+                            format!("connector '{connector_name}' has no metadata")
+                        } else {
+                            format!("connector '{connector_name}' offers {}", known.join(", "))
+                        };
+                        return Err(SqlError::plan(format!(
+                            "column '{name}': unknown metadata key '{key}'{hint}; {offer}"
+                        )));
+                    }
+                    let mut metadata = std::collections::HashMap::from([(
+                        METADATA_FIELD_KEY.to_string(),
+                        key.clone(),
+                    )]);
+                    if *is_virtual {
+                        metadata.insert(format!("{METADATA_FIELD_KEY}.virtual"), "true".into());
+                    }
+                    Field::new(name, data_type.clone(), *nullable).with_metadata(metadata)
                 }
-                physical.push(Field::new(name, data_type.clone(), *nullable));
+                ColumnDef::Computed { .. } => continue,
+            };
+            if physical.iter().any(|f: &Field| f.name() == field.name()) {
+                return Err(SqlError::plan(format!(
+                    "column '{}' is declared twice",
+                    field.name()
+                )));
             }
+            physical.push(field);
         }
         let declared_columns = !create.columns.is_empty();
         if !declared_columns && let Some(schema) = connector.defined_schema(&options)? {

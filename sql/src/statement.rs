@@ -98,6 +98,20 @@ pub enum ColumnDef {
         /// Whether NULL is allowed.
         nullable: bool,
     },
+    /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`: filled (or written) by
+    /// the connector from the record's metadata, e.g. a Kafka record's timestamp.
+    Metadata {
+        /// Name.
+        name: String,
+        /// SQL type.
+        data_type: arrow::datatypes::DataType,
+        /// Whether NULL is allowed.
+        nullable: bool,
+        /// The connector's metadata key (the column name when FROM is absent).
+        key: String,
+        /// `VIRTUAL`: read-only, left out when writing.
+        is_virtual: bool,
+    },
     /// `name AS expr`: computed from other columns after reading.
     Computed {
         /// Name.
@@ -472,6 +486,7 @@ fn parse_element(
     let type_start = c.pos;
     let mut nullable = true;
     let mut type_end = end;
+    let mut metadata_at = None;
     for i in type_start..end {
         if let Token::Word(w) = &c.tokens[i].token {
             if w.keyword == Keyword::NOT
@@ -482,11 +497,9 @@ fn parse_element(
             } else if w.keyword == Keyword::NULL || w.keyword == Keyword::PRIMARY {
                 type_end = type_end.min(i);
             } else if w.keyword == Keyword::METADATA {
-                c.pos = i;
-                return Err(SqlError::Unsupported {
-                    message: "METADATA columns are not supported by this connector yet".into(),
-                    position: c.position(),
-                });
+                metadata_at = Some(i);
+                type_end = type_end.min(i);
+                break;
             }
         }
     }
@@ -499,6 +512,33 @@ fn parse_element(
         message: format!("column '{name}': {m}"),
         position: c.position(),
     })?;
+    if let Some(at) = metadata_at {
+        // `METADATA [FROM 'key'] [VIRTUAL]`, as in Flink.
+        c.pos = at + 1;
+        let key = if c.eat_keyword(Keyword::FROM) {
+            match c.peek().map(|t| t.token.clone()) {
+                Some(Token::SingleQuotedString(k)) => {
+                    c.pos += 1;
+                    Some(k)
+                }
+                _ => return Err(c.error("the metadata key as a quoted string after FROM")),
+            }
+        } else {
+            None
+        };
+        let is_virtual = c.eat_word("virtual");
+        if c.pos < end {
+            return Err(c.error("',' or ')' after the METADATA column"));
+        }
+        columns.push(ColumnDef::Metadata {
+            key: key.unwrap_or_else(|| name.clone()),
+            name,
+            data_type,
+            nullable,
+            is_virtual,
+        });
+        return Ok(());
+    }
     columns.push(ColumnDef::Physical {
         name,
         data_type,

@@ -678,6 +678,7 @@ fn add_counters(heartbeat: &mut pb::Heartbeat, job_id: &str, part: &RunningPart)
         records_read: metrics.rows_read(),
         records_written: metrics.rows_written(),
         late_records_dropped: metrics.late_rows_dropped(),
+        bad_records: metrics.bad_records(),
     });
 }
 

@@ -44,7 +44,7 @@ fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String
 }
 
 /// The committed (visible) rows of a filesystem sink, as a multiset.
-fn committed(dir: &Path) -> BTreeMap<String, usize> {
+pub fn committed(dir: &Path) -> BTreeMap<String, usize> {
     let mut rows = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return rows;
@@ -63,7 +63,7 @@ fn committed(dir: &Path) -> BTreeMap<String, usize> {
 }
 
 /// Differences between two multisets, for a readable failure.
-fn difference(expected: &BTreeMap<String, usize>, actual: &BTreeMap<String, usize>) -> String {
+pub fn difference(expected: &BTreeMap<String, usize>, actual: &BTreeMap<String, usize>) -> String {
     let mut out = Vec::new();
     for (row, &n) in expected {
         let got = actual.get(row).copied().unwrap_or(0);
@@ -86,7 +86,7 @@ async fn submit(cluster: &TestCluster, out: &Path, rows_per_second: u64) -> Vec<
     submit_script(cluster, &script(out, rows_per_second), 3).await
 }
 
-async fn submit_script(cluster: &TestCluster, script: &str, parallelism: u32) -> Vec<String> {
+pub async fn submit_script(cluster: &TestCluster, script: &str, parallelism: u32) -> Vec<String> {
     let client = cluster.client().await;
     client
         .submit(script, parallelism, "fault")
@@ -154,7 +154,7 @@ async fn check_outputs(cluster: &TestCluster, jobs: &[String], out: &Path, expec
 
 /// Kills random workers at random times while the jobs run, restarting
 /// each a moment later; returns how many kills landed.
-async fn kill_randomly(cluster: &mut TestCluster, jobs: &[String], kills: usize) -> usize {
+pub async fn kill_randomly(cluster: &mut TestCluster, jobs: &[String], kills: usize) -> usize {
     let client = cluster.client().await;
     let mut rng = rand::rng();
     let mut landed = 0;

@@ -1,7 +1,7 @@
 //! The distributed runtime with real processes: a coordinator and worker
 //! processes of the `weir` binary on 127.0.0.x, talking gRPC.
 
-mod fault;
+pub mod fault;
 pub mod harness;
 
 use std::io::{Read, Write};

@@ -15,7 +15,7 @@
 //!   hidden in-progress name, renamed when a checkpoint commits or the input
 //!   ends, so readers never see partial files.
 
-mod format;
+pub(crate) mod format;
 pub mod sink;
 pub mod source;
 

@@ -113,6 +113,10 @@ pub struct OperatorContext {
     pub clock: Arc<dyn Clock>,
     /// The last watermark this operator received.
     pub current_watermark: Watermark,
+    /// The source split (a Kafka partition, say) the batch being processed
+    /// came from, when its source reads one split per batch; watermark
+    /// generators keep one watermark per split.
+    pub split: Option<u32>,
 }
 
 impl OperatorContext {
@@ -123,6 +127,7 @@ impl OperatorContext {
             metrics: Arc::new(TaskMetrics::default()),
             clock: crate::clock::system_clock(),
             current_watermark: Watermark::MIN,
+            split: None,
         }
     }
 }

@@ -2,7 +2,15 @@
 //!
 //! As in Flink, the watermark is the largest value of the watermark
 //! expression seen so far. It is emitted after every batch that advances it.
+//!
+//! When the source reads splits (Kafka partitions) one batch per split
+//! ([`OperatorContext::split`]), each split has its own largest value and the
+//! watermark is the smallest of them, so a lagging partition holds it back
+//! (Flink's per-partition watermarks). A split that has sent nothing for the
+//! idle timeout (`'scan.watermark.idle-timeout'`) stops holding it back until
+//! it sends again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,6 +32,10 @@ pub struct WatermarkGeneratorOperator {
     label: String,
     schema: SchemaRef,
     current: Watermark,
+    /// Per split: the largest value seen, and when (processing time, ms).
+    splits: HashMap<u32, (i64, i64)>,
+    /// Splits silent this long (ms) do not hold the watermark back.
+    idle_timeout_ms: Option<i64>,
 }
 
 impl WatermarkGeneratorOperator {
@@ -34,7 +46,24 @@ impl WatermarkGeneratorOperator {
             expr,
             schema,
             current: Watermark::MIN,
+            splits: HashMap::new(),
+            idle_timeout_ms: None,
         }
+    }
+
+    /// Splits that send nothing for `millis` stop holding the watermark back.
+    pub fn with_idle_timeout(mut self, millis: Option<i64>) -> Self {
+        self.idle_timeout_ms = millis;
+        self
+    }
+
+    /// The watermark the splits allow now: the smallest of the active ones.
+    fn split_watermark(&self, now: i64) -> Option<i64> {
+        let active = |&&(_, seen): &&(i64, i64)| {
+            self.idle_timeout_ms
+                .is_none_or(|timeout| now.saturating_sub(seen) < timeout)
+        };
+        self.splits.values().filter(active).map(|(m, _)| *m).min()
     }
 }
 
@@ -61,13 +90,25 @@ impl Operator for WatermarkGeneratorOperator {
     async fn process_batch(
         &mut self,
         batch: RecordBatch,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
         let values = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let millis = to_epoch_millis(&values)?;
         out.collect(batch);
-        if let Some(m) = max(&millis)
+        let Some(m) = max(&millis) else {
+            return Ok(());
+        };
+        let candidate = match ctx.split {
+            None => Some(m),
+            Some(split) => {
+                let now = ctx.clock.now_millis();
+                let entry = self.splits.entry(split).or_insert((m, now));
+                *entry = (entry.0.max(m), now);
+                self.split_watermark(now)
+            }
+        };
+        if let Some(m) = candidate
             && Watermark(m) > self.current
         {
             self.current = Watermark(m);
@@ -134,5 +175,43 @@ mod tests {
         }
         assert_eq!(h.take_watermarks(), vec![Watermark(9), Watermark(12)]);
         assert_eq!(h.take_batches().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn splits_have_their_own_watermarks_and_idle_ones_stop_counting() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        )]));
+        let op =
+            WatermarkGeneratorOperator::new(Arc::new(Column::new("ts", 0)), Arc::clone(&schema))
+                .with_idle_timeout(Some(1_000));
+        let clock = crate::clock::ManualClock::new(0);
+        let mut h = OperatorHarness::new(Box::new(op)).with_clock(clock.clone());
+        let send = async |h: &mut OperatorHarness, split: u32, values: Vec<i64>| {
+            h.context_mut().split = Some(split);
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(TimestampMillisecondArray::from(values))],
+            )
+            .unwrap();
+            h.process(batch).await.unwrap();
+            h.take_watermarks()
+        };
+        // Split 0 runs ahead; split 1 lags and holds the watermark back.
+        assert_eq!(send(&mut h, 0, vec![100, 500]).await, vec![Watermark(500)]);
+        assert_eq!(send(&mut h, 1, vec![200]).await, vec![]);
+        assert_eq!(send(&mut h, 0, vec![900]).await, vec![]);
+        assert_eq!(send(&mut h, 1, vec![700]).await, vec![Watermark(700)]);
+        // Split 1 goes quiet: after the idle timeout split 0 alone decides.
+        clock.advance(600);
+        assert_eq!(send(&mut h, 0, vec![1_000]).await, vec![]);
+        clock.advance(600);
+        assert_eq!(send(&mut h, 0, vec![1_100]).await, vec![Watermark(1_100)]);
+        // Back from idleness it counts again (and never moves the watermark back).
+        assert_eq!(send(&mut h, 1, vec![800]).await, vec![]);
+        assert_eq!(send(&mut h, 1, vec![1_200]).await, vec![]);
+        assert_eq!(send(&mut h, 0, vec![1_300]).await, vec![Watermark(1_200)]);
     }
 }

@@ -413,6 +413,7 @@ impl LocalRuntime {
                         metrics: metrics.task(&format!("{node} {}", factory.name()), subtask),
                         clock: Arc::clone(&self.config.clock),
                         current_watermark: Watermark::MIN,
+                        split: None,
                     };
                     let mut operator = factory.create(&info)?;
                     operator.restore_state(&ctx, restore(node))?;

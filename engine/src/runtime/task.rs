@@ -136,11 +136,19 @@ impl Task {
                 SourceWake::Completed => self.commit_completed().await?,
                 SourceWake::Poll(polled) => match polled? {
                     SourcePoll::Batch(batch) => {
+                        metrics.set_bad_records(source.bad_records());
+                        let split = source.batch_split();
+                        for (_, ctx, _) in &mut self.operators {
+                            ctx.split = split;
+                        }
                         metrics.add_out(batch.num_rows());
                         self.counters.add_in(batch.num_rows());
                         self.push(0, vec![Message::Data(batch)]).await?;
                     }
-                    SourcePoll::Idle(wait) => idle = Some(wait.min(Duration::from_millis(500))),
+                    SourcePoll::Idle(wait) => {
+                        metrics.set_bad_records(source.bad_records());
+                        idle = Some(wait.min(Duration::from_millis(500)));
+                    }
                     SourcePoll::Finished => {
                         exhausted = true;
                         self.source_exhausted().await?;

@@ -792,6 +792,11 @@ impl Coordinator {
                 "Rows a job dropped as late.",
                 |s| s.late_records_dropped,
             ),
+            (
+                "weir_job_bad_records_total",
+                "Records a job's sources dropped or dead-lettered because they did not decode.",
+                |s| s.bad_records,
+            ),
         ] {
             family(
                 &mut out,

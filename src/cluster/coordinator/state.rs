@@ -114,6 +114,7 @@ impl JobEntry {
             records_read: sum(|c| c.records_read),
             records_written: sum(|c| c.records_written),
             late_records_dropped: sum(|c| c.late_records_dropped),
+            bad_records: sum(|c| c.bad_records),
             restarts: self.restarts.len() as u32,
             last_checkpoint: self
                 .checkpoints

@@ -1,0 +1,198 @@
+//! Kafka pipelines on a real cluster (a coordinator and two worker
+//! processes) against librdkafka's mock cluster, hosted in this process:
+//!
+//! 1. Source throughput: a bounded read of 100-byte JSON records (and the
+//!    same bytes as `raw`) into a blackhole sink, in records/s and MB/s per
+//!    CPU-second of the Weir processes (the broker's CPU is not counted).
+//! 2. Kafka → Kafka pass-through with `exactly-once` at 1 s and 10 s
+//!    checkpoint intervals, and `at-least-once` for comparison.
+//!
+//! `cargo bench --bench kafka` (`WEIR_BENCH_KAFKA_ROWS`, default 2,000,000).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use support::Cluster;
+use weir::cluster::Client;
+use weir_proto as pb;
+
+const PARTITIONS: i32 = 4;
+
+fn rows() -> u64 {
+    std::env::var("WEIR_BENCH_KAFKA_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000)
+}
+
+/// A Bid-like JSON record padded to 100 bytes.
+fn record(id: u64) -> Vec<u8> {
+    let mut json = format!(
+        r#"{{"id":{id},"auction":{},"bidder":{},"price":{},"channel":"ch-{}","extra":""#,
+        id % 10_000,
+        id % 77_777,
+        id * 7 % 100_000,
+        id % 11
+    );
+    while json.len() < 98 {
+        json.push('x');
+    }
+    json.push_str("\"}");
+    json.into_bytes()
+}
+
+fn fill(bootstrap: &str, topic: &str, rows: u64) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("a producer");
+    let started = Instant::now();
+    for id in 1..=rows {
+        let value = record(id);
+        let mut pending = BaseRecord::<[u8], [u8]>::to(topic)
+            .payload(&value)
+            .partition((id % PARTITIONS as u64) as i32);
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    pending = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    eprintln!(
+        "produced {rows} records to '{topic}' in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+struct Run {
+    cpu: Duration,
+    wall: Duration,
+}
+
+fn run(cluster: &Cluster, sql: &str) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = Client::connect(&cluster.address, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let cpu_before = cluster.cpu();
+        let started = Instant::now();
+        let job = client.submit(sql, 2, "bench").await.expect("submit").jobs[0]
+            .job_id
+            .clone();
+        loop {
+            let summary = client
+                .job(&job)
+                .await
+                .expect("job")
+                .summary
+                .unwrap_or_default();
+            match summary.state() {
+                pb::JobState::Finished => break,
+                pb::JobState::Failed | pb::JobState::Canceled => {
+                    panic!("the benchmark job ended: {}", summary.failure)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Run {
+            wall: started.elapsed(),
+            cpu: cluster.cpu().saturating_sub(cpu_before),
+        }
+    })
+}
+
+fn source_table(bootstrap: &str, topic: &str, format: &str) -> String {
+    let columns = if format == "raw" {
+        "line BYTES"
+    } else {
+        "id BIGINT, auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, extra STRING"
+    };
+    format!(
+        "CREATE TABLE src ({columns}) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+           'format' = '{format}', 'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');"
+    )
+}
+
+fn report(what: &str, rows: u64, run: &Run) {
+    let cpu = run.cpu.as_secs_f64();
+    let per_cpu = rows as f64 / cpu;
+    println!(
+        "{what:<44} {:>10.0} records/s  {:>9.0} records/CPU-s  {:>6.1} MB/CPU-s  ({:.1}s wall, {cpu:.1} CPU-s)",
+        rows as f64 / run.wall.as_secs_f64(),
+        per_cpu,
+        per_cpu * 100.0 / 1e6,
+        run.wall.as_secs_f64(),
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rows = rows();
+    let mock = MockCluster::new(3).expect("a mock cluster");
+    let bootstrap = mock.bootstrap_servers();
+    for topic in ["in", "out-eos-1s", "out-eos-10s", "out-alo"] {
+        mock.create_topic(topic, PARTITIONS, 1).expect("a topic");
+    }
+    fill(&bootstrap, "in", rows);
+    let cluster = Cluster::start(2, 2, &[]);
+    println!("Kafka, {rows} records of 100 bytes, 4 partitions, parallelism 2 on 2 workers:");
+    for format in ["json", "raw"] {
+        let sql = format!(
+            "{} CREATE TABLE sink WITH ('connector' = 'blackhole'); INSERT INTO sink SELECT * FROM src;",
+            source_table(&bootstrap, "in", format)
+        );
+        report(
+            &format!("source, {format} -> blackhole"),
+            rows,
+            &run(&cluster, &sql),
+        );
+    }
+    for (what, topic, guarantee, interval) in [
+        (
+            "kafka -> kafka, exactly-once, 1 s",
+            "out-eos-1s",
+            "exactly-once",
+            "1s",
+        ),
+        (
+            "kafka -> kafka, exactly-once, 10 s",
+            "out-eos-10s",
+            "exactly-once",
+            "10s",
+        ),
+        (
+            "kafka -> kafka, at-least-once, 1 s",
+            "out-alo",
+            "at-least-once",
+            "1s",
+        ),
+    ] {
+        let sql = format!(
+            "SET 'execution.checkpointing.interval' = '{interval}'; {}
+             CREATE TABLE sink (id BIGINT, auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, extra STRING)
+             WITH ('connector' = 'kafka', 'topic' = '{topic}', 'format' = 'json',
+                   'properties.bootstrap.servers' = '{bootstrap}', 'sink.delivery-guarantee' = '{guarantee}');
+             INSERT INTO sink SELECT * FROM src;",
+            source_table(&bootstrap, "in", "json")
+        );
+        report(what, rows, &run(&cluster, &sql));
+    }
+}
