@@ -251,7 +251,7 @@ async fn crash_at(failpoint: &str) {
 
 /// Waits until the worker `id` that was just replaced has registered again
 /// (a new process: a new data address).
-async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
+pub async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
     let client = cluster.client().await;
     let address = || async {
         client

@@ -213,6 +213,14 @@ impl TestCluster {
     }
 
     /// Every process's log, for failure messages.
+    /// True when some process logged `needle`.
+    pub fn logs_contain(&self, needle: &str) -> bool {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(needle)))
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
