@@ -11,9 +11,7 @@ use rand::Rng;
 use weir_proto as pb;
 
 use super::brokers::{ConsumedRecord, MockKafka, Tansu, consume_all, produce};
-use crate::cluster::fault::{
-    difference, kill_randomly, submit_script, wait_for_new_registration,
-};
+use crate::cluster::fault::{difference, kill_randomly, submit_script, wait_for_new_registration};
 use crate::cluster::harness::{TestCluster, wait_for_end};
 
 /// Input ids 1..=EVENTS, over 4 partitions.

@@ -195,3 +195,48 @@ async fn kafka_metadata_columns_and_startup_by_timestamp() {
         .collect();
     assert_eq!(committed(&out), expected);
 }
+
+/// Per-partition watermarks: partition 0's records all come before partition
+/// 1's (same event times), and the watermark has no delay. One watermark over
+/// both partitions would make every record of partition 1 late; with one per
+/// partition none is, and every window counts both partitions' rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_watermarks_wait_for_the_slowest_partition() {
+    let mut kafka = MockKafka::start();
+    kafka.create_topic("lag", 2);
+    let bootstrap = kafka.bootstrap().to_string();
+    for p in 0..2 {
+        let records: Vec<Record> = (0..5_000i64)
+            // Not from 0: librdkafka takes a timestamp of 0 for "now".
+            .map(|i| {
+                (
+                    Some(p),
+                    None,
+                    Some(format!("{i}").into_bytes()),
+                    Some(10_000 + 2 * i),
+                )
+            })
+            .collect();
+        produce(&bootstrap, "lag", &records).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let script = format!(
+        "CREATE TABLE lag (v STRING, ts TIMESTAMP(3) METADATA FROM 'timestamp', WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'lag', 'format' = 'raw',
+               'properties.bootstrap.servers' = '{bootstrap}', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'latest-offset', 'scan.batch-size' = '100');
+         CREATE TABLE out (we BIGINT, c BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         INSERT INTO out SELECT CAST(window_end AS BIGINT), COUNT(*) FROM TUMBLE(lag, ts, INTERVAL '1' SECOND)
+         GROUP BY window_start, window_end;",
+        out.display()
+    );
+    let output = run(dir.path(), "lag", &script);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("late rows dropped"), "{stderr}");
+    let expected: BTreeMap<String, usize> = (11..=20)
+        .map(|s| (format!("{},1000", s * 1000), 1))
+        .collect();
+    assert_eq!(committed(&out), expected);
+}

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -88,6 +89,9 @@ pub struct KafkaSource {
     unflushed_dead_letters: bool,
     /// The partition (index) of the last batch.
     split: Option<u32>,
+    /// Partitions not yet announced downstream (one empty batch each, so
+    /// that per-partition watermarks wait for them).
+    unannounced: Vec<u32>,
 }
 
 impl KafkaSource {
@@ -129,6 +133,7 @@ impl KafkaSource {
             dead_letters,
             unflushed_dead_letters: false,
             split: None,
+            unannounced: Vec::new(),
         })
     }
 
@@ -572,7 +577,14 @@ impl Source for KafkaSource {
                     "no partition for this source subtask (fewer partitions than the parallelism): it finishes");
                 return Ok(SourcePoll::Finished);
             }
+            self.unannounced = (0..assigned.partitions.len() as u32).rev().collect();
             self.assigned = Some(assigned);
+        }
+        if let Some(split) = self.unannounced.pop() {
+            self.split = Some(split);
+            return Ok(SourcePoll::Batch(RecordBatch::new_empty(Arc::clone(
+                self.decoder.schema(),
+            ))));
         }
         if let Some(producer) = &self.dead_letters {
             producer.check()?;

@@ -93,6 +93,15 @@ impl Operator for WatermarkGeneratorOperator {
         ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
+        if batch.num_rows() == 0 {
+            // An empty batch of a split announces it: until its first rows
+            // (or its idle timeout) it holds the watermark back, as in Flink.
+            if let Some(split) = ctx.split {
+                let now = ctx.clock.now_millis();
+                self.splits.entry(split).or_insert((i64::MIN, now));
+            }
+            return Ok(());
+        }
         let values = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let millis = to_epoch_millis(&values)?;
         out.collect(batch);
@@ -213,5 +222,13 @@ mod tests {
         assert_eq!(send(&mut h, 1, vec![800]).await, vec![]);
         assert_eq!(send(&mut h, 1, vec![1_200]).await, vec![]);
         assert_eq!(send(&mut h, 0, vec![1_300]).await, vec![Watermark(1_200)]);
+        // An announced split without rows holds the watermark back until its idle timeout.
+        assert_eq!(send(&mut h, 2, vec![]).await, vec![]);
+        assert_eq!(send(&mut h, 0, vec![1_400]).await, vec![]);
+        assert_eq!(send(&mut h, 1, vec![1_500]).await, vec![]);
+        clock.advance(500);
+        assert_eq!(send(&mut h, 0, vec![1_600]).await, vec![]);
+        clock.advance(500);
+        assert_eq!(send(&mut h, 1, vec![1_700]).await, vec![Watermark(1_600)]);
     }
 }
