@@ -228,13 +228,22 @@ async fn crash_at(failpoint: &str) {
     let expected_dir = tempfile::tempdir().unwrap();
     let _ = undisturbed(expected_dir.path());
     let out = tempfile::tempdir().unwrap();
-    let failpoints = format!("{failpoint}=2*off->1*return");
     let mut cluster = TestCluster::start(3, 4).await;
-    // w2 runs with the failpoint armed.
-    cluster.replace_worker("w2", &[("FAILPOINTS", failpoints.as_str())]);
-    wait_for_new_registration(&cluster, "w2").await;
+    arm_failpoint(&mut cluster, failpoint).await;
     let jobs = submit(&cluster, out.path(), 20_000).await;
-    // Once the failpoint has fired, bring w2 back without it.
+    await_crash_and_restart(&mut cluster, failpoint).await;
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+}
+
+/// Restarts worker w2 with `failpoint` armed to fire the third time.
+pub async fn arm_failpoint(cluster: &mut TestCluster, failpoint: &str) {
+    let failpoints = format!("{failpoint}=2*off->1*return");
+    cluster.replace_worker("w2", &[("FAILPOINTS", failpoints.as_str())]);
+    wait_for_new_registration(cluster, "w2").await;
+}
+
+/// Waits for w2's failpoint to crash it, then brings w2 back without it.
+pub async fn await_crash_and_restart(cluster: &mut TestCluster, failpoint: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while cluster.worker_is_alive("w2") {
         assert!(
@@ -245,13 +254,12 @@ async fn crash_at(failpoint: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.replace_worker("w2", &[]);
-    wait_for_new_registration(&cluster, "w2").await;
-    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+    wait_for_new_registration(cluster, "w2").await;
 }
 
 /// Waits until the worker `id` that was just replaced has registered again
 /// (a new process: a new data address).
-pub async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
+async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
     let client = cluster.client().await;
     let address = || async {
         client

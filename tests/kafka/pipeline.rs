@@ -11,7 +11,9 @@ use rand::Rng;
 use weir_proto as pb;
 
 use super::brokers::{ConsumedRecord, MockKafka, Tansu, consume_all, produce};
-use crate::cluster::fault::{difference, kill_randomly, submit_script, wait_for_new_registration};
+use crate::cluster::fault::{
+    arm_failpoint, await_crash_and_restart, difference, kill_randomly, submit_script,
+};
 use crate::cluster::harness::{TestCluster, wait_for_end};
 
 /// Input ids 1..=EVENTS, over 4 partitions.
@@ -279,22 +281,10 @@ async fn kafka_crash_at(failpoint: &str) -> TestCluster {
     create_topics(&mut kafka);
     let bootstrap = kafka.bootstrap().to_string();
     let mut cluster = TestCluster::start(3, 4).await;
-    let failpoints = format!("{failpoint}=2*off->1*return");
-    cluster.replace_worker("w2", &[("FAILPOINTS", failpoints.as_str())]);
-    wait_for_new_registration(&cluster, "w2").await;
+    arm_failpoint(&mut cluster, failpoint).await;
     let producer = produce_slowly(bootstrap.clone(), 10);
     let jobs = submit_script(&cluster, &script(&bootstrap, "exactly-once"), 3).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.worker_is_alive("w2") {
-        assert!(
-            Instant::now() < deadline,
-            "failpoint {failpoint} never fired\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    cluster.replace_worker("w2", &[]);
-    wait_for_new_registration(&cluster, "w2").await;
+    await_crash_and_restart(&mut cluster, failpoint).await;
     producer.await.unwrap();
     wait_finished(&cluster, &jobs, Duration::from_secs(180)).await;
     check_exact(&bootstrap);

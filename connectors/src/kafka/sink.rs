@@ -198,6 +198,20 @@ impl KafkaSink {
         }
     }
 
+    /// The rows since the last barrier become the pending epoch of `checkpoint`.
+    fn seal_epoch(&mut self, checkpoint: CheckpointId) {
+        let records = Arc::new(std::mem::take(&mut self.current));
+        let writer = self.writer.clone();
+        self.pending.insert(
+            (checkpoint, writer.clone()),
+            Epoch {
+                writer,
+                checkpoint,
+                records,
+            },
+        );
+    }
+
     /// Commits the pending epochs up to `upto`, oldest first.
     async fn commit_pending(&mut self, upto: CheckpointId) -> Result<()> {
         let producer = self.producer().await?;
@@ -545,15 +559,7 @@ impl Sink for KafkaSink {
     async fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
         self.recommit_restored().await?;
         if self.exactly_once() {
-            let records = std::mem::take(&mut self.current);
-            self.pending.insert(
-                (checkpoint, self.writer.clone()),
-                Epoch {
-                    writer: self.writer.clone(),
-                    checkpoint,
-                    records: Arc::new(records),
-                },
-            );
+            self.seal_epoch(checkpoint);
             return Ok(());
         }
         if self.options.guarantee == DeliveryGuarantee::AtLeastOnce
@@ -594,16 +600,8 @@ impl Sink for KafkaSink {
         self.recommit_restored().await?;
         if self.exactly_once() {
             if !self.current.is_empty() {
-                let records = std::mem::take(&mut self.current);
                 let checkpoint = self.pending.keys().next_back().map_or(0, |k| k.0 + 1);
-                self.pending.insert(
-                    (checkpoint, self.writer.clone()),
-                    Epoch {
-                        writer: self.writer.clone(),
-                        checkpoint,
-                        records: Arc::new(records),
-                    },
-                );
+                self.seal_epoch(checkpoint);
             }
             return self.commit_pending(CheckpointId::MAX).await;
         }
