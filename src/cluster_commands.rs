@@ -371,10 +371,11 @@ fn print_job(detail: &pb::JobDetail) {
         println!("failure: {}", s.failure);
     }
     println!(
-        "records read: {}  written: {}  late dropped: {}  restarts: {}  last checkpoint: {}",
+        "records read: {}  written: {}  late dropped: {}  bad records: {}  restarts: {}  last checkpoint: {}",
         s.records_read,
         s.records_written,
         s.late_records_dropped,
+        s.bad_records,
         s.restarts,
         match s.last_checkpoint {
             0 => "none".to_string(),
