@@ -240,3 +240,38 @@ async fn kafka_watermarks_wait_for_the_slowest_partition() {
         .collect();
     assert_eq!(committed(&out), expected);
 }
+
+/// A bounded read of many records over several partitions and subtasks reads every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bounded_read_reads_every_record() {
+    let mut kafka = MockKafka::start();
+    kafka.create_topic("many", 4);
+    let bootstrap = kafka.bootstrap().to_string();
+    let records: Vec<Record> = (0..400_000i64)
+        .map(|i| (Some((i % 4) as i32), None, Some(format!(r#"{{"id": {i}}}"#).into_bytes()), Some(1_000 + i)))
+        .collect();
+    for chunk in records.chunks(50_000) {
+        produce(&bootstrap, "many", chunk).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let script = format!(
+        "CREATE TABLE many (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 'many', 'format' = 'json',
+               'properties.bootstrap.servers' = '{bootstrap}', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'latest-offset');
+         CREATE TABLE out (n BIGINT, s BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         INSERT INTO out SELECT COUNT(*), SUM(id) FROM many;",
+        out.display()
+    );
+    let path = dir.path().join("many.sql");
+    std::fs::write(&path, script).unwrap();
+    let output = weir()
+        .args(["run", path.to_str().unwrap(), "-p", "2", "--workers", "2"])
+        .env("WEIR_LOG", "weir_connectors=info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let sum: i64 = (0..400_000i64).sum();
+    assert_eq!(committed(&out), BTreeMap::from([(format!("400000,{sum}"), 1)]), "{stderr}");
+}
