@@ -121,7 +121,7 @@ fn run(cluster: &Cluster, sql: &str) -> Run {
 
 fn source_table(bootstrap: &str, topic: &str, format: &str) -> String {
     let columns = if format == "raw" {
-        "line VARBINARY"
+        "line BYTES"
     } else {
         "id BIGINT, auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, extra STRING"
     };
@@ -204,7 +204,10 @@ fn main() {
         );
         let result = run(&cluster, &sql);
         let written = topic_records(&bootstrap, topic);
-        assert!(written >= rows, "{what}: {written} of {rows} records written");
+        assert!(
+            written >= rows,
+            "{what}: {written} of {rows} records written"
+        );
         report(what, rows, &result);
     }
 }
@@ -216,7 +219,11 @@ fn counted(dir: &std::path::Path) -> u64 {
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .flat_map(|t| t.lines().filter_map(|l| l.trim().parse::<u64>().ok()).collect::<Vec<_>>())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
         .sum()
 }
 

@@ -58,9 +58,11 @@ fn convert(t: &SqlType) -> Option<DataType> {
         | SqlType::CharacterVarying(_)
         | SqlType::Character(_)
         | SqlType::Nvarchar(_) => DataType::Utf8,
-        SqlType::Bytea | SqlType::Binary(_) | SqlType::Varbinary(_) | SqlType::Blob(_) => {
-            DataType::Binary
-        }
+        SqlType::Bytea
+        | SqlType::Bytes(_)
+        | SqlType::Binary(_)
+        | SqlType::Varbinary(_)
+        | SqlType::Blob(_) => DataType::Binary,
         SqlType::Date => DataType::Date32,
         SqlType::Timestamp(precision, tz) => {
             let unit = timestamp_unit(*precision);
@@ -111,6 +113,8 @@ mod tests {
             parse_type("DECIMAL(10, 2)"),
             Ok(DataType::Decimal128(10, 2))
         );
+        assert_eq!(parse_type("BYTES"), Ok(DataType::Binary));
+        assert_eq!(parse_type("VARBINARY"), Ok(DataType::Binary));
         assert!(parse_type("FOO").is_err());
     }
 }

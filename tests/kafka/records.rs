@@ -248,7 +248,14 @@ async fn kafka_bounded_read_reads_every_record() {
     kafka.create_topic("many", 4);
     let bootstrap = kafka.bootstrap().to_string();
     let records: Vec<Record> = (0..400_000i64)
-        .map(|i| (Some((i % 4) as i32), None, Some(format!(r#"{{"id": {i}}}"#).into_bytes()), Some(1_000 + i)))
+        .map(|i| {
+            (
+                Some((i % 4) as i32),
+                None,
+                Some(format!(r#"{{"id": {i}}}"#).into_bytes()),
+                Some(1_000 + i),
+            )
+        })
         .collect();
     for chunk in records.chunks(50_000) {
         produce(&bootstrap, "many", chunk).await;
@@ -273,5 +280,9 @@ async fn kafka_bounded_read_reads_every_record() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let sum: i64 = (0..400_000i64).sum();
-    assert_eq!(committed(&out), BTreeMap::from([(format!("400000,{sum}"), 1)]), "{stderr}");
+    assert_eq!(
+        committed(&out),
+        BTreeMap::from([(format!("400000,{sum}"), 1)]),
+        "{stderr}"
+    );
 }
