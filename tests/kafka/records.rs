@@ -286,3 +286,77 @@ async fn kafka_bounded_read_reads_every_record() {
         "{stderr}"
     );
 }
+
+/// An unbounded read where one of two partitions never gets a record: it
+/// holds the watermark back until `scan.watermark.idle-timeout` takes it out,
+/// and then the windows of the other partition fire while the job runs.
+#[test]
+fn kafka_idle_partitions_stop_holding_back_the_watermark() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut kafka = MockKafka::start();
+    kafka.create_topic("idle", 2);
+    let bootstrap = kafka.bootstrap().to_string();
+    let records: Vec<Record> = (0..3_000i64)
+        .map(|i| {
+            (
+                Some(0),
+                None,
+                Some(format!("{i}").into_bytes()),
+                Some(10_000 + i),
+            )
+        })
+        .collect();
+    runtime.block_on(produce(&bootstrap, "idle", &records));
+    let dir = tempfile::tempdir().unwrap();
+    let fired = |idle: &str| -> Vec<String> {
+        let path = dir.path().join("idle.sql");
+        std::fs::write(
+            &path,
+            format!(
+                "CREATE TABLE idle (v STRING, ts TIMESTAMP(3) METADATA FROM 'timestamp', WATERMARK FOR ts AS ts)
+                 WITH ('connector' = 'kafka', 'topic' = 'idle', 'format' = 'raw',
+                       'properties.bootstrap.servers' = '{bootstrap}', 'scan.startup.mode' = 'earliest-offset'{idle});
+                 SELECT CAST(window_end AS BIGINT) AS we, COUNT(*) AS c FROM TUMBLE(idle, ts, INTERVAL '1' SECOND)
+                 GROUP BY window_start, window_end;"
+            ),
+        )
+        .unwrap();
+        let mut child = weir()
+            .args(["run", path.to_str().unwrap(), "-p", "1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        let mut rows = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("| 1") => rows.push(line.replace(' ', "")),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        rows
+    };
+    // Without the timeout the silent partition holds every window back.
+    assert_eq!(fired(""), Vec::<String>::new());
+    // With it, every window of the records fires while the job runs.
+    let rows = fired(", 'scan.watermark.idle-timeout' = '500 ms'");
+    let expected: Vec<String> = (11..=13).map(|s| format!("|{}|1000|", s * 1000)).collect();
+    assert_eq!(rows, expected);
+}

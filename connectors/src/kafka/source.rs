@@ -92,6 +92,10 @@ pub struct KafkaSource {
     /// Partitions not yet announced downstream (one empty batch each, so
     /// that per-partition watermarks wait for them).
     unannounced: Vec<u32>,
+    /// With `'scan.watermark.idle-timeout'`: while no records come, an empty
+    /// batch this often lets the watermark generator see partitions go idle.
+    idle_tick: Option<Duration>,
+    last_emit: std::time::Instant,
 }
 
 impl KafkaSource {
@@ -103,6 +107,13 @@ impl KafkaSource {
         task: &TaskInfo,
     ) -> Result<Self> {
         let projection = projection_indices(&table.schema, projection);
+        let idle_key = "scan.watermark.idle-timeout";
+        let idle_tick = table
+            .options
+            .get(idle_key)
+            .map(|v| weir_engine::time::parse_duration_ms(idle_key, v))
+            .transpose()?
+            .map(|ms| Duration::from_millis((ms as u64 / 2).clamp(10, 200)));
         let decoder = RecordDecoder::new(
             options.format.clone(),
             table,
@@ -134,6 +145,8 @@ impl KafkaSource {
             unflushed_dead_letters: false,
             split: None,
             unannounced: Vec::new(),
+            idle_tick,
+            last_emit: std::time::Instant::now(),
         })
     }
 
@@ -591,12 +604,21 @@ impl Source for KafkaSource {
         }
         let finished = self.fill_buffer()?;
         if self.buffer.is_empty() {
-            return Ok(if finished {
-                SourcePoll::Finished
-            } else {
-                SourcePoll::Idle(Duration::from_millis(10))
-            });
+            if finished {
+                return Ok(SourcePoll::Finished);
+            }
+            if let Some(tick) = self.idle_tick
+                && self.last_emit.elapsed() >= tick
+            {
+                self.last_emit = std::time::Instant::now();
+                self.split = Some(0);
+                return Ok(SourcePoll::Batch(RecordBatch::new_empty(Arc::clone(
+                    self.decoder.schema(),
+                ))));
+            }
+            return Ok(SourcePoll::Idle(Duration::from_millis(10)));
         }
+        self.last_emit = std::time::Instant::now();
         let (batch, bad) = self.decoder.decode(&self.buffer)?;
         if !bad.is_empty() {
             self.handle_bad(&bad)?;

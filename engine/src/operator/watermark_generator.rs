@@ -58,12 +58,26 @@ impl WatermarkGeneratorOperator {
     }
 
     /// The watermark the splits allow now: the smallest of the active ones.
+    /// When all are idle, that of the last one to go idle (the one the
+    /// watermark followed alone just before), as Flink's would have been.
     fn split_watermark(&self, now: i64) -> Option<i64> {
         let active = |&&(_, seen): &&(i64, i64)| {
             self.idle_timeout_ms
                 .is_none_or(|timeout| now.saturating_sub(seen) < timeout)
         };
-        self.splits.values().filter(active).map(|(m, _)| *m).min()
+        self.splits
+            .values()
+            .filter(active)
+            .map(|(m, _)| *m)
+            .min()
+            .or_else(|| {
+                let latest = self.splits.values().map(|(_, seen)| *seen).max()?;
+                self.splits
+                    .values()
+                    .filter(|(_, seen)| *seen == latest)
+                    .map(|(m, _)| *m)
+                    .min()
+            })
     }
 }
 
@@ -94,11 +108,19 @@ impl Operator for WatermarkGeneratorOperator {
         out: &mut Collector,
     ) -> Result<()> {
         if batch.num_rows() == 0 {
-            // An empty batch of a split announces it: until its first rows
-            // (or its idle timeout) it holds the watermark back, as in Flink.
+            // An empty batch of a new split announces it: until its first
+            // rows (or its idle timeout) it holds the watermark back, as in
+            // Flink. Of a known split it is a tick: time passed, so splits
+            // may have gone idle and the watermark may advance.
             if let Some(split) = ctx.split {
                 let now = ctx.clock.now_millis();
                 self.splits.entry(split).or_insert((i64::MIN, now));
+                if let Some(m) = self.split_watermark(now)
+                    && Watermark(m) > self.current
+                {
+                    self.current = Watermark(m);
+                    out.emit_watermark(self.current);
+                }
             }
             return Ok(());
         }
@@ -230,5 +252,10 @@ mod tests {
         assert_eq!(send(&mut h, 0, vec![1_600]).await, vec![]);
         clock.advance(500);
         assert_eq!(send(&mut h, 1, vec![1_700]).await, vec![Watermark(1_600)]);
+        // Ticks (empty batches of known splits) let idleness take effect without new rows.
+        clock.advance(600);
+        assert_eq!(send(&mut h, 0, vec![1_800]).await, vec![Watermark(1_700)]);
+        clock.advance(500);
+        assert_eq!(send(&mut h, 0, vec![]).await, vec![Watermark(1_800)]);
     }
 }
