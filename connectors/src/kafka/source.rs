@@ -68,8 +68,16 @@ struct Assigned {
     /// Per partition: records taken but not yet emitted.
     staged: Vec<RecordBuffer>,
     staged_total: usize,
-    /// (topic, partition) -> index into `partitions`.
-    index: HashMap<(String, i32), usize>,
+    /// topic -> partition -> index into `partitions` (looked up per
+    /// record, so without building a key).
+    index: HashMap<String, HashMap<i32, usize>>,
+}
+
+impl Assigned {
+    /// The index of a partition of this subtask.
+    fn find(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.index.get(topic)?.get(&partition).copied()
+    }
 }
 
 /// One subtask of a Kafka source.
@@ -174,10 +182,7 @@ impl KafkaSource {
                     break;
                 }
             };
-            let Some(&i) = assigned
-                .index
-                .get(&(message.topic().to_string(), message.partition()))
-            else {
+            let Some(i) = assigned.find(message.topic(), message.partition()) else {
                 continue;
             };
             let part = &mut assigned.partitions[i];
@@ -253,10 +258,8 @@ impl KafkaSource {
             && let Ok(positions) = assigned.consumer.position()
         {
             for element in positions.elements() {
-                if let (Some(&i), Offset::Offset(o)) = (
-                    assigned
-                        .index
-                        .get(&(element.topic().to_string(), element.partition())),
+                if let (Some(i), Offset::Offset(o)) = (
+                    assigned.find(element.topic(), element.partition()),
                     element.offset(),
                 ) {
                     let part = &mut assigned.partitions[i];
@@ -552,11 +555,13 @@ fn start(
         partitions = ?partitions.iter().map(|p| format!("{}-{}@{}", p.topic, p.partition, p.next)).collect::<Vec<_>>(),
         "Kafka source assigned"
     );
-    let index = partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| ((p.topic.clone(), p.partition), i))
-        .collect();
+    let mut index: HashMap<String, HashMap<i32, usize>> = HashMap::new();
+    for (i, p) in partitions.iter().enumerate() {
+        index
+            .entry(p.topic.clone())
+            .or_default()
+            .insert(p.partition, i);
+    }
     Ok(Assigned {
         consumer: Arc::new(consumer),
         fetched: partitions.iter().map(|p| p.next).collect(),

@@ -76,18 +76,10 @@ pub(in crate::cluster) struct PendingCheckpoint {
 
 /// Flink's duration syntax: `10s`, `500 ms`, `1min`, `2 h`; a bare number is milliseconds.
 pub(super) fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
-        "s" | "sec" | "secs" | "second" | "seconds" => n.checked_mul(1_000)?,
-        "m" | "min" | "mins" | "minute" | "minutes" => n.checked_mul(60_000)?,
-        "h" | "hour" | "hours" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
+    weir_engine::time::parse_duration_ms("", text)
+        .ok()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis)
 }
 
 impl JobCheckpoints {
