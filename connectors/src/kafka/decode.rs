@@ -16,6 +16,7 @@ use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use weir_engine::{Error, Result, TableDescriptor};
 
+use super::avro::{AvroDecoder, check_readable};
 use super::{KafkaFormat, metadata_key};
 use crate::filesystem::format::{DecoderFactory, Format, decoder_factory};
 use crate::util::make_batch;
@@ -104,6 +105,7 @@ pub struct RecordDecoder {
     /// The table's value (non-metadata) columns.
     value_schema: SchemaRef,
     decoders: Option<DecoderFactory>,
+    avro: Option<AvroDecoder>,
     /// The output: the projected columns.
     schema: SchemaRef,
     /// Per output column: where it comes from.
@@ -144,6 +146,11 @@ pub fn check_columns(table: &TableDescriptor, format: &KafkaFormat) -> Result<()
         }
         KafkaFormat::Json(json) => check_file_format(table, &values, &Format::Json(json.clone()))?,
         KafkaFormat::Csv(csv) => check_file_format(table, &values, &Format::Csv(csv.clone()))?,
+        KafkaFormat::Avro(avro) => {
+            let fields: Vec<Field> = values.iter().map(|f| f.as_ref().clone()).collect();
+            check_readable(&fields, avro)
+                .map_err(|e| Error::Config(format!("table '{}': {e}", table.name)))?;
+        }
     }
     Ok(())
 }
@@ -191,7 +198,11 @@ impl RecordDecoder {
             KafkaFormat::Csv(csv) => {
                 decoder_factory(&Format::Csv(csv.clone()), &value_schema, &all)?
             }
-            KafkaFormat::Raw => None,
+            KafkaFormat::Raw | KafkaFormat::Avro(_) => None,
+        };
+        let avro = match &format {
+            KafkaFormat::Avro(avro) => Some(AvroDecoder::new(Arc::clone(&value_schema), avro)?),
+            _ => None,
         };
         let mut columns = Vec::with_capacity(projection.len());
         let mut fields = Vec::with_capacity(projection.len());
@@ -212,6 +223,7 @@ impl RecordDecoder {
             format,
             value_schema,
             decoders,
+            avro,
             schema: Arc::new(Schema::new(fields)),
             columns,
             max_record_bytes,
@@ -239,7 +251,7 @@ impl RecordDecoder {
 
     /// Decodes the buffered records: the batch of the good ones, in order,
     /// and the bad ones with their reasons.
-    pub fn decode(&self, records: &RecordBuffer) -> Result<(RecordBatch, Vec<BadRecord>)> {
+    pub fn decode(&mut self, records: &RecordBuffer) -> Result<(RecordBatch, Vec<BadRecord>)> {
         let n = records.len();
         let mut bad = Vec::new();
         let mut candidates = Vec::with_capacity(n);
@@ -260,9 +272,16 @@ impl RecordDecoder {
                 _ => candidates.push(i),
             }
         }
-        let (values, good) = match &self.decoders {
-            None => self.decode_raw(records, &candidates, &mut bad)?,
-            Some(factory) => self.decode_text(factory, records, &candidates, &mut bad)?,
+        let (values, good) = match (&self.decoders, &mut self.avro) {
+            (_, Some(avro)) if !self.value_schema.fields().is_empty() => {
+                avro.decode(records, &candidates, &mut bad)?
+            }
+            (None, None) => self.decode_raw(records, &candidates, &mut bad)?,
+            (Some(factory), _) => self.decode_text(factory, records, &candidates, &mut bad)?,
+            (None, Some(_)) => {
+                let batch = make_batch(&self.value_schema, Vec::new(), candidates.len())?;
+                (batch, candidates)
+            }
         };
         bad.sort_by_key(|b| b.index);
         let batch = self.assemble(records, &values, &good)?;

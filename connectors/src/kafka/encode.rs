@@ -6,6 +6,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use weir_engine::{Error, Result};
 
+use super::avro::AvroEncoder;
 use super::{KafkaFormat, metadata_key};
 
 /// One record to write.
@@ -31,6 +32,25 @@ pub struct RecordEncoder {
     key_column: Option<usize>,
     /// The `timestamp` metadata column.
     timestamp_column: Option<usize>,
+    /// For Avro values and keys: their encoders.
+    value_avro: Option<AvroEncoder>,
+    key_avro: Option<AvroEncoder>,
+}
+
+/// The Avro encoder of `columns` of `schema`, when `format` is Avro.
+fn avro_encoder(
+    schema: &Schema,
+    columns: &[usize],
+    format: &KafkaFormat,
+) -> Result<Option<AvroEncoder>> {
+    let KafkaFormat::Avro(avro) = format else {
+        return Ok(None);
+    };
+    let fields: Vec<arrow::datatypes::Field> = columns
+        .iter()
+        .map(|&i| schema.field(i).clone())
+        .collect();
+    Ok(Some(AvroEncoder::new(&fields, avro)?))
 }
 
 impl RecordEncoder {
@@ -84,7 +104,14 @@ impl RecordEncoder {
                 "format 'raw' needs exactly one column (besides METADATA columns)".into(),
             ));
         }
+        let value_avro = avro_encoder(schema, &value_columns, &value_format)?;
+        let key_avro = match &key {
+            Some((columns, format)) => avro_encoder(schema, columns, format)?,
+            None => None,
+        };
         Ok(RecordEncoder {
+            value_avro,
+            key_avro,
             value_format,
             value_columns,
             key,
@@ -96,12 +123,19 @@ impl RecordEncoder {
     /// The records of `batch`'s rows, in order.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<OutRecord>> {
         let rows = batch.num_rows();
-        let values = encode_columns(batch, &self.value_columns, &self.value_format)?;
+        let values = encode_columns(
+            batch,
+            &self.value_columns,
+            &self.value_format,
+            self.value_avro.as_ref(),
+        )?;
         let keys: Vec<Option<Vec<u8>>> = match (&self.key, self.key_column) {
-            (Some((columns, format)), _) => encode_columns(batch, columns, format)?
+            (Some((columns, format)), _) => {
+                encode_columns(batch, columns, format, self.key_avro.as_ref())?
                 .into_iter()
-                .map(Some)
-                .collect(),
+                    .map(Some)
+                    .collect()
+            }
             (None, Some(c)) => bytes_of(batch.column(c).as_ref())?,
             (None, None) => vec![None; rows],
         };
@@ -174,10 +208,16 @@ fn encode_columns(
     batch: &RecordBatch,
     columns: &[usize],
     format: &KafkaFormat,
+    avro: Option<&AvroEncoder>,
 ) -> Result<Vec<Vec<u8>>> {
     let projected = batch.project(columns)?;
     let rows = projected.num_rows();
     match format {
+        KafkaFormat::Avro(_) => {
+            let encoder =
+                avro.ok_or_else(|| Error::internal("an Avro column set without an encoder"))?;
+            check_rows(encoder.encode(&projected)?, rows)
+        }
         KafkaFormat::Raw => Ok(bytes_of(projected.column(0).as_ref())?
             .into_iter()
             .map(Option::unwrap_or_default)

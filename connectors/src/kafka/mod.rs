@@ -21,9 +21,11 @@
 //!   has completed, with commit markers that make a re-commit after a crash
 //!   idempotent ([`sink`] explains the protocol).
 
+pub mod avro;
 pub mod decode;
 pub mod encode;
 mod producer;
+pub mod registry;
 pub mod sink;
 pub mod source;
 
@@ -72,6 +74,12 @@ const SOURCE_OPTIONS: &[&str] = &[
     "csv.quote-character",
     "csv.escape-character",
     "csv.allow-comments",
+    "avro.schema",
+    "avro-confluent.url",
+    "avro-confluent.schema-registry.url",
+    "avro-confluent.basic-auth.user-info",
+    "avro-confluent.schema",
+    "avro-confluent.subject",
     "csv.null-literal",
 ];
 
@@ -88,6 +96,13 @@ const SINK_OPTIONS: &[&str] = &[
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.escape-character",
+    "avro.schema",
+    "avro-confluent.url",
+    "avro-confluent.schema-registry.url",
+    "avro-confluent.basic-auth.user-info",
+    "avro-confluent.schema",
+    "avro-confluent.subject",
+    "key.avro.schema",
     "csv.null-literal",
 ];
 
@@ -100,6 +115,8 @@ pub enum KafkaFormat {
     Csv(CsvOptions),
     /// The bytes as they are, into the table's single physical column.
     Raw,
+    /// Avro datums, plain or in Confluent's wire format ([`avro`]).
+    Avro(avro::AvroFormat),
 }
 
 impl KafkaFormat {
@@ -108,9 +125,35 @@ impl KafkaFormat {
         if name == "raw" {
             return Ok(KafkaFormat::Raw);
         }
-        if name == "avro" || name == "avro-confluent" {
-            return Err(Error::Config(format!(
-                "option '{key}' = '{name}': Avro is not supported yet; use 'json', 'csv' or 'raw'"
+        // `format` reads `avro.*` options, `key.format` reads `key.avro.*`.
+        let prefix = key.strip_suffix("format").unwrap_or_default();
+        if name == "avro" {
+            let schema = options.get(&format!("{prefix}avro.schema")).map(str::to_string);
+            return Ok(KafkaFormat::Avro(avro::AvroFormat::plain(schema)));
+        }
+        if name == "avro-confluent" {
+            let url_key = format!("{prefix}avro-confluent.url");
+            let legacy_key = format!("{prefix}avro-confluent.schema-registry.url");
+            let url = options
+                .get(&url_key)
+                .or_else(|| options.get(&legacy_key))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "format 'avro-confluent' needs the schema registry's URL in option '{url_key}'"
+                    ))
+                })?;
+            let user_info = options
+                .get(&format!("{prefix}avro-confluent.basic-auth.user-info"))
+                .map(str::to_string);
+            let registry = registry::SchemaRegistry::new(url, user_info)?;
+            let schema = options
+                .get(&format!("{prefix}avro-confluent.schema"))
+                .map(str::to_string);
+            let subject = options
+                .get(&format!("{prefix}avro-confluent.subject"))
+                .map(str::to_string);
+            return Ok(KafkaFormat::Avro(avro::AvroFormat::confluent(
+                registry, schema, subject,
             )));
         }
         // The filesystem connector's parser knows the csv/json options.
@@ -124,11 +167,15 @@ impl KafkaFormat {
             Ok(Format::Json(json)) => Ok(KafkaFormat::Json(json)),
             Ok(Format::Csv(csv)) => Ok(KafkaFormat::Csv(csv)),
             Ok(Format::Parquet) | Err(_) => {
-                let hint = weir_engine::suggest::closest(&name, ["json", "csv", "raw"])
-                    .map(|s| format!(" (did you mean '{s}'?)"))
-                    .unwrap_or_default();
+                let hint = weir_engine::suggest::closest(
+                    &name,
+                    ["json", "csv", "raw", "avro", "avro-confluent"],
+                )
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
                 Err(Error::Config(format!(
-                    "option '{key}' = '{name}' is not a Kafka format{hint}; use 'json', 'csv' or 'raw'"
+                    "option '{key}' = '{name}' is not a Kafka format{hint}; \
+                     use 'json', 'csv', 'raw', 'avro' or 'avro-confluent'"
                 )))
             }
         }
@@ -140,6 +187,7 @@ impl KafkaFormat {
             KafkaFormat::Json(_) => "json",
             KafkaFormat::Csv(_) => "csv",
             KafkaFormat::Raw => "raw",
+            KafkaFormat::Avro(avro) => avro.name(),
         }
     }
 }
@@ -278,7 +326,7 @@ fn millis_option(options: &ConnectorOptions, key: &str, mode: &str) -> Result<i6
 fn check_format_options(options: &ConnectorOptions, format: &KafkaFormat) -> Result<()> {
     for key in options.keys() {
         let prefix = key.split('.').next().unwrap_or_default();
-        if (prefix == "csv" || prefix == "json") && prefix != format.name() {
+        if matches!(prefix, "csv" | "json" | "avro" | "avro-confluent") && prefix != format.name() {
             return Err(Error::Config(format!(
                 "option '{key}' does not apply to format '{}'",
                 format.name()
@@ -439,8 +487,15 @@ impl SinkOptions {
                 "a Kafka sink writes one topic: option 'topic' must name exactly one".into(),
             ));
         }
-        let format = KafkaFormat::parse(options, "format")?;
+        let mut format = KafkaFormat::parse(options, "format")?;
         check_format_options(options, &format)?;
+        if let KafkaFormat::Avro(avro) = &mut format
+            && avro.registry.is_some()
+            && avro.subject.is_none()
+        {
+            // Confluent's TopicNameStrategy.
+            avro.subject = Some(format!("{topic}-value"));
+        }
         let key = match options.get("key.fields") {
             None => None,
             Some(fields) => {
@@ -451,7 +506,16 @@ impl SinkOptions {
                     .map(str::to_string)
                     .collect();
                 let key_format = if options.get("key.format").is_some() {
-                    KafkaFormat::parse(options, "key.format")?
+                    match KafkaFormat::parse(options, "key.format")? {
+                        KafkaFormat::Avro(a) if a.registry.is_some() => {
+                            return Err(Error::Config(
+                                "'key.format' = 'avro-confluent' is not supported yet; \
+                                 use 'avro', 'json', 'csv' or 'raw' for keys"
+                                    .into(),
+                            ));
+                        }
+                        other => other,
+                    }
                 } else {
                     KafkaFormat::Json(JsonOptions {
                         iso_timestamps: false,

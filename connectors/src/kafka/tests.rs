@@ -90,7 +90,6 @@ fn bad_source_options_are_named() {
             .contains("scan.dead-letter-topic")
     );
     assert!(source_error(&[("format", "jsn")]).contains("did you mean 'json'"));
-    assert!(source_error(&[("format", "avro")]).contains("Avro is not supported yet"));
     assert!(
         source_error(&[("csv.field-delimiter", ";")]).contains("does not apply to format 'json'")
     );
@@ -180,7 +179,7 @@ fn json_table() -> weir_engine::TableDescriptor {
 #[test]
 fn json_records_decode_in_one_batch_with_metadata() {
     let table = json_table();
-    let decoder = RecordDecoder::new(
+    let mut decoder = RecordDecoder::new(
         KafkaFormat::Json(JsonOptions {
             iso_timestamps: false,
         }),
@@ -204,7 +203,7 @@ fn json_records_decode_in_one_batch_with_metadata() {
 #[test]
 fn malformed_records_are_found_one_by_one() {
     let table = json_table();
-    let decoder = RecordDecoder::new(
+    let mut decoder = RecordDecoder::new(
         KafkaFormat::Json(JsonOptions {
             iso_timestamps: false,
         }),
@@ -248,7 +247,7 @@ fn csv_and_raw_records() {
         &with(&[("format", "csv")]),
     );
     let format = KafkaFormat::parse(&table_csv.options, "format").unwrap();
-    let decoder = RecordDecoder::new(format, &table_csv, &[0, 1], 1 << 20).unwrap();
+    let mut decoder = RecordDecoder::new(format, &table_csv, &[0, 1], 1 << 20).unwrap();
     let records = buffer(&[Some(b"1,a\n"), Some(b"x,b"), Some(b"3,\"c,d\"")]);
     let (batch, bad) = decoder.decode(&records).unwrap();
     assert_eq!(rows(&[batch]), ["1,a", "3,c,d"]);
@@ -262,7 +261,7 @@ fn csv_and_raw_records() {
         ],
         &with(&[("format", "raw")]),
     );
-    let decoder = RecordDecoder::new(KafkaFormat::Raw, &table_raw, &[1, 0], 1 << 20).unwrap();
+    let mut decoder = RecordDecoder::new(KafkaFormat::Raw, &table_raw, &[1, 0], 1 << 20).unwrap();
     let records = buffer(&[Some(b"hello"), Some(b"\xff"), None]);
     let (batch, bad) = decoder.decode(&records).unwrap();
     assert_eq!(rows(&[batch]), ["0,hello", "0,NULL"]);
@@ -375,4 +374,164 @@ fn rows_encode_to_records_and_frame_round_trip() {
     let records = encoder.encode(&batch).unwrap();
     assert_eq!(records[0].value, b"1,\"a\nb\"".to_vec());
     assert_eq!(records[1].key, None);
+}
+
+/// Avro's zig-zag varint of a long or int.
+fn avro_long(n: i64) -> Vec<u8> {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        if v < 0x80 {
+            out.push(v as u8);
+            return out;
+        }
+        out.push((v & 0x7f) as u8 | 0x80);
+        v >>= 7;
+    }
+}
+
+fn avro_string(s: &str) -> Vec<u8> {
+    let mut out = avro_long(s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+fn avro_table(extra: &[(&'static str, &'static str)]) -> weir_engine::TableDescriptor {
+    table(
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            metadata("off", DataType::Int64, "offset"),
+        ],
+        &with(extra),
+    )
+}
+
+#[test]
+fn avro_rows_round_trip_through_the_derived_schema() {
+    let table = avro_table(&[("format", "avro")]);
+    let format = KafkaFormat::parse(&table.options, "format").unwrap();
+    let value_schema = Schema::new(table.schema.fields()[..3].to_vec());
+    let encoder = RecordEncoder::new(&value_schema, format.clone(), None).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::new(value_schema),
+        vec![
+            Arc::new(Int64Array::from(vec![1, -2, 1 << 40])),
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("ünï")])),
+            Arc::new(arrow::array::TimestampMillisecondArray::from(vec![
+                Some(1_700_000_000_123),
+                None,
+                Some(0),
+            ])),
+        ],
+    )
+    .unwrap();
+    let out = encoder.encode(&batch).unwrap();
+    // Hand-checked: id 1 (zig-zag 2), union branch 1, "a", union branch 1, the millis.
+    let mut first = vec![2, 2, 2, b'a', 2];
+    first.extend(avro_long(1_700_000_000_123));
+    assert_eq!(out[0].value, first);
+    let values: Vec<Option<&[u8]>> = out.iter().map(|r| Some(r.value.as_slice())).collect();
+    let mut decoder = RecordDecoder::new(format, &table, &[0, 1, 2, 3], 1 << 20).unwrap();
+    let (decoded, bad) = decoder.decode(&buffer(&values)).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        rows(&[decoded]),
+        [
+            "1,a,2023-11-14T22:13:20.123,100",
+            "-2,NULL,NULL,101",
+            "1099511627776,ünï,1970-01-01T00:00:00,102"
+        ]
+    );
+}
+
+#[test]
+fn avro_writer_schema_resolves_into_the_table() {
+    // Another record name and namespace, fields reordered, an extra field,
+    // `id` written as int (promoted to long), no `ts` (null by default).
+    let writer = r#"{"type": "record", "name": "Bid", "namespace": "com.acme", "fields": [
+        {"name": "name", "type": ["null", "string"]},
+        {"name": "extra", "type": "int"},
+        {"name": "id", "type": "int"}]}"#;
+    let table = avro_table(&[("format", "avro"), ("avro.schema", writer)]);
+    KafkaConnector
+        .validate_source(&table)
+        .expect("the writer schema resolves");
+    let format = KafkaFormat::parse(&table.options, "format").unwrap();
+    let mut decoder = RecordDecoder::new(format, &table, &[0, 1, 2], 1 << 20).unwrap();
+    let datum = |name: Option<&str>, extra: i64, id: i64| {
+        let mut v = match name {
+            Some(n) => [vec![2], avro_string(n)].concat(),
+            None => vec![0],
+        };
+        v.extend(avro_long(extra));
+        v.extend(avro_long(id));
+        v
+    };
+    let good1 = datum(Some("x"), 7, 1);
+    let good2 = datum(None, -1, 300);
+    // The string's length, but not its byte.
+    let truncated = good1[..2].to_vec();
+    let two = [good1.clone(), good2.clone()].concat();
+    // A negative string length.
+    let bad_branch = [vec![2, 3], good1[3..].to_vec()].concat();
+    let records = buffer(&[
+        Some(&good1),
+        Some(&truncated),
+        Some(&two),
+        None,
+        Some(b""),
+        Some(&bad_branch),
+        Some(&good2),
+    ]);
+    let (batch, bad) = decoder.decode(&records).unwrap();
+    assert_eq!(rows(&[batch]), ["1,x,NULL", "300,NULL,NULL"]);
+    let bad_indices: Vec<usize> = bad.iter().map(|b| b.index).collect();
+    assert_eq!(bad_indices, [1, 2, 3, 4, 5], "{bad:?}");
+    assert!(bad[0].reason.contains("truncated"), "{:?}", bad[0]);
+    assert!(bad[4].reason.contains("invalid Avro"), "{:?}", bad[4]);
+    assert!(bad[1].reason.contains("after the end"), "{:?}", bad[1]);
+}
+
+#[test]
+fn avro_options_and_unreadable_schemas_are_config_errors() {
+    let err = source_error(&[("format", "avro-confluent")]);
+    assert!(err.contains("avro-confluent.url"), "{err}");
+    let err = source_error(&[("format", "avro"), ("csv.field-delimiter", ";")]);
+    assert!(err.contains("does not apply"), "{err}");
+    let err = source_error(&[("format", "avrp")]);
+    assert!(err.contains("did you mean 'avro'"), "{err}");
+    let err = source_error(&[
+        ("format", "avro-confluent"),
+        ("avro-confluent.url", "localhost:8081"),
+    ]);
+    assert!(err.contains("http://"), "{err}");
+
+    // `name` cannot be read from a boolean.
+    let writer = r#"{"type": "record", "name": "R", "fields": [
+        {"name": "id", "type": "long"}, {"name": "name", "type": "boolean"}]}"#;
+    let table = avro_table(&[("format", "avro"), ("avro.schema", writer)]);
+    let err = KafkaConnector.validate_source(&table).unwrap_err().to_string();
+    assert!(err.contains("cannot be read into the table's columns"), "{err}");
+    // `id` is NOT NULL and has no default.
+    let writer = r#"{"type": "record", "name": "R", "fields": [{"name": "name", "type": "string"}]}"#;
+    let table = avro_table(&[("format", "avro"), ("avro.schema", writer)]);
+    assert!(KafkaConnector.validate_source(&table).is_err());
+    let table = avro_table(&[("format", "avro"), ("avro.schema", "{not json")]);
+    let err = KafkaConnector.validate_source(&table).unwrap_err().to_string();
+    assert!(err.contains("not JSON"), "{err}");
+
+    let sink = SinkOptions::parse(&options(&[
+        ("topic", "t"),
+        ("properties.bootstrap.servers", "127.0.0.1:1"),
+        ("format", "avro-confluent"),
+        ("avro-confluent.url", "http://127.0.0.1:1"),
+    ]))
+    .unwrap();
+    assert!(matches!(&sink.format, KafkaFormat::Avro(a) if a.subject.as_deref() == Some("t-value")));
 }
