@@ -1,8 +1,8 @@
 //! Kafka pipelines on a real cluster (a coordinator and two worker
 //! processes) against librdkafka's mock cluster, hosted in this process:
 //!
-//! 1. Source throughput: a bounded read of 100-byte JSON records (and the
-//!    same bytes as `raw`) into a blackhole sink, in records/s and MB/s per
+//! 1. Source throughput: a bounded read of 100-byte JSON records (the same
+//!    bytes as `raw`, and the same rows as 100-byte plain Avro datums) into a blackhole sink, in records/s and MB/s per
 //!    CPU-second of the Weir processes (the broker's CPU is not counted).
 //! 2. Kafka → Kafka pass-through with `exactly-once` at 1 s and 10 s
 //!    checkpoint intervals, and `at-least-once` for comparison.
@@ -48,6 +48,32 @@ fn record(id: u64) -> Vec<u8> {
     json.into_bytes()
 }
 
+/// Avro's zig-zag varint.
+fn avro_long(n: i64, out: &mut Vec<u8>) {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v & 0x7f) as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The same Bid as a plain Avro datum of the table's derived schema (all
+/// columns NOT NULL), padded to 100 bytes.
+fn avro_record(id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(100);
+    for n in [id, id % 10_000, id % 77_777, id * 7 % 100_000] {
+        avro_long(n as i64, &mut out);
+    }
+    let channel = format!("ch-{}", id % 11);
+    avro_long(channel.len() as i64, &mut out);
+    out.extend_from_slice(channel.as_bytes());
+    let pad = 100 - out.len() - 1;
+    avro_long(pad as i64, &mut out);
+    out.resize(100, b'x');
+    out
+}
+
 fn fill(bootstrap: &str, topic: &str, rows: u64) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -57,7 +83,11 @@ fn fill(bootstrap: &str, topic: &str, rows: u64) {
         .expect("a producer");
     let started = Instant::now();
     for id in 1..=rows {
-        let value = record(id);
+        let value = if topic.contains("avro") {
+            avro_record(id)
+        } else {
+            record(id)
+        };
         let mut pending = BaseRecord::<[u8], [u8]>::to(topic)
             .payload(&value)
             .partition((id % PARTITIONS as u64) as i32);
@@ -122,6 +152,9 @@ fn run(cluster: &Cluster, sql: &str) -> Run {
 fn source_table(bootstrap: &str, topic: &str, format: &str) -> String {
     let columns = if format == "raw" {
         "line BYTES"
+    } else if format == "avro" {
+        "id BIGINT NOT NULL, auction BIGINT NOT NULL, bidder BIGINT NOT NULL, price BIGINT NOT NULL, \
+         channel STRING NOT NULL, extra STRING NOT NULL"
     } else {
         "id BIGINT, auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, extra STRING"
     };
@@ -151,22 +184,23 @@ fn main() {
     let rows = rows();
     let mock = MockCluster::new(3).expect("a mock cluster");
     let bootstrap = mock.bootstrap_servers();
-    for topic in ["in", "out-eos-1s", "out-eos-10s", "out-alo"] {
+    for topic in ["in", "in-avro", "out-eos-1s", "out-eos-10s", "out-alo"] {
         mock.create_topic(topic, PARTITIONS, 1).expect("a topic");
     }
     fill(&bootstrap, "in", rows);
+    fill(&bootstrap, "in-avro", rows);
     let cluster = Cluster::start(2, 2, &[]);
     println!(
         "Kafka, {rows} records of 100 bytes, {PARTITIONS} partitions, parallelism 2 on 2 workers:"
     );
     let out = std::env::temp_dir().join(format!("weir-kafka-bench-{}", std::process::id()));
-    for format in ["json", "raw"] {
+    for (format, topic) in [("json", "in"), ("raw", "in"), ("avro", "in-avro")] {
         // COUNT(*) checks every record was read; the decoder still parses whole records.
         let dir = out.join(format);
         let sql = format!(
             "{} CREATE TABLE sink (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
              INSERT INTO sink SELECT COUNT(*) FROM src;",
-            source_table(&bootstrap, "in", format),
+            source_table(&bootstrap, topic, format),
             dir.display()
         );
         let result = run(&cluster, &sql);

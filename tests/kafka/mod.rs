@@ -1,6 +1,8 @@
 //! Kafka: brokers the connector tests run against, and plain rdkafka clients
 //! that fill and read their topics independently of Weir's connector.
 
+mod avro;
 pub mod brokers;
 mod pipeline;
 mod records;
+mod schema_registry;

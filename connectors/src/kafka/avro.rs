@@ -164,8 +164,9 @@ fn build_decoder(reader: &AvroSchema, writers: &HashMap<u32, AvroSchema>) -> Res
 pub fn check_readable(fields: &[Field], format: &AvroFormat) -> Result<()> {
     let reader = derived_schema(fields)?;
     let writer = match &format.schema {
-        Some(schema) => renamed(schema)
-            .map_err(|e| Error::Config(format!("option 'avro.schema': {e}")))?,
+        Some(schema) => {
+            renamed(schema).map_err(|e| Error::Config(format!("option 'avro.schema': {e}")))?
+        }
         None => reader.clone(),
     };
     build_decoder(&reader, &HashMap::from([(PLAIN_ID, writer)])).map_err(|e| {
@@ -201,10 +202,7 @@ impl std::fmt::Debug for AvroDecoder {
 fn anomaly(consumed: usize, len: usize, rows: usize) -> String {
     match rows {
         0 => "truncated Avro: the value ends inside the record".into(),
-        1 if consumed < len => format!(
-            "{} bytes after the end of the Avro record",
-            len - consumed
-        ),
+        1 if consumed < len => format!("{} bytes after the end of the Avro record", len - consumed),
         n => format!("the value holds {n} Avro records, not one"),
     }
 }
@@ -308,7 +306,8 @@ impl AvroDecoder {
         candidates: &[usize],
         bad: &mut Vec<BadRecord>,
     ) -> Result<(RecordBatch, Vec<usize>)> {
-        if self.learn_ids(records, candidates)? || self.decoder.is_none() && !self.writers.is_empty()
+        if self.learn_ids(records, candidates)?
+            || self.decoder.is_none() && !self.writers.is_empty()
         {
             self.decoder = Some(self.fresh_decoder()?);
         }
@@ -505,11 +504,18 @@ impl AvroEncoder {
         if let Some(id) = self.format.registered.get() {
             return Ok(*id);
         }
-        let subject = self.format.subject.as_deref().ok_or_else(|| {
-            Error::internal("an avro-confluent sink without a subject")
-        })?;
+        let subject = self
+            .format
+            .subject
+            .as_deref()
+            .ok_or_else(|| Error::internal("an avro-confluent sink without a subject"))?;
         let id = registry.register(subject, &self.writer.json_string)?;
-        tracing::info!(subject, id, registry = registry.url(), "registered the Avro schema");
+        tracing::info!(
+            subject,
+            id,
+            registry = registry.url(),
+            "registered the Avro schema"
+        );
         Ok(*self.format.registered.get_or_init(|| id))
     }
 

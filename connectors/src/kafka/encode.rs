@@ -46,10 +46,8 @@ fn avro_encoder(
     let KafkaFormat::Avro(avro) = format else {
         return Ok(None);
     };
-    let fields: Vec<arrow::datatypes::Field> = columns
-        .iter()
-        .map(|&i| schema.field(i).clone())
-        .collect();
+    let fields: Vec<arrow::datatypes::Field> =
+        columns.iter().map(|&i| schema.field(i).clone()).collect();
     Ok(Some(AvroEncoder::new(&fields, avro)?))
 }
 
@@ -132,7 +130,7 @@ impl RecordEncoder {
         let keys: Vec<Option<Vec<u8>>> = match (&self.key, self.key_column) {
             (Some((columns, format)), _) => {
                 encode_columns(batch, columns, format, self.key_avro.as_ref())?
-                .into_iter()
+                    .into_iter()
                     .map(Some)
                     .collect()
             }

@@ -128,7 +128,9 @@ impl KafkaFormat {
         // `format` reads `avro.*` options, `key.format` reads `key.avro.*`.
         let prefix = key.strip_suffix("format").unwrap_or_default();
         if name == "avro" {
-            let schema = options.get(&format!("{prefix}avro.schema")).map(str::to_string);
+            let schema = options
+                .get(&format!("{prefix}avro.schema"))
+                .map(str::to_string);
             return Ok(KafkaFormat::Avro(avro::AvroFormat::plain(schema)));
         }
         if name == "avro-confluent" {

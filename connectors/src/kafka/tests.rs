@@ -401,11 +401,7 @@ fn avro_table(extra: &[(&'static str, &'static str)]) -> weir_engine::TableDescr
         vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             metadata("off", DataType::Int64, "offset"),
         ],
         &with(extra),
@@ -516,14 +512,24 @@ fn avro_options_and_unreadable_schemas_are_config_errors() {
     let writer = r#"{"type": "record", "name": "R", "fields": [
         {"name": "id", "type": "long"}, {"name": "name", "type": "boolean"}]}"#;
     let table = avro_table(&[("format", "avro"), ("avro.schema", writer)]);
-    let err = KafkaConnector.validate_source(&table).unwrap_err().to_string();
-    assert!(err.contains("cannot be read into the table's columns"), "{err}");
+    let err = KafkaConnector
+        .validate_source(&table)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be read into the table's columns"),
+        "{err}"
+    );
     // `id` is NOT NULL and has no default.
-    let writer = r#"{"type": "record", "name": "R", "fields": [{"name": "name", "type": "string"}]}"#;
+    let writer =
+        r#"{"type": "record", "name": "R", "fields": [{"name": "name", "type": "string"}]}"#;
     let table = avro_table(&[("format", "avro"), ("avro.schema", writer)]);
     assert!(KafkaConnector.validate_source(&table).is_err());
     let table = avro_table(&[("format", "avro"), ("avro.schema", "{not json")]);
-    let err = KafkaConnector.validate_source(&table).unwrap_err().to_string();
+    let err = KafkaConnector
+        .validate_source(&table)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not JSON"), "{err}");
 
     let sink = SinkOptions::parse(&options(&[
@@ -533,5 +539,7 @@ fn avro_options_and_unreadable_schemas_are_config_errors() {
         ("avro-confluent.url", "http://127.0.0.1:1"),
     ]))
     .unwrap();
-    assert!(matches!(&sink.format, KafkaFormat::Avro(a) if a.subject.as_deref() == Some("t-value")));
+    assert!(
+        matches!(&sink.format, KafkaFormat::Avro(a) if a.subject.as_deref() == Some("t-value"))
+    );
 }
