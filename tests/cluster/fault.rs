@@ -177,6 +177,48 @@ pub async fn kill_randomly(cluster: &mut TestCluster, jobs: &[String], kills: us
     landed
 }
 
+/// Checkpoints in an S3-compatible store (moto's server) instead of the
+/// local directory: worker kills restore from there, and nothing is lost or
+/// duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_in_s3_restore_after_worker_kills() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let _ = undisturbed(expected_dir.path());
+    let moto = super::moto::Moto::start();
+    moto.create_bucket("weir-checkpoints");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &env).await;
+    let script = format!(
+        "SET 'execution.checkpointing.dir' = 's3://weir-checkpoints/ckpt';\n{}",
+        script(out.path(), 12_000)
+    );
+    let jobs = submit_script(&cluster, &script, 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 3).await;
+    assert!(landed >= 2, "only {landed} kills landed");
+    check_outputs(&cluster, &jobs, out.path(), expected_dir.path()).await;
+    let client = cluster.client().await;
+    for job in &jobs {
+        let summary = client.job(job).await.unwrap().summary.unwrap();
+        assert!(summary.restarts >= 1 || landed == 0, "{summary:?}");
+        assert!(summary.last_checkpoint >= 2, "{summary:?}");
+    }
+    // The checkpoints are in the bucket, manifests and RocksDB files, and
+    // none in the local directory.
+    let keys = moto.keys("weir-checkpoints", "ckpt/");
+    assert!(
+        keys.iter().any(|k| k.ends_with("/_manifest.json"))
+            && keys.iter().any(|k| k.ends_with(".sst")),
+        "{keys:?}"
+    );
+    let local = std::fs::read_dir(cluster.checkpoint_dir())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(local, 0, "checkpoints were written locally too");
+}
+
 async fn kills_during_a_run(kills: usize) {
     let expected_dir = tempfile::tempdir().unwrap();
     let _ = undisturbed(expected_dir.path());

@@ -26,6 +26,8 @@ pub struct TestCluster {
     pub pg_address: Option<String>,
     coordinator: Child,
     coordinator_args: Vec<String>,
+    /// Environment of every process (coordinator and workers, restarts too).
+    common_env: Vec<(String, String)>,
     pub workers: Vec<(String, Child)>,
     dir: tempfile::TempDir,
     slots: u32,
@@ -53,23 +55,48 @@ impl TestCluster {
         Self::start_with(workers, slots, &[], coordinator_args).await
     }
 
+    /// A cluster all of whose processes, restarted ones too, get `env`.
+    pub async fn start_with_common_env(workers: usize, slots: u32, env: &[(&str, &str)]) -> Self {
+        Self::start_full(workers, slots, &[], &[], env).await
+    }
+
     async fn start_with(
         workers: usize,
         slots: u32,
         env: &[(&str, &str)],
         coordinator_args: &[&str],
     ) -> Self {
+        Self::start_full(workers, slots, env, coordinator_args, &[]).await
+    }
+
+    async fn start_full(
+        workers: usize,
+        slots: u32,
+        env: &[(&str, &str)],
+        coordinator_args: &[&str],
+        common_env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let coordinator_args: Vec<String> =
             coordinator_args.iter().map(|a| a.to_string()).collect();
-        let (coordinator, address, metrics_address, pg_address) =
-            start_coordinator(&dir, "127.0.0.1:0", "coordinator", &coordinator_args);
+        let common_env: Vec<(String, String)> = common_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (coordinator, address, metrics_address, pg_address) = start_coordinator(
+            &dir,
+            "127.0.0.1:0",
+            "coordinator",
+            &coordinator_args,
+            &common_env,
+        );
         let mut cluster = Self {
             address,
             metrics_address,
             pg_address,
             coordinator,
             coordinator_args,
+            common_env,
             workers: Vec::new(),
             dir,
             slots,
@@ -93,6 +120,7 @@ impl TestCluster {
             &self.address,
             "coordinator-restarted",
             &self.coordinator_args,
+            &self.common_env,
         );
         assert_eq!(address, self.address);
         self.coordinator = coordinator;
@@ -112,6 +140,7 @@ impl TestCluster {
             ])
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state-{id}")))
+            .envs(self.common_env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir, id))
@@ -259,8 +288,10 @@ fn start_coordinator(
     listen: &str,
     log: &str,
     extra: &[String],
+    env: &[(String, String)],
 ) -> (Child, String, String, Option<String>) {
     let mut coordinator = weir()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args([
             "coordinator",
             "--listen",

@@ -3,6 +3,7 @@
 
 pub mod fault;
 pub mod harness;
+mod moto;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
