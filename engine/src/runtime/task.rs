@@ -343,3 +343,133 @@ async fn changed(completed: &mut Option<watch::Receiver<CheckpointId>>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Records what reaches it: commits and closes.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl Operator for Recorder {
+        async fn process_batch(
+            &mut self,
+            _batch: arrow::record_batch::RecordBatch,
+            _ctx: &mut OperatorContext,
+            _out: &mut Collector,
+        ) -> Result<()> {
+            Ok(())
+        }
+
+        async fn handle_commit(
+            &mut self,
+            checkpoint: CheckpointId,
+            _ctx: &mut OperatorContext,
+        ) -> Result<()> {
+            self.0.lock().unwrap().push(format!("commit {checkpoint}"));
+            Ok(())
+        }
+
+        async fn on_close(
+            &mut self,
+            _ctx: &mut OperatorContext,
+            _out: &mut Collector,
+        ) -> Result<()> {
+            self.0.lock().unwrap().push("close".into());
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        input: mpsc::Sender<Message>,
+        completed: watch::Sender<CheckpointId>,
+        log: Arc<Mutex<Vec<String>>>,
+        task: tokio::task::JoinHandle<Result<()>>,
+        _events: mpsc::UnboundedReceiver<CheckpointEvent>,
+    }
+
+    /// A checkpointed task reading one input, with a [`Recorder`].
+    fn start() -> Fixture {
+        let (input, receiver) = mpsc::channel(8);
+        let (completed, completed_rx) = watch::channel(0);
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = Task {
+            info: TaskInfo::single("recorder"),
+            vertex: 1,
+            counters: Arc::new(TaskMetrics::default()),
+            head: Head::Inputs(InputGate::new(vec![receiver])),
+            operators: vec![(
+                Box::new(Recorder(Arc::clone(&log))),
+                OperatorContext::for_test("recorder"),
+                1,
+            )],
+            outputs: Outputs::default(),
+            checkpointing: Some(TaskCheckpointing {
+                triggers: None,
+                completed: completed_rx,
+                events,
+                last_barrier: None,
+                final_barrier_seen: false,
+            }),
+        };
+        Fixture {
+            input,
+            completed,
+            log,
+            task: tokio::spawn(task.run()),
+            _events: events_rx,
+        }
+    }
+
+    fn barrier(id: CheckpointId, then_stop: bool) -> Message {
+        Message::Barrier(CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            then_stop,
+        })
+    }
+
+    #[tokio::test]
+    async fn input_ending_without_the_final_barrier_cancels_without_flushing() {
+        let f = start();
+        f.input.send(barrier(1, false)).await.unwrap();
+        f.input.send(Message::EndOfStream).await.unwrap();
+        let result = f.task.await.unwrap();
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert!(f.log.lock().unwrap().is_empty(), "{:?}", f.log);
+    }
+
+    #[tokio::test]
+    async fn after_the_final_barrier_the_task_closes_once_that_checkpoint_completes() {
+        let f = start();
+        f.input.send(barrier(1, false)).await.unwrap();
+        f.input.send(barrier(2, true)).await.unwrap();
+        f.input.send(Message::EndOfStream).await.unwrap();
+        f.completed.send(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Checkpoint 1 committed, but not closed: checkpoint 2 is pending.
+        assert!(!f.task.is_finished());
+        assert_eq!(*f.log.lock().unwrap(), ["commit 1"]);
+        f.completed.send(2).unwrap();
+        f.task.await.unwrap().unwrap();
+        assert_eq!(*f.log.lock().unwrap(), ["commit 1", "commit 2", "close"]);
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_job_goes_away_before_completion_is_cancelled() {
+        let f = start();
+        f.input.send(barrier(1, true)).await.unwrap();
+        f.input.send(Message::EndOfStream).await.unwrap();
+        drop(f.completed);
+        let result = f.task.await.unwrap();
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert!(f.log.lock().unwrap().is_empty(), "{:?}", f.log);
+    }
+}
