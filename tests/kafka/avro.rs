@@ -178,7 +178,8 @@ async fn kafka_avro_with_a_schema_registry_and_inline_schemas() {
         CREATE TABLE out (sensor STRING, we TIMESTAMP(3), n BIGINT, total BIGINT)
         WITH ('connector' = 'kafka', 'topic' = 'out', 'format' = 'avro-confluent',
               'avro-confluent.url' = '{url}', 'properties.bootstrap.servers' = '{bootstrap}',
-              'sink.delivery-guarantee' = 'exactly-once');
+              'sink.delivery-guarantee' = 'exactly-once', 'sink.parallelism' = '1',
+              'sink.partitioner' = 'fixed');
         {WINDOWS}",
         url = registry.url()
     );
@@ -188,12 +189,14 @@ async fn kafka_avro_with_a_schema_registry_and_inline_schemas() {
     assert!(stderr.contains("5 bad records skipped"), "{stderr}");
     assert!(registry.lookups() >= 2, "the source looked schemas up");
 
-    // The sink registered its schema under Confluent's default subject, and
+    // The exactly-once sink registered its schema under Confluent's default subject, and
     // every record names it.
     let versions = registry.versions("out-value");
     assert_eq!(versions.len(), 1, "{versions:?}");
     let out_schema = Schema::parse_str(&registry.schema(versions[0]).unwrap()).unwrap();
     let out = consume_all(&bootstrap, "out", true, std::time::Duration::from_secs(30));
+    // One sink subtask, 'fixed': everything in partition 0.
+    assert!(out.iter().all(|r| r.partition == 0));
     let rows = out.iter().map(|r| {
         let bytes = r.value.as_deref().unwrap();
         assert_eq!(bytes[0], 0, "magic byte");

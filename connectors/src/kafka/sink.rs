@@ -31,7 +31,7 @@
 //! begin offsets to the end and leaves out the sequence numbers it finds;
 //! anything else means no attempt started. Rows are then written once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +91,9 @@ pub struct KafkaSink {
     pending: BTreeMap<(CheckpointId, String), Epoch>,
     /// Restored epochs wait to be committed.
     recommit: bool,
+    /// Exactly-once: the commit-marker consumer of each writer, kept
+    /// between commits (creating one connects to the cluster).
+    markers: HashMap<String, Arc<BaseConsumer>>,
 }
 
 impl KafkaSink {
@@ -119,6 +122,7 @@ impl KafkaSink {
             current: Vec::new(),
             pending: BTreeMap::new(),
             recommit: false,
+            markers: HashMap::new(),
         })
     }
 
@@ -220,8 +224,26 @@ impl KafkaSink {
                 break;
             }
             let epoch = entry.get().clone();
+            let markers = match self.markers.get(&epoch.writer) {
+                Some(m) => Arc::clone(m),
+                None => {
+                    let (options, writer) = (self.options.clone(), epoch.writer.clone());
+                    let m = Arc::new(blocking(move || marker_consumer(&options, &writer)).await?);
+                    self.markers.insert(epoch.writer.clone(), Arc::clone(&m));
+                    m
+                }
+            };
+            let route = Route {
+                partitioner: self.options.partitioner,
+                partitions: self.partitions,
+                first: self.next_partition,
+                subtask: self.subtask as i32,
+            };
+            let n = i64::from(self.partitions.max(1));
+            self.next_partition =
+                ((i64::from(self.next_partition) + epoch.records.len() as i64) % n) as i32;
             let (options, producer2) = (self.options.clone(), Arc::clone(&producer));
-            blocking(move || commit_epoch(&options, &producer2, &epoch)).await?;
+            blocking(move || commit_epoch(&options, &producer2, &markers, route, &epoch)).await?;
             self.pending.pop_first();
         }
         Ok(())
@@ -386,24 +408,74 @@ fn written_sequences(
     Ok(found)
 }
 
+/// Where an epoch's records go: `'sink.partitioner'` applied at commit time.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    partitioner: Partitioner,
+    partitions: i32,
+    /// Round-robin: the partition of the epoch's first record.
+    first: i32,
+    subtask: i32,
+}
+
+impl Route {
+    /// The partition of record `seq`; `None` leaves it to the producer.
+    fn partition(&self, seq: usize) -> Option<i32> {
+        let n = self.partitions.max(1);
+        match self.partitioner {
+            Partitioner::Default => None,
+            Partitioner::Fixed => Some(self.subtask % n),
+            Partitioner::RoundRobin => Some(((self.first as i64 + seq as i64) % n as i64) as i32),
+        }
+    }
+}
+
+/// The end offsets of `topic`'s partitions (its last stable offsets, read
+/// committed): one ListOffsets round trip, with a per-partition fallback.
+fn end_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>> {
+    let mut request = TopicPartitionList::new();
+    for p in 0..partitions {
+        request
+            .add_partition_offset(topic, p, Offset::End)
+            .map_err(|e| kafka_error("building an offsets request", e))?;
+    }
+    let mut ends = BTreeMap::new();
+    if let Ok(answer) = consumer.offsets_for_times(request, LOOKUP_TIMEOUT) {
+        for e in answer.elements() {
+            if let (Offset::Offset(o), None) = (e.offset(), e.error().err()) {
+                ends.insert(e.partition(), o);
+            }
+        }
+    }
+    for p in 0..partitions {
+        if let std::collections::btree_map::Entry::Vacant(slot) = ends.entry(p) {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
+                .map_err(|e| kafka_error(format!("cannot read the end offsets of '{topic}'"), e))?;
+            slot.insert(high);
+        }
+    }
+    Ok(ends)
+}
+
 /// Writes one epoch's rows exactly once (see the module documentation).
-fn commit_epoch(options: &SinkOptions, producer: &TrackedProducer, epoch: &Epoch) -> Result<()> {
+fn commit_epoch(
+    options: &SinkOptions,
+    producer: &TrackedProducer,
+    markers: &BaseConsumer,
+    route: Route,
+    epoch: &Epoch,
+) -> Result<()> {
     if epoch.records.is_empty() {
         return Ok(());
     }
     let topic = &options.topic;
-    let markers = marker_consumer(options, &epoch.writer)?;
-    let metadata = producer
-        .producer()
-        .client()
-        .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
-        .map_err(|e| kafka_error(format!("cannot read topic '{topic}'"), e))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len() as i32);
-    let marker = read_marker(&markers, topic, partitions.max(1))?;
+    let partitions = route.partitions;
+    let marker = read_marker(markers, topic, partitions.max(1))?;
     let done = format!("{}:done", epoch.checkpoint);
     let (skip, begin) = match marker {
         Some((c, state, _)) if c >= epoch.checkpoint && state == "done" => return Ok(()),
@@ -416,23 +488,14 @@ fn commit_epoch(options: &SinkOptions, producer: &TrackedProducer, epoch: &Epoch
                 "re-committing a checkpoint's rows after a crash"
             );
             if found.len() >= epoch.records.len() {
-                return write_marker(&markers, topic, &begin, &done);
+                return write_marker(markers, topic, &begin, &done);
             }
             (found, begin)
         }
         _ => {
-            let mut begin = BTreeMap::new();
-            for p in 0..partitions {
-                let (_, high) =
-                    markers
-                        .fetch_watermarks(topic, p, LOOKUP_TIMEOUT)
-                        .map_err(|e| {
-                            kafka_error(format!("cannot read the end offsets of '{topic}'"), e)
-                        })?;
-                begin.insert(p, high);
-            }
+            let begin = end_offsets(markers, topic, partitions)?;
             write_marker(
-                &markers,
+                markers,
                 topic,
                 &begin,
                 &format!("{}:begin", epoch.checkpoint),
@@ -458,6 +521,7 @@ fn commit_epoch(options: &SinkOptions, producer: &TrackedProducer, epoch: &Epoch
                     std::process::abort();
                 });
             }
+            let seq_number = seq;
             let seq = seq.to_string();
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
@@ -474,7 +538,7 @@ fn commit_epoch(options: &SinkOptions, producer: &TrackedProducer, epoch: &Epoch
                 });
             producer.send(
                 topic,
-                None,
+                route.partition(seq_number),
                 record.key.as_deref(),
                 Some(&record.value),
                 record.timestamp,
@@ -489,7 +553,7 @@ fn commit_epoch(options: &SinkOptions, producer: &TrackedProducer, epoch: &Epoch
         let _ = txn.abort_transaction(LOOKUP_TIMEOUT);
         return Err(e);
     }
-    write_marker(&markers, topic, &begin, &done)
+    write_marker(markers, topic, &begin, &done)
 }
 
 /// Encodes epochs for the checkpoint: count, then per epoch its writer,
