@@ -10,6 +10,8 @@
 //!    restarted job's sinks receive rows again.
 //!
 //! `cargo bench --bench checkpoint` (`WEIR_BENCH_ROWS`, default 30,000,000).
+//! `WEIR_BENCH_STATE_KEYS=24000000` (a comma-separated list) runs only part
+//! 2, with these key counts: 24 M keys make about 1 GB of state.
 
 mod support;
 
@@ -109,8 +111,18 @@ fn main() {
     let checkpoints = format!("file://{}", dir.join("checkpoints").display());
     let cluster = Cluster::start(2, 2, &["--checkpoint-dir", &checkpoints]);
 
-    println!("1-million-key aggregation, {rows} events, parallelism 2, 2 worker processes:");
-    for interval in ["0", "10s", "1s"] {
+    let state_keys: Option<Vec<u64>> = std::env::var("WEIR_BENCH_STATE_KEYS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect());
+    let intervals: &[&str] = if state_keys.is_some() {
+        &[]
+    } else {
+        &["0", "10s", "1s"]
+    };
+    if !intervals.is_empty() {
+        println!("1-million-key aggregation, {rows} events, parallelism 2, 2 worker processes:");
+    }
+    for &interval in intervals {
         let r = run(&cluster, &aggregation(rows, 1_000_000, interval, None));
         let completed: Vec<_> = r
             .checkpoints
@@ -132,7 +144,8 @@ fn main() {
     println!(
         "checkpoint duration and upload against state size (1 s checkpoints, rate-limited input):"
     );
-    for keys in [10_000u64, 100_000, 1_000_000, 3_000_000] {
+    let only_state = state_keys.is_some();
+    for keys in state_keys.unwrap_or_else(|| vec![10_000, 100_000, 1_000_000, 3_000_000]) {
         let n = keys * 4;
         let r = run(&cluster, &aggregation(n, keys, "1s", Some(n / 8)));
         let completed: Vec<_> = r
@@ -152,6 +165,10 @@ fn main() {
         );
     }
     drop(cluster);
+    if only_state {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     println!("recovery (a worker killed mid-run, 1 s checkpoints):");
     let mut cluster = Cluster::start(

@@ -167,23 +167,34 @@ async fn kafka_avro_with_a_schema_registry_and_inline_schemas() {
     produce(&bootstrap, "readings", &records).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let script = format!(
+    let script = |policy: &str| {
+        format!(
         "SET 'execution.checkpointing.interval' = '1s';
         CREATE TABLE readings (sensor STRING NOT NULL, value BIGINT NOT NULL, ts TIMESTAMP(3) NOT NULL,
                                WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
         WITH ('connector' = 'kafka', 'topic' = 'readings', 'format' = 'avro-confluent',
               'avro-confluent.url' = '{url}', 'properties.bootstrap.servers' = '{bootstrap}',
               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
-              'scan.bad-record-policy' = 'drop');
+              'scan.bad-record-policy' = '{policy}');
         CREATE TABLE out (sensor STRING, we TIMESTAMP(3), n BIGINT, total BIGINT)
         WITH ('connector' = 'kafka', 'topic' = 'out', 'format' = 'avro-confluent',
               'avro-confluent.url' = '{url}', 'properties.bootstrap.servers' = '{bootstrap}',
               'sink.delivery-guarantee' = 'exactly-once', 'sink.parallelism' = '1',
               'sink.partitioner' = 'fixed');
         {WINDOWS}",
-        url = registry.url()
+            url = registry.url()
+        )
+    };
+    // 'fail': the first bad record (the truncated one) stops the job.
+    let output = run(dir.path(), "fail", &script("fail"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bad record in topic 'readings' partition 0 offset 25")
+            && stderr.contains("invalid Avro"),
+        "{stderr}"
     );
-    let output = run(dir.path(), "registry", &script);
+    let output = run(dir.path(), "registry", &script("drop"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("5 bad records skipped"), "{stderr}");
