@@ -21,8 +21,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::compute::{cast, concat_batches};
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{
@@ -35,6 +35,7 @@ use weir_engine::{Error, Result};
 
 use super::decode::{BadRecord, RecordBuffer};
 use super::registry::SchemaRegistry;
+use crate::util::conform_to;
 
 /// The id plain datums are framed with for the decoder.
 const PLAIN_ID: u32 = 0;
@@ -395,22 +396,7 @@ impl AvroDecoder {
             return Ok(RecordBatch::new_empty(Arc::clone(&self.value_schema)));
         };
         let all = concat_batches(&first.schema(), batches)?;
-        let columns = all
-            .columns()
-            .iter()
-            .zip(self.value_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(Arc::clone(column))
-                } else {
-                    cast(column, field.data_type()).map_err(Error::from)
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.value_schema),
-            columns,
-        )?)
+        conform_to(&all, &self.value_schema)
     }
 }
 
@@ -521,19 +507,7 @@ impl AvroEncoder {
 
     /// One value per row of `batch` (whose columns are the encoder's).
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(Arc::clone(column))
-                } else {
-                    cast(column, field.data_type()).map_err(Error::from)
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let batch = conform_to(batch, &self.schema)?;
         let builder = WriterBuilder::new(self.schema.as_ref().clone());
         let mut encoder = match &self.format.registry {
             Some(registry) => builder
