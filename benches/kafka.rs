@@ -68,9 +68,12 @@ fn avro_record(id: u64) -> Vec<u8> {
     let channel = format!("ch-{}", id % 11);
     avro_long(channel.len() as i64, &mut out);
     out.extend_from_slice(channel.as_bytes());
-    let pad = 100 - out.len() - 1;
+    // The padding's length takes one varint byte below 64, two above.
+    let rest = 100 - out.len();
+    let pad = if rest - 1 < 64 { rest - 1 } else { rest - 2 };
     avro_long(pad as i64, &mut out);
     out.resize(100, b'x');
+    debug_assert_eq!(out.len(), 100);
     out
 }
 
