@@ -312,11 +312,17 @@ impl AvroDecoder {
         {
             self.decoder = Some(self.fresh_decoder()?);
         }
+        let mut decoder = self.decoder.take();
         let confluent = self.registry.is_some();
-        let mut good = Vec::with_capacity(candidates.len());
-        let mut batches = Vec::new();
-        // Records in the decoder's current batch.
-        let mut pending: Vec<usize> = Vec::new();
+        let mut out = Output {
+            records,
+            confluent,
+            reader: &self.reader,
+            writers: &self.writers,
+            pending: Vec::new(),
+            good: Vec::with_capacity(candidates.len()),
+            batches: Vec::new(),
+        };
         let mut last_id = None;
         let mut framed = Vec::new();
         for &i in candidates {
@@ -347,22 +353,22 @@ impl AvroDecoder {
                 });
                 continue;
             }
-            let Some(decoder) = self.decoder.as_mut() else {
+            let Some(current) = decoder.as_mut() else {
                 return Err(Error::internal("no Avro decoder for a known schema"));
             };
             // A new schema starts a new batch, so the decoder switches at once.
-            if last_id.is_some_and(|last| last != id) && !pending.is_empty() {
-                flush(decoder, &mut pending, &mut good, &mut batches)?;
+            if last_id.is_some_and(|last| last != id) && !out.pending.is_empty() {
+                out.flush(current, bad)?;
             }
             last_id = Some(id);
-            let before = decoder.capacity();
-            let outcome = decoder.decode(bytes);
-            let rows = before - decoder.capacity();
+            let before = current.capacity();
+            let outcome = current.decode(bytes);
+            let rows = before - current.capacity();
             match outcome {
                 Ok(consumed) if consumed == bytes.len() && rows == 1 => {
-                    pending.push(i);
-                    if decoder.batch_is_full() {
-                        flush(decoder, &mut pending, &mut good, &mut batches)?;
+                    out.pending.push(i);
+                    if current.batch_is_full() {
+                        out.flush(current, bad)?;
                     }
                 }
                 outcome => {
@@ -373,19 +379,21 @@ impl AvroDecoder {
                     bad.push(BadRecord { index: i, reason });
                     // The decoder may hold part of the bad record: start
                     // over with the good ones of this batch.
-                    let mut decoder = self.fresh_decoder()?;
-                    for &j in &pending {
-                        redecode(&mut decoder, records, j, confluent)?;
+                    let mut fresh = out.fresh()?;
+                    for &j in &out.pending {
+                        redecode(&mut fresh, records, j, confluent)?;
                     }
-                    flush(&mut decoder, &mut pending, &mut good, &mut batches)?;
-                    self.decoder = Some(decoder);
+                    out.flush(&mut fresh, bad)?;
+                    decoder = Some(fresh);
                     last_id = None;
                 }
             }
         }
-        if let Some(decoder) = self.decoder.as_mut() {
-            flush(decoder, &mut pending, &mut good, &mut batches)?;
+        if let Some(current) = decoder.as_mut() {
+            out.flush(current, bad)?;
         }
+        let (batches, good) = (out.batches, out.good);
+        self.decoder = decoder;
         let batch = self.to_table_types(&batches)?;
         Ok((batch, good))
     }
@@ -400,29 +408,71 @@ impl AvroDecoder {
     }
 }
 
-/// Moves the decoder's rows into `batches` and the `pending` records into
-/// `good`.
-fn flush(
-    decoder: &mut Decoder,
-    pending: &mut Vec<usize>,
-    good: &mut Vec<usize>,
-    batches: &mut Vec<RecordBatch>,
-) -> Result<()> {
-    let batch = decoder
-        .flush()
-        .map_err(|e| Error::internal(format!("flushing the Avro decoder: {e}")))?;
-    let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
-    if rows != pending.len() {
-        return Err(Error::internal(format!(
-            "the Avro decoder made {rows} rows of {} records",
-            pending.len()
-        )));
+/// The decoded rows of one [`AvroDecoder::decode`] call.
+struct Output<'a> {
+    records: &'a RecordBuffer,
+    confluent: bool,
+    reader: &'a AvroSchema,
+    writers: &'a HashMap<u32, AvroSchema>,
+    /// Records in the decoder's current batch.
+    pending: Vec<usize>,
+    /// Records whose rows are in `batches`, in order.
+    good: Vec<usize>,
+    batches: Vec<RecordBatch>,
+}
+
+impl Output<'_> {
+    fn fresh(&self) -> Result<Decoder> {
+        build_decoder(self.reader, self.writers)
     }
-    if let Some(batch) = batch {
-        batches.push(batch);
+
+    /// Moves the decoder's rows into `batches` and the `pending` records
+    /// into `good`. `arrow-avro` checks some values (UTF-8) only when it
+    /// builds the arrays, so a whole batch can fail here: then its records
+    /// are decoded again one by one, and those that fail are bad.
+    fn flush(&mut self, decoder: &mut Decoder, bad: &mut Vec<BadRecord>) -> Result<()> {
+        let batch = match decoder.flush() {
+            Ok(batch) => batch,
+            Err(_) => {
+                *decoder = self.fresh()?;
+                for j in std::mem::take(&mut self.pending) {
+                    redecode(decoder, self.records, j, self.confluent)?;
+                    match decoder.flush() {
+                        Ok(Some(batch)) if batch.num_rows() == 1 => {
+                            self.batches.push(batch);
+                            self.good.push(j);
+                        }
+                        Ok(other) => {
+                            return Err(Error::internal(format!(
+                                "one Avro record made {} rows",
+                                other.map_or(0, |b| b.num_rows())
+                            )));
+                        }
+                        Err(e) => {
+                            bad.push(BadRecord {
+                                index: j,
+                                reason: format!("invalid Avro: {e}"),
+                            });
+                            *decoder = self.fresh()?;
+                        }
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        if rows != self.pending.len() {
+            return Err(Error::internal(format!(
+                "the Avro decoder made {rows} rows of {} records",
+                self.pending.len()
+            )));
+        }
+        if let Some(batch) = batch {
+            self.batches.push(batch);
+        }
+        self.good.append(&mut self.pending);
+        Ok(())
     }
-    good.append(pending);
-    Ok(())
 }
 
 /// Decodes a record that decoded before, into a fresh decoder.
