@@ -16,6 +16,25 @@ pub fn weir() -> Command {
 pub struct Cluster {
     pub address: String,
     pub processes: Vec<Child>,
+    slots: u32,
+}
+
+/// Worker `n` (1-based) of a cluster: `w<n>` on 127.0.0.<n+1>.
+fn spawn_worker(address: &str, n: usize, slots: u32) -> Child {
+    weir()
+        .args([
+            "worker",
+            "--coordinator",
+            address,
+            "--slots",
+            &slots.to_string(),
+            "--id",
+            &format!("w{n}"),
+        ])
+        .args(["--listen", &format!("127.0.0.{}:0", n + 1)])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a worker")
 }
 
 impl Cluster {
@@ -39,30 +58,27 @@ impl Cluster {
             .to_string();
         let mut processes = vec![coordinator];
         for i in 0..workers {
-            processes.push(
-                weir()
-                    .args([
-                        "worker",
-                        "--coordinator",
-                        &address,
-                        "--slots",
-                        &slots.to_string(),
-                        "--id",
-                        &format!("w{}", i + 1),
-                    ])
-                    .args(["--listen", &format!("127.0.0.{}:0", i + 2)])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("start a worker"),
-            );
+            processes.push(spawn_worker(&address, i + 1, slots));
         }
-        let cluster = Cluster { address, processes };
+        let cluster = Cluster {
+            address,
+            processes,
+            slots,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while cluster.workers() < workers {
             assert!(Instant::now() < deadline, "workers did not register");
             std::thread::sleep(Duration::from_millis(100));
         }
         cluster
+    }
+
+    /// SIGKILLs worker `n` (1-based) and starts a new process in its place.
+    pub fn restart_worker(&mut self, n: usize, pause: Duration) {
+        let _ = self.processes[n].kill();
+        let _ = self.processes[n].wait();
+        std::thread::sleep(pause);
+        self.processes[n] = spawn_worker(&self.address, n, self.slots);
     }
 
     /// Registered workers.
