@@ -317,6 +317,29 @@ fn properties(options: &ConnectorOptions) -> Result<Vec<(String, String)>> {
     Ok(properties)
 }
 
+/// An option naming one of `known` (any case): which one, or `None` when
+/// unset. Another value is an error listing the choices, with a suggestion.
+fn choice(
+    options: &ConnectorOptions,
+    key: &str,
+    known: &[&'static str],
+) -> Result<Option<&'static str>> {
+    let Some(value) = options.get(key) else {
+        return Ok(None);
+    };
+    let value = value.trim().to_ascii_lowercase();
+    if let Some(found) = known.iter().find(|k| **k == value) {
+        return Ok(Some(found));
+    }
+    let hint = weir_engine::suggest::closest(&value, known.iter().copied())
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default();
+    Err(Error::Config(format!(
+        "option '{key}' = '{value}' is invalid{hint}; use {}",
+        known.join(", ")
+    )))
+}
+
 fn millis_option(options: &ConnectorOptions, key: &str, mode: &str) -> Result<i64> {
     options.parse::<i64>(key)?.ok_or_else(|| {
         Error::Config(format!(
@@ -375,52 +398,37 @@ impl SourceOptions {
         };
         let format = KafkaFormat::parse(options, "format")?;
         check_format_options(options, &format)?;
-        let startup = match options
-            .get("scan.startup.mode")
-            .map(|m| m.trim().to_ascii_lowercase())
-            .as_deref()
-        {
+        let startup = match choice(
+            options,
+            "scan.startup.mode",
+            &[
+                "earliest-offset",
+                "latest-offset",
+                "group-offsets",
+                "timestamp",
+            ],
+        )? {
             None | Some("group-offsets") => StartupMode::GroupOffsets,
             Some("earliest-offset") => StartupMode::Earliest,
             Some("latest-offset") => StartupMode::Latest,
-            Some("timestamp") => StartupMode::Timestamp(millis_option(
+            Some(_) => StartupMode::Timestamp(millis_option(
                 options,
                 "scan.startup.timestamp-millis",
                 "timestamp",
             )?),
-            Some(other) => {
-                let known = [
-                    "earliest-offset",
-                    "latest-offset",
-                    "group-offsets",
-                    "timestamp",
-                ];
-                let hint = weir_engine::suggest::closest(other, known)
-                    .map(|s| format!(" (did you mean '{s}'?)"))
-                    .unwrap_or_default();
-                return Err(Error::Config(format!(
-                    "option 'scan.startup.mode' = '{other}' is invalid{hint}; use {}",
-                    known.join(", ")
-                )));
-            }
         };
-        let bounded = match options
-            .get("scan.bounded.mode")
-            .map(|m| m.trim().to_ascii_lowercase())
-            .as_deref()
-        {
+        let bounded = match choice(
+            options,
+            "scan.bounded.mode",
+            &["unbounded", "latest-offset", "timestamp"],
+        )? {
             None | Some("unbounded") => BoundedMode::Unbounded,
             Some("latest-offset") => BoundedMode::LatestOffset,
-            Some("timestamp") => BoundedMode::Timestamp(millis_option(
+            Some(_) => BoundedMode::Timestamp(millis_option(
                 options,
                 "scan.bounded.timestamp-millis",
                 "timestamp",
             )?),
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "option 'scan.bounded.mode' = '{other}' is invalid; use unbounded, latest-offset or timestamp"
-                )));
-            }
         };
         let properties = properties(options)?;
         if startup == StartupMode::GroupOffsets && !properties.iter().any(|(k, _)| k == "group.id")
@@ -441,21 +449,16 @@ impl SourceOptions {
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .any(|v| v == Some(true));
-        let bad_records = match options
-            .get("scan.bad-record-policy")
-            .map(|m| m.trim().to_ascii_lowercase())
-            .as_deref()
-        {
+        let bad_records = match choice(
+            options,
+            "scan.bad-record-policy",
+            &["fail", "drop", "dead-letter"],
+        )? {
             None if ignore => BadRecordPolicy::Drop,
             None | Some("fail") => BadRecordPolicy::Fail,
             Some("drop") => BadRecordPolicy::Drop,
-            Some("dead-letter") => {
+            Some(_) => {
                 BadRecordPolicy::DeadLetter(options.require("scan.dead-letter-topic")?.to_string())
-            }
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "option 'scan.bad-record-policy' = '{other}' is invalid; use fail, drop or dead-letter"
-                )));
             }
         };
         if options.get("scan.dead-letter-topic").is_some()
@@ -526,33 +529,23 @@ impl SinkOptions {
                 Some((fields, key_format))
             }
         };
-        let guarantee = match options
-            .get("sink.delivery-guarantee")
-            .map(|m| m.trim().to_ascii_lowercase())
-            .as_deref()
-        {
+        let guarantee = match choice(
+            options,
+            "sink.delivery-guarantee",
+            &["at-least-once", "exactly-once", "none"],
+        )? {
             None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
             Some("exactly-once") => DeliveryGuarantee::ExactlyOnce,
-            Some("none") => DeliveryGuarantee::None,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "option 'sink.delivery-guarantee' = '{other}' is invalid; use at-least-once, exactly-once or none"
-                )));
-            }
+            Some(_) => DeliveryGuarantee::None,
         };
-        let partitioner = match options
-            .get("sink.partitioner")
-            .map(|m| m.trim().to_ascii_lowercase())
-            .as_deref()
-        {
+        let partitioner = match choice(
+            options,
+            "sink.partitioner",
+            &["default", "fixed", "round-robin"],
+        )? {
             None | Some("default") => Partitioner::Default,
             Some("fixed") => Partitioner::Fixed,
-            Some("round-robin") => Partitioner::RoundRobin,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "option 'sink.partitioner' = '{other}' is invalid; use default, fixed or round-robin"
-                )));
-            }
+            Some(_) => Partitioner::RoundRobin,
         };
         let properties = properties(options)?;
         if properties.iter().any(|(k, _)| k == "transactional.id") {

@@ -85,6 +85,9 @@ fn bad_source_options_are_named() {
     assert!(
         source_error(&[("scan.startup.mode", "group-offsets")]).contains("properties.group.id")
     );
+    let err = source_error(&[("scan.bad-record-policy", "dead-leter")]);
+    assert!(err.contains("did you mean 'dead-letter'"), "{err}");
+    assert!(err.contains("use fail, drop, dead-letter"), "{err}");
     assert!(
         source_error(&[("scan.bad-record-policy", "dead-letter")])
             .contains("scan.dead-letter-topic")
