@@ -163,7 +163,9 @@ which override the TOML file given by --config (or WEIR_CONFIG). Keys:
                 checkpoint_dir, checkpoint_interval_ms (0: none), checkpoints_retained,
                 restart_attempts, restart_delay_ms, state_dir
   [worker]      coordinator, listen, id, slots, connect_timeout_ms, metrics_listen,
-                state_dir, state_block_cache_mb, state_write_buffer_mb
+                state_dir, state_block_cache_mb, state_write_buffer_mb,
+                state_operator_memory_kb (keyed state an operator subtask keeps in
+                memory before it spills to RocksDB)
   [exchange]    credit_bytes (per-channel credit window), channel_capacity
                 (batches queued per channel), connect_timeout_ms";
 

@@ -18,6 +18,9 @@ pub struct TaskMetrics {
     pub late_records_dropped: AtomicU64,
     /// Records a source skipped as bad (its connector's bad-record policy).
     pub bad_records: AtomicU64,
+    /// Bytes of keyed state written to RocksDB as runs because the
+    /// operator's in-memory state passed its budget.
+    pub state_spilled_bytes: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -36,11 +39,17 @@ impl TaskMetrics {
             records_out: self.records_out.load(Ordering::Relaxed),
             late_records_dropped: self.late_records_dropped.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
+            state_spilled_bytes: self.state_spilled_bytes.load(Ordering::Relaxed),
         }
     }
     /// Sets the bad-records counter to a source's own count.
     pub fn set_bad_records(&self, records: u64) {
         self.bad_records.store(records, Ordering::Relaxed);
+    }
+    /// Adds to the spilled-state counter.
+    pub fn add_spilled(&self, bytes: usize) {
+        self.state_spilled_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
@@ -60,6 +69,8 @@ pub struct TaskMetricsSnapshot {
     pub late_records_dropped: u64,
     /// See [`TaskMetrics::bad_records`].
     pub bad_records: u64,
+    /// See [`TaskMetrics::state_spilled_bytes`].
+    pub state_spilled_bytes: u64,
 }
 
 /// Counters by (operator, subtask).
@@ -127,7 +138,7 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let series: [Series; 4] = [
+        let series: [Series; 5] = [
             (
                 "weir_records_in_total",
                 "Rows received by a subtask.",
@@ -147,6 +158,11 @@ impl MetricsRegistry {
                 "weir_source_bad_records_total",
                 "Records a source dropped or dead-lettered because they did not decode.",
                 |m| m.bad_records,
+            ),
+            (
+                "weir_state_spilled_bytes_total",
+                "Bytes of keyed state an operator wrote to RocksDB past its memory budget.",
+                |m| m.state_spilled_bytes,
             ),
         ];
         for (name, help, field) in series {

@@ -15,6 +15,29 @@ pub struct OperatorHarness {
     output: Vec<Message>,
 }
 
+/// A RocksDB job store in a temporary directory, for operators that spill.
+#[cfg(test)]
+pub(crate) struct TestStore {
+    /// The store.
+    pub store: crate::state::JobStore,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl TestStore {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let backend = crate::state::StateBackend::open(crate::state::StateConfig {
+            dir: dir.path().to_path_buf(),
+            block_cache_bytes: 8 << 20,
+            write_buffer_bytes: 8 << 20,
+        })
+        .expect("state backend");
+        let store = backend.open_job("test", 1).expect("job store");
+        Self { store, _dir: dir }
+    }
+}
+
 impl OperatorHarness {
     /// A harness around `operator`, with a single-subtask context.
     pub fn new(operator: Box<dyn Operator>) -> Self {
@@ -70,8 +93,19 @@ impl OperatorHarness {
         Ok(())
     }
 
+    /// Spills keyed state past `budget` bytes into `store`, as operator
+    /// node 1 of the job.
+    pub fn with_spill(mut self, store: crate::state::JobStore, budget: usize) -> Self {
+        let spill = crate::operator::StateSpill::new(store, 1, &self.ctx.task, budget);
+        self.ctx.spill = Some(spill);
+        self
+    }
+
     /// Feeds a checkpoint barrier.
     pub async fn checkpoint(&mut self, barrier: CheckpointBarrier) -> Result<()> {
+        if let Some(spill) = &mut self.ctx.spill {
+            spill.passed_barrier(barrier.id);
+        }
         let mut out = Collector::new();
         self.operator
             .handle_checkpoint(&barrier, &mut self.ctx, &mut out)
@@ -110,6 +144,14 @@ impl OperatorHarness {
             ctx,
             output: Vec::new(),
         })
+    }
+
+    /// Checkpoint `id` completed: the operator commits.
+    pub async fn commit(&mut self, id: crate::message::CheckpointId) -> Result<()> {
+        if let Some(spill) = &mut self.ctx.spill {
+            spill.checkpoint_completed(id)?;
+        }
+        self.operator.handle_commit(id, &mut self.ctx).await
     }
 
     /// Ends the input.

@@ -132,6 +132,9 @@ pub struct WorkerConfig {
     pub state_block_cache_mb: u64,
     /// RocksDB write buffers (memtables) shared by the worker's jobs, in MiB.
     pub state_write_buffer_mb: u64,
+    /// Keyed state each stateful operator subtask keeps in memory, in KiB;
+    /// past it the state is spilled to RocksDB as runs.
+    pub state_operator_memory_kb: u64,
 }
 
 impl Default for WorkerConfig {
@@ -148,6 +151,7 @@ impl Default for WorkerConfig {
             state_dir: String::new(),
             state_block_cache_mb: 64,
             state_write_buffer_mb: 64,
+            state_operator_memory_kb: 64 << 10,
         }
     }
 }

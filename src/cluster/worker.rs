@@ -479,6 +479,13 @@ impl Worker {
         let key = part_key(&deploy.job_id, deploy.attempt);
         let mut deployment = Deployment::partial(&key, table, self.exchange.clone());
         let mut checkpointing = None;
+        // Operators spill keyed state past their budget into the job's
+        // RocksDB instance, with or without checkpoints.
+        let store = self
+            .state
+            .open_job(&deploy.job_id, deploy.attempt)
+            .map_err(|e| e.to_string())?;
+        deployment = deployment.with_state(store.clone(), self.operator_memory_bytes());
         if !deploy.checkpoint_url.is_empty() {
             let storage = CheckpointStorage::open(&deploy.checkpoint_url, &deploy.job_id)
                 .map_err(|e| e.to_string())?;
@@ -487,13 +494,9 @@ impl Worker {
                 id => {
                     let scratch = std::env::temp_dir()
                         .join(format!("weir-restore-{}-{key}", self.id.replace('/', "_")));
-                    load_restore(&storage, id, &graph, &local, &scratch).await?
+                    load_restore(&storage, id, &graph, &local, &scratch, &store).await?
                 }
             };
-            let store = self
-                .state
-                .open_job(&deploy.job_id, deploy.attempt)
-                .map_err(|e| e.to_string())?;
             deployment = deployment.with_checkpointing(setup);
             let local_nodes = local
                 .iter()
@@ -538,6 +541,17 @@ impl Worker {
             vertex_names,
             failure: None,
         })
+    }
+
+    /// Keyed state an operator subtask keeps in memory before spilling.
+    fn operator_memory_bytes(&self) -> usize {
+        usize::try_from(
+            self.config
+                .worker
+                .state_operator_memory_kb
+                .saturating_mul(1024),
+        )
+        .unwrap_or(usize::MAX)
     }
 
     /// A heartbeat with the counters of every running job.

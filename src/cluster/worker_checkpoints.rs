@@ -188,6 +188,7 @@ pub(super) async fn load_restore(
     graph: &PhysicalGraph,
     local: &BTreeSet<(usize, usize)>,
     scratch: &Path,
+    store: &JobStore,
 ) -> Result<CheckpointSetup, String> {
     let manifest = storage
         .load(checkpoint_id)
@@ -274,6 +275,9 @@ pub(super) async fn load_restore(
     }
     let read = |e: weir_engine::Error| format!("cannot restore checkpoint {checkpoint_id}: {e}");
     let mut setup = CheckpointSetup::default();
+    // Spilled runs go straight into the new attempt's store, streamed.
+    let mut run_seq = 0;
+    let mut run_bytes = 0;
     for w in wanted {
         let mut restore = OperatorRestore::default();
         for (snapshot, ws) in &restored {
@@ -283,6 +287,9 @@ pub(super) async fn load_restore(
                         .keyed(w.node as u32, w.range.clone())
                         .map_err(read)?,
                 );
+                run_bytes += snapshot
+                    .copy_runs(store, w.node as u32, &w.range, &mut run_seq)
+                    .map_err(read)?;
             }
             for &old in &w.old_operator {
                 if !ws.subtasks.contains(&(w.node as u32, old)) {
@@ -300,6 +307,14 @@ pub(super) async fn load_restore(
         restore.keyed.sort_by_key(|(kg, _)| *kg);
         restore.operator.sort_by_key(|(old, _)| *old);
         setup.restore.insert((w.node, w.subtask), restore);
+    }
+    if run_bytes > 0 {
+        info!(
+            checkpoint = checkpoint_id,
+            runs = run_seq,
+            bytes = run_bytes,
+            "restored spilled state runs"
+        );
     }
     drop(restored);
     if let Err(e) = std::fs::remove_dir_all(scratch)

@@ -341,7 +341,7 @@ async fn crash_after_completion_before_the_sinks_commit() {
 
 /// Waits until every job completed `more` checkpoints beyond `after`
 /// (per job); returns each job's newest completed checkpoint.
-async fn wait_for_checkpoints(
+pub async fn wait_for_checkpoints(
     cluster: &TestCluster,
     jobs: &[String],
     after: &[u64],

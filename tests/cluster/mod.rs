@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod harness;
 mod moto;
+mod spill;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

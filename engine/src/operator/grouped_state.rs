@@ -293,6 +293,28 @@ impl GroupedState {
     /// The state as columns, without changing it: the group columns, then
     /// every accumulator's intermediate state. With the row count.
     pub fn snapshot_columns(&mut self) -> Result<(Vec<ArrayRef>, usize)> {
+        let (groups, states, rows) = self.take_columns()?;
+        let mut columns = groups.clone();
+        for state in &states {
+            columns.extend(state.iter().cloned());
+        }
+        // Taking the state emptied it: merge it straight back.
+        self.merge_columns(&groups, &states, rows)?;
+        Ok((columns, rows))
+    }
+
+    /// The state as columns, as [`GroupedState::snapshot_columns`] gives
+    /// them, consuming it.
+    pub fn into_columns(mut self) -> Result<(Vec<ArrayRef>, usize)> {
+        let (mut columns, states, rows) = self.take_columns()?;
+        columns.extend(states.into_iter().flatten());
+        Ok((columns, rows))
+    }
+
+    /// Takes the group columns and each accumulator's state columns, leaving
+    /// the state empty.
+    #[allow(clippy::type_complexity)]
+    fn take_columns(&mut self) -> Result<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>, usize)> {
         let groups = match &mut self.groups {
             Some(groups) => {
                 let columns = groups.emit(EmitTo::All)?;
@@ -311,13 +333,7 @@ impl GroupedState {
         for acc in &mut self.accumulators {
             states.push(acc.state(EmitTo::All)?);
         }
-        let mut columns = groups.clone();
-        for state in &states {
-            columns.extend(state.iter().cloned());
-        }
-        // Taking the state emptied it: merge it straight back.
-        self.merge_columns(&groups, &states, rows)?;
-        Ok((columns, rows))
+        Ok((groups, states, rows))
     }
 
     /// Merges rows written by [`GroupedState::snapshot_columns`] into the

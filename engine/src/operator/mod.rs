@@ -48,6 +48,7 @@ mod projection;
 mod session_window_aggregate;
 mod sink;
 mod snapshot;
+mod spill;
 mod watermark_generator;
 mod window_aggregate;
 mod window_assigner;
@@ -65,6 +66,7 @@ pub use snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_batch, encode_watermark,
 };
+pub use spill::StateSpill;
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
 pub use window_assigner::{WindowAssignerOperator, WindowKind};
@@ -117,6 +119,9 @@ pub struct OperatorContext {
     /// came from, when its source reads one split per batch; watermark
     /// generators keep one watermark per split.
     pub split: Option<u32>,
+    /// Where keyed state goes past its memory budget; `None` keeps all
+    /// state in memory.
+    pub spill: Option<StateSpill>,
 }
 
 impl OperatorContext {
@@ -128,6 +133,7 @@ impl OperatorContext {
             clock: crate::clock::system_clock(),
             current_watermark: Watermark::MIN,
             split: None,
+            spill: None,
         }
     }
 }

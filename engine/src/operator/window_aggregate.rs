@@ -6,8 +6,12 @@
 //! window fires when the watermark reaches its last millisecond
 //! (`window_end - 1`, as in Flink) and its state is dropped. Rows for a
 //! window that has already fired are late: dropped and counted.
+//!
+//! With a spill store, state past the memory budget is written out as runs
+//! (see [`StateSpill`](super::StateSpill)) under the window's end, and a
+//! window with runs is emitted from them one key group at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,7 +28,9 @@ use super::snapshot::{
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
+use crate::state::{namespace_of, namespace_value};
 use crate::time::to_epoch_millis;
+use tracing::debug;
 
 /// Aggregates rows per group and window; emits each window once, when the
 /// watermark passes its end.
@@ -34,6 +40,8 @@ pub struct WindowAggregateOperator {
     window_group: usize,
     end_offset_ms: i64,
     windows: BTreeMap<i64, GroupedState>,
+    /// Ends of the windows with state spilled as runs.
+    spilled: BTreeSet<i64>,
     watermark: Watermark,
     /// The group columns the job's shuffle hashes (the non-window keys).
     key_columns: Vec<usize>,
@@ -52,6 +60,7 @@ impl WindowAggregateOperator {
             window_group,
             end_offset_ms,
             windows: BTreeMap::new(),
+            spilled: BTreeSet::new(),
             watermark: Watermark::MIN,
             key_columns,
         }
@@ -64,21 +73,72 @@ impl WindowAggregateOperator {
         self
     }
 
-    /// Windows whose state is held.
+    /// Windows whose state is held (in memory or spilled).
     pub fn open_windows(&self) -> usize {
-        self.windows.len()
+        self.windows
+            .keys()
+            .chain(&self.spilled)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
-    fn fire_until(&mut self, watermark: Watermark, out: &mut Collector) -> Result<()> {
+    fn fire_until(
+        &mut self,
+        watermark: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
         // A window [start, end) is complete once the watermark reaches end - 1.
         let bound = watermark.0.saturating_add(1);
-        while let Some(entry) = self.windows.first_entry() {
-            if *entry.key() > bound {
+        loop {
+            let in_memory = self.windows.first_key_value().map(|(&end, _)| end);
+            let on_disk = self.spilled.first().copied();
+            let Some(end) = in_memory.into_iter().chain(on_disk).min() else {
+                break;
+            };
+            if end > bound {
                 break;
             }
-            let mut state = entry.remove();
-            out.collect(state.emit(&self.spec.output_schema)?);
+            let memory = self.windows.remove(&end);
+            if self.spilled.remove(&end) {
+                let spill = ctx.spill.as_mut().ok_or_else(|| {
+                    Error::internal("a window has runs but there is no spill store")
+                })?;
+                spill.emit(
+                    namespace_of(end),
+                    memory,
+                    &self.spec,
+                    &self.key_columns,
+                    &ctx.metrics,
+                    out,
+                )?;
+            } else if let Some(mut state) = memory {
+                out.collect(state.emit(&self.spec.output_schema)?);
+            }
         }
+        Ok(())
+    }
+
+    /// Past the memory budget, writes every open window's state as runs.
+    fn spill_if_over_budget(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let Some(spill) = &mut ctx.spill else {
+            return Ok(());
+        };
+        let held: usize = self.windows.values().map(GroupedState::size).sum();
+        if held <= spill.budget() {
+            return Ok(());
+        }
+        let mut written = 0;
+        for (end, state) in std::mem::take(&mut self.windows) {
+            written += spill.spill(namespace_of(end), state, &self.key_columns, &ctx.metrics)?;
+            self.spilled.insert(end);
+        }
+        debug!(
+            held,
+            written,
+            windows = self.spilled.len(),
+            "spilled window state"
+        );
         Ok(())
     }
 }
@@ -176,7 +236,8 @@ impl Operator for WindowAggregateOperator {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => v.insert(self.spec.new_state()?),
             };
-            return state.update(&input);
+            state.update(&input)?;
+            return self.spill_if_over_budget(ctx);
         }
         let mut rows_by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         let mut late = 0;
@@ -198,18 +259,18 @@ impl Operator for WindowAggregateOperator {
             };
             state.update(&part)?;
         }
-        Ok(())
+        self.spill_if_over_budget(ctx)
     }
 
     async fn handle_watermark(
         &mut self,
         watermark: Watermark,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<Option<Watermark>> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.fire_until(watermark, out)?;
+            self.fire_until(watermark, ctx, out)?;
         }
         Ok(Some(watermark))
     }
@@ -235,8 +296,16 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
         self.watermark = decode_watermark(&restore.operator)?;
+        // Runs restored into the spill store: their windows are open too.
+        if let Some(spill) = &ctx.spill {
+            self.spilled = spill
+                .namespaces()?
+                .into_iter()
+                .map(namespace_value)
+                .collect();
+        }
         let widths = self.spec.state_widths()?;
         for (_, bytes) in restore.keyed {
             for (columns, rows) in decode_batches(&bytes)? {
@@ -268,9 +337,9 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    async fn on_close(&mut self, _ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
+    async fn on_close(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
         // No more input: every open window is complete.
-        self.fire_until(Watermark::MAX, out)
+        self.fire_until(Watermark::MAX, ctx, out)
     }
 }
 
@@ -357,5 +426,78 @@ mod tests {
         assert_eq!(h.rows_as_strings(), vec!["0,2,4"]);
         h.watermark(Watermark::MAX).await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["10,1,2"]);
+    }
+
+    /// Rows over three windows (ends 10, 20, 30) and 300 keys, in batches.
+    fn many_rows() -> Vec<RecordBatch> {
+        let rows: Vec<(i64, i64, i64)> =
+            (0..6000).map(|i| (i % 300, 10 * (1 + i % 3), i)).collect();
+        rows.chunks(250).map(batch).collect()
+    }
+
+    async fn run_windows(h: &mut OperatorHarness) -> Vec<String> {
+        let mut rows = Vec::new();
+        for (i, b) in many_rows().into_iter().enumerate() {
+            h.process(b).await.unwrap();
+            if i == 12 {
+                h.watermark(Watermark(9)).await.unwrap();
+                rows.extend(h.rows_as_strings());
+            }
+        }
+        h.close().await.unwrap();
+        rows.extend(h.rows_as_strings());
+        sorted(rows)
+    }
+
+    #[tokio::test]
+    async fn spilled_windows_emit_exactly_what_in_memory_windows_emit() {
+        let spec = || count_sum(&[("key", 0), ("window_end", 1)]);
+        let mut plain = OperatorHarness::new(Box::new(WindowAggregateOperator::new(spec(), 1, 0)));
+        let expected = run_windows(&mut plain).await;
+        // Key i % 300 falls in window 10 * (1 + i % 3): 300 groups.
+        assert_eq!(expected.len(), 300);
+        let store = crate::testing::TestStore::new();
+        // A budget of one byte: every batch's state goes out as runs.
+        let op = WindowAggregateOperator::new(spec(), 1, 0);
+        let mut h = OperatorHarness::new(Box::new(op)).with_spill(store.store.clone(), 1);
+        assert_eq!(run_windows(&mut h).await, expected);
+        let spilled = h
+            .context()
+            .metrics
+            .state_spilled_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(spilled > 0);
+        // Emitted windows leave no runs behind.
+        assert_eq!(
+            store.store.run_namespaces(1, &(0..128)).unwrap(),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn runs_of_a_fired_window_stay_until_the_checkpoint_after_them_completes() {
+        let store = crate::testing::TestStore::new();
+        let spec = count_sum(&[("key", 0), ("window_end", 1)]);
+        let op = WindowAggregateOperator::new(spec, 1, 0);
+        let mut h = OperatorHarness::new(Box::new(op)).with_spill(store.store.clone(), 1);
+        h.process(batch(&[(1, 10, 5), (2, 20, 7)])).await.unwrap();
+        let barrier = crate::message::CheckpointBarrier {
+            id: 1,
+            timestamp_ms: 0,
+            then_stop: false,
+        };
+        h.checkpoint(barrier).await.unwrap();
+        h.watermark(Watermark(9)).await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["1,10,1,5"]);
+        // Checkpoint 1's local snapshot may not be taken yet: it needs them.
+        let namespaces = |s: &crate::state::JobStore| s.run_namespaces(1, &(0..128)).unwrap();
+        assert_eq!(
+            namespaces(&store.store),
+            [namespace_of(10), namespace_of(20)]
+        );
+        h.commit(1).await.unwrap();
+        assert_eq!(namespaces(&store.store), [namespace_of(20)]);
+        h.close().await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["2,20,1,7"]);
     }
 }

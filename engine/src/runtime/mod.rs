@@ -36,7 +36,8 @@ use crate::exchange::{ChannelKey, Exchange};
 use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
 use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::{MetricsRegistry, TaskMetrics, TaskMetricsSnapshot};
-use crate::operator::{OperatorContext, OperatorRestore, TaskInfo};
+use crate::operator::{OperatorContext, OperatorRestore, StateSpill, TaskInfo};
+use crate::state::JobStore;
 use checkpoint::TaskCheckpointing;
 use output::{EdgeOutput, OutputChannel, Outputs};
 use task::{Head, Task};
@@ -64,6 +65,7 @@ impl Default for RuntimeConfig {
 pub struct Deployment {
     remote: Option<RemoteSubtasks>,
     checkpointing: Option<CheckpointSetup>,
+    spill: Option<(JobStore, usize)>,
 }
 
 #[derive(Clone)]
@@ -96,6 +98,7 @@ impl Deployment {
                 exchange,
             }),
             checkpointing: None,
+            spill: None,
         }
     }
 
@@ -103,6 +106,13 @@ impl Deployment {
     /// state in `setup` first.
     pub fn with_checkpointing(mut self, setup: CheckpointSetup) -> Self {
         self.checkpointing = Some(setup);
+        self
+    }
+
+    /// Operators keep keyed state in memory up to `budget` bytes per
+    /// subtask and spill the rest into `store` (see [`StateSpill`]).
+    pub fn with_state(mut self, store: JobStore, budget: usize) -> Self {
+        self.spill = Some((store, budget));
         self
     }
 
@@ -414,6 +424,9 @@ impl LocalRuntime {
                         clock: Arc::clone(&self.config.clock),
                         current_watermark: Watermark::MIN,
                         split: None,
+                        spill: deployment.spill.as_ref().map(|(store, budget)| {
+                            StateSpill::new(store.clone(), node, &info, *budget)
+                        }),
                     };
                     let mut operator = factory.create(&info)?;
                     operator.restore_state(&ctx, restore(node))?;

@@ -213,6 +213,9 @@ impl Task {
         for i in 0..self.operators.len() {
             let mut out = Collector::new();
             let (op, ctx, node) = &mut self.operators[i];
+            if let Some(spill) = &mut ctx.spill {
+                spill.passed_barrier(barrier.id);
+            }
             op.handle_checkpoint(&barrier, ctx, &mut out).await?;
             let mut snapshot = OperatorSnapshot::default();
             if self.checkpointing.is_some() {
@@ -245,6 +248,9 @@ impl Task {
         };
         let id: CheckpointId = *checkpointing.completed.borrow_and_update();
         for (op, ctx, _) in &mut self.operators {
+            if let Some(spill) = &mut ctx.spill {
+                spill.checkpoint_completed(id)?;
+            }
             op.handle_commit(id, ctx).await?;
         }
         Ok(())

@@ -225,15 +225,27 @@ impl JobStore {
                 StateWrite::Delete(key) => batch.delete(key.encode()),
             }
         }
-        self.inner
-            .db
-            .write_opt(batch, &self.inner.write_options)
-            .map_err(|e| rocks("writing to", self.inner.db.path(), e))
+        self.write_batch(batch)
     }
 
     /// The value stored under `key`.
     pub fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>> {
         get(&self.inner.db, key)
+    }
+
+    pub(super) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    /// Applies a write batch with the store's write options (no WAL).
+    pub(super) fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .db
+            .write_opt(batch, &self.inner.write_options)
+            .map_err(|e| rocks("writing to", self.inner.db.path(), e))
     }
 
     /// Keyed entries of `node` whose key group is in `range`: (key_group, value), ascending.
@@ -340,6 +352,10 @@ impl RestoredSnapshot {
             dir: dir.to_path_buf(),
             checkpoint_id,
         })
+    }
+
+    pub(super) fn db(&self) -> &DB {
+        &self.db
     }
 
     /// The checkpoint it belongs to.

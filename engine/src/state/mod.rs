@@ -33,6 +33,7 @@ mod backend;
 mod key;
 mod manifest;
 mod retain;
+mod runs;
 mod storage;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use backend::{JobStore, LocalSnapshot, RestoredSnapshot, StateBackend, State
 pub use key::{StateKey, StateWrites};
 pub use manifest::{CheckpointManifest, SnapshotFile, WorkerSnapshot};
 pub use retain::RetainStats;
+pub use runs::{RunKey, namespace_of, namespace_value};
 pub use storage::{CheckpointStorage, UploadTracker};
 
 /// Turns an identifier (job id, worker id) into one safe path segment:

@@ -703,3 +703,5 @@ async fn failpoints_fail_each_step_and_leave_the_checkpoint_incomplete() {
     assert_version(&f.restore(&manifest).await.unwrap(), 2);
     scenario.teardown();
 }
+
+mod runs;

@@ -1,0 +1,195 @@
+//! Keyed state larger than memory: an aggregate keeps its state in memory up
+//! to a budget, and past it writes the state as *runs* (one per key group)
+//! into the job's RocksDB instance and starts afresh. Accumulator state is
+//! mergeable, so a run is never read again until its namespace (a window, or
+//! the whole stream) is emitted: then the runs of one key group at a time
+//! are merged and emitted, so memory holds one key group, not the state.
+//!
+//! Runs are part of every checkpoint without being rewritten: the local
+//! RocksDB snapshot holds them, and only their new SST files are uploaded.
+//! Each run carries the epoch it was written in (see
+//! [`crate::state::RunKey`]); runs of an emitted namespace are deleted only
+//! once no pending local snapshot can still need them.
+
+use std::ops::Range;
+
+use arrow::record_batch::RecordBatch;
+use tracing::info;
+
+use super::grouped_state::{AggregateSpec, GroupedState};
+use super::snapshot::{KeyedStateBuilder, decode_batches};
+use super::{Collector, TaskInfo};
+use crate::error::Result;
+use crate::message::CheckpointId;
+use crate::metrics::TaskMetrics;
+use crate::partition::KeyGroup;
+use crate::state::JobStore;
+
+/// Rows gathered before a spilled namespace's key groups go out as one batch.
+const EMIT_BATCH_ROWS: usize = 8192;
+
+/// One operator subtask's spill space in the job's RocksDB instance.
+#[derive(Debug, Clone)]
+pub struct StateSpill {
+    store: JobStore,
+    node: u32,
+    writer: u32,
+    key_groups: Range<KeyGroup>,
+    max_key_groups: u32,
+    budget: usize,
+    /// The last checkpoint barrier passed.
+    epoch: CheckpointId,
+    /// The last checkpoint completed.
+    completed: CheckpointId,
+    seq: u32,
+    /// Namespaces emitted whose runs a pending snapshot may still need, with
+    /// the epoch they were emitted in.
+    deferred: Vec<(CheckpointId, u64)>,
+}
+
+impl StateSpill {
+    /// Spill space for the subtask `task` of operator `node`, spilling past
+    /// `budget` bytes of in-memory state.
+    pub fn new(store: JobStore, node: usize, task: &TaskInfo, budget: usize) -> Self {
+        Self {
+            store,
+            node: node as u32,
+            writer: task.subtask as u32,
+            key_groups: task.key_groups(),
+            max_key_groups: task.max_key_groups,
+            budget,
+            epoch: 0,
+            completed: 0,
+            seq: 0,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// In-memory state, in bytes, past which an operator spills.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// The barrier of checkpoint `id` passed the operator: later runs belong
+    /// to the next checkpoint.
+    pub fn passed_barrier(&mut self, id: CheckpointId) {
+        self.epoch = self.epoch.max(id);
+    }
+
+    /// Checkpoint `id` completed everywhere: the runs of namespaces emitted
+    /// up to its barrier are no longer needed.
+    pub fn checkpoint_completed(&mut self, id: CheckpointId) -> Result<()> {
+        self.completed = self.completed.max(id);
+        let completed = self.completed;
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|&(epoch, _)| epoch <= completed);
+        self.deferred = keep;
+        for (_, namespace) in due {
+            self.store
+                .delete_runs(self.node, namespace, &self.key_groups)?;
+        }
+        Ok(())
+    }
+
+    /// Namespaces holding runs of this subtask's key groups (after a restore).
+    pub fn namespaces(&self) -> Result<Vec<u64>> {
+        self.store.run_namespaces(self.node, &self.key_groups)
+    }
+
+    /// Writes `state` as runs of `namespace`, split by the key groups of
+    /// `key_columns` (the group columns the job's shuffle hashes). Returns
+    /// the bytes written.
+    pub fn spill(
+        &mut self,
+        namespace: u64,
+        state: GroupedState,
+        key_columns: &[usize],
+        metrics: &TaskMetrics,
+    ) -> Result<usize> {
+        let (columns, rows) = state.into_columns()?;
+        let mut builder = KeyedStateBuilder::default();
+        builder.add_rows(&columns, key_columns, rows, self.max_key_groups)?;
+        let runs = builder.finish()?;
+        if let Some(kg) = runs.keys().find(|kg| !self.key_groups.contains(kg)) {
+            return Err(crate::error::Error::internal(format!(
+                "spilled state in key group {kg}, outside this subtask's key groups {:?}",
+                self.key_groups
+            )));
+        }
+        let bytes: usize = runs.values().map(Vec::len).sum();
+        if self.seq == 0 {
+            info!(
+                node = self.node,
+                subtask = self.writer,
+                budget = self.budget,
+                "keyed state passed its memory budget: spilling runs to RocksDB"
+            );
+        }
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.store
+            .put_runs(self.node, namespace, self.epoch, self.writer, seq, runs)?;
+        metrics.add_spilled(bytes);
+        Ok(bytes)
+    }
+
+    /// Emits `namespace`: its runs merged with `memory` (the state not
+    /// spilled), one key group at a time, in batches of a few thousand rows.
+    /// The namespace's runs are deleted (or scheduled for deletion).
+    pub fn emit(
+        &mut self,
+        namespace: u64,
+        memory: Option<GroupedState>,
+        spec: &AggregateSpec,
+        key_columns: &[usize],
+        ctx_metrics: &TaskMetrics,
+        out: &mut Collector,
+    ) -> Result<()> {
+        if let Some(memory) = memory {
+            self.spill(namespace, memory, key_columns, ctx_metrics)?;
+        }
+        let widths = spec.state_widths()?;
+        let schema = &spec.output_schema;
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut pending_rows = 0;
+        let mut from = self.key_groups.start;
+        while let Some((kg, runs)) =
+            self.store
+                .next_runs(self.node, namespace, from, &self.key_groups)?
+        {
+            let mut state = spec.new_state()?;
+            for bytes in runs {
+                for (columns, rows) in decode_batches(&bytes)? {
+                    state.restore_columns(&columns, rows, &widths)?;
+                }
+            }
+            let batch = state.emit(schema)?;
+            pending_rows += batch.num_rows();
+            pending.push(batch);
+            if pending_rows >= EMIT_BATCH_ROWS {
+                out.collect(arrow::compute::concat_batches(schema, &pending)?);
+                pending.clear();
+                pending_rows = 0;
+            }
+            from = kg + 1;
+        }
+        if !pending.is_empty() {
+            out.collect(arrow::compute::concat_batches(schema, &pending)?);
+        }
+        self.discard(namespace)
+    }
+
+    /// Deletes the runs of an emitted namespace, now when no local snapshot
+    /// taken after the last barrier can still need them, else once the
+    /// checkpoint of that barrier completes.
+    fn discard(&mut self, namespace: u64) -> Result<()> {
+        if self.epoch <= self.completed {
+            self.store
+                .delete_runs(self.node, namespace, &self.key_groups)
+        } else {
+            self.deferred.push((self.epoch, namespace));
+            Ok(())
+        }
+    }
+}
