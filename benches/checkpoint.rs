@@ -164,6 +164,16 @@ fn main() {
             completed.len()
         );
     }
+    let rss: Vec<String> = cluster
+        .worker_peak_rss_mb()
+        .iter()
+        .map(|mb| format!("{mb:.0} MB"))
+        .collect();
+    println!(
+        "  peak resident memory of the workers: {} (operators keep {} KiB of state in memory, WEIR_WORKER_STATE_OPERATOR_MEMORY_KB)",
+        rss.join(", "),
+        std::env::var("WEIR_WORKER_STATE_OPERATOR_MEMORY_KB").unwrap_or_else(|_| "65536".into())
+    );
     drop(cluster);
     if only_state {
         let _ = std::fs::remove_dir_all(&dir);

@@ -93,6 +93,25 @@ impl Cluster {
             .saturating_sub(1)
     }
 
+    /// The largest resident set each worker process has had, in MB.
+    pub fn worker_peak_rss_mb(&self) -> Vec<f64> {
+        self.processes[1..]
+            .iter()
+            .map(|p| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", p.id()));
+                status
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmHWM:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|kb| kb.parse::<f64>().ok())
+                    })
+                    .map_or(0.0, |kb| kb / 1024.0)
+            })
+            .collect()
+    }
+
     /// CPU time of every process of the cluster.
     pub fn cpu(&self) -> Duration {
         self.processes

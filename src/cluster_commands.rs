@@ -373,11 +373,12 @@ fn print_job(detail: &pb::JobDetail) {
         println!("failure: {}", s.failure);
     }
     println!(
-        "records read: {}  written: {}  late dropped: {}  bad records: {}  restarts: {}  last checkpoint: {}",
+        "records read: {}  written: {}  late dropped: {}  bad records: {}  state spilled: {} B  restarts: {}  last checkpoint: {}",
         s.records_read,
         s.records_written,
         s.late_records_dropped,
         s.bad_records,
+        s.state_spilled_bytes,
         s.restarts,
         match s.last_checkpoint {
             0 => "none".to_string(),

@@ -64,8 +64,9 @@ impl OperatorHarness {
         self
     }
 
-    fn keep(&mut self, mut out: Collector) {
-        self.output.extend(out.drain());
+    fn keep(&mut self, mut out: Collector) -> Result<()> {
+        self.output.extend(out.drain()?);
+        Ok(())
     }
 
     /// Feeds a batch.
@@ -74,8 +75,7 @@ impl OperatorHarness {
         self.operator
             .process_batch(batch, &mut self.ctx, &mut out)
             .await?;
-        self.keep(out);
-        Ok(())
+        self.keep(out)
     }
 
     /// Feeds a watermark; a forwarded watermark is recorded as output.
@@ -89,8 +89,7 @@ impl OperatorHarness {
         {
             out.emit_watermark(w);
         }
-        self.keep(out);
-        Ok(())
+        self.keep(out)
     }
 
     /// Spills keyed state past `budget` bytes into `store`, as operator
@@ -110,8 +109,7 @@ impl OperatorHarness {
         self.operator
             .handle_checkpoint(&barrier, &mut self.ctx, &mut out)
             .await?;
-        self.keep(out);
-        Ok(())
+        self.keep(out)
     }
 
     /// Snapshots the operator's state, as a checkpoint would.
@@ -158,8 +156,7 @@ impl OperatorHarness {
     pub async fn close(&mut self) -> Result<()> {
         let mut out = Collector::new();
         self.operator.on_close(&mut self.ctx, &mut out).await?;
-        self.keep(out);
-        Ok(())
+        self.keep(out)
     }
 
     /// Takes the batches emitted so far.

@@ -693,6 +693,7 @@ fn add_counters(heartbeat: &mut pb::Heartbeat, job_id: &str, part: &RunningPart)
         records_written: metrics.rows_written(),
         late_records_dropped: metrics.late_rows_dropped(),
         bad_records: metrics.bad_records(),
+        state_spilled_bytes: metrics.total(|_| true, |m| m.state_spilled_bytes),
     });
 }
 

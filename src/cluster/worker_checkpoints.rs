@@ -5,7 +5,8 @@
 //! restored job's state from a completed checkpoint.
 //!
 //! Failpoints (`FAILPOINTS=name=return` in a worker's environment, with
-//! the `failpoints` build) abort the process at exact protocol steps:
+//! the `failpoints` build) abort the process at exact protocol steps (and
+//! `worker::before-local-snapshot=sleep(ms)` delays the local snapshot):
 //! `worker::after-local-snapshot`, `worker::after-upload` (before the
 //! acknowledgement) and `worker::before-commit` (the coordinator declared a
 //! checkpoint complete, the sinks have not committed it).
@@ -145,6 +146,9 @@ async fn checkpoint(
     let started = Instant::now();
     let store = part.store.clone();
     let local = tokio::task::spawn_blocking(move || {
+        // `sleep(ms)` here widens the gap between the barrier and the local
+        // snapshot, in which operators go on writing state.
+        fail::fail_point!("worker::before-local-snapshot");
         store.write(writes)?;
         store.snapshot(id)
     })

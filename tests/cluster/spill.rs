@@ -16,13 +16,18 @@ const ROWS: u64 = 200_000;
 const GROUPS: u64 = 20_000;
 
 fn script(out: &Path, rows_per_second: u64) -> String {
+    script_with(out, rows_per_second, "")
+}
+
+/// [`script`] with extra source options (`, 'key' = 'value'`).
+fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '1s';
         SET 'restart-strategy.fixed-delay.delay' = '200ms';
         CREATE TABLE src (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
         WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '{rows_per_second}',
               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
-              'scan.batch-size' = '500');
+              'scan.batch-size' = '500'{source_options});
         CREATE TABLE win (k BIGINT, we TIMESTAMP(3), c BIGINT, s BIGINT)
         WITH ('connector' = 'filesystem', 'path' = '{win}', 'format' = 'csv');
         CREATE TABLE agg (k BIGINT, c BIGINT, s BIGINT, m BIGINT)
@@ -74,19 +79,15 @@ fn undisturbed_windows(dir: &Path) -> BTreeMap<String, usize> {
     win
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_past_the_memory_budget_spills_and_survives_worker_kills() {
-    let expected_dir = tempfile::tempdir().unwrap();
-    let windows = undisturbed_windows(expected_dir.path());
-    let out = tempfile::tempdir().unwrap();
-    let env = [("WEIR_WORKER_STATE_OPERATOR_MEMORY_KB", "16")];
-    let mut cluster = TestCluster::start_with_common_env(3, 4, &env).await;
-    let jobs = submit_script(&cluster, &script(out.path(), 15_000), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
-    let landed = kill_randomly(&mut cluster, &jobs, 3).await;
-    assert!(landed >= 2, "only {landed} kills landed");
+/// Waits for the jobs to finish and compares their committed output.
+async fn check_outputs(
+    cluster: &TestCluster,
+    jobs: &[String],
+    out: &Path,
+    windows: &BTreeMap<String, usize>,
+) {
     let client = cluster.client().await;
-    for job in &jobs {
+    for job in jobs {
         let summary = wait_for_end(&client, job, std::time::Duration::from_secs(150)).await;
         assert_eq!(
             summary.state(),
@@ -95,11 +96,12 @@ async fn state_past_the_memory_budget_spills_and_survives_worker_kills() {
             summary.failure,
             cluster.logs()
         );
+        assert!(summary.state_spilled_bytes > 0, "{summary:?}");
     }
-    let got = committed(&out.path().join("win"));
-    assert!(got == windows, "windows: {}", difference(&windows, &got));
+    let got = committed(&out.join("win"));
+    assert!(&got == windows, "windows: {}", difference(windows, &got));
     let expected = expected_aggregate();
-    let got = committed(&out.path().join("agg"));
+    let got = committed(&out.join("agg"));
     assert!(
         got == expected,
         "aggregate: {}",
@@ -115,4 +117,45 @@ async fn state_past_the_memory_budget_spills_and_survives_worker_kills() {
         "no restore found runs to copy\n{}",
         cluster.logs()
     );
+}
+
+/// Workers keeping 16 KiB of state per operator subtask in memory, whose
+/// local snapshots lag 300 ms behind the barrier: runs written after the
+/// barrier land in the snapshot too, and a restore must leave them out.
+const TINY_BUDGET: [(&str, &str); 2] = [
+    ("WEIR_WORKER_STATE_OPERATOR_MEMORY_KB", "16"),
+    ("FAILPOINTS", "worker::before-local-snapshot=sleep(300)"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_past_the_memory_budget_spills_and_survives_worker_kills() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let windows = undisturbed_windows(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let jobs = submit_script(&cluster, &script(out.path(), 15_000), 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 3).await;
+    assert!(landed >= 2, "only {landed} kills landed");
+    check_outputs(&cluster, &jobs, out.path(), &windows).await;
+}
+
+/// Spilled runs move by key group too: 2 → 3 → 1 subtasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_state_rescales_two_to_three_to_one() {
+    let expected_dir = tempfile::tempdir().unwrap();
+    let windows = undisturbed_windows(expected_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let script = script_with(out.path(), 15_000, ", 'scan.parallelism' = '2'");
+    let jobs = submit_script(&cluster, &script, 2).await;
+    let client = cluster.client().await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    for parallelism in [3, 1] {
+        for job in &jobs {
+            client.rescale(job, parallelism).await.unwrap();
+        }
+        seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
+    }
+    check_outputs(&cluster, &jobs, out.path(), &windows).await;
 }

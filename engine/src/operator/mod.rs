@@ -138,10 +138,33 @@ impl OperatorContext {
     }
 }
 
+/// Output an operator hands over to be pulled one batch at a time, as the
+/// task passes each down the chain: output too large to hold at once (a
+/// window with spilled state, emitted key group by key group).
+pub trait LazyBatches: Send {
+    /// The next batch, or `None` when there are no more.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+}
+
+/// One item of a [`Collector`].
+pub(crate) enum Emitted {
+    Now(Message),
+    Later(Box<dyn LazyBatches>),
+}
+
+impl fmt::Debug for Emitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Emitted::Now(m) => m.fmt(f),
+            Emitted::Later(_) => f.write_str("LazyBatches"),
+        }
+    }
+}
+
 /// Buffers what an operator emits until the runtime passes it on.
 #[derive(Debug, Default)]
 pub struct Collector {
-    messages: Vec<Message>,
+    items: Vec<Emitted>,
 }
 
 impl Collector {
@@ -153,23 +176,47 @@ impl Collector {
     /// Emits a batch (empty batches are dropped).
     pub fn collect(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.messages.push(Message::Data(batch));
+            self.items.push(Emitted::Now(Message::Data(batch)));
         }
+    }
+
+    /// Emits batches that the runtime pulls one at a time, after what was
+    /// emitted so far and before anything emitted later.
+    pub fn collect_lazy(&mut self, batches: Box<dyn LazyBatches>) {
+        self.items.push(Emitted::Later(batches));
     }
 
     /// Emits a watermark after the batches emitted so far.
     pub fn emit_watermark(&mut self, watermark: Watermark) {
-        self.messages.push(Message::Watermark(watermark));
+        self.items.push(Emitted::Now(Message::Watermark(watermark)));
     }
 
-    /// Takes what was emitted.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
-        self.messages.drain(..)
+    /// Takes what was emitted, pulling every lazy batch now.
+    pub fn drain(&mut self) -> Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(self.items.len());
+        for item in self.items.drain(..) {
+            match item {
+                Emitted::Now(m) => out.push(m),
+                Emitted::Later(mut batches) => {
+                    while let Some(batch) = batches.next_batch()? {
+                        if batch.num_rows() > 0 {
+                            out.push(Message::Data(batch));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes what was emitted, lazy batches still unpulled.
+    pub(crate) fn take_items(&mut self) -> Vec<Emitted> {
+        std::mem::take(&mut self.items)
     }
 
     /// True when nothing was emitted.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.items.is_empty()
     }
 }
 

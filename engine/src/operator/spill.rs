@@ -12,13 +12,14 @@
 //! once no pending local snapshot can still need them.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use tracing::info;
 
-use super::grouped_state::{AggregateSpec, GroupedState};
+use super::grouped_state::{AggregateSpecRef, GroupedState};
 use super::snapshot::{KeyedStateBuilder, decode_batches};
-use super::{Collector, TaskInfo};
+use super::{Collector, LazyBatches, TaskInfo};
 use crate::error::Result;
 use crate::message::CheckpointId;
 use crate::metrics::TaskMetrics;
@@ -135,61 +136,90 @@ impl StateSpill {
     }
 
     /// Emits `namespace`: its runs merged with `memory` (the state not
-    /// spilled), one key group at a time, in batches of a few thousand rows.
-    /// The namespace's runs are deleted (or scheduled for deletion).
+    /// spilled), one key group at a time, in batches of a few thousand rows
+    /// that the task pulls one by one (see [`LazyBatches`]). The namespace's
+    /// runs are deleted once read, or once no pending snapshot needs them.
     pub fn emit(
         &mut self,
         namespace: u64,
         memory: Option<GroupedState>,
-        spec: &AggregateSpec,
+        spec: &AggregateSpecRef,
         key_columns: &[usize],
-        ctx_metrics: &TaskMetrics,
+        metrics: &TaskMetrics,
         out: &mut Collector,
     ) -> Result<()> {
         if let Some(memory) = memory {
-            self.spill(namespace, memory, key_columns, ctx_metrics)?;
+            self.spill(namespace, memory, key_columns, metrics)?;
         }
-        let widths = spec.state_widths()?;
-        let schema = &spec.output_schema;
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let mut pending_rows = 0;
-        let mut from = self.key_groups.start;
-        while let Some((kg, runs)) =
-            self.store
-                .next_runs(self.node, namespace, from, &self.key_groups)?
-        {
-            let mut state = spec.new_state()?;
+        // Runs may go as soon as they are read unless a snapshot taken
+        // after the last barrier may still need them.
+        let delete_when_read = self.epoch <= self.completed;
+        if !delete_when_read {
+            self.deferred.push((self.epoch, namespace));
+        }
+        out.collect_lazy(Box::new(SpilledEmission {
+            store: self.store.clone(),
+            node: self.node,
+            namespace,
+            key_groups: self.key_groups.clone(),
+            next: Some(self.key_groups.start),
+            widths: spec.state_widths()?,
+            spec: Arc::clone(spec),
+            delete_when_read,
+        }));
+        Ok(())
+    }
+}
+
+/// The lazy output of [`StateSpill::emit`]: the runs of one namespace,
+/// merged and emitted key group by key group.
+struct SpilledEmission {
+    store: JobStore,
+    node: u32,
+    namespace: u64,
+    key_groups: Range<KeyGroup>,
+    /// The next key group to read; `None` once done.
+    next: Option<KeyGroup>,
+    spec: AggregateSpecRef,
+    widths: Vec<usize>,
+    delete_when_read: bool,
+}
+
+impl LazyBatches for SpilledEmission {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let schema = &self.spec.output_schema;
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        while rows < EMIT_BATCH_ROWS {
+            let Some(from) = self.next else {
+                break;
+            };
+            let Some((kg, runs)) =
+                self.store
+                    .next_runs(self.node, self.namespace, from, &self.key_groups)?
+            else {
+                self.next = None;
+                if self.delete_when_read {
+                    self.store
+                        .delete_runs(self.node, self.namespace, &self.key_groups)?;
+                }
+                break;
+            };
+            let mut state = self.spec.new_state()?;
             for bytes in runs {
-                for (columns, rows) in decode_batches(&bytes)? {
-                    state.restore_columns(&columns, rows, &widths)?;
+                for (columns, n) in decode_batches(&bytes)? {
+                    state.restore_columns(&columns, n, &self.widths)?;
                 }
             }
             let batch = state.emit(schema)?;
-            pending_rows += batch.num_rows();
-            pending.push(batch);
-            if pending_rows >= EMIT_BATCH_ROWS {
-                out.collect(arrow::compute::concat_batches(schema, &pending)?);
-                pending.clear();
-                pending_rows = 0;
-            }
-            from = kg + 1;
+            rows += batch.num_rows();
+            batches.push(batch);
+            self.next = Some(kg + 1);
         }
-        if !pending.is_empty() {
-            out.collect(arrow::compute::concat_batches(schema, &pending)?);
-        }
-        self.discard(namespace)
-    }
-
-    /// Deletes the runs of an emitted namespace, now when no local snapshot
-    /// taken after the last barrier can still need them, else once the
-    /// checkpoint of that barrier completes.
-    fn discard(&mut self, namespace: u64) -> Result<()> {
-        if self.epoch <= self.completed {
-            self.store
-                .delete_runs(self.node, namespace, &self.key_groups)
-        } else {
-            self.deferred.push((self.epoch, namespace));
-            Ok(())
-        }
+        Ok(match batches.len() {
+            0 => None,
+            1 => batches.pop(),
+            _ => Some(arrow::compute::concat_batches(schema, &batches)?),
+        })
     }
 }

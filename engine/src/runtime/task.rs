@@ -14,7 +14,7 @@ use crate::connector::{Source, SourcePoll};
 use crate::error::{Error, Result};
 use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::TaskMetrics;
-use crate::operator::{Collector, Operator, OperatorContext, OperatorSnapshot, TaskInfo};
+use crate::operator::{Collector, Emitted, Operator, OperatorContext, OperatorSnapshot, TaskInfo};
 
 pub(crate) enum Head {
     Source {
@@ -222,8 +222,7 @@ impl Task {
                 op.snapshot_state(ctx, &mut snapshot).await?;
                 snapshots.push((*node, snapshot));
             }
-            let emitted: Vec<Message> = out.drain().collect();
-            self.push(i + 1, emitted).await?;
+            self.forward(i, out).await?;
         }
         self.outputs.send(Message::Barrier(barrier)).await?;
         if let Some(checkpointing) = &mut self.checkpointing {
@@ -283,8 +282,7 @@ impl Task {
             let mut out = Collector::new();
             let (op, ctx, _) = &mut self.operators[i];
             op.on_close(ctx, &mut out).await?;
-            let emitted: Vec<Message> = out.drain().collect();
-            self.push(i + 1, emitted).await?;
+            self.forward(i, out).await?;
         }
         self.outputs.send(Message::EndOfStream).await
     }
@@ -313,17 +311,60 @@ impl Task {
                     }
                 }
             }
-            messages.extend(out.drain());
-            for m in &messages {
-                if let Message::Data(b) = m {
-                    ctx.metrics.add_out(b.num_rows());
-                }
-            }
+            messages = self.forward_lazy(i, out).await?;
         }
         for message in messages {
             self.outputs.send(message).await?;
         }
         Ok(())
+    }
+
+    /// [`Task::push`], boxed: a chain pushes into itself when an operator
+    /// emits lazily.
+    fn push_boxed(
+        &mut self,
+        start: usize,
+        messages: Vec<Message>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(self.push(start, messages))
+    }
+
+    /// Passes what operator `from` emitted down the chain.
+    async fn forward(&mut self, from: usize, out: Collector) -> Result<()> {
+        let rest = self.forward_lazy(from, out).await?;
+        self.push_boxed(from + 1, rest).await
+    }
+
+    /// Counts what operator `from` emitted and passes its lazy output down
+    /// the chain one batch at a time (with everything emitted before it);
+    /// returns what was emitted after the last lazy part, to pass on.
+    async fn forward_lazy(&mut self, from: usize, mut out: Collector) -> Result<Vec<Message>> {
+        let metrics = Arc::clone(&self.operators[from].1.metrics);
+        let mut pending = Vec::new();
+        for item in out.take_items() {
+            match item {
+                Emitted::Now(message) => {
+                    if let Message::Data(b) = &message {
+                        metrics.add_out(b.num_rows());
+                    }
+                    pending.push(message);
+                }
+                Emitted::Later(mut batches) => {
+                    if !pending.is_empty() {
+                        self.push_boxed(from + 1, std::mem::take(&mut pending))
+                            .await?;
+                    }
+                    while let Some(batch) = batches.next_batch()? {
+                        if batch.num_rows() > 0 {
+                            metrics.add_out(batch.num_rows());
+                            self.push_boxed(from + 1, vec![Message::Data(batch)])
+                                .await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(pending)
     }
 }
 
@@ -390,6 +431,106 @@ mod tests {
             self.0.lock().unwrap().push("close".into());
             Ok(())
         }
+    }
+
+    /// Emits each batch as one row, then two lazily pulled two-row
+    /// batches, then three rows.
+    struct LazyEmitter;
+
+    struct Rows(usize);
+
+    impl crate::operator::LazyBatches for Rows {
+        fn next_batch(&mut self) -> Result<Option<arrow::record_batch::RecordBatch>> {
+            if self.0 == 0 {
+                return Ok(None);
+            }
+            self.0 -= 1;
+            Ok(Some(crate::testing::fixtures::batch(&[
+                (1, 1, 1),
+                (2, 2, 2),
+            ])))
+        }
+    }
+
+    #[async_trait]
+    impl Operator for LazyEmitter {
+        async fn process_batch(
+            &mut self,
+            _batch: arrow::record_batch::RecordBatch,
+            _ctx: &mut OperatorContext,
+            out: &mut Collector,
+        ) -> Result<()> {
+            out.collect(crate::testing::fixtures::batch(&[(1, 1, 1)]));
+            out.collect_lazy(Box::new(Rows(2)));
+            out.collect(crate::testing::fixtures::batch(&[(1, 1, 1); 3]));
+            Ok(())
+        }
+    }
+
+    /// Logs the batches and watermarks that reach it.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl Operator for Seen {
+        async fn process_batch(
+            &mut self,
+            batch: arrow::record_batch::RecordBatch,
+            _ctx: &mut OperatorContext,
+            _out: &mut Collector,
+        ) -> Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} rows", batch.num_rows()));
+            Ok(())
+        }
+
+        async fn handle_watermark(
+            &mut self,
+            watermark: Watermark,
+            _ctx: &mut OperatorContext,
+            _out: &mut Collector,
+        ) -> Result<Option<Watermark>> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("watermark {}", watermark.0));
+            Ok(Some(watermark))
+        }
+    }
+
+    #[tokio::test]
+    async fn lazy_output_goes_down_the_chain_in_order_one_batch_at_a_time() {
+        let (input, receiver) = mpsc::channel(8);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = Task {
+            info: TaskInfo::single("chain"),
+            vertex: 1,
+            counters: Arc::new(TaskMetrics::default()),
+            head: Head::Inputs(InputGate::new(vec![receiver])),
+            operators: vec![
+                (Box::new(LazyEmitter), OperatorContext::for_test("lazy"), 1),
+                (
+                    Box::new(Seen(Arc::clone(&log))),
+                    OperatorContext::for_test("seen"),
+                    2,
+                ),
+            ],
+            outputs: Outputs::default(),
+            checkpointing: None,
+        };
+        let metrics = Arc::clone(&task.operators[0].1.metrics);
+        let running = tokio::spawn(task.run());
+        let batch = crate::testing::fixtures::batch(&[(1, 1, 1)]);
+        input.send(Message::Data(batch)).await.unwrap();
+        input.send(Message::Watermark(Watermark(7))).await.unwrap();
+        input.send(Message::EndOfStream).await.unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["1 rows", "2 rows", "2 rows", "3 rows", "watermark 7"]
+        );
+        assert_eq!(metrics.snapshot().records_out, 8);
     }
 
     struct Fixture {

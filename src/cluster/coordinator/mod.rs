@@ -797,6 +797,11 @@ impl Coordinator {
                 "Records a job's sources dropped or dead-lettered because they did not decode.",
                 |s| s.bad_records,
             ),
+            (
+                "weir_job_state_spilled_bytes_total",
+                "Bytes of keyed state a job's operators spilled to RocksDB past their memory budget.",
+                |s| s.state_spilled_bytes,
+            ),
         ] {
             family(
                 &mut out,
