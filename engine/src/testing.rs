@@ -103,7 +103,7 @@ impl OperatorHarness {
     /// Feeds a checkpoint barrier.
     pub async fn checkpoint(&mut self, barrier: CheckpointBarrier) -> Result<()> {
         if let Some(spill) = &mut self.ctx.spill {
-            spill.passed_barrier(barrier.id);
+            spill.passed_barrier(barrier.id)?;
         }
         let mut out = Collector::new();
         self.operator

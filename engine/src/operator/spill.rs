@@ -72,9 +72,14 @@ impl StateSpill {
     }
 
     /// The barrier of checkpoint `id` passed the operator: later runs belong
-    /// to the next checkpoint.
-    pub fn passed_barrier(&mut self, id: CheckpointId) {
+    /// to the next checkpoint. The coordinator triggers a checkpoint only
+    /// once the one before it completed or was given up, so no snapshot of
+    /// an earlier checkpoint can still need the runs of namespaces emitted
+    /// before this barrier: they go now, before this checkpoint's snapshot.
+    pub fn passed_barrier(&mut self, id: CheckpointId) -> Result<()> {
+        self.delete_deferred(|epoch| epoch < id)?;
         self.epoch = self.epoch.max(id);
+        Ok(())
     }
 
     /// Checkpoint `id` completed everywhere: the runs of namespaces emitted
@@ -82,11 +87,15 @@ impl StateSpill {
     pub fn checkpoint_completed(&mut self, id: CheckpointId) -> Result<()> {
         self.completed = self.completed.max(id);
         let completed = self.completed;
-        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+        self.delete_deferred(|epoch| epoch <= completed)
+    }
+
+    fn delete_deferred(&mut self, due: impl Fn(CheckpointId) -> bool) -> Result<()> {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
-            .partition(|&(epoch, _)| epoch <= completed);
-        self.deferred = keep;
-        for (_, namespace) in due {
+            .partition(|&(epoch, _)| due(epoch));
+        self.deferred = later;
+        for (_, namespace) in now {
             self.store
                 .delete_runs(self.node, namespace, &self.key_groups)?;
         }

@@ -474,19 +474,22 @@ mod tests {
         );
     }
 
+    fn barrier_at(id: u64) -> crate::message::CheckpointBarrier {
+        crate::message::CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            then_stop: false,
+        }
+    }
+
     #[tokio::test]
-    async fn runs_of_a_fired_window_stay_until_the_checkpoint_after_them_completes() {
+    async fn runs_of_a_fired_window_stay_until_the_checkpoint_after_them_resolves() {
         let store = crate::testing::TestStore::new();
         let spec = count_sum(&[("key", 0), ("window_end", 1)]);
         let op = WindowAggregateOperator::new(spec, 1, 0);
         let mut h = OperatorHarness::new(Box::new(op)).with_spill(store.store.clone(), 1);
         h.process(batch(&[(1, 10, 5), (2, 20, 7)])).await.unwrap();
-        let barrier = crate::message::CheckpointBarrier {
-            id: 1,
-            timestamp_ms: 0,
-            then_stop: false,
-        };
-        h.checkpoint(barrier).await.unwrap();
+        h.checkpoint(barrier_at(1)).await.unwrap();
         h.watermark(Watermark(9)).await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["1,10,1,5"]);
         // Checkpoint 1's local snapshot may not be taken yet: it needs them.
@@ -497,7 +500,19 @@ mod tests {
         );
         h.commit(1).await.unwrap();
         assert_eq!(namespaces(&store.store), [namespace_of(20)]);
-        h.close().await.unwrap();
+        // The next barrier releases them too: the coordinator triggers it
+        // only once checkpoint 2 completed or was given up.
+        h.process(batch(&[(1, 30, 1)])).await.unwrap();
+        h.checkpoint(barrier_at(2)).await.unwrap();
+        h.watermark(Watermark(19)).await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["2,20,1,7"]);
+        assert_eq!(
+            namespaces(&store.store),
+            [namespace_of(20), namespace_of(30)]
+        );
+        h.checkpoint(barrier_at(3)).await.unwrap();
+        assert_eq!(namespaces(&store.store), [namespace_of(30)]);
+        h.close().await.unwrap();
+        assert_eq!(h.rows_as_strings(), vec!["1,30,1,1"]);
     }
 }

@@ -214,7 +214,7 @@ impl Task {
             let mut out = Collector::new();
             let (op, ctx, node) = &mut self.operators[i];
             if let Some(spill) = &mut ctx.spill {
-                spill.passed_barrier(barrier.id);
+                spill.passed_barrier(barrier.id)?;
             }
             op.handle_checkpoint(&barrier, ctx, &mut out).await?;
             let mut snapshot = OperatorSnapshot::default();
