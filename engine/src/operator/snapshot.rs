@@ -149,30 +149,13 @@ impl KeyedStateBuilder {
         num_rows: usize,
         max_key_groups: u32,
     ) -> Result<()> {
-        if num_rows == 0 {
-            return Ok(());
-        }
-        let keys: Vec<ArrayRef> = key_columns
-            .iter()
-            .map(|&i| Arc::clone(&columns[i]))
-            .collect();
-        let hashes = crate::partition::hash_keys(&keys, num_rows)?;
-        let mut rows: std::collections::BTreeMap<KeyGroup, Vec<u32>> = Default::default();
-        for (row, hash) in hashes.into_iter().enumerate() {
-            rows.entry(crate::partition::key_group_of(hash, max_key_groups))
-                .or_default()
-                .push(row as u32);
-        }
+        let rows = rows_by_key_group(columns, key_columns, num_rows, max_key_groups)?;
         let single = rows.len() == 1;
         for (kg, indices) in rows {
             let part = if single {
                 columns.to_vec()
             } else {
-                let indices = arrow::array::UInt32Array::from(indices);
-                columns
-                    .iter()
-                    .map(|c| Ok(arrow::compute::take(c.as_ref(), &indices, None)?))
-                    .collect::<Result<Vec<_>>>()?
+                take_rows(columns, indices)?
             };
             self.parts.entry(kg).or_default().push(part);
         }
@@ -195,4 +178,38 @@ impl KeyedStateBuilder {
         }
         Ok(out)
     }
+}
+
+/// The rows of each key group: `key_columns` (indices into `columns`) are
+/// the columns the job's shuffle hashes to route the rows' keys.
+pub(crate) fn rows_by_key_group(
+    columns: &[ArrayRef],
+    key_columns: &[usize],
+    num_rows: usize,
+    max_key_groups: u32,
+) -> Result<std::collections::BTreeMap<KeyGroup, Vec<u32>>> {
+    let mut rows: std::collections::BTreeMap<KeyGroup, Vec<u32>> = Default::default();
+    if num_rows == 0 {
+        return Ok(rows);
+    }
+    let keys: Vec<ArrayRef> = key_columns
+        .iter()
+        .map(|&i| Arc::clone(&columns[i]))
+        .collect();
+    let hashes = crate::partition::hash_keys(&keys, num_rows)?;
+    for (row, hash) in hashes.into_iter().enumerate() {
+        rows.entry(crate::partition::key_group_of(hash, max_key_groups))
+            .or_default()
+            .push(row as u32);
+    }
+    Ok(rows)
+}
+
+/// The rows at `indices` of every column.
+pub(crate) fn take_rows(columns: &[ArrayRef], indices: Vec<u32>) -> Result<Vec<ArrayRef>> {
+    let indices = arrow::array::UInt32Array::from(indices);
+    columns
+        .iter()
+        .map(|c| Ok(arrow::compute::take(c.as_ref(), &indices, None)?))
+        .collect()
 }

@@ -18,7 +18,7 @@ use arrow::record_batch::RecordBatch;
 use tracing::info;
 
 use super::grouped_state::{AggregateSpecRef, GroupedState};
-use super::snapshot::{KeyedStateBuilder, decode_batches};
+use super::snapshot::{decode_batches, encode_batch, rows_by_key_group, take_rows};
 use super::{Collector, LazyBatches, TaskInfo};
 use crate::error::Result;
 use crate::message::CheckpointId;
@@ -118,16 +118,13 @@ impl StateSpill {
         metrics: &TaskMetrics,
     ) -> Result<usize> {
         let (columns, rows) = state.into_columns()?;
-        let mut builder = KeyedStateBuilder::default();
-        builder.add_rows(&columns, key_columns, rows, self.max_key_groups)?;
-        let runs = builder.finish()?;
-        if let Some(kg) = runs.keys().find(|kg| !self.key_groups.contains(kg)) {
+        let by_key_group = rows_by_key_group(&columns, key_columns, rows, self.max_key_groups)?;
+        if let Some(kg) = by_key_group.keys().find(|kg| !self.key_groups.contains(kg)) {
             return Err(crate::error::Error::internal(format!(
                 "spilled state in key group {kg}, outside this subtask's key groups {:?}",
                 self.key_groups
             )));
         }
-        let bytes: usize = runs.values().map(Vec::len).sum();
         if self.seq == 0 {
             info!(
                 node = self.node,
@@ -138,8 +135,23 @@ impl StateSpill {
         }
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        self.store
-            .put_runs(self.node, namespace, self.epoch, self.writer, seq, runs)?;
+        // One key group at a time: a spill holds the state's columns and one
+        // key group's encoding, not every encoding at once. A local snapshot
+        // taken mid-spill is harmless: a restore of it leaves this epoch out.
+        let mut bytes = 0;
+        for (kg, indices) in by_key_group {
+            let n = indices.len();
+            let run = encode_batch(take_rows(&columns, indices)?, n)?;
+            bytes += run.len();
+            self.store.put_runs(
+                self.node,
+                namespace,
+                self.epoch,
+                self.writer,
+                seq,
+                [(kg, run)],
+            )?;
+        }
         metrics.add_spilled(bytes);
         Ok(bytes)
     }
