@@ -11,6 +11,11 @@
 //!   └────────── one chained task ──────────────┘             └── one task ──────────┘
 //! ```
 //!
+//! Keyed state lives in memory up to a per-subtask budget; past it,
+//! aggregates spill runs into the job's RocksDB instance
+//! ([`operator::StateSpill`]), which checkpoints snapshot and upload
+//! incrementally ([`state`]).
+//!
 //! The engine knows nothing of SQL or of concrete connectors: it defines the
 //! [`Connector`], [`Source`] and [`Sink`] traits and the operators; the
 //! `weir-sql` and `weir-connectors` crates build on them.

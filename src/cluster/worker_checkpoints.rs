@@ -278,7 +278,10 @@ pub(super) async fn load_restore(
         restored.push((snapshot, ws));
     }
     let read = |e: weir_engine::Error| format!("cannot restore checkpoint {checkpoint_id}: {e}");
-    let mut setup = CheckpointSetup::default();
+    let mut setup = CheckpointSetup {
+        restored_from: checkpoint_id,
+        ..CheckpointSetup::default()
+    };
     // Spilled runs go straight into the new attempt's store, streamed.
     let mut run_seq = 0;
     let mut run_bytes = 0;
@@ -293,6 +296,9 @@ pub(super) async fn load_restore(
                 );
                 run_bytes += snapshot
                     .copy_runs(store, w.node as u32, &w.range, &mut run_seq)
+                    .map_err(read)?;
+                run_bytes += snapshot
+                    .copy_session_state(store, w.node as u32, &w.range)
                     .map_err(read)?;
             }
             for &old in &w.old_operator {
@@ -317,7 +323,7 @@ pub(super) async fn load_restore(
             checkpoint = checkpoint_id,
             runs = run_seq,
             bytes = run_bytes,
-            "restored spilled state runs"
+            "restored spilled state"
         );
     }
     drop(restored);

@@ -1,8 +1,9 @@
 //! Keyed state larger than the memory budget: workers with a tiny budget
-//! (16 KiB per operator subtask) spill window and aggregate state to RocksDB
-//! as runs, checkpoint the runs, copy them into the new attempt on restore,
-//! and emit from them. With random worker kills, the output is exactly the
-//! hand-computed aggregate and the undisturbed (unspilled) run's windows.
+//! (16 KiB per operator subtask) spill window, aggregate and session state
+//! to RocksDB, checkpoint it, copy it into the new attempt on restore, and
+//! emit from it. With random worker kills, and rescaled, the output is
+//! exactly the hand-computed aggregate and the undisturbed (unspilled) run's
+//! windows and sessions.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,9 @@ use weir_proto as pb;
 const ROWS: u64 = 200_000;
 /// Groups of the non-windowed aggregate: ten rows each.
 const GROUPS: u64 = 20_000;
+/// Sessions: 1,000 keys with a row every second for 40 s out of every
+/// 50 s, so each key has a session per 50 s; the other 10 s go to 7 keys.
+const SESSION_KEY: &str = "CASE WHEN id % 50000 < 40000 THEN id % 1000 ELSE 1000 + id % 7 END";
 
 fn script(out: &Path, rows_per_second: u64) -> String {
     script_with(out, rows_per_second, "")
@@ -21,6 +25,7 @@ fn script(out: &Path, rows_per_second: u64) -> String {
 
 /// [`script`] with extra source options (`, 'key' = 'value'`).
 fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
+    let session_key = SESSION_KEY;
     format!(
         "SET 'execution.checkpointing.interval' = '1s';
         SET 'restart-strategy.fixed-delay.delay' = '200ms';
@@ -34,9 +39,14 @@ fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String
         WITH ('connector' = 'filesystem', 'path' = '{agg}', 'format' = 'csv');
         INSERT INTO win SELECT id % 5000, window_end, COUNT(*), SUM(id)
         FROM TUMBLE(src, ts, INTERVAL '10' SECOND) GROUP BY id % 5000, window_start, window_end;
-        INSERT INTO agg SELECT id % {GROUPS}, COUNT(*), SUM(id), MAX(id) FROM src GROUP BY id % {GROUPS};",
+        INSERT INTO agg SELECT id % {GROUPS}, COUNT(*), SUM(id), MAX(id) FROM src GROUP BY id % {GROUPS};
+        CREATE TABLE sess (k BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), c BIGINT, s BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{sess}', 'format' = 'csv');
+        INSERT INTO sess SELECT {session_key}, window_start, window_end, COUNT(*), SUM(id)
+        FROM SESSION(src, ts, INTERVAL '2' SECOND) GROUP BY {session_key}, window_start, window_end;",
         win = out.join("win").display(),
         agg = out.join("agg").display(),
+        sess = out.join("sess").display(),
     )
 }
 
@@ -53,9 +63,9 @@ fn expected_aggregate() -> BTreeMap<String, usize> {
         .collect()
 }
 
-/// The windows of an undisturbed `weir run` with the default budget (no
-/// spilling), checked by hand to count every row once.
-fn undisturbed_windows(dir: &Path) -> BTreeMap<String, usize> {
+/// The windows and sessions of an undisturbed `weir run` with the default
+/// budget (no spilling), checked by hand to count every row once.
+fn undisturbed(dir: &Path) -> Expected {
     let script_path = dir.join("undisturbed.sql");
     std::fs::write(&script_path, script(dir, 10_000_000)).unwrap();
     let output = super::harness::weir()
@@ -68,24 +78,35 @@ fn undisturbed_windows(dir: &Path) -> BTreeMap<String, usize> {
         String::from_utf8_lossy(&output.stderr)
     );
     let win = committed(&dir.join("win"));
-    let column_sum = |i: usize| -> u64 {
-        win.keys()
+    let sess = committed(&dir.join("sess"));
+    let column_sum = |rows: &BTreeMap<String, usize>, i: usize| -> u64 {
+        rows.keys()
             .map(|r| r.split(',').nth(i).unwrap().parse::<u64>().unwrap())
             .sum()
     };
-    assert_eq!(column_sum(2), ROWS);
-    assert_eq!(column_sum(3), ROWS * (ROWS + 1) / 2);
+    assert_eq!(column_sum(&win, 2), ROWS);
+    assert_eq!(column_sum(&win, 3), ROWS * (ROWS + 1) / 2);
+    assert_eq!(column_sum(&sess, 3), ROWS);
+    assert_eq!(column_sum(&sess, 4), ROWS * (ROWS + 1) / 2);
+    // Four 40 s stretches per key, each its own session, and id 200,000
+    // (200,000 % 50,000 = 0) alone in a fifth for key 0.
+    let main_key_sessions = sess
+        .keys()
+        .filter(|r| r.split(',').next().unwrap().parse::<u64>().unwrap() < 1000)
+        .count();
+    assert_eq!(main_key_sessions, 4 * 1000 + 1);
     assert_eq!(committed(&dir.join("agg")), expected_aggregate());
-    win
+    Expected { win, sess }
+}
+
+/// What the jobs must commit besides the hand-computed aggregate.
+struct Expected {
+    win: BTreeMap<String, usize>,
+    sess: BTreeMap<String, usize>,
 }
 
 /// Waits for the jobs to finish and compares their committed output.
-async fn check_outputs(
-    cluster: &TestCluster,
-    jobs: &[String],
-    out: &Path,
-    windows: &BTreeMap<String, usize>,
-) {
+async fn check_outputs(cluster: &TestCluster, jobs: &[String], out: &Path, expected: &Expected) {
     let client = cluster.client().await;
     for job in jobs {
         let summary = wait_for_end(&client, job, std::time::Duration::from_secs(150)).await;
@@ -99,13 +120,23 @@ async fn check_outputs(
         assert!(summary.state_spilled_bytes > 0, "{summary:?}");
     }
     let got = committed(&out.join("win"));
-    assert!(&got == windows, "windows: {}", difference(windows, &got));
-    let expected = expected_aggregate();
+    assert!(
+        got == expected.win,
+        "windows: {}",
+        difference(&expected.win, &got)
+    );
+    let got = committed(&out.join("sess"));
+    assert!(
+        got == expected.sess,
+        "sessions: {}",
+        difference(&expected.sess, &got)
+    );
+    let aggregate = expected_aggregate();
     let got = committed(&out.join("agg"));
     assert!(
-        got == expected,
+        got == aggregate,
         "aggregate: {}",
-        difference(&expected, &got)
+        difference(&aggregate, &got)
     );
     // The state really went through runs, and restores really copied them.
     assert!(
@@ -113,7 +144,7 @@ async fn check_outputs(
         "nothing spilled"
     );
     assert!(
-        cluster.logs_contain("restored spilled state runs"),
+        cluster.logs_contain("restored spilled state"),
         "no restore found runs to copy\n{}",
         cluster.logs()
     );
@@ -130,32 +161,32 @@ const TINY_BUDGET: [(&str, &str); 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_past_the_memory_budget_spills_and_survives_worker_kills() {
     let expected_dir = tempfile::tempdir().unwrap();
-    let windows = undisturbed_windows(expected_dir.path());
+    let expected = undisturbed(expected_dir.path());
     let out = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
     let jobs = submit_script(&cluster, &script(out.path(), 15_000), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 2).await;
     let landed = kill_randomly(&mut cluster, &jobs, 3).await;
     assert!(landed >= 2, "only {landed} kills landed");
-    check_outputs(&cluster, &jobs, out.path(), &windows).await;
+    check_outputs(&cluster, &jobs, out.path(), &expected).await;
 }
 
 /// Spilled runs move by key group too: 2 → 3 → 1 subtasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spilled_state_rescales_two_to_three_to_one() {
     let expected_dir = tempfile::tempdir().unwrap();
-    let windows = undisturbed_windows(expected_dir.path());
+    let expected = undisturbed(expected_dir.path());
     let out = tempfile::tempdir().unwrap();
     let cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
     let script = script_with(out.path(), 15_000, ", 'scan.parallelism' = '2'");
     let jobs = submit_script(&cluster, &script, 2).await;
     let client = cluster.client().await;
-    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 2).await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 2).await;
     for parallelism in [3, 1] {
         for job in &jobs {
             client.rescale(job, parallelism).await.unwrap();
         }
         seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
     }
-    check_outputs(&cluster, &jobs, out.path(), &windows).await;
+    check_outputs(&cluster, &jobs, out.path(), &expected).await;
 }

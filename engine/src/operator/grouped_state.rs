@@ -431,6 +431,11 @@ impl SingleGroupState {
         self.state.restore_columns(columns, 1, widths)
     }
 
+    /// Approximate bytes held.
+    pub fn size(&self) -> usize {
+        self.state.size()
+    }
+
     /// The aggregates as a one-row batch.
     pub fn emit(&mut self) -> Result<RecordBatch> {
         self.state.emit(&self.schema)

@@ -45,6 +45,7 @@ mod group_aggregate;
 mod grouped_state;
 mod limit;
 mod projection;
+mod session_spill;
 mod session_window_aggregate;
 mod sink;
 mod snapshot;

@@ -4,8 +4,16 @@
 //! [`WindowAssignerOperator`](super::WindowAssignerOperator)). Per key, the
 //! operator merges windows that overlap into sessions, merging their
 //! accumulator states, and emits a session when the watermark passes its end.
+//!
+//! With a spill store, sessions past the memory budget are written out per
+//! key as fragments, with a timer per session (see
+//! [`crate::state::SessionFragment`]). Merging is order-independent, so a
+//! key's fragments are read back only when the watermark may fire one of
+//! its sessions: its timer is due, or a session in memory may fire and must
+//! first meet the spilled sessions it overlaps. That happens one key group
+//! at a time, so a firing holds one key group's spilled sessions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,20 +25,28 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use async_trait::async_trait;
 
 use super::grouped_state::{AggregateSpec, AggregateSpecRef, SingleGroupState};
+use super::session_spill::{SessionCodec, encode_sessions, key_groups_of};
 use super::snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_watermark,
 };
+use super::spill::StateSpill;
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
+use crate::state::{JobStore, SessionFragment};
 use crate::time::{from_epoch_millis, to_epoch_millis};
 
 struct Session {
     start: i64,
     end: i64,
     state: SingleGroupState,
+    /// Approximate bytes held, for the memory budget.
+    bytes: usize,
 }
+
+/// Bytes a session holds beyond its accumulators' reported size.
+const SESSION_OVERHEAD: usize = 128;
 
 /// Aggregates per key and session.
 pub struct SessionWindowAggregateOperator {
@@ -43,6 +59,12 @@ pub struct SessionWindowAggregateOperator {
     converter: RowConverter,
     sessions: HashMap<OwnedRow, Vec<Session>>,
     watermark: Watermark,
+    /// How spilled sessions are encoded; `None` when they cannot be.
+    codec: Option<SessionCodec>,
+    /// Whether any session was spilled (or restored spilled).
+    spilled: bool,
+    /// Approximate bytes of the sessions in memory.
+    held_bytes: usize,
 }
 
 impl fmt::Debug for SessionWindowAggregateOperator {
@@ -72,9 +94,13 @@ impl SessionWindowAggregateOperator {
         if fields.is_empty() {
             fields.push(SortField::new(arrow::datatypes::DataType::Boolean));
         }
+        let single = spec.single_group();
         Ok(Self {
             converter: RowConverter::new(fields)?,
-            single: spec.single_group(),
+            codec: SessionCodec::new(&single)?,
+            spilled: false,
+            held_bytes: 0,
+            single,
             spec,
             start_group,
             end_group,
@@ -83,6 +109,11 @@ impl SessionWindowAggregateOperator {
             sessions: HashMap::new(),
             watermark: Watermark::MIN,
         })
+    }
+
+    /// A session's approximate size.
+    fn session_bytes(state: &SingleGroupState, key: &OwnedRow) -> usize {
+        state.size() + key.as_ref().len() + SESSION_OVERHEAD
     }
 
     fn add_session(&mut self, key: OwnedRow, mut new: Session) -> Result<()> {
@@ -94,6 +125,7 @@ impl SessionWindowAggregateOperator {
                 let old = sessions.swap_remove(i);
                 new.start = new.start.min(old.start);
                 new.end = new.end.max(old.end);
+                new.bytes += old.bytes;
                 new.state.merge(old.state)?;
             } else {
                 i += 1;
@@ -103,20 +135,207 @@ impl SessionWindowAggregateOperator {
         Ok(())
     }
 
-    fn fire_until(&mut self, watermark: Watermark, out: &mut Collector) -> Result<()> {
+    fn fire_until(
+        &mut self,
+        watermark: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
         let bound = watermark.0.saturating_add(1);
-        let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
-        self.sessions.retain(|key, sessions| {
-            let mut i = 0;
-            while i < sessions.len() {
-                if sessions[i].end <= bound {
-                    fired.push((key.clone(), sessions.swap_remove(i)));
-                } else {
-                    i += 1;
+        match &mut ctx.spill {
+            Some(spill) if self.spilled => self.fire_spilled(bound, spill, out),
+            _ => {
+                let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
+                self.sessions.retain(|key, sessions| {
+                    take_ended(key, sessions, bound, &mut fired);
+                    !sessions.is_empty()
+                });
+                self.emit_fired(fired, out)
+            }
+        }
+    }
+
+    /// Fires with spilled sessions: per key group, the keys that may fire
+    /// (in memory, or with a due timer) get their fragments merged back
+    /// first.
+    fn fire_spilled(
+        &mut self,
+        bound: i64,
+        spill: &mut StateSpill,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let candidates: Vec<OwnedRow> = self
+            .sessions
+            .iter()
+            .filter(|(_, sessions)| sessions.iter().any(|s| s.end <= bound))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let key_arrays = self
+            .converter
+            .convert_rows(candidates.iter().map(|k| k.row()))?;
+        let kgs = key_groups_of(
+            &key_arrays,
+            !self.key_groups.is_empty(),
+            candidates.len(),
+            spill.max_key_groups(),
+        )?;
+        let mut wanted: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        for (key, kg) in candidates.iter().zip(kgs) {
+            wanted.entry(kg).or_default().insert(key.as_ref().to_vec());
+        }
+        let due = spill
+            .store()
+            .due_sessions(spill.node(), spill.key_groups(), bound, |timer| {
+                spill.is_consumed(timer)
+            })?;
+        for d in due {
+            wanted.entry(d.key_group).or_default().insert(d.key);
+        }
+        for (kg, keys) in wanted {
+            let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
+            for key in keys {
+                let owned = self.converter.parser().parse(&key).owned();
+                self.merge_back(spill, kg, &key, &owned)?;
+                if let Some(sessions) = self.sessions.get_mut(&owned) {
+                    take_ended(&owned, sessions, bound, &mut fired);
+                    if sessions.is_empty() {
+                        self.sessions.remove(&owned);
+                    }
                 }
             }
-            !sessions.is_empty()
-        });
+            self.emit_fired(fired, out)?;
+        }
+        Ok(())
+    }
+
+    /// Merges the spilled fragments of one key back into memory.
+    fn merge_back(
+        &mut self,
+        spill: &mut StateSpill,
+        kg: u32,
+        key: &[u8],
+        owned: &OwnedRow,
+    ) -> Result<()> {
+        let Some(codec) = &self.codec else {
+            return Ok(());
+        };
+        let fragments = spill.store().session_fragments(spill.node(), kg, key)?;
+        let mut consumed = Vec::new();
+        let mut restored = Vec::new();
+        for fragment in fragments {
+            if spill.is_consumed(&fragment.key) {
+                continue;
+            }
+            let sessions = codec.decode(&self.single, &fragment.value)?;
+            let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
+            consumed.extend(JobStore::session_timer_keys(
+                spill.node(),
+                kg,
+                key,
+                fragment.id,
+                &ends,
+            ));
+            consumed.push(fragment.key);
+            restored.extend(sessions);
+        }
+        for s in restored {
+            let bytes = Self::session_bytes(&s.state, owned);
+            self.held_bytes += bytes;
+            let session = Session {
+                start: s.start,
+                end: s.end,
+                state: s.state,
+                bytes,
+            };
+            self.add_session(owned.clone(), session)?;
+        }
+        if !consumed.is_empty() {
+            spill.consume(consumed)?;
+        }
+        Ok(())
+    }
+
+    /// Past the memory budget, writes every session in memory out as one
+    /// fragment per key, with its timers.
+    fn spill_if_over_budget(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let (Some(spill), Some(codec)) = (&mut ctx.spill, &self.codec) else {
+            return Ok(());
+        };
+        if self.held_bytes <= spill.budget() || self.sessions.is_empty() {
+            return Ok(());
+        }
+        let held = self.held_bytes;
+        self.held_bytes = 0;
+        let mut keys = Vec::with_capacity(self.sessions.len());
+        let mut lists = Vec::with_capacity(self.sessions.len());
+        for (key, sessions) in std::mem::take(&mut self.sessions) {
+            keys.push(key);
+            lists.push(sessions);
+        }
+        let key_arrays = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+        let kgs = key_groups_of(
+            &key_arrays,
+            !self.key_groups.is_empty(),
+            keys.len(),
+            spill.max_key_groups(),
+        )?;
+        if let Some(kg) = kgs.iter().find(|kg| !spill.key_groups().contains(kg)) {
+            return Err(Error::internal(format!(
+                "spilled sessions in key group {kg}, outside this subtask's key groups {:?}",
+                spill.key_groups()
+            )));
+        }
+        let mut states = Vec::new();
+        for sessions in &mut lists {
+            for s in sessions.iter_mut() {
+                states.push(s.state.snapshot_columns()?);
+            }
+        }
+        let rows = codec.state_rows(&states)?;
+        drop(states);
+        let mut fragments = Vec::with_capacity(keys.len());
+        let mut next = 0;
+        let mut written = 0;
+        for ((key, sessions), kg) in keys.iter().zip(&lists).zip(kgs) {
+            let base = next;
+            next += sessions.len();
+            let value = encode_sessions(
+                sessions
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (s.start, s.end, rows.row(base + j).data())),
+            );
+            written += value.len();
+            fragments.push(SessionFragment {
+                key_group: kg,
+                key: key.as_ref().to_vec(),
+                value,
+                ends: sessions.iter().map(|s| s.end).collect(),
+            });
+        }
+        drop(lists);
+        spill.note_first_spill();
+        let id = spill.next_fragment_id();
+        for chunk in fragments.chunks(4096) {
+            spill
+                .store()
+                .put_session_fragments(spill.node(), id, chunk)?;
+        }
+        ctx.metrics.add_spilled(written);
+        self.spilled = true;
+        tracing::debug!(held, written, keys = keys.len(), "spilled sessions");
+        Ok(())
+    }
+
+    /// Emits fired sessions (key columns, bounds, aggregates) as one batch.
+    fn emit_fired(
+        &mut self,
+        mut fired: Vec<(OwnedRow, Session)>,
+        out: &mut Collector,
+    ) -> Result<()> {
+        for (_, s) in &fired {
+            self.held_bytes = self.held_bytes.saturating_sub(s.bytes);
+        }
         if fired.is_empty() {
             return Ok(());
         }
@@ -158,6 +377,23 @@ impl SessionWindowAggregateOperator {
         columns.extend(aggregates.columns().iter().cloned());
         out.collect(RecordBatch::try_new(Arc::clone(schema), columns)?);
         Ok(())
+    }
+}
+
+/// Moves the sessions of `key` that end at or before `bound` into `fired`.
+fn take_ended(
+    key: &OwnedRow,
+    sessions: &mut Vec<Session>,
+    bound: i64,
+    fired: &mut Vec<(OwnedRow, Session)>,
+) {
+    let mut i = 0;
+    while i < sessions.len() {
+        if sessions[i].end <= bound {
+            fired.push((key.clone(), sessions.swap_remove(i)));
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -268,27 +504,30 @@ impl Operator for SessionWindowAggregateOperator {
                 let indices = UInt32Array::from_iter_values(run.iter().map(|(_, r)| *r));
                 let mut state = self.single.new_single_state()?;
                 state.update(&input.take(&indices)?)?;
+                let bytes = Self::session_bytes(&state, &key);
+                self.held_bytes += bytes;
                 let session = Session {
                     start: run[0].0,
                     end: run[run.len() - 1].0 + self.gap_ms,
                     state,
+                    bytes,
                 };
                 self.add_session(key.clone(), session)?;
                 run_start = i;
             }
         }
-        Ok(())
+        self.spill_if_over_budget(ctx)
     }
 
     async fn handle_watermark(
         &mut self,
         watermark: Watermark,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<Option<Watermark>> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.fire_until(watermark, out)?;
+            self.fire_until(watermark, ctx, out)?;
         }
         Ok(Some(watermark))
     }
@@ -339,8 +578,13 @@ impl Operator for SessionWindowAggregateOperator {
         Ok(())
     }
 
-    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
         self.watermark = decode_watermark(&restore.operator)?;
+        if let Some(spill) = &ctx.spill {
+            self.spilled = spill
+                .store()
+                .has_session_fragments(spill.node(), spill.key_groups())?;
+        }
         let widths = self.single.state_widths()?;
         let key_count = self.key_groups.len().max(1);
         for (_, bytes) in restore.keyed {
@@ -362,22 +606,23 @@ impl Operator for SessionWindowAggregateOperator {
                     let slice: Vec<ArrayRef> =
                         state_columns.iter().map(|c| c.slice(row, 1)).collect();
                     state.restore_columns(&slice, &widths)?;
-                    self.sessions
-                        .entry(keys.row(row).owned())
-                        .or_default()
-                        .push(Session {
-                            start: starts.value(row),
-                            end: ends.value(row),
-                            state,
-                        });
+                    let key = keys.row(row).owned();
+                    let bytes = Self::session_bytes(&state, &key);
+                    self.held_bytes += bytes;
+                    self.sessions.entry(key).or_default().push(Session {
+                        start: starts.value(row),
+                        end: ends.value(row),
+                        state,
+                        bytes,
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    async fn on_close(&mut self, _ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
-        self.fire_until(Watermark::MAX, out)
+    async fn on_close(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
+        self.fire_until(Watermark::MAX, ctx, out)
     }
 }
 
@@ -467,5 +712,110 @@ mod tests {
         h.process(batch(&[(1, 4, 1)])).await.unwrap();
         h.close().await.unwrap();
         assert_eq!(h.rows_as_strings(), vec!["1,0,13,3,3"]);
+    }
+
+    /// Sessions of 200 keys over time, some bridged later, in batches, with
+    /// watermarks between them and checkpoints that go unresolved for a
+    /// while; `spill` budget 1 writes every batch's sessions out.
+    async fn run_sessions(h: &mut OperatorHarness) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in 0..30i64 {
+            // Gap 5: keys k and k + 100 get rows 3 apart (one session)
+            // with an occasional hole of 7 (a new session).
+            let rows: Vec<(i64, i64, i64)> = (0..200)
+                .map(|k| {
+                    (
+                        k,
+                        step * 3 + (k % 7) / 6 * 4 + (step / 10) * 2,
+                        step * 1000 + k,
+                    )
+                })
+                .collect();
+            h.process(batch(&rows)).await.unwrap();
+            if step % 4 == 3 {
+                // A row bridging two sessions of key 7, out of order.
+                h.process(batch(&[(7, step * 3 - 1, 1)])).await.unwrap();
+            }
+            if step % 5 == 4 {
+                h.checkpoint(crate::message::CheckpointBarrier {
+                    id: (step / 5 + 1) as u64,
+                    timestamp_ms: 0,
+                    then_stop: false,
+                })
+                .await
+                .unwrap();
+            }
+            if step % 10 == 9 {
+                h.commit((step / 5 + 1) as u64).await.unwrap();
+            }
+            h.watermark(Watermark(step * 3 - 8)).await.unwrap();
+            // When a session fires matters as much as what it holds.
+            out.extend(
+                h.rows_as_strings()
+                    .into_iter()
+                    .map(|r| format!("{step}: {r}")),
+            );
+        }
+        h.close().await.unwrap();
+        out.extend(
+            h.rows_as_strings()
+                .into_iter()
+                .map(|r| format!("close: {r}")),
+        );
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn spilled_sessions_emit_exactly_what_in_memory_sessions_emit() {
+        let mut plain = OperatorHarness::new(Box::new(operator()));
+        let expected = run_sessions(&mut plain).await;
+        assert!(expected.len() > 200, "{}", expected.len());
+        let store = crate::testing::TestStore::new();
+        let mut h = OperatorHarness::new(Box::new(operator())).with_spill(store.store.clone(), 1);
+        let got = run_sessions(&mut h).await;
+        assert_eq!(got, expected);
+        let spilled = h
+            .context()
+            .metrics
+            .state_spilled_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(spilled > 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_in_memory_waits_for_the_spilled_session_it_overlaps() {
+        let store = crate::testing::TestStore::new();
+        // Room for a few sessions: the first batch spills, the second stays.
+        let mut h =
+            OperatorHarness::new(Box::new(operator())).with_spill(store.store.clone(), 4 << 10);
+        let mut first: Vec<(i64, i64, i64)> = (100..300).map(|k| (k, 10, 1)).collect();
+        first.extend([10, 14, 18, 22, 25].map(|t| (1, t, t)));
+        h.process(batch(&first)).await.unwrap();
+        assert!(
+            h.context()
+                .metrics
+                .state_spilled_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        h.watermark(Watermark(5)).await.unwrap();
+        // [12, 17) in memory overlaps the spilled [10, 30): one session.
+        // Key 2's [9, 14), in memory too, overlaps nothing and fires.
+        h.process(batch(&[(1, 12, 12), (2, 9, 2)])).await.unwrap();
+        h.watermark(Watermark(16)).await.unwrap();
+        let fired: Vec<String> = h
+            .rows_as_strings()
+            .into_iter()
+            .filter(|r| r.starts_with("1,") || r.starts_with("2,"))
+            .collect();
+        assert_eq!(fired, vec!["2,9,14,1,2"]);
+        h.close().await.unwrap();
+        let key_1: Vec<String> = h
+            .rows_as_strings()
+            .into_iter()
+            .filter(|r| r.starts_with("1,"))
+            .collect();
+        assert_eq!(key_1, vec!["1,10,30,6,101"]);
     }
 }

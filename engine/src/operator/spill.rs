@@ -11,6 +11,7 @@
 //! [`crate::state::RunKey`]); runs of an emitted namespace are deleted only
 //! once no pending local snapshot can still need them.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use crate::error::Result;
 use crate::message::CheckpointId;
 use crate::metrics::TaskMetrics;
 use crate::partition::KeyGroup;
-use crate::state::JobStore;
+use crate::state::{FragmentId, JobStore};
 
 /// Rows gathered before a spilled namespace's key groups go out as one batch.
 const EMIT_BATCH_ROWS: usize = 8192;
@@ -43,9 +44,21 @@ pub struct StateSpill {
     /// The last checkpoint completed.
     completed: CheckpointId,
     seq: u32,
-    /// Namespaces emitted whose runs a pending snapshot may still need, with
-    /// the epoch they were emitted in.
-    deferred: Vec<(CheckpointId, u64)>,
+    /// What was emitted or merged back but a pending snapshot may still
+    /// need, with the epoch it happened in.
+    deferred: Vec<(CheckpointId, Deferred)>,
+    /// Keys of entries merged back into memory and waiting in `deferred`:
+    /// readers skip them.
+    consumed: HashSet<Vec<u8>>,
+}
+
+/// A deletion waiting for the checkpoint that may need the data to resolve.
+#[derive(Debug, Clone)]
+enum Deferred {
+    /// The runs of an emitted namespace.
+    Namespace(u64),
+    /// Entries merged back into memory.
+    Keys(Vec<Vec<u8>>),
 }
 
 impl StateSpill {
@@ -63,6 +76,73 @@ impl StateSpill {
             completed: 0,
             seq: 0,
             deferred: Vec::new(),
+            consumed: HashSet::new(),
+        }
+    }
+
+    /// For a subtask restored from checkpoint `restored_from`: its epochs
+    /// start there, after those of every entry the restore copied.
+    pub fn restored_from(mut self, restored_from: CheckpointId) -> Self {
+        self.epoch = restored_from;
+        self
+    }
+
+    /// The job's store.
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    /// The operator's logical node.
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// The key groups this subtask owns.
+    pub fn key_groups(&self) -> &Range<KeyGroup> {
+        &self.key_groups
+    }
+
+    /// The job's number of key groups.
+    pub fn max_key_groups(&self) -> u32 {
+        self.max_key_groups
+    }
+
+    /// A new, unique id for entries written now.
+    pub fn next_fragment_id(&mut self) -> FragmentId {
+        let id = FragmentId {
+            epoch: self.epoch,
+            writer: self.writer,
+            seq: self.seq,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        id
+    }
+
+    /// Whether the entry under `key` was merged back into memory already.
+    pub fn is_consumed(&self, key: &[u8]) -> bool {
+        self.consumed.contains(key)
+    }
+
+    /// Entries merged back into memory: deleted now, or (skipped by
+    /// readers until then) once no pending snapshot can need them.
+    pub fn consume(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
+        if self.epoch <= self.completed {
+            return self.store.delete_keys(keys);
+        }
+        self.consumed.extend(keys.iter().cloned());
+        self.deferred.push((self.epoch, Deferred::Keys(keys)));
+        Ok(())
+    }
+
+    /// Logs the first spill of the subtask.
+    pub(crate) fn note_first_spill(&self) {
+        if self.seq == 0 {
+            info!(
+                node = self.node,
+                subtask = self.writer,
+                budget = self.budget,
+                "keyed state passed its memory budget: spilling runs to RocksDB"
+            );
         }
     }
 
@@ -95,9 +175,19 @@ impl StateSpill {
             .into_iter()
             .partition(|&(epoch, _)| due(epoch));
         self.deferred = later;
-        for (_, namespace) in now {
-            self.store
-                .delete_runs(self.node, namespace, &self.key_groups)?;
+        for (_, deferred) in now {
+            match deferred {
+                Deferred::Namespace(namespace) => {
+                    self.store
+                        .delete_runs(self.node, namespace, &self.key_groups)?;
+                }
+                Deferred::Keys(keys) => {
+                    for key in &keys {
+                        self.consumed.remove(key);
+                    }
+                    self.store.delete_keys(keys)?;
+                }
+            }
         }
         Ok(())
     }
@@ -125,14 +215,7 @@ impl StateSpill {
                 self.key_groups
             )));
         }
-        if self.seq == 0 {
-            info!(
-                node = self.node,
-                subtask = self.writer,
-                budget = self.budget,
-                "keyed state passed its memory budget: spilling runs to RocksDB"
-            );
-        }
+        self.note_first_spill();
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         // One key group at a time: a spill holds the state's columns and one
@@ -176,7 +259,8 @@ impl StateSpill {
         // after the last barrier may still need them.
         let delete_when_read = self.epoch <= self.completed;
         if !delete_when_read {
-            self.deferred.push((self.epoch, namespace));
+            self.deferred
+                .push((self.epoch, Deferred::Namespace(namespace)));
         }
         out.collect_lazy(Box::new(SpilledEmission {
             store: self.store.clone(),

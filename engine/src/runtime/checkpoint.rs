@@ -52,6 +52,9 @@ pub struct TaskSnapshot {
 pub struct CheckpointSetup {
     /// State to restore, by (logical node, subtask); nodes missing start empty.
     pub restore: HashMap<(usize, usize), OperatorRestore>,
+    /// The checkpoint restored (0: none): spilled state copied from it
+    /// carries epochs below it.
+    pub restored_from: CheckpointId,
 }
 
 /// A task's checkpoint channels.

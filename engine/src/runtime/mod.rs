@@ -425,7 +425,12 @@ impl LocalRuntime {
                         current_watermark: Watermark::MIN,
                         split: None,
                         spill: deployment.spill.as_ref().map(|(store, budget)| {
+                            let restored_from = deployment
+                                .checkpointing
+                                .as_ref()
+                                .map_or(0, |c| c.restored_from);
                             StateSpill::new(store.clone(), node, &info, *budget)
+                                .restored_from(restored_from)
                         }),
                     };
                     let mut operator = factory.create(&info)?;

@@ -431,7 +431,7 @@ fn operator_entries(db: &DB, node: u32) -> Result<Vec<(u32, Vec<u8>)>> {
     Ok(out)
 }
 
-fn rocks(what: &str, path: &Path, e: rocksdb::Error) -> Error {
+pub(super) fn rocks(what: &str, path: &Path, e: rocksdb::Error) -> Error {
     Error::state(format!("{what} RocksDB at {}", path.display()), e)
 }
 

@@ -5,7 +5,9 @@
 //! a block cache and a write-buffer budget shared by every job). A job attempt
 //! gets a fresh RocksDB instance, its [`JobStore`], into which operators write
 //! their state as [`StateWrites`] under [`StateKey`]s: keyed state per
-//! (operator, key group), operator state per (operator, subtask).
+//! (operator, key group), operator state per (operator, subtask). Operators
+//! past their memory budget also write *runs* of spilled state straight into
+//! it (see [`RunKey`]).
 //!
 //! A checkpoint goes through three steps:
 //!
@@ -34,6 +36,7 @@ mod key;
 mod manifest;
 mod retain;
 mod runs;
+mod sessions;
 mod storage;
 
 #[cfg(test)]
@@ -44,6 +47,7 @@ pub use key::{StateKey, StateWrites};
 pub use manifest::{CheckpointManifest, SnapshotFile, WorkerSnapshot};
 pub use retain::RetainStats;
 pub use runs::{RunKey, namespace_of, namespace_value};
+pub use sessions::{DueSession, FragmentId, SessionFragment, StoredFragment};
 pub use storage::{CheckpointStorage, UploadTracker};
 
 /// Turns an identifier (job id, worker id) into one safe path segment:

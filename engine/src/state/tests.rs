@@ -705,3 +705,4 @@ async fn failpoints_fail_each_step_and_leave_the_checkpoint_incomplete() {
 }
 
 mod runs;
+mod sessions;
