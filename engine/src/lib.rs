@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Keyed state lives in memory up to a per-subtask budget; past it,
-//! aggregates spill runs into the job's RocksDB instance
+//! operators spill it into the job's RocksDB instance
 //! ([`operator::StateSpill`]), which checkpoints snapshot and upload
 //! incrementally ([`state`]).
 //!

@@ -98,22 +98,28 @@ pub async fn submit_script(cluster: &TestCluster, script: &str, parallelism: u32
         .collect()
 }
 
+/// Runs `script` with `weir run -p 3` (one process, nothing killed), from
+/// `dir`, and waits for it to succeed.
+pub fn run_undisturbed(dir: &Path, script: &str) {
+    let script_path = dir.join("undisturbed.sql");
+    std::fs::write(&script_path, script).unwrap();
+    let output = super::harness::weir()
+        .args(["run", script_path.to_str().unwrap(), "-p", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The expected output: the same script, undisturbed, in one process.
 fn undisturbed(out: &Path) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
     static ONCE: std::sync::OnceLock<(BTreeMap<String, usize>, BTreeMap<String, usize>)> =
         std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let script_path = out.join("undisturbed.sql");
-        std::fs::write(&script_path, script(out, 10_000_000)).unwrap();
-        let output = super::harness::weir()
-            .args(["run", script_path.to_str().unwrap(), "-p", "3"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run_undisturbed(out, &script(out, 10_000_000));
         let pass = committed(&out.join("pass"));
         let win = committed(&out.join("win"));
         // Hand-checked: every id once; the windows count every row once.

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::fault::{committed, difference, kill_randomly, submit_script, wait_for_checkpoints};
+use super::fault::{
+    committed, difference, kill_randomly, run_undisturbed, submit_script, wait_for_checkpoints,
+};
 use super::harness::{TestCluster, wait_for_end};
 use weir_proto as pb;
 
@@ -66,17 +68,7 @@ fn expected_aggregate() -> BTreeMap<String, usize> {
 /// The windows and sessions of an undisturbed `weir run` with the default
 /// budget (no spilling), checked by hand to count every row once.
 fn undisturbed(dir: &Path) -> Expected {
-    let script_path = dir.join("undisturbed.sql");
-    std::fs::write(&script_path, script(dir, 10_000_000)).unwrap();
-    let output = super::harness::weir()
-        .args(["run", script_path.to_str().unwrap(), "-p", "3"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_undisturbed(dir, &script(dir, 10_000_000));
     let win = committed(&dir.join("win"));
     let sess = committed(&dir.join("sess"));
     let column_sum = |rows: &BTreeMap<String, usize>, i: usize| -> u64 {

@@ -1,15 +1,22 @@
 //! How session-window state goes to RocksDB and back (see
 //! [`crate::state::SessionFragment`]): a spilled key's sessions are one
 //! fragment, `[count u32]` then per session `[start i64][end i64][len u32]`
-//! and the accumulators' state in Arrow's row format.
+//! and the accumulators' state in Arrow's row format. Also the session
+//! operator's spilling, firing and merging back.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::ArrayRef;
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 
 use super::grouped_state::{AggregateSpec, SingleGroupState};
+use super::session_window_aggregate::{Session, SessionWindowAggregateOperator, take_ended};
 use super::snapshot::rows_by_key_group;
+use super::spill::StateSpill;
+use super::{Collector, OperatorContext};
 use crate::error::{Error, Result};
 use crate::partition::KeyGroup;
+use crate::state::{JobStore, SessionFragment};
 
 /// A session read back from a fragment.
 pub(super) struct SpilledSession {
@@ -144,5 +151,179 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(i64::from_be_bytes(a))
+    }
+}
+
+impl SessionWindowAggregateOperator {
+    /// Fires with spilled sessions: per key group, the keys that may fire
+    /// (in memory, or with a due timer) get their fragments merged back
+    /// first.
+    pub(super) fn fire_spilled(
+        &mut self,
+        bound: i64,
+        spill: &mut StateSpill,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let candidates: Vec<OwnedRow> = self
+            .sessions
+            .iter()
+            .filter(|(_, sessions)| sessions.iter().any(|s| s.end <= bound))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let key_arrays = self
+            .converter
+            .convert_rows(candidates.iter().map(|k| k.row()))?;
+        let kgs = key_groups_of(
+            &key_arrays,
+            !self.key_groups.is_empty(),
+            candidates.len(),
+            spill.max_key_groups(),
+        )?;
+        let mut wanted: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        for (key, kg) in candidates.iter().zip(kgs) {
+            wanted.entry(kg).or_default().insert(key.as_ref().to_vec());
+        }
+        let due = spill
+            .store()
+            .due_sessions(spill.node(), spill.key_groups(), bound, |timer| {
+                spill.is_consumed(timer)
+            })?;
+        for d in due {
+            wanted.entry(d.key_group).or_default().insert(d.key);
+        }
+        for (kg, keys) in wanted {
+            let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
+            for key in keys {
+                let owned = self.converter.parser().parse(&key).owned();
+                self.merge_back(spill, kg, &key, &owned)?;
+                if let Some(sessions) = self.sessions.get_mut(&owned) {
+                    take_ended(&owned, sessions, bound, &mut fired);
+                    if sessions.is_empty() {
+                        self.sessions.remove(&owned);
+                    }
+                }
+            }
+            self.emit_fired(fired, out)?;
+        }
+        Ok(())
+    }
+
+    /// Merges the spilled fragments of one key back into memory.
+    fn merge_back(
+        &mut self,
+        spill: &mut StateSpill,
+        kg: u32,
+        key: &[u8],
+        owned: &OwnedRow,
+    ) -> Result<()> {
+        let Some(codec) = &self.codec else {
+            return Ok(());
+        };
+        let fragments = spill.store().session_fragments(spill.node(), kg, key)?;
+        let mut consumed = Vec::new();
+        let mut restored = Vec::new();
+        for fragment in fragments {
+            if spill.is_consumed(&fragment.key) {
+                continue;
+            }
+            let sessions = codec.decode(&self.single, &fragment.value)?;
+            let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
+            consumed.extend(JobStore::session_timer_keys(
+                spill.node(),
+                kg,
+                key,
+                fragment.id,
+                &ends,
+            ));
+            consumed.push(fragment.key);
+            restored.extend(sessions);
+        }
+        for s in restored {
+            let bytes = Self::session_bytes(&s.state, owned);
+            self.held_bytes += bytes;
+            let session = Session {
+                start: s.start,
+                end: s.end,
+                state: s.state,
+                bytes,
+            };
+            self.add_session(owned.clone(), session)?;
+        }
+        if !consumed.is_empty() {
+            spill.consume(consumed)?;
+        }
+        Ok(())
+    }
+
+    /// Past the memory budget, writes every session in memory out as one
+    /// fragment per key, with its timers.
+    pub(super) fn spill_if_over_budget(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let (Some(spill), Some(codec)) = (&mut ctx.spill, &self.codec) else {
+            return Ok(());
+        };
+        if self.held_bytes <= spill.budget() || self.sessions.is_empty() {
+            return Ok(());
+        }
+        let held = self.held_bytes;
+        self.held_bytes = 0;
+        let mut keys = Vec::with_capacity(self.sessions.len());
+        let mut lists = Vec::with_capacity(self.sessions.len());
+        for (key, sessions) in std::mem::take(&mut self.sessions) {
+            keys.push(key);
+            lists.push(sessions);
+        }
+        let key_arrays = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+        let kgs = key_groups_of(
+            &key_arrays,
+            !self.key_groups.is_empty(),
+            keys.len(),
+            spill.max_key_groups(),
+        )?;
+        if let Some(kg) = kgs.iter().find(|kg| !spill.key_groups().contains(kg)) {
+            return Err(Error::internal(format!(
+                "spilled sessions in key group {kg}, outside this subtask's key groups {:?}",
+                spill.key_groups()
+            )));
+        }
+        let mut states = Vec::new();
+        for sessions in &mut lists {
+            for s in sessions.iter_mut() {
+                states.push(s.state.snapshot_columns()?);
+            }
+        }
+        let rows = codec.state_rows(&states)?;
+        drop(states);
+        let mut fragments = Vec::with_capacity(keys.len());
+        let mut next = 0;
+        let mut written = 0;
+        for ((key, sessions), kg) in keys.iter().zip(&lists).zip(kgs) {
+            let base = next;
+            next += sessions.len();
+            let value = encode_sessions(
+                sessions
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (s.start, s.end, rows.row(base + j).data())),
+            );
+            written += value.len();
+            fragments.push(SessionFragment {
+                key_group: kg,
+                key: key.as_ref().to_vec(),
+                value,
+                ends: sessions.iter().map(|s| s.end).collect(),
+            });
+        }
+        drop(lists);
+        spill.note_first_spill();
+        let id = spill.next_fragment_id();
+        for chunk in fragments.chunks(4096) {
+            spill
+                .store()
+                .put_session_fragments(spill.node(), id, chunk)?;
+        }
+        ctx.metrics.add_spilled(written);
+        self.spilled = true;
+        tracing::debug!(held, written, keys = keys.len(), "spilled sessions");
+        Ok(())
     }
 }

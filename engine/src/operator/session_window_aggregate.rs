@@ -13,7 +13,7 @@
 //! first meet the spilled sessions it overlaps. That happens one key group
 //! at a time, so a firing holds one key group's spilled sessions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,24 +25,22 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use async_trait::async_trait;
 
 use super::grouped_state::{AggregateSpec, AggregateSpecRef, SingleGroupState};
-use super::session_spill::{SessionCodec, encode_sessions, key_groups_of};
+use super::session_spill::SessionCodec;
 use super::snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_watermark,
 };
-use super::spill::StateSpill;
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
-use crate::state::{JobStore, SessionFragment};
 use crate::time::{from_epoch_millis, to_epoch_millis};
 
-struct Session {
-    start: i64,
-    end: i64,
-    state: SingleGroupState,
+pub(super) struct Session {
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) state: SingleGroupState,
     /// Approximate bytes held, for the memory budget.
-    bytes: usize,
+    pub(super) bytes: usize,
 }
 
 /// Bytes a session holds beyond its accumulators' reported size.
@@ -50,21 +48,21 @@ const SESSION_OVERHEAD: usize = 128;
 
 /// Aggregates per key and session.
 pub struct SessionWindowAggregateOperator {
-    spec: AggregateSpecRef,
-    single: AggregateSpec,
+    pub(super) spec: AggregateSpecRef,
+    pub(super) single: AggregateSpec,
     start_group: usize,
     end_group: usize,
     gap_ms: i64,
-    key_groups: Vec<usize>,
-    converter: RowConverter,
-    sessions: HashMap<OwnedRow, Vec<Session>>,
+    pub(super) key_groups: Vec<usize>,
+    pub(super) converter: RowConverter,
+    pub(super) sessions: HashMap<OwnedRow, Vec<Session>>,
     watermark: Watermark,
     /// How spilled sessions are encoded; `None` when they cannot be.
-    codec: Option<SessionCodec>,
+    pub(super) codec: Option<SessionCodec>,
     /// Whether any session was spilled (or restored spilled).
-    spilled: bool,
+    pub(super) spilled: bool,
     /// Approximate bytes of the sessions in memory.
-    held_bytes: usize,
+    pub(super) held_bytes: usize,
 }
 
 impl fmt::Debug for SessionWindowAggregateOperator {
@@ -112,11 +110,11 @@ impl SessionWindowAggregateOperator {
     }
 
     /// A session's approximate size.
-    fn session_bytes(state: &SingleGroupState, key: &OwnedRow) -> usize {
+    pub(super) fn session_bytes(state: &SingleGroupState, key: &OwnedRow) -> usize {
         state.size() + key.as_ref().len() + SESSION_OVERHEAD
     }
 
-    fn add_session(&mut self, key: OwnedRow, mut new: Session) -> Result<()> {
+    pub(super) fn add_session(&mut self, key: OwnedRow, mut new: Session) -> Result<()> {
         let sessions = self.sessions.entry(key).or_default();
         let mut i = 0;
         while i < sessions.len() {
@@ -155,180 +153,8 @@ impl SessionWindowAggregateOperator {
         }
     }
 
-    /// Fires with spilled sessions: per key group, the keys that may fire
-    /// (in memory, or with a due timer) get their fragments merged back
-    /// first.
-    fn fire_spilled(
-        &mut self,
-        bound: i64,
-        spill: &mut StateSpill,
-        out: &mut Collector,
-    ) -> Result<()> {
-        let candidates: Vec<OwnedRow> = self
-            .sessions
-            .iter()
-            .filter(|(_, sessions)| sessions.iter().any(|s| s.end <= bound))
-            .map(|(key, _)| key.clone())
-            .collect();
-        let key_arrays = self
-            .converter
-            .convert_rows(candidates.iter().map(|k| k.row()))?;
-        let kgs = key_groups_of(
-            &key_arrays,
-            !self.key_groups.is_empty(),
-            candidates.len(),
-            spill.max_key_groups(),
-        )?;
-        let mut wanted: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
-        for (key, kg) in candidates.iter().zip(kgs) {
-            wanted.entry(kg).or_default().insert(key.as_ref().to_vec());
-        }
-        let due = spill
-            .store()
-            .due_sessions(spill.node(), spill.key_groups(), bound, |timer| {
-                spill.is_consumed(timer)
-            })?;
-        for d in due {
-            wanted.entry(d.key_group).or_default().insert(d.key);
-        }
-        for (kg, keys) in wanted {
-            let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
-            for key in keys {
-                let owned = self.converter.parser().parse(&key).owned();
-                self.merge_back(spill, kg, &key, &owned)?;
-                if let Some(sessions) = self.sessions.get_mut(&owned) {
-                    take_ended(&owned, sessions, bound, &mut fired);
-                    if sessions.is_empty() {
-                        self.sessions.remove(&owned);
-                    }
-                }
-            }
-            self.emit_fired(fired, out)?;
-        }
-        Ok(())
-    }
-
-    /// Merges the spilled fragments of one key back into memory.
-    fn merge_back(
-        &mut self,
-        spill: &mut StateSpill,
-        kg: u32,
-        key: &[u8],
-        owned: &OwnedRow,
-    ) -> Result<()> {
-        let Some(codec) = &self.codec else {
-            return Ok(());
-        };
-        let fragments = spill.store().session_fragments(spill.node(), kg, key)?;
-        let mut consumed = Vec::new();
-        let mut restored = Vec::new();
-        for fragment in fragments {
-            if spill.is_consumed(&fragment.key) {
-                continue;
-            }
-            let sessions = codec.decode(&self.single, &fragment.value)?;
-            let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
-            consumed.extend(JobStore::session_timer_keys(
-                spill.node(),
-                kg,
-                key,
-                fragment.id,
-                &ends,
-            ));
-            consumed.push(fragment.key);
-            restored.extend(sessions);
-        }
-        for s in restored {
-            let bytes = Self::session_bytes(&s.state, owned);
-            self.held_bytes += bytes;
-            let session = Session {
-                start: s.start,
-                end: s.end,
-                state: s.state,
-                bytes,
-            };
-            self.add_session(owned.clone(), session)?;
-        }
-        if !consumed.is_empty() {
-            spill.consume(consumed)?;
-        }
-        Ok(())
-    }
-
-    /// Past the memory budget, writes every session in memory out as one
-    /// fragment per key, with its timers.
-    fn spill_if_over_budget(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        let (Some(spill), Some(codec)) = (&mut ctx.spill, &self.codec) else {
-            return Ok(());
-        };
-        if self.held_bytes <= spill.budget() || self.sessions.is_empty() {
-            return Ok(());
-        }
-        let held = self.held_bytes;
-        self.held_bytes = 0;
-        let mut keys = Vec::with_capacity(self.sessions.len());
-        let mut lists = Vec::with_capacity(self.sessions.len());
-        for (key, sessions) in std::mem::take(&mut self.sessions) {
-            keys.push(key);
-            lists.push(sessions);
-        }
-        let key_arrays = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
-        let kgs = key_groups_of(
-            &key_arrays,
-            !self.key_groups.is_empty(),
-            keys.len(),
-            spill.max_key_groups(),
-        )?;
-        if let Some(kg) = kgs.iter().find(|kg| !spill.key_groups().contains(kg)) {
-            return Err(Error::internal(format!(
-                "spilled sessions in key group {kg}, outside this subtask's key groups {:?}",
-                spill.key_groups()
-            )));
-        }
-        let mut states = Vec::new();
-        for sessions in &mut lists {
-            for s in sessions.iter_mut() {
-                states.push(s.state.snapshot_columns()?);
-            }
-        }
-        let rows = codec.state_rows(&states)?;
-        drop(states);
-        let mut fragments = Vec::with_capacity(keys.len());
-        let mut next = 0;
-        let mut written = 0;
-        for ((key, sessions), kg) in keys.iter().zip(&lists).zip(kgs) {
-            let base = next;
-            next += sessions.len();
-            let value = encode_sessions(
-                sessions
-                    .iter()
-                    .enumerate()
-                    .map(|(j, s)| (s.start, s.end, rows.row(base + j).data())),
-            );
-            written += value.len();
-            fragments.push(SessionFragment {
-                key_group: kg,
-                key: key.as_ref().to_vec(),
-                value,
-                ends: sessions.iter().map(|s| s.end).collect(),
-            });
-        }
-        drop(lists);
-        spill.note_first_spill();
-        let id = spill.next_fragment_id();
-        for chunk in fragments.chunks(4096) {
-            spill
-                .store()
-                .put_session_fragments(spill.node(), id, chunk)?;
-        }
-        ctx.metrics.add_spilled(written);
-        self.spilled = true;
-        tracing::debug!(held, written, keys = keys.len(), "spilled sessions");
-        Ok(())
-    }
-
     /// Emits fired sessions (key columns, bounds, aggregates) as one batch.
-    fn emit_fired(
+    pub(super) fn emit_fired(
         &mut self,
         mut fired: Vec<(OwnedRow, Session)>,
         out: &mut Collector,
@@ -381,7 +207,7 @@ impl SessionWindowAggregateOperator {
 }
 
 /// Moves the sessions of `key` that end at or before `bound` into `fired`.
-fn take_ended(
+pub(super) fn take_ended(
     key: &OwnedRow,
     sessions: &mut Vec<Session>,
     bound: i64,

@@ -6,8 +6,9 @@
 //! gets a fresh RocksDB instance, its [`JobStore`], into which operators write
 //! their state as [`StateWrites`] under [`StateKey`]s: keyed state per
 //! (operator, key group), operator state per (operator, subtask). Operators
-//! past their memory budget also write *runs* of spilled state straight into
-//! it (see [`RunKey`]).
+//! past their memory budget also write spilled state straight into it: runs
+//! of aggregate state (see [`RunKey`]) and session fragments with timers (see
+//! [`SessionFragment`]).
 //!
 //! A checkpoint goes through three steps:
 //!
