@@ -12,6 +12,9 @@
 //! `cargo bench --bench checkpoint` (`WEIR_BENCH_ROWS`, default 30,000,000).
 //! `WEIR_BENCH_STATE_KEYS=24000000` (a comma-separated list) runs only part
 //! 2, with these key counts: 24 M keys make about 1 GB of state.
+//! `WEIR_BENCH_SESSION_KEYS=3000000` adds session windows that keep that many
+//! sessions open (with `WEIR_BENCH_STATE_KEYS`, say `=0`, to skip the rest).
+//! `WEIR_WORKER_STATE_OPERATOR_MEMORY_KB` sets the workers' memory budget.
 
 mod support;
 
@@ -20,6 +23,25 @@ use std::time::{Duration, Instant};
 use support::Cluster;
 use weir::cluster::Client;
 use weir_proto as pb;
+
+/// Session windows that stay open for the whole run: every key's rows are
+/// closer together than the gap, so the state is one session per key.
+fn sessions(rows: u64, keys: u64) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '1s';
+         CREATE TABLE src (id BIGINT, k BIGINT, price BIGINT,
+           ts AS TO_TIMESTAMP_LTZ(id, 3), WATERMARK FOR ts AS ts) WITH (
+           'connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rate}',
+           'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{rows}',
+           'fields.k.min' = '1', 'fields.k.max' = '{keys}',
+           'fields.price.min' = '1', 'fields.price.max' = '100000');
+         CREATE TABLE sink WITH ('connector' = 'blackhole');
+         INSERT INTO sink SELECT k, window_start, window_end, COUNT(*), SUM(price)
+         FROM SESSION(src, ts, INTERVAL '{gap}' SECOND) GROUP BY k, window_start, window_end;",
+        rate = rows / 8,
+        gap = rows / 1000 + 1,
+    )
+}
 
 fn aggregation(rows: u64, keys: u64, interval: &str, rate: Option<u64>) -> String {
     let rate = rate
@@ -146,6 +168,9 @@ fn main() {
     );
     let only_state = state_keys.is_some();
     for keys in state_keys.unwrap_or_else(|| vec![10_000, 100_000, 1_000_000, 3_000_000]) {
+        if keys == 0 {
+            continue;
+        }
         let n = keys * 4;
         let r = run(&cluster, &aggregation(n, keys, "1s", Some(n / 8)));
         let completed: Vec<_> = r
@@ -175,7 +200,35 @@ fn main() {
         std::env::var("WEIR_WORKER_STATE_OPERATOR_MEMORY_KB").unwrap_or_else(|_| "65536".into())
     );
     drop(cluster);
-    if only_state {
+    let session_keys: Option<Vec<u64>> = std::env::var("WEIR_BENCH_SESSION_KEYS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect());
+    for keys in session_keys.iter().flatten().copied() {
+        // A fresh cluster, so its peak memory is this run's.
+        let cluster = Cluster::start(2, 2, &["--checkpoint-dir", &checkpoints]);
+        let n = keys * 4;
+        let r = run(&cluster, &sessions(n, keys));
+        let completed: Vec<_> = r
+            .checkpoints
+            .iter()
+            .filter(|c| c.status == "COMPLETED")
+            .collect();
+        let state = completed.iter().map(|c| c.state_bytes).max().unwrap_or(0);
+        let rss: Vec<String> = cluster
+            .worker_peak_rss_mb()
+            .iter()
+            .map(|mb| format!("{mb:.0} MB"))
+            .collect();
+        println!(
+            "  session windows, {keys} keys open at once: state {:.1} MB, median checkpoint {} ms, {:.2} M events/CPU-s, {:.1} s, peak worker memory {}",
+            state as f64 / 1e6,
+            median_ms(&r.checkpoints),
+            n as f64 / r.cpu.as_secs_f64().max(1e-3) / 1e6,
+            r.wall.as_secs_f64(),
+            rss.join(", ")
+        );
+    }
+    if only_state || session_keys.is_some() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

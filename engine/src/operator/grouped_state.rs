@@ -426,6 +426,11 @@ impl SingleGroupState {
         Ok(self.state.snapshot_columns()?.0)
     }
 
+    /// The accumulators' intermediate state as one-row columns, consuming it.
+    pub fn into_columns(self) -> Result<Vec<ArrayRef>> {
+        Ok(self.state.into_columns()?.0)
+    }
+
     /// Merges one row written by [`SingleGroupState::snapshot_columns`].
     pub fn restore_columns(&mut self, columns: &[ArrayRef], widths: &[usize]) -> Result<()> {
         self.state.restore_columns(columns, 1, widths)

@@ -179,23 +179,30 @@ impl SessionWindowAggregateOperator {
             candidates.len(),
             spill.max_key_groups(),
         )?;
-        let mut wanted: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let mut in_memory: BTreeMap<u32, BTreeSet<Vec<u8>>> = BTreeMap::new();
         for (key, kg) in candidates.iter().zip(kgs) {
-            wanted.entry(kg).or_default().insert(key.as_ref().to_vec());
+            in_memory
+                .entry(kg)
+                .or_default()
+                .insert(key.as_ref().to_vec());
         }
-        let due = spill
-            .store()
-            .due_sessions(spill.node(), spill.key_groups(), bound, |timer| {
-                spill.is_consumed(timer)
-            })?;
-        for d in due {
-            wanted.entry(d.key_group).or_default().insert(d.key);
-        }
-        for (kg, keys) in wanted {
+        // One key group at a time, so a firing holds one key group's
+        // spilled sessions.
+        for kg in spill.key_groups().clone() {
+            let mut keys = in_memory.remove(&kg).unwrap_or_default();
+            keys.extend(
+                spill
+                    .store()
+                    .due_sessions(spill.node(), kg, bound, |timer| spill.is_consumed(timer))?,
+            );
+            if keys.is_empty() {
+                continue;
+            }
+            let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+            self.merge_back(spill, kg, &keys)?;
             let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
-            for key in keys {
-                let owned = self.converter.parser().parse(&key).owned();
-                self.merge_back(spill, kg, &key, &owned)?;
+            for key in &keys {
+                let owned = self.converter.parser().parse(key).owned();
                 if let Some(sessions) = self.sessions.get_mut(&owned) {
                     take_ended(&owned, sessions, bound, &mut fired);
                     if sessions.is_empty() {
@@ -208,46 +215,48 @@ impl SessionWindowAggregateOperator {
         Ok(())
     }
 
-    /// Merges the spilled fragments of one key back into memory.
-    fn merge_back(
-        &mut self,
-        spill: &mut StateSpill,
-        kg: u32,
-        key: &[u8],
-        owned: &OwnedRow,
-    ) -> Result<()> {
+    /// Merges the spilled fragments of `keys` (of key group `kg`) back into
+    /// memory.
+    fn merge_back(&mut self, spill: &mut StateSpill, kg: u32, keys: &[Vec<u8>]) -> Result<()> {
         let Some(codec) = &self.codec else {
             return Ok(());
         };
-        let fragments = spill.store().session_fragments(spill.node(), kg, key)?;
+        let fragments = spill.store().session_fragments(spill.node(), kg, keys)?;
         let mut consumed = Vec::new();
         let mut restored = Vec::new();
-        for fragment in fragments {
-            if spill.is_consumed(&fragment.key) {
-                continue;
+        for (key, fragments) in keys.iter().zip(fragments) {
+            for fragment in fragments {
+                if spill.is_consumed(&fragment.key) {
+                    continue;
+                }
+                let sessions = codec.decode(&self.single, &fragment.value)?;
+                let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
+                consumed.extend(JobStore::session_timer_keys(
+                    spill.node(),
+                    kg,
+                    key,
+                    fragment.id,
+                    &ends,
+                ));
+                consumed.push(fragment.key);
+                if !sessions.is_empty() {
+                    let owned = self.converter.parser().parse(key).owned();
+                    restored.push((owned, sessions));
+                }
             }
-            let sessions = codec.decode(&self.single, &fragment.value)?;
-            let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
-            consumed.extend(JobStore::session_timer_keys(
-                spill.node(),
-                kg,
-                key,
-                fragment.id,
-                &ends,
-            ));
-            consumed.push(fragment.key);
-            restored.extend(sessions);
         }
-        for s in restored {
-            let bytes = Self::session_bytes(&s.state, owned);
-            self.held_bytes += bytes;
-            let session = Session {
-                start: s.start,
-                end: s.end,
-                state: s.state,
-                bytes,
-            };
-            self.add_session(owned.clone(), session)?;
+        for (owned, sessions) in restored {
+            for s in sessions {
+                let bytes = Self::session_bytes(&s.state, &owned);
+                self.held_bytes += bytes;
+                let session = Session {
+                    start: s.start,
+                    end: s.end,
+                    state: s.state,
+                    bytes,
+                };
+                self.add_session(owned.clone(), session)?;
+            }
         }
         if !consumed.is_empty() {
             spill.consume(consumed)?;
@@ -285,10 +294,13 @@ impl SessionWindowAggregateOperator {
                 spill.key_groups()
             )));
         }
+        // The sessions go: their state is taken, not copied.
         let mut states = Vec::new();
-        for sessions in &mut lists {
-            for s in sessions.iter_mut() {
-                states.push(s.state.snapshot_columns()?);
+        let mut bounds: Vec<Vec<(i64, i64)>> = Vec::with_capacity(lists.len());
+        for sessions in lists {
+            bounds.push(sessions.iter().map(|s| (s.start, s.end)).collect());
+            for s in sessions {
+                states.push(s.state.into_columns()?);
             }
         }
         let rows = codec.state_rows(&states)?;
@@ -296,24 +308,23 @@ impl SessionWindowAggregateOperator {
         let mut fragments = Vec::with_capacity(keys.len());
         let mut next = 0;
         let mut written = 0;
-        for ((key, sessions), kg) in keys.iter().zip(&lists).zip(kgs) {
+        for ((key, sessions), kg) in keys.iter().zip(&bounds).zip(kgs) {
             let base = next;
             next += sessions.len();
             let value = encode_sessions(
                 sessions
                     .iter()
                     .enumerate()
-                    .map(|(j, s)| (s.start, s.end, rows.row(base + j).data())),
+                    .map(|(j, &(start, end))| (start, end, rows.row(base + j).data())),
             );
             written += value.len();
             fragments.push(SessionFragment {
                 key_group: kg,
                 key: key.as_ref().to_vec(),
                 value,
-                ends: sessions.iter().map(|s| s.end).collect(),
+                ends: sessions.iter().map(|&(_, end)| end).collect(),
             });
         }
-        drop(lists);
         spill.note_first_spill();
         let id = spill.next_fragment_id();
         for chunk in fragments.chunks(4096) {

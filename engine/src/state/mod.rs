@@ -48,7 +48,7 @@ pub use key::{StateKey, StateWrites};
 pub use manifest::{CheckpointManifest, SnapshotFile, WorkerSnapshot};
 pub use retain::RetainStats;
 pub use runs::{RunKey, namespace_of, namespace_value};
-pub use sessions::{DueSession, FragmentId, SessionFragment, StoredFragment};
+pub use sessions::{FragmentId, SessionFragment, StoredFragment};
 pub use storage::{CheckpointStorage, UploadTracker};
 
 /// Turns an identifier (job id, worker id) into one safe path segment:

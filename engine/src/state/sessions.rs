@@ -73,15 +73,6 @@ pub struct SessionFragment {
     pub ends: Vec<i64>,
 }
 
-/// A timer that is due: which key may have a session to fire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueSession {
-    /// The key's key group.
-    pub key_group: u32,
-    /// The session key.
-    pub key: Vec<u8>,
-}
-
 fn prefix(kind: u8, node: u32, key_group: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(kind);
@@ -164,72 +155,74 @@ impl JobStore {
         self.write_batch(batch)
     }
 
-    /// The session keys with a spilled session ending at or before `bound`
-    /// in `key_groups`, deduplicated, skipping timers `skip` says are gone.
+    /// The session keys of `key_group` with a spilled session ending at or
+    /// before `bound`, deduplicated, skipping timers `skip` says are gone.
     pub fn due_sessions(
         &self,
         node: u32,
-        key_groups: &Range<u32>,
+        key_group: u32,
         bound: i64,
         skip: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<DueSession>> {
+    ) -> Result<Vec<Vec<u8>>> {
         let db = self.db();
-        let mut out: Vec<DueSession> = Vec::new();
-        for key_group in key_groups.clone() {
-            let start = prefix(TIMER, node, key_group);
-            // Exclusive: the first timer ending after `bound`.
-            let upper = match bound.checked_add(1) {
-                Some(after) => {
-                    let mut upper = start.clone();
-                    upper.extend_from_slice(&namespace_of(after).to_be_bytes());
-                    upper
-                }
-                None => prefix(TIMER, node, key_group.saturating_add(1)),
-            };
-            let mut read = ReadOptions::default();
-            read.set_iterate_upper_bound(upper);
-            let mut last: Option<Vec<u8>> = None;
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), read) {
-                let (k, _) =
-                    item.map_err(|e| super::backend::rocks("scanning timers in", db.path(), e))?;
-                if skip(&k) {
-                    continue;
-                }
-                let session_key = timer_session_key(&k)?;
-                if last.as_deref() != Some(session_key) {
-                    keys.push(session_key.to_vec());
-                    last = Some(session_key.to_vec());
-                }
+        let start = prefix(TIMER, node, key_group);
+        // Exclusive: the first timer ending after `bound`.
+        let upper = match bound.checked_add(1) {
+            Some(after) => {
+                let mut upper = start.clone();
+                upper.extend_from_slice(&namespace_of(after).to_be_bytes());
+                upper
             }
-            keys.sort();
-            keys.dedup();
-            out.extend(keys.into_iter().map(|key| DueSession { key_group, key }));
+            None => prefix(TIMER, node, key_group.saturating_add(1)),
+        };
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(upper);
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), read) {
+            let (k, _) =
+                item.map_err(|e| super::backend::rocks("scanning timers in", db.path(), e))?;
+            if skip(&k) {
+                continue;
+            }
+            let session_key = timer_session_key(&k)?;
+            if keys.last().map(Vec::as_slice) != Some(session_key) {
+                keys.push(session_key.to_vec());
+            }
         }
-        Ok(out)
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 
-    /// Every fragment of one session key.
+    /// Every fragment of each of `keys` (session keys of one key group), in
+    /// the order of `keys`: one iterator, one seek per key.
     pub fn session_fragments(
         &self,
         node: u32,
         key_group: u32,
-        key: &[u8],
-    ) -> Result<Vec<StoredFragment>> {
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Vec<StoredFragment>>> {
         let db = self.db();
-        let prefix = fragment_prefix(node, key_group, key);
-        let mut out = Vec::new();
-        for item in db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) =
-                item.map_err(|e| super::backend::rocks("scanning sessions in", db.path(), e))?;
-            if !k.starts_with(&prefix) || k.len() != prefix.len() + SUFFIX_LEN {
-                break;
+        let mut iter = db.raw_iterator();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let prefix = fragment_prefix(node, key_group, key);
+            let mut fragments = Vec::new();
+            iter.seek(&prefix);
+            while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                if !k.starts_with(&prefix) || k.len() != prefix.len() + SUFFIX_LEN {
+                    break;
+                }
+                fragments.push(StoredFragment {
+                    id: FragmentId::decode(k)?,
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                });
+                iter.next();
             }
-            out.push(StoredFragment {
-                id: FragmentId::decode(&k)?,
-                key: k.into_vec(),
-                value: v.into_vec(),
-            });
+            iter.status()
+                .map_err(|e| super::backend::rocks("scanning sessions in", db.path(), e))?;
+            out.push(fragments);
         }
         Ok(out)
     }
