@@ -188,13 +188,14 @@ impl SessionWindowAggregateOperator {
         }
         // One key group at a time, so a firing holds one key group's
         // spilled sessions.
+        let mut next_spilled = i64::MAX;
         for kg in spill.key_groups().clone() {
             let mut keys = in_memory.remove(&kg).unwrap_or_default();
-            keys.extend(
-                spill
-                    .store()
-                    .due_sessions(spill.node(), kg, bound, |timer| spill.is_consumed(timer))?,
-            );
+            let (due, next) = spill
+                .store()
+                .due_sessions(spill.node(), kg, bound, |timer| spill.is_consumed(timer))?;
+            keys.extend(due);
+            next_spilled = next_spilled.min(next.unwrap_or(i64::MAX));
             if keys.is_empty() {
                 continue;
             }
@@ -212,6 +213,7 @@ impl SessionWindowAggregateOperator {
             }
             self.emit_fired(fired, out)?;
         }
+        self.next_end = next_spilled.min(self.earliest_end_in_memory());
         Ok(())
     }
 

@@ -64,6 +64,9 @@ pub struct SessionWindowAggregateOperator {
     pub(super) spilled: bool,
     /// Approximate bytes of the sessions in memory.
     pub(super) held_bytes: usize,
+    /// No session (in memory or spilled) ends before this: watermarks below
+    /// it fire nothing and need no scan. A lower bound, refreshed by scans.
+    pub(super) next_end: i64,
 }
 
 impl fmt::Debug for SessionWindowAggregateOperator {
@@ -99,6 +102,7 @@ impl SessionWindowAggregateOperator {
             codec: SessionCodec::new(&single)?,
             spilled: false,
             held_bytes: 0,
+            next_end: i64::MAX,
             single,
             spec,
             start_group,
@@ -130,6 +134,7 @@ impl SessionWindowAggregateOperator {
                 i += 1;
             }
         }
+        self.next_end = self.next_end.min(new.end);
         sessions.push(new);
         Ok(())
     }
@@ -141,17 +146,33 @@ impl SessionWindowAggregateOperator {
         out: &mut Collector,
     ) -> Result<()> {
         let bound = watermark.0.saturating_add(1);
+        if bound < self.next_end {
+            return Ok(());
+        }
         match &mut ctx.spill {
             Some(spill) if self.spilled => self.fire_spilled(bound, spill, out),
             _ => {
                 let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
+                let mut next_end = i64::MAX;
                 self.sessions.retain(|key, sessions| {
                     take_ended(key, sessions, bound, &mut fired);
+                    next_end = sessions.iter().fold(next_end, |m, s| m.min(s.end));
                     !sessions.is_empty()
                 });
+                self.next_end = next_end;
                 self.emit_fired(fired, out)
             }
         }
+    }
+
+    /// The earliest end among the sessions in memory.
+    pub(super) fn earliest_end_in_memory(&self) -> i64 {
+        self.sessions
+            .values()
+            .flatten()
+            .map(|s| s.end)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Emits fired sessions (key columns, bounds, aggregates) as one batch.
@@ -411,6 +432,10 @@ impl Operator for SessionWindowAggregateOperator {
             self.spilled = spill
                 .store()
                 .has_session_fragments(spill.node(), spill.key_groups())?;
+            if self.spilled {
+                // Restored timers: the first watermark scans them.
+                self.next_end = i64::MIN;
+            }
         }
         let widths = self.single.state_widths()?;
         let key_count = self.key_groups.len().max(1);
@@ -436,6 +461,7 @@ impl Operator for SessionWindowAggregateOperator {
                     let key = keys.row(row).owned();
                     let bytes = Self::session_bytes(&state, &key);
                     self.held_bytes += bytes;
+                    self.next_end = self.next_end.min(ends.value(row));
                     self.sessions.entry(key).or_default().push(Session {
                         start: starts.value(row),
                         end: ends.value(row),

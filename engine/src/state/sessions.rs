@@ -112,6 +112,16 @@ fn bad_key(key: &[u8]) -> Error {
     Error::state("decoding a session-state key", format!("{key:02x?}"))
 }
 
+/// The session end inside a timer key.
+fn timer_end(timer: &[u8]) -> Result<i64> {
+    let at = 1 + 4 + 4;
+    let bytes: [u8; 8] = timer
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad_key(timer))?;
+    Ok(super::runs::namespace_value(u64::from_be_bytes(bytes)))
+}
+
 /// The session key inside a timer key.
 fn timer_session_key(timer: &[u8]) -> Result<&[u8]> {
     // kind, node, key group, end, length
@@ -156,33 +166,31 @@ impl JobStore {
     }
 
     /// The session keys of `key_group` with a spilled session ending at or
-    /// before `bound`, deduplicated, skipping timers `skip` says are gone.
+    /// before `bound`, deduplicated, skipping timers `skip` says are gone;
+    /// and the end of the first timer after `bound`, if any.
     pub fn due_sessions(
         &self,
         node: u32,
         key_group: u32,
         bound: i64,
         skip: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<Vec<u8>>> {
+    ) -> Result<(Vec<Vec<u8>>, Option<i64>)> {
         let db = self.db();
         let start = prefix(TIMER, node, key_group);
-        // Exclusive: the first timer ending after `bound`.
-        let upper = match bound.checked_add(1) {
-            Some(after) => {
-                let mut upper = start.clone();
-                upper.extend_from_slice(&namespace_of(after).to_be_bytes());
-                upper
-            }
-            None => prefix(TIMER, node, key_group.saturating_add(1)),
-        };
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(upper);
+        read.set_iterate_upper_bound(prefix(TIMER, node, key_group.saturating_add(1)));
         let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut next = None;
         for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), read) {
             let (k, _) =
                 item.map_err(|e| super::backend::rocks("scanning timers in", db.path(), e))?;
             if skip(&k) {
                 continue;
+            }
+            let end = timer_end(&k)?;
+            if end > bound {
+                next = Some(end);
+                break;
             }
             let session_key = timer_session_key(&k)?;
             if keys.last().map(Vec::as_slice) != Some(session_key) {
@@ -191,7 +199,7 @@ impl JobStore {
         }
         keys.sort_unstable();
         keys.dedup();
-        Ok(keys)
+        Ok((keys, next))
     }
 
     /// Every fragment of each of `keys` (session keys of one key group), in

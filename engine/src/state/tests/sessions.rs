@@ -24,7 +24,7 @@ fn id(epoch: u64, seq: u32) -> FragmentId {
 
 fn due(store: &JobStore, kgs: std::ops::Range<u32>, bound: i64) -> Vec<(u32, String)> {
     kgs.flat_map(|kg| {
-        let keys = store.due_sessions(NODE, kg, bound, |_| false).unwrap();
+        let (keys, _) = store.due_sessions(NODE, kg, bound, |_| false).unwrap();
         keys.into_iter()
             .map(move |key| (kg, String::from_utf8(key).unwrap()))
     })
@@ -78,10 +78,14 @@ fn timers_find_the_keys_with_sessions_ending_by_the_bound() {
     // until they do.
     let mut gone = JobStore::session_timer_keys(NODE, 1, b"a", fragments[0].id, &[10, 40]);
     gone.push(fragments[0].key.clone());
-    let skipped = store
+    let (skipped, next) = store
         .due_sessions(NODE, 1, 20, |k| gone.iter().any(|g| g == k))
         .unwrap();
     assert_eq!(skipped.len(), 2, "a still has the timer at 20: {skipped:?}");
+    // The timer at 40 is gone too: nothing else ends in key group 1.
+    assert_eq!(next, None);
+    let (_, next) = store.due_sessions(NODE, 1, 15, |_| false).unwrap();
+    assert_eq!(next, Some(20));
     store.delete_keys(gone).unwrap();
     let a = store.session_fragments(NODE, 1, &[b"a".to_vec()]).unwrap();
     assert_eq!(a[0].len(), 1);
