@@ -200,7 +200,9 @@ impl SessionWindowAggregateOperator {
                 continue;
             }
             let keys: Vec<Vec<u8>> = keys.into_iter().collect();
-            self.merge_back(spill, kg, &keys)?;
+            // At the end of input everything comes back once: no need to
+            // remember each entry taken.
+            self.merge_back(spill, kg, &keys, bound != i64::MAX)?;
             let mut fired: Vec<(OwnedRow, Session)> = Vec::new();
             for key in &keys {
                 let owned = self.converter.parser().parse(key).owned();
@@ -213,13 +215,23 @@ impl SessionWindowAggregateOperator {
             }
             self.emit_fired(fired, out)?;
         }
+        if bound == i64::MAX {
+            spill.consume_session_state()?;
+            self.spilled = false;
+        }
         self.next_end = next_spilled.min(self.earliest_end_in_memory());
         Ok(())
     }
 
     /// Merges the spilled fragments of `keys` (of key group `kg`) back into
     /// memory.
-    fn merge_back(&mut self, spill: &mut StateSpill, kg: u32, keys: &[Vec<u8>]) -> Result<()> {
+    fn merge_back(
+        &mut self,
+        spill: &mut StateSpill,
+        kg: u32,
+        keys: &[Vec<u8>],
+        track: bool,
+    ) -> Result<()> {
         let Some(codec) = &self.codec else {
             return Ok(());
         };
@@ -232,15 +244,17 @@ impl SessionWindowAggregateOperator {
                     continue;
                 }
                 let sessions = codec.decode(&self.single, &fragment.value)?;
-                let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
-                consumed.extend(JobStore::session_timer_keys(
-                    spill.node(),
-                    kg,
-                    key,
-                    fragment.id,
-                    &ends,
-                ));
-                consumed.push(fragment.key);
+                if track {
+                    let ends: Vec<i64> = sessions.iter().map(|s| s.end).collect();
+                    consumed.extend(JobStore::session_timer_keys(
+                        spill.node(),
+                        kg,
+                        key,
+                        fragment.id,
+                        &ends,
+                    ));
+                    consumed.push(fragment.key);
+                }
                 if !sessions.is_empty() {
                     let owned = self.converter.parser().parse(key).owned();
                     restored.push((owned, sessions));

@@ -10,6 +10,9 @@
 //! Each run carries the epoch it was written in (see
 //! [`crate::state::RunKey`]); runs of an emitted namespace are deleted only
 //! once no pending local snapshot can still need them.
+//!
+//! [`StateSpill`] is also the session operator's handle on the store (its
+//! fragments, see `session_spill.rs`): ids, the epoch, deferred deletes.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -59,6 +62,8 @@ enum Deferred {
     Namespace(u64),
     /// Entries merged back into memory.
     Keys(Vec<Vec<u8>>),
+    /// Every session fragment and timer of the subtask.
+    SessionState,
 }
 
 impl StateSpill {
@@ -134,6 +139,17 @@ impl StateSpill {
         Ok(())
     }
 
+    /// Every session fragment and timer was merged back (the end of
+    /// input): deleted as [`StateSpill::consume`] deletes, without keeping
+    /// their keys, since nothing reads them again.
+    pub fn consume_session_state(&mut self) -> Result<()> {
+        if self.epoch <= self.completed {
+            return self.store.delete_session_state(self.node, &self.key_groups);
+        }
+        self.deferred.push((self.epoch, Deferred::SessionState));
+        Ok(())
+    }
+
     /// Logs the first spill of the subtask.
     pub(crate) fn note_first_spill(&self) {
         if self.seq == 0 {
@@ -186,6 +202,10 @@ impl StateSpill {
                         self.consumed.remove(key);
                     }
                     self.store.delete_keys(keys)?;
+                }
+                Deferred::SessionState => {
+                    self.store
+                        .delete_session_state(self.node, &self.key_groups)?;
                 }
             }
         }

@@ -265,6 +265,18 @@ impl JobStore {
         }
     }
 
+    /// Deletes every fragment and timer of `node` in `key_groups`.
+    pub fn delete_session_state(&self, node: u32, key_groups: &Range<u32>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for kind in [FRAGMENT, TIMER] {
+            batch.delete_range(
+                prefix(kind, node, key_groups.start),
+                prefix(kind, node, key_groups.end),
+            );
+        }
+        self.write_batch(batch)
+    }
+
     /// Deletes entries by their keys.
     pub fn delete_keys(&self, keys: impl IntoIterator<Item = Vec<u8>>) -> Result<()> {
         let mut batch = WriteBatch::default();
