@@ -114,6 +114,24 @@ fn run(cluster: &Cluster, sql: &str) -> Run {
     })
 }
 
+/// The checkpoints of a run that completed.
+fn completed(r: &Run) -> Vec<&pb::CheckpointRecord> {
+    r.checkpoints
+        .iter()
+        .filter(|c| c.status == "COMPLETED")
+        .collect()
+}
+
+/// The workers' peak resident memory, as "N MB, N MB".
+fn peak_memory(cluster: &Cluster) -> String {
+    let rss: Vec<String> = cluster
+        .worker_peak_rss_mb()
+        .iter()
+        .map(|mb| format!("{mb:.0} MB"))
+        .collect();
+    rss.join(", ")
+}
+
 fn median_ms(checkpoints: &[pb::CheckpointRecord]) -> u64 {
     let mut d: Vec<u64> = checkpoints
         .iter()
@@ -146,11 +164,7 @@ fn main() {
     }
     for &interval in intervals {
         let r = run(&cluster, &aggregation(rows, 1_000_000, interval, None));
-        let completed: Vec<_> = r
-            .checkpoints
-            .iter()
-            .filter(|c| c.status == "COMPLETED")
-            .collect();
+        let completed = completed(&r);
         let state = completed.iter().map(|c| c.state_bytes).max().unwrap_or(0);
         println!(
             "  checkpoints {:<4}: {:>6.2} M events/CPU-s, {:>6.2} M events/s wall; {} checkpoints, median {} ms, largest {:.1} MB",
@@ -173,11 +187,7 @@ fn main() {
         }
         let n = keys * 4;
         let r = run(&cluster, &aggregation(n, keys, "1s", Some(n / 8)));
-        let completed: Vec<_> = r
-            .checkpoints
-            .iter()
-            .filter(|c| c.status == "COMPLETED")
-            .collect();
+        let completed = completed(&r);
         let state = completed.iter().map(|c| c.state_bytes).max().unwrap_or(0);
         let uploaded: u64 = completed.iter().map(|c| c.uploaded_bytes).sum();
         let total: u64 = completed.iter().map(|c| c.state_bytes).sum();
@@ -189,14 +199,9 @@ fn main() {
             completed.len()
         );
     }
-    let rss: Vec<String> = cluster
-        .worker_peak_rss_mb()
-        .iter()
-        .map(|mb| format!("{mb:.0} MB"))
-        .collect();
     println!(
         "  peak resident memory of the workers: {} (operators keep {} KiB of state in memory, WEIR_WORKER_STATE_OPERATOR_MEMORY_KB)",
-        rss.join(", "),
+        peak_memory(&cluster),
         std::env::var("WEIR_WORKER_STATE_OPERATOR_MEMORY_KB").unwrap_or_else(|_| "65536".into())
     );
     drop(cluster);
@@ -208,24 +213,15 @@ fn main() {
         let cluster = Cluster::start(2, 2, &["--checkpoint-dir", &checkpoints]);
         let n = keys * 4;
         let r = run(&cluster, &sessions(n, keys));
-        let completed: Vec<_> = r
-            .checkpoints
-            .iter()
-            .filter(|c| c.status == "COMPLETED")
-            .collect();
+        let completed = completed(&r);
         let state = completed.iter().map(|c| c.state_bytes).max().unwrap_or(0);
-        let rss: Vec<String> = cluster
-            .worker_peak_rss_mb()
-            .iter()
-            .map(|mb| format!("{mb:.0} MB"))
-            .collect();
         println!(
             "  session windows, {keys} keys open at once: state {:.1} MB, median checkpoint {} ms, {:.2} M events/CPU-s, {:.1} s, peak worker memory {}",
             state as f64 / 1e6,
             median_ms(&r.checkpoints),
             n as f64 / r.cpu.as_secs_f64().max(1e-3) / 1e6,
             r.wall.as_secs_f64(),
-            rss.join(", ")
+            peak_memory(&cluster)
         );
     }
     if only_state || session_keys.is_some() {

@@ -23,21 +23,31 @@ fn script(out: &Path, rows_per_second: u64) -> String {
     script_with(out, rows_per_second, "")
 }
 
-/// [`script`] with extra source options (`, 'key' = 'value'`).
-fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
+/// The fault jobs' settings (1 s checkpoints, quick restarts) and their
+/// source `src`: ids 1..=`rows`, one millisecond of event time apart, with
+/// extra source options (`, 'key' = 'value'`).
+pub fn checkpointed_source(rows: u64, rows_per_second: u64, source_options: &str) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '1s';
         SET 'restart-strategy.fixed-delay.delay' = '200ms';
         CREATE TABLE src (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-        WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '{rows_per_second}',
-              'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
-              'scan.batch-size' = '500'{source_options});
+        WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rows_per_second}',
+              'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{rows}',
+              'scan.batch-size' = '500'{source_options});"
+    )
+}
+
+/// [`script`] with extra source options (`, 'key' = 'value'`).
+fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
+    format!(
+        "{source}
         CREATE TABLE pass (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{pass}', 'format' = 'csv');
         CREATE TABLE win (k BIGINT, we TIMESTAMP(3), c BIGINT, s BIGINT)
         WITH ('connector' = 'filesystem', 'path' = '{win}', 'format' = 'csv');
         INSERT INTO pass SELECT id FROM src;
         INSERT INTO win SELECT id % 7, window_end, COUNT(*), SUM(id)
         FROM TUMBLE(src, ts, INTERVAL '1' SECOND) GROUP BY id % 7, window_start, window_end;",
+        source = checkpointed_source(ROWS, rows_per_second, source_options),
         pass = out.join("pass").display(),
         win = out.join("win").display(),
     )

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::fault::{
-    committed, difference, kill_randomly, run_undisturbed, submit_script, wait_for_checkpoints,
+    checkpointed_source, committed, difference, kill_randomly, run_undisturbed, submit_script,
+    wait_for_checkpoints,
 };
 use super::harness::{TestCluster, wait_for_end};
 use weir_proto as pb;
@@ -29,12 +30,7 @@ fn script(out: &Path, rows_per_second: u64) -> String {
 fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String {
     let session_key = SESSION_KEY;
     format!(
-        "SET 'execution.checkpointing.interval' = '1s';
-        SET 'restart-strategy.fixed-delay.delay' = '200ms';
-        CREATE TABLE src (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-        WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '{rows_per_second}',
-              'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
-              'scan.batch-size' = '500'{source_options});
+        "{source}
         CREATE TABLE win (k BIGINT, we TIMESTAMP(3), c BIGINT, s BIGINT)
         WITH ('connector' = 'filesystem', 'path' = '{win}', 'format' = 'csv');
         CREATE TABLE agg (k BIGINT, c BIGINT, s BIGINT, m BIGINT)
@@ -46,6 +42,7 @@ fn script_with(out: &Path, rows_per_second: u64, source_options: &str) -> String
         WITH ('connector' = 'filesystem', 'path' = '{sess}', 'format' = 'csv');
         INSERT INTO sess SELECT {session_key}, window_start, window_end, COUNT(*), SUM(id)
         FROM SESSION(src, ts, INTERVAL '2' SECOND) GROUP BY {session_key}, window_start, window_end;",
+        source = checkpointed_source(ROWS, rows_per_second, source_options),
         win = out.join("win").display(),
         agg = out.join("agg").display(),
         sess = out.join("sess").display(),
