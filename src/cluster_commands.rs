@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use arrow::util::pretty::pretty_format_batches;
 use clap::{Args, Subcommand};
-use weir::cluster::client::{is_terminal, state_name, task_state_name};
+use weir::cluster::client::{is_terminal, jobs_listing, state_name, task_state_name};
 use weir::cluster::metrics_endpoint::serve_metrics;
 use weir::cluster::worker::Worker;
 use weir::cluster::{Client, ClusterConfig, Coordinator};
 use weir_proto as pb;
+
+use crate::out::outln;
+use crate::tableau::Tableau;
 
 /// Where the configuration comes from.
 #[derive(Args, Clone)]
@@ -71,8 +73,9 @@ pub enum ClusterCommand {
     /// Run a worker: joins the coordinator and runs the subtasks placed on it.
     #[command(after_help = CONFIG_HELP)]
     Worker {
-        /// The coordinator's address (config: worker.coordinator; env: WEIR_WORKER_COORDINATOR).
-        #[arg(long)]
+        /// The coordinator's address (env: WEIR_COORDINATOR, as for the client
+        /// commands; config: worker.coordinator, env WEIR_WORKER_COORDINATOR).
+        #[arg(long, env = "WEIR_COORDINATOR")]
         coordinator: Option<String>,
         /// Address of this worker's data plane; port 0 picks a free one
         /// (config: worker.listen).
@@ -204,11 +207,11 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             let (address, server) = coordinator
                 .serve(&config.coordinator.listen, ctrl_c())
                 .await?;
-            println!("coordinator listening on {address}");
+            outln!("coordinator listening on {address}")?;
             if !config.coordinator.metrics_listen.is_empty() {
                 let (at, _task) =
                     serve_metrics(&config.coordinator.metrics_listen, metrics).await?;
-                println!("metrics on http://{at}/metrics");
+                outln!("metrics on http://{at}/metrics")?;
             }
             let _pg = if config.coordinator.pg_listen.is_empty() {
                 None
@@ -218,7 +221,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
                 let (at, task) = serve_pg(&config.coordinator, &own.to_string()).await?;
-                println!("postgres on {at}");
+                outln!("postgres on {at}")?;
                 Some(task)
             };
             std::io::stdout().flush()?;
@@ -250,14 +253,14 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             let coordinator = config.worker.coordinator.clone();
             let config_metrics = config.worker.metrics_listen.clone();
             let worker = Worker::bind(config).await?;
-            println!(
+            outln!(
                 "worker {} listening on {} (coordinator {coordinator})",
                 worker.id(),
                 worker.data_address()
-            );
+            )?;
             if !config_metrics.is_empty() {
                 let (at, _task) = serve_metrics(&config_metrics, worker.metrics_renderer()).await?;
-                println!("metrics on http://{at}/metrics");
+                outln!("metrics on http://{at}/metrics")?;
             }
             std::io::stdout().flush()?;
             worker.run(ctrl_c()).await?;
@@ -271,43 +274,24 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         } => submit(file, wait, parallelism, &address.coordinator).await,
         ClusterCommand::Jobs { address } => {
             let client = client(&address.coordinator).await?;
-            println!(
-                "{:<10} {:<10} {:>5} {:>12} {:>12}  NAME",
-                "ID", "STATE", "P", "READ", "WRITTEN"
-            );
-            for job in client.jobs().await? {
-                println!(
-                    "{:<10} {:<10} {:>5} {:>12} {:>12}  {}{}",
-                    job.job_id,
-                    state_name(job.state()),
-                    job.parallelism,
-                    job.records_read,
-                    job.records_written,
-                    job.name,
-                    if job.failure.is_empty() {
-                        String::new()
-                    } else {
-                        format!("\n           {}", job.failure)
-                    }
-                );
-            }
+            outln!("{}", jobs_listing(&client.jobs().await?))?;
             Ok(())
         }
         ClusterCommand::Job { id, address } => {
             let client = client(&address.coordinator).await?;
-            print_job(&client.job(&id).await?);
+            print_job(&client.job(&id).await?)?;
             Ok(())
         }
         ClusterCommand::Cancel { id, address } => {
             let detail = client(&address.coordinator).await?.cancel(&id).await?;
             let state = detail.summary.unwrap_or_default().state();
-            println!("job {id}: {}", state_name(state));
+            outln!("job {id}: {}", state_name(state))?;
             Ok(())
         }
         ClusterCommand::Stop { id, address } => {
             let detail = client(&address.coordinator).await?.stop(&id).await?;
             let state = detail.summary.unwrap_or_default().state();
-            println!("job {id}: {}", state_name(state));
+            outln!("job {id}: {}", state_name(state))?;
             Ok(())
         }
         ClusterCommand::Rescale {
@@ -319,20 +303,26 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 .await?
                 .rescale(&id, parallelism)
                 .await?;
-            println!("job {id}: rescaling to parallelism {parallelism}");
+            outln!("job {id}: rescaling to parallelism {parallelism}")?;
             Ok(())
         }
         ClusterCommand::Workers { address } => {
             let client = client(&address.coordinator).await?;
-            println!(
+            outln!(
                 "{:<24} {:<24} {:>5} {:>5}",
-                "ID", "DATA ADDRESS", "SLOTS", "FREE"
-            );
+                "ID",
+                "DATA ADDRESS",
+                "SLOTS",
+                "FREE"
+            )?;
             for w in client.workers().await? {
-                println!(
+                outln!(
                     "{:<24} {:<24} {:>5} {:>5}",
-                    w.worker_id, w.data_address, w.slots, w.free_slots
-                );
+                    w.worker_id,
+                    w.data_address,
+                    w.slots,
+                    w.free_slots
+                )?;
             }
             Ok(())
         }
@@ -366,13 +356,13 @@ async fn client(address: &str) -> anyhow::Result<Client> {
     Ok(Client::connect(address, Duration::from_secs(5)).await?)
 }
 
-fn print_job(detail: &pb::JobDetail) {
+fn print_job(detail: &pb::JobDetail) -> std::io::Result<()> {
     let s = detail.summary.clone().unwrap_or_default();
-    println!("job {}  '{}'  {}", s.job_id, s.name, state_name(s.state()));
+    outln!("job {}  '{}'  {}", s.job_id, s.name, state_name(s.state()))?;
     if !s.failure.is_empty() {
-        println!("failure: {}", s.failure);
+        outln!("failure: {}", s.failure)?;
     }
-    println!(
+    outln!(
         "records read: {}  written: {}  late dropped: {}  bad records: {}  state spilled: {} B  restarts: {}  last checkpoint: {}",
         s.records_read,
         s.records_written,
@@ -384,15 +374,20 @@ fn print_job(detail: &pb::JobDetail) {
             0 => "none".to_string(),
             id => id.to_string(),
         }
-    );
-    println!("\n{}", detail.plan.trim_end());
-    println!(
+    )?;
+    outln!("\n{}", detail.plan.trim_end())?;
+    outln!(
         "\n{:<8} {:<8} {:<24} {:<10} {:>12} {:>12}  OPERATOR",
-        "VERTEX", "SUBTASK", "WORKER", "STATE", "IN", "OUT"
-    );
+        "VERTEX",
+        "SUBTASK",
+        "WORKER",
+        "STATE",
+        "IN",
+        "OUT"
+    )?;
     for t in &detail.subtasks {
         let task = t.task.clone().unwrap_or_default();
-        println!(
+        outln!(
             "{:<8} {:<8} {:<24} {:<10} {:>12} {:>12}  {}{}",
             task.vertex,
             task.subtask,
@@ -406,15 +401,19 @@ fn print_job(detail: &pb::JobDetail) {
             } else {
                 format!("\n         {}", t.message)
             }
-        );
+        )?;
     }
     if !detail.checkpoints.is_empty() {
-        println!(
+        outln!(
             "\n{:<12} {:<10} {:>10} {:>14} {:>14}  FAILURE",
-            "CHECKPOINT", "STATUS", "MS", "STATE BYTES", "UPLOADED"
-        );
+            "CHECKPOINT",
+            "STATUS",
+            "MS",
+            "STATE BYTES",
+            "UPLOADED"
+        )?;
         for c in &detail.checkpoints {
-            println!(
+            outln!(
                 "{:<12} {:<10} {:>10} {:>14} {:>14}  {}",
                 c.checkpoint_id,
                 c.status,
@@ -422,11 +421,11 @@ fn print_job(detail: &pb::JobDetail) {
                 c.state_bytes,
                 c.uploaded_bytes,
                 c.failure
-            );
+            )?;
         }
     }
     if !detail.restarts.is_empty() {
-        println!("\nrestarts: {}", detail.restarts.len());
+        outln!("\nrestarts: {}", detail.restarts.len())?;
         for r in &detail.restarts {
             let at = chrono::DateTime::from_timestamp_millis(r.at_ms)
                 .map(|t| t.format("%H:%M:%S%.3f").to_string())
@@ -435,9 +434,10 @@ fn print_job(detail: &pb::JobDetail) {
                 0 => "from the start".to_string(),
                 id => format!("from checkpoint {id}"),
             };
-            println!("  attempt {} at {at} {from}: {}", r.attempt, r.cause);
+            outln!("  attempt {} at {at} {from}: {}", r.attempt, r.cause)?;
         }
     }
+    Ok(())
 }
 
 async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> anyhow::Result<()> {
@@ -448,6 +448,10 @@ async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> a
         .await?;
     for message in &response.messages {
         eprintln!("{message}");
+    }
+    // What statements show (DESCRIBE, SHOW, EXPLAIN) is output, as in `weir run`.
+    for result in &response.results {
+        outln!("{result}")?;
     }
     if response.jobs.is_empty() {
         bail!(
@@ -462,7 +466,7 @@ async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> a
         bail!("a SELECT returns its rows to the client: submit it with --wait, or use `weir run`");
     }
     for job in &response.jobs {
-        println!("{}", job.job_id);
+        outln!("{}", job.job_id)?;
     }
     std::io::stdout().flush()?;
     if !wait {
@@ -472,10 +476,15 @@ async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> a
     for job in response.jobs.iter().filter(|j| j.query) {
         let mut rows = client.results(&job.job_id).await?;
         printers.push(tokio::spawn(async move {
+            let mut tableau: Option<Tableau<std::io::Stdout>> = None;
             while let Some(Ok(batch)) = rows.recv().await {
-                if let Ok(table) = pretty_format_batches(&[batch]) {
-                    println!("{table}");
-                }
+                tableau
+                    .get_or_insert_with(|| Tableau::new(std::io::stdout(), batch.schema()))
+                    .push(&batch)?;
+            }
+            match tableau {
+                Some(t) => t.finish(),
+                None => Ok(()),
             }
         }));
     }
@@ -515,7 +524,9 @@ async fn submit(file: PathBuf, wait: bool, parallelism: u32, address: &str) -> a
         }
     }
     for p in printers {
-        let _ = p.await;
+        if let Ok(Err(e)) = p.await {
+            return Err(e.context("printing the rows of a query"));
+        }
     }
     if !failures.is_empty() {
         bail!(failures.join("\n"));

@@ -40,6 +40,11 @@ impl CatalogView {
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.tables.contains_key(name)
     }
+
+    /// The DDL of the catalog's tables this session loaded.
+    pub(crate) fn ddl(&self) -> impl Iterator<Item = &str> {
+        self.tables.values().map(String::as_str)
+    }
 }
 
 /// `"name"`, quoted so that the session takes it verbatim.

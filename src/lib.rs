@@ -53,10 +53,23 @@ enum Backend {
     },
 }
 
+/// A statement of a script that does not plan, and why.
+#[derive(Debug)]
+pub struct StatementError {
+    /// Which of the statements checked.
+    pub index: usize,
+    /// The statement, with where it starts in its script.
+    pub statement: StatementText,
+    /// Why it does not plan (positions relative to the statement).
+    pub error: SqlError,
+}
+
 /// What running a statement produced.
 pub enum Executed {
-    /// Text to show (confirmation, EXPLAIN).
+    /// A confirmation to show (`Table 't' created.`).
     Text(String),
+    /// `EXPLAIN` output: the dataflow graph.
+    Explain(String),
     /// A small result computed at once.
     Rows(RecordBatch),
     /// A job that was started.
@@ -132,6 +145,14 @@ impl Engine {
         &mut self.session
     }
 
+    /// The cluster's client, when jobs run on a cluster.
+    pub fn client(&self) -> Option<&Client> {
+        match &self.backend {
+            Backend::Cluster { client, .. } => Some(client),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// Plans and starts one statement. On a cluster, `CREATE TABLE` and
     /// `DROP TABLE` change the cluster's shared catalog, and every
     /// statement first sees the catalog's current tables.
@@ -171,24 +192,25 @@ impl Engine {
                     ));
                 }
             },
-            Outcome::Explain(m) => Executed::Text(m),
+            Outcome::Explain(m) => Executed::Explain(m),
             Outcome::Rows(b) => Executed::Rows(b),
             Outcome::Job(plan) => match &self.backend {
-                Backend::Local(runtime) => {
-                    Executed::Job(RunningJob::Local(runtime.spawn(&plan.name, &plan.graph)?))
-                }
+                Backend::Local(runtime) => Executed::Job(RunningJob::local(
+                    runtime.spawn(&plan.name, &plan.graph)?,
+                    plan.output,
+                )),
                 Backend::Cluster { client, .. } => {
-                    Executed::Job(self.submit(client, sql, &plan.name).await?)
+                    Executed::Job(self.submit(client, sql, &plan.name, plan.output).await?)
                 }
             },
             Outcome::Query(q) => match &self.backend {
                 Backend::Local(runtime) => Executed::Query {
-                    job: RunningJob::Local(runtime.spawn(&q.job.name, &q.job.graph)?),
+                    job: RunningJob::local(runtime.spawn(&q.job.name, &q.job.graph)?, q.job.output),
                     rows: q.rows,
                     schema: q.schema,
                 },
                 Backend::Cluster { client, .. } => {
-                    let job = self.submit(client, sql, &q.job.name).await?;
+                    let job = self.submit(client, sql, &q.job.name, q.job.output).await?;
                     let rows = job.rows().await.map_err(|e| cluster_error(client, e))?;
                     Executed::Query {
                         job,
@@ -200,7 +222,13 @@ impl Engine {
         })
     }
 
-    async fn submit(&self, client: &Client, sql: &str, name: &str) -> Result<RunningJob, SqlError> {
+    async fn submit(
+        &self,
+        client: &Client,
+        sql: &str,
+        name: &str,
+        output: weir_sql::JobOutput,
+    ) -> Result<RunningJob, SqlError> {
         let mut script = self.context.join(";\n");
         if !script.is_empty() {
             script.push_str(";\n");
@@ -213,7 +241,70 @@ impl Engine {
         let job = response.jobs.into_iter().next().ok_or_else(|| {
             SqlError::Internal("the coordinator planned no job for the statement".into())
         })?;
-        Ok(RunningJob::remote(client.clone(), job))
+        Ok(RunningJob::remote(client.clone(), job, output))
+    }
+
+    /// Plans `statements` one after the other in a scratch copy of this
+    /// session, starting nothing, and returns the error of every statement
+    /// that does not plan (a script runs only when there are none). A
+    /// statement that fails only because an earlier `CREATE TABLE` of the
+    /// table it names failed is not reported again.
+    pub async fn check(
+        &mut self,
+        statements: &[StatementText],
+    ) -> Result<Vec<StatementError>, SqlError> {
+        if let Backend::Cluster { client, .. } = &self.backend {
+            let client = client.clone();
+            self.sync_catalog(&client).await?;
+        }
+        let mut scratch = Session::new(weir_connectors::default_registry());
+        scratch.set_default_parallelism(self.parallelism);
+        for sql in self
+            .catalog
+            .ddl()
+            .chain(self.context.iter().map(String::as_str))
+        {
+            // Each planned before, in this order.
+            if let Err(e) = scratch.execute(sql).await {
+                tracing::debug!(error = %e, "a session statement does not replay");
+            }
+        }
+        let mut failed_tables: Vec<String> = Vec::new();
+        let mut errors = Vec::new();
+        for (index, statement) in statements.iter().enumerate() {
+            let Err(error) = scratch.execute(&statement.text).await else {
+                continue;
+            };
+            if let Ok(weir_sql::Statement::CreateTable(create)) =
+                weir_sql::parse_statement(&statement.text)
+            {
+                failed_tables.push(create.name);
+            }
+            if let SqlError::UnknownTable { name, .. } = &error
+                && failed_tables.contains(name)
+            {
+                continue;
+            }
+            errors.push(StatementError {
+                index,
+                statement: statement.clone(),
+                error,
+            });
+        }
+        Ok(errors)
+    }
+
+    /// Stops the engine: an embedded cluster shuts down cleanly (its
+    /// workers leave, then its coordinator stops).
+    pub async fn shutdown(self) {
+        if let Backend::Cluster {
+            _embedded: Some(cluster),
+            ..
+        } = self.backend
+            && let Ok(cluster) = Arc::try_unwrap(cluster)
+        {
+            cluster.shutdown().await;
+        }
     }
 
     /// Runs every statement of a script and waits for every job it started.
@@ -231,7 +322,7 @@ impl Engine {
                     while rows.recv().await.is_some() {}
                     job.wait().await?;
                 }
-                Executed::Text(_) | Executed::Rows(_) => {}
+                Executed::Text(_) | Executed::Explain(_) | Executed::Rows(_) => {}
             }
         }
         for job in jobs {
@@ -256,7 +347,7 @@ impl Engine {
                 job.wait().await?;
                 Ok(Vec::new())
             }
-            Executed::Text(_) => Ok(Vec::new()),
+            Executed::Text(_) | Executed::Explain(_) => Ok(Vec::new()),
         }
     }
 }

@@ -9,10 +9,15 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use weir::cluster::ClusterConfig;
 use weir::{Engine, Executed, RunningJob};
-use weir_sql::{SqlError, StatementText};
+use weir_sql::{JobOutput, SqlError, StatementText};
+
+use out::outln;
+use tableau::Tableau;
 
 mod cluster_commands;
+mod out;
 mod shell;
+mod tableau;
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every statement of a SQL file on the embedded engine.
+    /// Run every statement of a SQL file on an embedded cluster.
     ///
-    /// With bounded sources, exits 0 once every input is exhausted and every
-    /// window has fired. With unbounded sources, runs until Ctrl-C, which
-    /// stops the jobs gracefully (a second Ctrl-C cancels them).
+    /// Every statement is planned before anything runs. With bounded
+    /// sources (or a LIMIT), exits 0 once every job finished. With
+    /// unbounded sources, runs until Ctrl-C, which stops the jobs gracefully
+    /// (a second Ctrl-C cancels them, and the exit code is 130).
     Run {
         /// The SQL file (`-` for standard input).
         file: PathBuf,
@@ -41,9 +47,9 @@ enum Command {
         /// Seconds between progress reports on stderr (0 turns them off).
         #[arg(long, default_value_t = 5)]
         progress_interval: u64,
-        /// Run on an embedded cluster of this many workers (a coordinator and
-        /// the workers in this process, exchanging data over loopback gRPC).
-        /// 1 runs every subtask in this process without a network.
+        /// Workers of the embedded cluster the jobs run on (a coordinator and
+        /// the workers in this process; with 2 or more, data between them
+        /// crosses loopback gRPC).
         #[arg(long, default_value_t = 1)]
         workers: usize,
         #[command(flatten)]
@@ -91,6 +97,37 @@ fn render_error(
     ))
 }
 
+/// Plans every statement of a script before anything runs; every error,
+/// each with its position, when some do not plan.
+pub(crate) async fn check_script(
+    engine: &mut Engine,
+    script: &str,
+    origin: &str,
+    statements: &[StatementText],
+) -> anyhow::Result<()> {
+    let errors = engine.check(statements).await?;
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let count = errors.len();
+    let mut text = String::new();
+    for e in errors {
+        text.push_str(&weir::render_sql_error(
+            script,
+            origin,
+            &e.statement,
+            e.error,
+        ));
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{count} statement{} of {origin} do{} not plan; nothing was run",
+        if count == 1 { "" } else { "s" },
+        if count == 1 { "es" } else { "" }
+    ));
+    bail!(text)
+}
+
 fn progress_line(jobs: &[RunningJob], started: Instant, last: &mut (u64, u64, Instant)) -> String {
     let (mut read, mut written) = (0, 0);
     for job in jobs {
@@ -102,11 +139,22 @@ fn progress_line(jobs: &[RunningJob], started: Instant, last: &mut (u64, u64, In
     let line = format!(
         "[{:>6.1}s] records in: {read} ({:.0}/s), records out: {written} ({:.0}/s)",
         started.elapsed().as_secs_f64(),
-        (read - last.0) as f64 / dt,
-        (written - last.1) as f64 / dt,
+        read.saturating_sub(last.0) as f64 / dt,
+        written.saturating_sub(last.1) as f64 / dt,
     );
     *last = (read, written, Instant::now());
     line
+}
+
+/// How a `weir run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    /// Every job ended by itself (bounded input, or a LIMIT reached).
+    Finished,
+    /// Ctrl-C: the jobs stopped gracefully.
+    Stopped,
+    /// A second Ctrl-C: the jobs were cancelled.
+    Cancelled,
 }
 
 async fn run(
@@ -115,52 +163,79 @@ async fn run(
     progress_interval: u64,
     workers: usize,
     config: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::process::ExitCode> {
     let script = read_script(&file)?;
-    let mut engine = if workers > 1 {
-        let config = ClusterConfig::load(config.as_deref())?;
-        Engine::embedded_cluster(parallelism, workers, config).await?
-    } else {
-        Engine::new(parallelism)
-    };
+    let origin = file.display().to_string();
+    let statements =
+        weir_sql::split_statements(&script).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let config = ClusterConfig::load(config.as_deref())?;
+    // Jobs run on an embedded cluster (one worker by default): they take
+    // checkpoints, commit their sinks per checkpoint and restart after a
+    // failure, as on a cluster.
+    let mut engine = Engine::embedded_cluster(parallelism, workers.max(1), config).await?;
+    let result = run_script(&mut engine, &script, &file, &statements, progress_interval).await;
+    engine.shutdown().await;
+    result
+}
+
+async fn run_script(
+    engine: &mut Engine,
+    script: &str,
+    file: &std::path::Path,
+    statements: &[StatementText],
+    progress_interval: u64,
+) -> anyhow::Result<std::process::ExitCode> {
+    let origin = file.display().to_string();
+    check_script(engine, script, &origin, statements).await?;
+    let started = Instant::now();
     let mut jobs: Vec<RunningJob> = Vec::new();
     let mut printers = tokio::task::JoinSet::new();
-    for statement in weir_sql::split_statements(&script)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-    {
-        let executed = engine
-            .execute(&statement.text)
-            .await
-            .map_err(|e| render_error(&script, &file, &statement, e))?;
+    for statement in statements {
+        let executed = match engine.execute(&statement.text).await {
+            Ok(executed) => executed,
+            Err(e) => {
+                // Planned a moment ago: starting failed (the cluster refused
+                // the job). Stop what this run started.
+                jobs.iter().for_each(RunningJob::cancel);
+                return Err(render_error(script, file, statement, e));
+            }
+        };
         match executed {
             Executed::Text(t) => eprintln!("{t}"),
-            Executed::Rows(b) => println!("{}", pretty_format_batches(&[b])?),
+            Executed::Explain(plan) => outln!("{plan}")?,
+            Executed::Rows(b) => outln!("{}", pretty_format_batches(&[b])?)?,
             Executed::Job(job) => {
-                eprintln!("Job '{}' started.", job.name());
+                eprintln!("Job '{}' started, writing to {}.", job.name(), job.output());
                 jobs.push(job);
             }
-            Executed::Query { job, mut rows, .. } => {
+            Executed::Query {
+                job,
+                mut rows,
+                schema,
+            } => {
                 eprintln!("Query '{}' started.", job.name());
                 printers.spawn(async move {
+                    let mut tableau = Tableau::new(std::io::stdout(), schema);
                     while let Some(batch) = rows.recv().await {
-                        match pretty_format_batches(&[batch]) {
-                            Ok(table) => println!("{table}"),
-                            Err(e) => eprintln!("cannot format rows: {e}"),
-                        }
+                        tableau.push(&batch)?;
                     }
+                    tableau.finish()
                 });
                 jobs.push(job);
             }
         }
     }
     if jobs.is_empty() {
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
-    let started = Instant::now();
     let mut last = (0, 0, Instant::now());
     let mut ticker = tokio::time::interval(Duration::from_secs(progress_interval.max(1)));
     ticker.tick().await;
-    let mut interrupts = 0;
+    let mut end = RunEnd::Finished;
+    let mut printer_failure = None;
+    // One listener for the whole run: no Ctrl-C is missed between two.
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle Ctrl-C")?;
     loop {
         if jobs.iter().all(|j| j.is_finished()) {
             break;
@@ -169,55 +244,115 @@ async fn run(
             _ = ticker.tick(), if progress_interval > 0 => {
                 eprintln!("{}", progress_line(&jobs, started, &mut last));
             }
-            _ = tokio::signal::ctrl_c() => {
-                interrupts += 1;
-                if interrupts == 1 {
+            _ = interrupts.recv() => {
+                if end == RunEnd::Finished {
+                    end = RunEnd::Stopped;
                     eprintln!("Stopping: sources stop, in-flight data drains, sinks flush (Ctrl-C again to cancel).");
                     jobs.iter().for_each(RunningJob::stop);
                 } else {
+                    end = RunEnd::Cancelled;
                     eprintln!("Cancelling.");
                     jobs.iter().for_each(RunningJob::cancel);
+                }
+            }
+            Some(printed) = printers.join_next(), if printer_failure.is_none() => {
+                if let Ok(Err(e)) = printed {
+                    // Nobody reads the rows any more (a closed pipe): the
+                    // queries end here.
+                    jobs.iter().for_each(RunningJob::cancel);
+                    printer_failure = Some(e);
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    let late: u64 = jobs.iter().map(|j| j.counters().late).sum();
+    let mut summaries = Vec::new();
+    let mut failures = Vec::new();
+    let (mut late, mut bad) = (0, 0);
+    for job in jobs {
+        let counters = job.counters();
+        late += counters.late;
+        bad += counters.bad;
+        let line = match job.output() {
+            JobOutput::Caller => format!(
+                "  {}: {} rows read, {} rows printed",
+                job.name(),
+                counters.read,
+                counters.written
+            ),
+            output => format!(
+                "  {}: {} rows read, {} rows written to {output}",
+                job.name(),
+                counters.read,
+                counters.written
+            ),
+        };
+        let name = job.name().to_string();
+        match job.wait().await {
+            Ok(()) => summaries.push(line),
+            Err(_) if end == RunEnd::Cancelled => summaries.push(format!("{line} (cancelled)")),
+            Err(e) => {
+                summaries.push(format!("{line} (failed)"));
+                failures.push(format!("job '{name}' failed: {e}"));
+            }
+        }
+    }
+    while let Some(printed) = printers.join_next().await {
+        if let Ok(Err(e)) = printed
+            && printer_failure.is_none()
+        {
+            printer_failure = Some(e);
+        }
+    }
+    if let Some(e) = printer_failure {
+        return Err(e.context("printing the rows of a query"));
+    }
+    let how = match end {
+        RunEnd::Finished => "Finished",
+        RunEnd::Stopped => "Stopped",
+        RunEnd::Cancelled => "Cancelled",
+    };
+    eprintln!("{how} in {:.1}s.", started.elapsed().as_secs_f64());
+    for line in summaries {
+        eprintln!("{line}");
+    }
     if late > 0 {
         eprintln!(
             "{late} late rows dropped (they arrived after the watermark passed their window)."
         );
     }
-    let bad: u64 = jobs.iter().map(|j| j.counters().bad).sum();
     if bad > 0 {
         eprintln!(
             "{bad} bad records skipped (dropped or dead-lettered by 'scan.bad-record-policy')."
         );
     }
-    let mut failures = Vec::new();
-    for job in jobs {
-        let name = job.name().to_string();
-        if let Err(e) = job.wait().await {
-            failures.push(format!("job '{name}' failed: {e}"));
-        }
-    }
-    while printers.join_next().await.is_some() {}
-    if progress_interval > 0 && started.elapsed() > Duration::from_secs(progress_interval) {
-        eprintln!("Finished in {:.1}s.", started.elapsed().as_secs_f64());
-    }
     if !failures.is_empty() {
         bail!(failures.join("\n"));
     }
-    Ok(())
+    Ok(match end {
+        // 128 + SIGINT, as a shell reports a program Ctrl-C ended.
+        RunEnd::Cancelled => std::process::ExitCode::from(130),
+        RunEnd::Finished | RunEnd::Stopped => std::process::ExitCode::SUCCESS,
+    })
 }
 
 async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result<()> {
     let script = read_script(&file)?;
     let mut session = weir_sql::Session::new(weir_connectors::default_registry());
     session.set_default_parallelism(parallelism);
-    for statement in weir_sql::split_statements(&script)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-    {
+    let statements = weir_sql::split_statements(&script)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let explained = statements
+        .iter()
+        .filter(|s| {
+            matches!(
+                weir_sql::statement::parse_statement(&s.text),
+                Ok(weir_sql::statement::Statement::Insert { .. }
+                    | weir_sql::statement::Statement::Query(_))
+            )
+        })
+        .count();
+    for statement in statements {
         let parsed = weir_sql::statement::parse_statement(&statement.text)
             .map_err(|e| render_error(&script, &file, &statement, e))?;
         let text = match parsed {
@@ -240,10 +375,35 @@ async fn explain(file: PathBuf, parallelism: usize, dot: bool) -> anyhow::Result
             .await
             .map_err(|e| render_error(&script, &file, &shifted, e))?
         {
-            println!("{graph}");
+            if explained > 1 {
+                // Several graphs: say which statement each one is.
+                let label = statement_label(&statement);
+                if dot {
+                    outln!("// {label}")?;
+                } else {
+                    outln!("-- {label}")?;
+                }
+            }
+            outln!("{graph}")?;
         }
     }
     Ok(())
+}
+
+/// `line 4: INSERT INTO out SELECT …`: where a statement starts and how.
+fn statement_label(statement: &StatementText) -> String {
+    let first: String = statement
+        .text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let short: String = first.chars().take(60).collect();
+    let more = if first.chars().count() > 60 {
+        " …"
+    } else {
+        ""
+    };
+    format!("line {}: {short}{more}", statement.start.line)
 }
 
 fn main() -> std::process::ExitCode {
@@ -262,8 +422,10 @@ fn main() -> std::process::ExitCode {
     failpoints.teardown();
     match result {
         Ok(code) => code,
+        // stdout was closed (`weir jobs | head -1`): nothing more to say.
+        Err(e) if out::is_closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", out::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -282,9 +444,7 @@ fn run_command(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 progress_interval,
                 workers,
                 config,
-            } => run(file, parallelism, progress_interval, workers, config.config)
-                .await
-                .map(|()| done),
+            } => run(file, parallelism, progress_interval, workers, config.config).await,
             Command::Explain {
                 file,
                 parallelism,

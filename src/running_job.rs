@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use weir_engine::JobHandle;
 use weir_proto as pb;
+use weir_sql::JobOutput;
 
 use crate::cluster::client::{is_terminal, state_name};
 use crate::cluster::{Client, ClusterError};
@@ -15,8 +16,14 @@ use crate::cluster::{Client, ClusterError};
 /// How often a remote job's state is polled.
 const POLL: Duration = Duration::from_millis(100);
 
-/// A running job, wherever it runs.
-pub enum RunningJob {
+/// A running job, wherever it runs, and where its rows go.
+pub struct RunningJob {
+    run: Run,
+    output: JobOutput,
+}
+
+/// Where a job runs.
+enum Run {
     /// On the in-process runtime.
     Local(JobHandle),
     /// On a cluster.
@@ -24,7 +31,7 @@ pub enum RunningJob {
 }
 
 /// A job on a cluster, followed by a background poller.
-pub struct RemoteJob {
+struct RemoteJob {
     client: Client,
     id: String,
     name: String,
@@ -46,7 +53,14 @@ pub struct JobCounters {
 }
 
 impl RunningJob {
-    pub(crate) fn remote(client: Client, summary: pb::JobSummary) -> Self {
+    pub(crate) fn local(handle: JobHandle, output: JobOutput) -> Self {
+        Self {
+            run: Run::Local(handle),
+            output,
+        }
+    }
+
+    pub(crate) fn remote(client: Client, summary: pb::JobSummary, output: JobOutput) -> Self {
         let (tx, progress) = watch::channel(summary.clone());
         let poll_client = client.clone();
         let id = summary.job_id.clone();
@@ -57,49 +71,57 @@ impl RunningJob {
                 })
                 .await
         });
-        RunningJob::Remote(RemoteJob {
-            client,
-            id: summary.job_id,
-            name: summary.name,
-            progress,
-            poller,
-        })
+        Self {
+            run: Run::Remote(RemoteJob {
+                client,
+                id: summary.job_id,
+                name: summary.name,
+                progress,
+                poller,
+            }),
+            output,
+        }
+    }
+
+    /// Where the job's rows go.
+    pub fn output(&self) -> &JobOutput {
+        &self.output
     }
 
     /// The job's name.
     pub fn name(&self) -> &str {
-        match self {
-            RunningJob::Local(h) => h.name(),
-            RunningJob::Remote(r) => &r.name,
+        match &self.run {
+            Run::Local(h) => h.name(),
+            Run::Remote(r) => &r.name,
         }
     }
 
     /// The cluster's id of the job.
     pub fn id(&self) -> Option<&str> {
-        match self {
-            RunningJob::Local(_) => None,
-            RunningJob::Remote(r) => Some(&r.id),
+        match &self.run {
+            Run::Local(_) => None,
+            Run::Remote(r) => Some(&r.id),
         }
     }
 
     /// True once the job has ended.
     pub fn is_finished(&self) -> bool {
-        match self {
-            RunningJob::Local(h) => h.is_finished(),
-            RunningJob::Remote(r) => r.poller.is_finished(),
+        match &self.run {
+            Run::Local(h) => h.is_finished(),
+            Run::Remote(r) => r.poller.is_finished(),
         }
     }
 
     /// Counters so far (a remote job's as of the last heartbeat).
     pub fn counters(&self) -> JobCounters {
-        match self {
-            RunningJob::Local(h) => JobCounters {
+        match &self.run {
+            Run::Local(h) => JobCounters {
                 read: h.metrics().rows_read(),
                 written: h.metrics().rows_written(),
                 late: h.metrics().late_rows_dropped(),
                 bad: h.metrics().bad_records(),
             },
-            RunningJob::Remote(r) => {
+            Run::Remote(r) => {
                 let s = r.progress.borrow();
                 JobCounters {
                     read: s.records_read,
@@ -114,16 +136,16 @@ impl RunningJob {
     /// Lets the job run on without following it (a remote job's poller
     /// stops; a local job keeps running in this process).
     pub fn detach(self) {
-        if let RunningJob::Remote(r) = self {
+        if let Run::Remote(r) = self.run {
             r.poller.abort();
         }
     }
 
     /// Stops gracefully: sources stop, in-flight data drains, sinks flush.
     pub fn stop(&self) {
-        match self {
-            RunningJob::Local(h) => h.stop(),
-            RunningJob::Remote(r) => {
+        match &self.run {
+            Run::Local(h) => h.stop(),
+            Run::Remote(r) => {
                 let (client, id) = (r.client.clone(), r.id.clone());
                 tokio::spawn(async move { client.stop(&id).await });
             }
@@ -132,9 +154,9 @@ impl RunningJob {
 
     /// Cancels at once.
     pub fn cancel(&self) {
-        match self {
-            RunningJob::Local(h) => h.cancel(),
-            RunningJob::Remote(r) => {
+        match &self.run {
+            Run::Local(h) => h.cancel(),
+            Run::Remote(r) => {
                 let (client, id) = (r.client.clone(), r.id.clone());
                 tokio::spawn(async move { client.cancel(&id).await });
             }
@@ -144,7 +166,7 @@ impl RunningJob {
     /// A remote query job's rows (the stream ends early if the job fails;
     /// [`RunningJob::wait`] tells why).
     pub(crate) async fn rows(&self) -> Result<mpsc::Receiver<RecordBatch>, ClusterError> {
-        let RunningJob::Remote(r) = self else {
+        let Run::Remote(r) = &self.run else {
             return Err(ClusterError::Rejected("not a cluster job".into()));
         };
         let mut results = r.client.results(&r.id).await?;
@@ -161,9 +183,9 @@ impl RunningJob {
 
     /// Waits for the job to end; an error when it failed or was cancelled.
     pub async fn wait(self) -> Result<(), ClusterError> {
-        match self {
-            RunningJob::Local(h) => h.wait().await.map_err(ClusterError::from),
-            RunningJob::Remote(r) => {
+        match self.run {
+            Run::Local(h) => h.wait().await.map_err(ClusterError::from),
+            Run::Remote(r) => {
                 let summary = match r.poller.await {
                     Ok(result) => result?,
                     Err(e) => {

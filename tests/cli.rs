@@ -259,3 +259,284 @@ fn cluster_configuration_errors_name_the_file_key_or_variable() {
         "{stderr}"
     );
 }
+
+/// A stdout whose reader is already gone, as `| head -1` leaves it.
+fn closed_stdout() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// Runs `weir args` with a closed stdout: it must exit 0, without a panic.
+fn exits_quietly_into_a_closed_pipe(args: &[&str]) {
+    let output = weir()
+        .args(args)
+        .stdout(closed_stdout())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run weir");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "weir {args:?} into a closed pipe: {:?}\n{stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("panicked"), "weir {args:?}: {stderr}");
+}
+
+/// `weir jobs | head -1` and friends: every command exits quietly when
+/// its stdout closes, also while a query streams rows into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_command_quietly() {
+    let cluster = crate::cluster::harness::TestCluster::start(1, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10',
+            'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000');
+         CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO out SELECT id FROM t;",
+    )
+    .unwrap();
+    let submitted = weir()
+        .args([
+            "submit",
+            script.to_str().unwrap(),
+            "--coordinator",
+            &cluster.address,
+        ])
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let job = String::from_utf8_lossy(&submitted.stdout)
+        .trim()
+        .to_string();
+    let address = cluster.address.as_str();
+    for args in [
+        &["jobs", "--coordinator", address][..],
+        &["job", &job, "--coordinator", address][..],
+        &["workers", "--coordinator", address][..],
+        &["explain", script.to_str().unwrap()][..],
+    ] {
+        exits_quietly_into_a_closed_pipe(args);
+    }
+    // A query over an unbounded source whose rows nobody reads ends.
+    let query = dir.path().join("query.sql");
+    std::fs::write(
+        &query,
+        "CREATE TABLE t (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '100');
+         SELECT v FROM t;",
+    )
+    .unwrap();
+    exits_quietly_into_a_closed_pipe(&["run", query.to_str().unwrap()]);
+    exits_quietly_into_a_closed_pipe(&["sql", "-f", query.to_str().unwrap(), "--format", "csv"]);
+}
+
+/// Nothing listening: the client says so at once, not after its timeout.
+#[test]
+fn a_refused_connection_is_reported_at_once() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let started = std::time::Instant::now();
+    let output = weir()
+        .args(["jobs", "--coordinator", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A port in use is named once, not once per layer of the error.
+#[test]
+fn an_address_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = weir()
+        .args(["coordinator", "--listen", &address])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.matches("already in use").count(), 1, "{stderr}");
+    assert!(stderr.contains(&address), "{stderr}");
+}
+
+/// `WEIR_COORDINATOR` reaches `weir worker` as it reaches the client commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_coordinator_reaches_the_worker() {
+    let cluster = crate::cluster::harness::TestCluster::start(0, 1).await;
+    let mut worker = weir()
+        .args(["worker", "--listen", "127.0.0.1:0", "--id", "from-env"])
+        .env("WEIR_COORDINATOR", &cluster.address)
+        .env_remove("WEIR_WORKER_COORDINATOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = cluster.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let workers = client.workers().await.unwrap();
+        if workers.iter().any(|w| w.worker_id == "from-env") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// A clean finish on an embedded cluster of two workers logs no warning
+/// (no worker is "lost" while the cluster shuts down).
+#[test]
+fn a_clean_finish_warns_of_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_sql(
+        dir.path(),
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5000',
+            'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '5000');
+         CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO out SELECT id FROM t;",
+        &["run", "-p", "2", "--workers", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert!(stderr.contains("5000 rows written"), "{stderr}");
+}
+
+/// What a submitted script's statements show goes to stdout, as with
+/// `weir run`; a script's jobs start all or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_prints_results_on_stdout_and_starts_all_jobs_or_none() {
+    let cluster = crate::cluster::harness::TestCluster::start(1, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.sql");
+    let tables = "CREATE TABLE t (id BIGINT, name STRING) WITH ('connector' = 'datagen',
+            'number-of-rows' = '10', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1',
+            'fields.id.end' = '10');
+         CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');";
+    std::fs::write(
+        &script,
+        format!("{tables}\nDESCRIBE t;\nINSERT INTO out SELECT id FROM t;"),
+    )
+    .unwrap();
+    let output = weir()
+        .args([
+            "submit",
+            script.to_str().unwrap(),
+            "--wait",
+            "--coordinator",
+            &cluster.address,
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("| name "), "DESCRIBE on stdout: {stdout}");
+    assert!(stderr.contains("Table 't' created."), "{stderr}");
+    // Two jobs needing 3 slots each on a worker with 4: neither starts.
+    std::fs::write(
+        &script,
+        format!(
+            "{tables}\nINSERT INTO out SELECT id FROM t;\nINSERT INTO out SELECT id + 1 FROM t;"
+        ),
+    )
+    .unwrap();
+    let output = weir()
+        .args([
+            "submit",
+            script.to_str().unwrap(),
+            "-p",
+            "3",
+            "--coordinator",
+            &cluster.address,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no job was started"), "{stderr}");
+    let client = cluster.client().await;
+    assert_eq!(
+        client.jobs().await.unwrap().len(),
+        1,
+        "only the first run's job"
+    );
+}
+
+/// A query that reads no table is answered at once, as psql answers it.
+#[test]
+fn a_query_without_a_table_is_answered() {
+    let output = weir()
+        .args([
+            "sql",
+            "-e",
+            "SELECT 1 + 1 AS two, 'x' AS s;",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "two,s\n2,x\n");
+}
+
+/// ORDER BY over a bounded table sorts; over an unbounded one it is refused.
+#[test]
+fn order_by_sorts_bounded_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_sql(
+        dir.path(),
+        "CREATE TABLE seq (id BIGINT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+            'fields.id.start' = '1', 'fields.id.end' = '20');
+         SELECT id, id % 7 AS k FROM seq ORDER BY k DESC, id DESC LIMIT 4;",
+        &["run", "-p", "3"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains(" k |"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        rows,
+        ["| 20 | 6 |", "| 13 | 6 |", "| 6 | 6 |", "| 19 | 5 |"]
+    );
+    let output = run_sql(
+        dir.path(),
+        "CREATE TABLE endless (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10');
+         SELECT v FROM endless ORDER BY v;",
+        &["run"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("ORDER BY on an unbounded stream"),
+        "{stderr}"
+    );
+}

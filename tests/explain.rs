@@ -18,7 +18,7 @@ async fn engine() -> Engine {
 
 async fn explain(sql: &str) -> String {
     match engine().await.execute(sql).await {
-        Ok(Executed::Text(text)) => text,
+        Ok(Executed::Explain(text)) => text,
         Ok(_) => panic!("EXPLAIN returned no text"),
         Err(e) => panic!("EXPLAIN failed: {e}"),
     }

@@ -4,6 +4,7 @@
 //! - `oracle`: every window and aggregate query of the corpus against DataFusion batch SQL.
 //! - `explain`: snapshots of EXPLAIN output and of the main error messages.
 //! - `cli`: the `weir` binary, run as a user runs it.
+//! - `run`: `weir run`: whole-script planning, LIMIT, the end-of-run summary, Ctrl-C, checkpoints.
 //! - `shell`: `weir sql` with scripts, and in a real terminal (tmux).
 //! - `cluster`: a coordinator and worker processes of the `weir` binary on 127.0.0.x.
 //! - `pg`: the coordinator's Postgres wire protocol server, driven by `psql` and `tokio-postgres`.
@@ -16,5 +17,6 @@ mod explain;
 mod kafka;
 mod oracle;
 mod pg;
+mod run;
 mod shell;
 mod slt;

@@ -110,8 +110,8 @@ fn bad_input_gets_a_clear_error_with_the_spot_marked() {
     let err = text(&out.stderr);
     assert!(err.to_lowercase().contains("unterminated"), "{err}");
 
-    // An unknown statement and an unknown command: reported, and a script
-    // stops at its first error.
+    // An unknown statement and an unknown command: both reported, and
+    // nothing of the script runs (it is planned whole first).
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("bad.sql");
     std::fs::write(
@@ -122,14 +122,22 @@ fn bad_input_gets_a_clear_error_with_the_spot_marked() {
     let out = sql(&["-f", script.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("unknown command \\frobnicate"), "{err}");
+    assert!(
+        err.contains("bad.sql, line 2: unknown command \\frobnicate"),
+        "{err}"
+    );
     assert!(
         err.contains("bad.sql: ") && err.contains("line 3, column 1"),
         "{err}"
     );
     assert!(
-        !text(&out.stdout).contains("table_name"),
-        "stopped at the error"
+        err.contains("2 errors in the script; nothing was run"),
+        "{err}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("table_name") && !stdout.contains("created"),
+        "something ran: {stdout}"
     );
 }
 
@@ -280,10 +288,23 @@ fn the_shell_in_a_real_terminal() {
     });
     term.send(&["C-l"]);
     term.type_line("\\jobs");
-    term.wait_for(
+    let jobs = term.wait_for(
         "the cancelled query in \\jobs",
         Duration::from_secs(20),
-        |s| s.contains("| cancelled |"),
+        |s| s.contains("RESTARTS  NAME") && s.contains(" cancelled "),
+    );
+    // One line per job, well inside 120 columns (the terminal has 150).
+    for line in jobs.lines() {
+        assert!(line.trim_end().chars().count() <= 100, "too wide: {line:?}");
+    }
+
+    // LIMIT over the unbounded stream ends the query by itself.
+    term.send(&["C-l"]);
+    term.type_line("SELECT id FROM ticks LIMIT 3;");
+    term.wait_for(
+        "the limited query to finish",
+        Duration::from_secs(60),
+        |s| s.contains("query finished") && status_rows(s) == Some(3),
     );
 
     // Another query, bounded this time, and errors that leave the shell working.

@@ -30,7 +30,7 @@ impl sqllogictest::AsyncDB for WeirDb {
         let err = |e: &dyn std::fmt::Display| WeirTestError(e.to_string());
         let run = async {
             match self.engine.execute(sql).await.map_err(|e| err(&e))? {
-                Executed::Text(_) => Ok(DBOutput::StatementComplete(0)),
+                Executed::Text(_) | Executed::Explain(_) => Ok(DBOutput::StatementComplete(0)),
                 Executed::Rows(batch) => Ok(DBOutput::Rows {
                     types: type_letters(&batch),
                     rows: rows_of(&[batch]),

@@ -31,6 +31,18 @@ impl Connector for PrintConnector {
         Ok(())
     }
 
+    fn output_location(&self, table: &TableDescriptor) -> Option<String> {
+        let stderr = table.options.parse_bool("standard-error").ok().flatten() == Some(true);
+        Some(
+            if stderr {
+                "standard error"
+            } else {
+                "standard output"
+            }
+            .into(),
+        )
+    }
+
     fn create_sink(&self, table: &TableDescriptor, task: &TaskInfo) -> Result<Box<dyn Sink>> {
         self.validate_sink(table)?;
         let identifier = table.options.get("print-identifier").unwrap_or_default();

@@ -239,6 +239,12 @@ pub trait Connector: fmt::Debug + Send + Sync {
         false
     }
 
+    /// Where a sink table's rows go, for people (`/data/out`, `topic
+    /// 'totals'`); `None` when the connector's name says it all.
+    fn output_location(&self, _table: &TableDescriptor) -> Option<String> {
+        None
+    }
+
     /// Creates one subtask of a source producing the `projection` of the table's columns.
     fn create_source(
         &self,

@@ -109,6 +109,15 @@ impl Error {
         }
     }
 
+    /// True when a connection to a peer process broke (or could not be made).
+    pub fn is_network(&self) -> bool {
+        match self {
+            Error::Network { .. } => true,
+            Error::Operator { source, .. } => source.is_network(),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with what Weir was doing.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -42,6 +42,16 @@ pub enum SqlError {
         /// Where.
         position: Option<Position>,
     },
+    /// A table that is not declared (a name that does not resolve).
+    #[error("planning error{}: table '{name}' not found{}", at(.position), did_you_mean(.suggestion))]
+    UnknownTable {
+        /// The name as written.
+        name: String,
+        /// A declared table whose name is close.
+        suggestion: Option<String>,
+        /// Where.
+        position: Option<Position>,
+    },
     /// A construct Weir does not run on streams.
     #[error("not supported in streaming{}: {message}", at(.position))]
     Unsupported {
@@ -63,6 +73,13 @@ pub enum SqlError {
 
 fn at(position: &Option<Position>) -> String {
     position.map(|p| format!(" at {p}")).unwrap_or_default()
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
 }
 
 impl SqlError {
@@ -96,6 +113,7 @@ impl SqlError {
         match self {
             SqlError::Parse { position, .. }
             | SqlError::Plan { position, .. }
+            | SqlError::UnknownTable { position, .. }
             | SqlError::Unsupported { position, .. } => *position,
             _ => None,
         }
@@ -105,6 +123,7 @@ impl SqlError {
     pub fn offset_by(mut self, line_offset: u64, first_line_column_offset: u64) -> Self {
         if let SqlError::Parse { position, .. }
         | SqlError::Plan { position, .. }
+        | SqlError::UnknownTable { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
             && let Some(p) = position
         {

@@ -22,5 +22,5 @@ pub mod types;
 pub mod window_tvf;
 
 pub use error::{Position, Result, SqlError};
-pub use session::{JobControl, JobPlan, Outcome, QueryPlan, Session};
+pub use session::{JobControl, JobOutput, JobPlan, Outcome, QueryPlan, Session};
 pub use statement::{CreateTable, Statement, StatementText, parse_statement, split_statements};

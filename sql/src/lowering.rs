@@ -25,11 +25,13 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
-    ProjectionOperator, SessionWindowAggregateFactory, WatermarkGeneratorOperator,
+    ProjectionOperator, SessionWindowAggregateFactory, SortOperator, WatermarkGeneratorOperator,
     WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
@@ -48,6 +50,10 @@ pub struct Lowered {
 /// Builds a logical graph from physical plans.
 pub struct Lowering<'a> {
     graph: &'a mut LogicalGraph,
+    /// True while lowering a node whose every row may reach the job's
+    /// output only through single-input operators: a limit there bounds
+    /// the whole output, so it may end the job once reached.
+    bounds_output: bool,
 }
 
 fn physical(
@@ -66,7 +72,10 @@ fn physical(
 impl<'a> Lowering<'a> {
     /// Lowers into `graph`.
     pub fn new(graph: &'a mut LogicalGraph) -> Self {
-        Self { graph }
+        Self {
+            graph,
+            bounds_output: true,
+        }
     }
 
     fn chain(&mut self, input: &Lowered, op: Arc<dyn OperatorFactory>) -> Result<Lowered> {
@@ -115,7 +124,10 @@ impl<'a> Lowering<'a> {
         }
         if let Some(limit) = any.downcast_ref::<GlobalLimitExec>() {
             let input = self.lower(limit.input())?;
-            let op = LimitOperator::new(limit.skip(), limit.fetch(), Arc::clone(&input.schema));
+            let mut op = LimitOperator::new(limit.skip(), limit.fetch(), Arc::clone(&input.schema));
+            if self.bounds_output && limit.fetch().is_some() {
+                op = op.ending_the_job();
+            }
             // One subtask sees every row, so the limit is global.
             let node = self.graph.add_operator(Arc::new(op), Some(1));
             self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
@@ -124,9 +136,14 @@ impl<'a> Lowering<'a> {
                 schema: input.schema,
             });
         }
+        if let Some(sort) = any.downcast_ref::<SortExec>() {
+            return self.lower_sort(sort);
+        }
         if any.is::<CoalescePartitionsExec>()
             || any.is::<RepartitionExec>()
             || any.is::<LocalLimitExec>()
+            // One partition: the merge of sorted partitions is its input.
+            || any.is::<SortPreservingMergeExec>()
         {
             return self.lower(plan.children()[0]);
         }
@@ -138,11 +155,15 @@ impl<'a> Lowering<'a> {
                 .enumerate()
                 .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
                 .collect();
+            // A limit in one branch bounds only that branch.
+            let bounds_output = std::mem::replace(&mut self.bounds_output, false);
             let inputs = u
                 .children()
                 .into_iter()
                 .map(|c| self.lower(c))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>();
+            self.bounds_output = bounds_output;
+            let inputs = inputs?;
             let node = self.graph.add_operator(
                 Arc::new(ProjectionOperator::new(exprs, Arc::clone(&schema))),
                 None,
@@ -153,6 +174,28 @@ impl<'a> Lowering<'a> {
             return Ok(Lowered { node, schema });
         }
         Err(unsupported_node(plan.name()))
+    }
+
+    /// `ORDER BY` over bounded input: a sort at parallelism 1 that emits at
+    /// the end of input. Over an unbounded stream the rows would never be
+    /// final, so it is refused.
+    fn lower_sort(&mut self, sort: &SortExec) -> Result<Lowered> {
+        if !reads_only_bounded_tables(sort.input()) {
+            return Err(unsupported_node("SortExec"));
+        }
+        let input = self.lower(sort.input())?;
+        let op = SortOperator::new(
+            sort.expr().iter().cloned().collect(),
+            sort.fetch(),
+            Arc::clone(&input.schema),
+        );
+        // One subtask sees every row, so the order is global.
+        let node = self.graph.add_operator(Arc::new(op), Some(1));
+        self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
+        Ok(Lowered {
+            node,
+            schema: input.schema,
+        })
     }
 
     /// A table scan: the source and its chain (projection of computed
@@ -488,10 +531,19 @@ fn find_window(plan: &Arc<dyn ExecutionPlan>) -> Option<WindowKind> {
     plan.children().into_iter().find_map(find_window)
 }
 
+/// True when every table the plan reads ends by itself.
+fn reads_only_bounded_tables(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(scan) = plan.as_ref().downcast_ref::<StreamScanExec>() {
+        return scan.table.connector.is_bounded(&scan.table.descriptor);
+    }
+    plan.children().into_iter().all(reads_only_bounded_tables)
+}
+
 fn unsupported_node(name: &str) -> SqlError {
     let what = match name {
         "SortExec" | "SortPreservingMergeExec" => {
-            "ORDER BY on an unbounded stream (results would never be final); aggregate over windows instead"
+            "ORDER BY on an unbounded stream (results would never be final); aggregate over \
+             windows instead, or read a bounded table"
         }
         n if n.contains("Join") => "joins are not supported yet",
         "WindowAggExec" | "BoundedWindowAggExec" => {

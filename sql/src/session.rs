@@ -41,6 +41,40 @@ pub struct JobPlan {
     pub graph: PhysicalGraph,
     /// True when every source ends by itself.
     pub bounded: bool,
+    /// Where its rows go.
+    pub output: JobOutput,
+}
+
+/// Where a job's rows go, for people (the end-of-run summary, `weir job`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutput {
+    /// Into a sink table.
+    Table {
+        /// The table's name.
+        table: String,
+        /// Its connector.
+        connector: String,
+        /// Where the connector puts the rows (a path, a topic), if it says.
+        location: Option<String>,
+    },
+    /// Back to the caller: the rows of a bare `SELECT`.
+    Caller,
+}
+
+impl std::fmt::Display for JobOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobOutput::Table {
+                table,
+                connector,
+                location: Some(location),
+            } => write!(f, "table '{table}' ({connector}: {location})"),
+            JobOutput::Table {
+                table, connector, ..
+            } => write!(f, "table '{table}' ({connector})"),
+            JobOutput::Caller => f.write_str("the console"),
+        }
+    }
 }
 
 /// A planned bare `SELECT`: a job whose rows come back through `rows`.
@@ -174,10 +208,11 @@ impl Session {
         if let Some(t) = tables.get(name) {
             return Ok(Arc::clone(t));
         }
-        let hint = closest(name, tables.keys().map(String::as_str))
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_default();
-        Err(SqlError::plan(format!("table '{name}' not found{hint}")))
+        Err(SqlError::UnknownTable {
+            name: name.to_string(),
+            suggestion: closest(name, tables.keys().map(String::as_str)).map(str::to_string),
+            position: None,
+        })
     }
 
     /// Plans one statement (without its `;`).
@@ -262,7 +297,10 @@ impl Session {
                     .map_err(|e| e.offset_by(query_start.line - 1, query_start.column - 1))?;
                 Ok(Outcome::Job(job))
             }
-            Statement::Query(query) => Ok(Outcome::Query(self.plan_select(&query).await?)),
+            Statement::Query(query) => match self.constant_query(&query).await? {
+                Some(rows) => Ok(Outcome::Rows(rows)),
+                None => Ok(Outcome::Query(self.plan_select(&query).await?)),
+            },
             Statement::Explain { dot, statement } => {
                 let graph = match *statement {
                     Statement::Insert {
@@ -542,6 +580,31 @@ impl Session {
         })
     }
 
+    /// A query that reads no table (`SELECT 1 + 1`, `VALUES …`), answered
+    /// at once as a database would; `None` for a query over tables.
+    async fn constant_query(&self, sql: &str) -> Result<Option<RecordBatch>> {
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::logical_expr::LogicalPlan;
+        let state = self.ctx.state();
+        let logical = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.explain_missing_table(e))?;
+        let reads_tables = logical.exists(|node| Ok(matches!(node, LogicalPlan::TableScan(_))))?;
+        if reads_tables {
+            return Ok(None);
+        }
+        let schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
+        let batches = self
+            .ctx
+            .execute_logical_plan(logical)
+            .await?
+            .collect()
+            .await?;
+        let schema = batches.first().map_or(schema, RecordBatch::schema);
+        Ok(Some(arrow::compute::concat_batches(&schema, &batches)?))
+    }
+
     /// DataFusion names a missing table by its full path and suggests
     /// nothing; say which table is missing and which one is close.
     fn explain_missing_table(&self, error: datafusion::error::DataFusionError) -> SqlError {
@@ -557,11 +620,9 @@ impl Session {
         };
         let name = name.rsplit('.').next().unwrap_or(name);
         let tables = self.table_names();
-        let hint = closest(name, tables.iter().map(String::as_str))
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_default();
-        SqlError::Plan {
-            message: format!("table '{name}' not found{hint}"),
+        SqlError::UnknownTable {
+            name: name.to_string(),
+            suggestion: closest(name, tables.iter().map(String::as_str)).map(str::to_string),
             position: *position,
         }
     }
@@ -574,7 +635,7 @@ impl Session {
             .unwrap_or_else(|| format!("{default}-{}", self.jobs_planned))
     }
 
-    fn finish_job(&self, name: String, graph: LogicalGraph) -> Result<JobPlan> {
+    fn finish_job(&self, name: String, graph: LogicalGraph, output: JobOutput) -> Result<JobPlan> {
         let bounded = graph.nodes().iter().all(|n| match &n.kind {
             NodeKind::Source(s) => s.is_bounded(),
             NodeKind::Operator(_) => true,
@@ -593,6 +654,7 @@ impl Session {
             name,
             graph,
             bounded,
+            output,
         })
     }
 
@@ -628,6 +690,11 @@ impl Session {
                 position: None,
             });
         }
+        let output = JobOutput::Table {
+            table: table_name.to_string(),
+            connector: table.connector.name().to_string(),
+            location: table.connector.output_location(&descriptor),
+        };
         let sink = graph.add_operator(
             Arc::new(SinkNode::new(Arc::clone(&table.connector), descriptor)),
             sink_parallelism,
@@ -638,7 +705,7 @@ impl Session {
         };
         graph.connect(lowered.node, sink, edge)?;
         let name = self.job_name(format!("insert-into-{table_name}"));
-        self.finish_job(name, graph)
+        self.finish_job(name, graph, output)
     }
 
     async fn plan_select(&mut self, query: &str) -> Result<QueryPlan> {
@@ -649,7 +716,7 @@ impl Session {
         graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;
         let name = self.job_name("select".into());
         Ok(QueryPlan {
-            job: self.finish_job(name, graph)?,
+            job: self.finish_job(name, graph, JobOutput::Caller)?,
             schema: lowered.schema,
             rows: rx,
         })

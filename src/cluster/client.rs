@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use weir_proto as pb;
 use weir_proto::coordinator_client::CoordinatorClient;
 
-use super::{ClusterError, Result, connect, results};
+use super::{ClusterError, Result, WhenRefused, connect, results};
 
 /// A job's state and counters as the coordinator reports them.
 pub type JobProgress = pb::JobSummary;
@@ -24,7 +24,7 @@ pub struct Client {
 impl Client {
     /// Connects, trying for up to `timeout`.
     pub async fn connect(address: &str, timeout: Duration) -> Result<Self> {
-        let channel = connect("the coordinator", address, timeout).await?;
+        let channel = connect("the coordinator", address, timeout, WhenRefused::Fail).await?;
         Ok(Self {
             inner: CoordinatorClient::new(channel)
                 .max_decoding_message_size(256 << 20)
@@ -210,6 +210,32 @@ impl Client {
             tokio::time::sleep(poll).await;
         }
     }
+}
+
+/// The jobs as `weir jobs` and the shell's `\\jobs` list them: one line
+/// each, the name last so that long names do not push the columns apart,
+/// and a failed job's reason on the next line.
+pub fn jobs_listing(jobs: &[pb::JobSummary]) -> String {
+    let mut out = format!(
+        "{:<10} {:<10} {:>4} {:>12} {:>12} {:>8}  NAME",
+        "ID", "STATE", "P", "READ", "WRITTEN", "RESTARTS"
+    );
+    for job in jobs {
+        out.push_str(&format!(
+            "\n{:<10} {:<10} {:>4} {:>12} {:>12} {:>8}  {}",
+            job.job_id,
+            state_name(job.state()),
+            job.parallelism,
+            job.records_read,
+            job.records_written,
+            job.restarts,
+            job.name,
+        ));
+        if !job.failure.is_empty() {
+            out.push_str(&format!("\n           {}", job.failure));
+        }
+    }
+    out
 }
 
 /// True once a job finished, failed or was cancelled.

@@ -87,8 +87,38 @@ pub fn plan_fingerprint(graph: &PhysicalGraph) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// Connects to a gRPC server, retrying until `timeout` has passed.
-pub async fn connect(what: &str, address: &str, timeout: Duration) -> Result<Channel> {
+/// What [`connect`] does when nothing listens at the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenRefused {
+    /// Keep trying until the timeout: the server may be starting (a worker
+    /// started before its coordinator).
+    Retry,
+    /// Fail at once: a client talks to a server that should be running.
+    Fail,
+}
+
+/// True when the error (or one of its causes) is a refused TCP connection.
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Connects to a gRPC server, retrying until `timeout` has passed (and, with
+/// [`WhenRefused::Fail`], failing at once when nothing listens there).
+pub async fn connect(
+    what: &str,
+    address: &str,
+    timeout: Duration,
+    when_refused: WhenRefused,
+) -> Result<Channel> {
     let uri = if address.contains("://") {
         address.to_string()
     } else {
@@ -109,6 +139,15 @@ pub async fn connect(what: &str, address: &str, timeout: Duration) -> Result<Cha
     loop {
         match endpoint.connect().await {
             Ok(channel) => return Ok(channel),
+            Err(e) if when_refused == WhenRefused::Fail && is_refused(&e) => {
+                return Err(ClusterError::Unreachable {
+                    what: what.into(),
+                    address: address.into(),
+                    message: "connection refused: nothing listens there (is it running, \
+                              and is the address right?)"
+                        .into(),
+                });
+            }
             Err(e) if Instant::now() + delay >= deadline => {
                 let mut message = e.to_string();
                 if let Some(source) = std::error::Error::source(&e) {

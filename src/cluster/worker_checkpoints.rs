@@ -27,6 +27,8 @@ use weir_engine::state::{
 use weir_engine::{CheckpointEvent, CheckpointSetup, PhysicalGraph, TaskSnapshot};
 use weir_proto as pb;
 
+use super::worker::report::Failure;
+
 /// Kills the process at a named failpoint (a crash, as `kill -9` would).
 macro_rules! crash_point {
     ($name:literal) => {
@@ -52,6 +54,16 @@ pub(super) struct PartCheckpoints {
     pub events: mpsc::UnboundedSender<pb::WorkerEvent>,
 }
 
+/// A checkpoint's snapshots collected so far from the local subtasks.
+#[derive(Default)]
+struct PendingPart {
+    writes: StateWrites,
+    reported: BTreeSet<(usize, usize)>,
+    /// Rows read and written when the barrier passed, summed.
+    rows_read: u64,
+    rows_written: u64,
+}
+
 /// Drives the checkpoints of one job part until its tasks end.
 pub(super) fn spawn_driver(
     part: PartCheckpoints,
@@ -61,8 +73,7 @@ pub(super) fn spawn_driver(
     tokio::spawn(
         async move {
             let mut tracker = UploadTracker::default();
-            let mut pending: BTreeMap<u64, (StateWrites, BTreeSet<(usize, usize)>)> =
-                BTreeMap::new();
+            let mut pending: BTreeMap<u64, PendingPart> = BTreeMap::new();
             while let Some(report) = reports.recv().await {
                 match report {
                     CheckpointEvent::SourceExhausted { vertex, subtask } => {
@@ -78,17 +89,27 @@ pub(super) fn spawn_driver(
                     }
                     CheckpointEvent::Snapshot(snapshot) => {
                         let id = snapshot.checkpoint;
-                        let (writes, reported) = pending.entry(id).or_default();
-                        reported.insert((snapshot.vertex, snapshot.subtask));
-                        add_writes(writes, snapshot);
-                        if *reported != part.local {
+                        let entry = pending.entry(id).or_default();
+                        entry.reported.insert((snapshot.vertex, snapshot.subtask));
+                        entry.rows_read += snapshot.rows_read;
+                        entry.rows_written += snapshot.rows_written;
+                        add_writes(&mut entry.writes, snapshot);
+                        if entry.reported != part.local {
                             continue;
                         }
-                        let Some((writes, _)) = pending.remove(&id) else {
+                        let Some(collected) = pending.remove(&id) else {
                             continue;
                         };
-                        let event = match checkpoint(&part, id, writes, &mut tracker).await {
-                            Ok(ack) => pb::worker_event::Event::CheckpointAck(ack),
+                        let (rows_read, rows_written) =
+                            (collected.rows_read, collected.rows_written);
+                        let event = match checkpoint(&part, id, collected.writes, &mut tracker)
+                            .await
+                        {
+                            Ok(ack) => pb::worker_event::Event::CheckpointAck(pb::CheckpointAck {
+                                records_read: rows_read,
+                                records_written: rows_written,
+                                ..ack
+                            }),
                             Err(reason) => {
                                 warn!(checkpoint = id, %reason, "checkpoint declined");
                                 pb::worker_event::Event::CheckpointDeclined(
@@ -180,6 +201,7 @@ async fn checkpoint(
         snapshot_json: json,
         state_bytes: snapshot.total_bytes,
         uploaded_bytes: snapshot.uploaded_bytes,
+        ..Default::default()
     })
 }
 
@@ -193,23 +215,26 @@ pub(super) async fn load_restore(
     local: &BTreeSet<(usize, usize)>,
     scratch: &Path,
     store: &JobStore,
-) -> Result<CheckpointSetup, String> {
-    let manifest = storage
-        .load(checkpoint_id)
-        .await
-        .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
+) -> Result<CheckpointSetup, Failure> {
+    let corrupt = |e: weir_engine::Error| {
+        Failure::corrupt_checkpoint(
+            checkpoint_id,
+            format!("cannot restore checkpoint {checkpoint_id}: {e}"),
+        )
+    };
+    let manifest = storage.load(checkpoint_id).await.map_err(corrupt)?;
     let vertices = graph.vertices();
     let node_count = graph.logical().nodes().len();
     if manifest.node_parallelism.len() != node_count
         || manifest.max_key_groups != graph.max_key_groups()
     {
-        return Err(format!(
+        return Err(Failure::other(format!(
             "checkpoint {checkpoint_id} was taken from a different plan ({} operators, {} key \
              groups; this plan has {node_count} and {})",
             manifest.node_parallelism.len(),
             manifest.max_key_groups,
             graph.max_key_groups()
-        ));
+        )));
     }
     let max = manifest.max_key_groups;
     // Per local (node, subtask): the key groups it owns now and the old
@@ -271,13 +296,10 @@ pub(super) async fn load_restore(
     for i in needed {
         let ws = &manifest.workers[i];
         let dir: PathBuf = scratch.join(format!("chk-{checkpoint_id}-{i}"));
-        let snapshot = storage
-            .download(ws, &dir)
-            .await
-            .map_err(|e| format!("cannot restore checkpoint {checkpoint_id}: {e}"))?;
+        let snapshot = storage.download(ws, &dir).await.map_err(corrupt)?;
         restored.push((snapshot, ws));
     }
-    let read = |e: weir_engine::Error| format!("cannot restore checkpoint {checkpoint_id}: {e}");
+    let read = corrupt;
     let mut setup = CheckpointSetup {
         restored_from: checkpoint_id,
         ..CheckpointSetup::default()

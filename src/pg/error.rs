@@ -31,6 +31,7 @@ pub(crate) fn user(info: Failure) -> PgWireError {
 fn sqlstate(error: &SqlError) -> &'static str {
     match error {
         SqlError::Parse { .. } => "42601",
+        SqlError::UnknownTable { .. } => "42P01",
         SqlError::Plan { message, .. } => {
             let m = message.to_ascii_lowercase();
             if m.contains("table") && (m.contains("not found") || m.contains("does not exist")) {
@@ -102,7 +103,11 @@ mod tests {
 
     #[test]
     fn codes_and_hints() {
-        let e = SqlError::plan("table 'tabel' not found (did you mean 'table1'?)");
+        let e = SqlError::UnknownTable {
+            name: "tabel".into(),
+            suggestion: Some("table1".into()),
+            position: None,
+        };
         let info = sql_error(&e, "SELECT * FROM tabel");
         assert_eq!(info.code, "42P01");
         assert_eq!(info.hint.as_deref(), Some("Did you mean 'table1'?"));

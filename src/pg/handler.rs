@@ -35,7 +35,7 @@ use super::describe::PLAN_COLUMN;
 use super::encode::{encode_batch, fields, with_format};
 use super::error::{Failure, char_index, error_info, sql_error, user};
 use super::params;
-use super::rows::{Probe, job_rows, limit_of};
+use super::rows::{Probe, job_rows};
 use crate::{Engine, Executed};
 
 /// The state of one client connection.
@@ -210,12 +210,7 @@ impl Connection {
             })
         };
         match executed {
-            Executed::Text(text)
-                if matches!(
-                    weir_sql::parse_statement(sql),
-                    Ok(Statement::Explain { .. })
-                ) =>
-            {
+            Executed::Explain(text) => {
                 let lines: ArrayRef = Arc::new(StringArray::from_iter_values(text.lines()));
                 let batch = RecordBatch::try_from_iter([(PLAN_COLUMN, lines)])
                     .map_err(|e| error_info("XX000", e.to_string()))?;
@@ -254,13 +249,7 @@ impl Connection {
             }
             Executed::Query { job, rows, schema } => {
                 let fields = fields_of(&schema);
-                let stream = job_rows(
-                    job,
-                    rows,
-                    Arc::clone(&fields),
-                    limit_of(sql),
-                    self.probe.clone(),
-                );
+                let stream = job_rows(job, rows, Arc::clone(&fields), self.probe.clone());
                 Ok(Response::Query(QueryResponse::new(fields, stream)))
             }
         }

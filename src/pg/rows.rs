@@ -3,9 +3,9 @@
 //! The stream owns the job: when it is dropped — the client read the last
 //! row, went away, or the connection broke — a job still running is
 //! cancelled, so an abandoned query does not keep running on the cluster.
-//! A `SELECT … LIMIT n` over an unbounded source ends after `n` rows (the
-//! job itself would keep its source reading). While a query is quiet, a
-//! probe on the socket notices a client that hung up.
+//! (A `SELECT … LIMIT n` over an unbounded source ends by itself: the job
+//! stops once its limit is reached.) While a query is quiet, a probe on the
+//! socket notices a client that hung up.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -85,25 +85,21 @@ struct State {
     rows: mpsc::Receiver<RecordBatch>,
     job: JobGuard,
     fields: Arc<Vec<FieldInfo>>,
-    /// Rows still to send; `None`: all.
-    remaining: Option<usize>,
     probe: Option<Arc<Probe>>,
     probed: Instant,
 }
 
-/// The rows of a running query job, at most `limit` of them.
+/// The rows of a running query job.
 pub(crate) fn job_rows(
     job: RunningJob,
     rows: mpsc::Receiver<RecordBatch>,
     fields: Arc<Vec<FieldInfo>>,
-    limit: Option<usize>,
     probe: Option<Arc<Probe>>,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let state = State {
         rows,
         job: JobGuard(Some(job)),
         fields,
-        remaining: limit,
         probe,
         probed: Instant::now(),
     };
@@ -125,9 +121,6 @@ pub(crate) fn job_rows(
 /// The rows of the next batch; `None` at the end.
 async fn next_rows(state: &mut State) -> PgWireResult<Option<Vec<DataRow>>> {
     loop {
-        if state.remaining == Some(0) {
-            return Ok(None);
-        }
         let due = PROBE_INTERVAL.saturating_sub(state.probed.elapsed());
         let next = tokio::select! {
             batch = state.rows.recv() => Some(batch),
@@ -145,16 +138,10 @@ async fn next_rows(state: &mut State) -> PgWireResult<Option<Vec<DataRow>>> {
         match next {
             None => continue,
             Some(Some(batch)) => {
-                let n = state
-                    .remaining
-                    .map_or(batch.num_rows(), |r| r.min(batch.num_rows()));
-                if let Some(r) = state.remaining.as_mut() {
-                    *r -= n;
-                }
-                if n == 0 {
+                if batch.num_rows() == 0 {
                     continue;
                 }
-                return encode_batch(&batch, &state.fields, n).map(Some);
+                return encode_batch(&batch, &state.fields, batch.num_rows()).map(Some);
             }
             Some(None) => {
                 // The job ended: tell the client if it failed.
@@ -170,35 +157,9 @@ async fn next_rows(state: &mut State) -> PgWireResult<Option<Vec<DataRow>>> {
     }
 }
 
-/// The row count of `LIMIT n` / `FETCH FIRST n ROWS` on the outermost query.
-pub(crate) fn limit_of(sql: &str) -> Option<usize> {
-    use datafusion::sql::sqlparser::ast::{LimitClause, Statement};
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    let statements = Parser::parse_sql(&GenericDialect {}, sql).ok()?;
-    let [Statement::Query(q)] = statements.as_slice() else {
-        return None;
-    };
-    let limit = match &q.limit_clause {
-        Some(LimitClause::LimitOffset { limit, .. }) => limit.as_ref(),
-        Some(LimitClause::OffsetCommaLimit { limit, .. }) => Some(limit),
-        None => q.fetch.as_ref().and_then(|f| f.quantity.as_ref()),
-    }?;
-    limit.to_string().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limits() {
-        assert_eq!(limit_of("SELECT * FROM t LIMIT 5"), Some(5));
-        assert_eq!(limit_of("SELECT * FROM t LIMIT 5 OFFSET 3"), Some(5));
-        assert_eq!(limit_of("SELECT * FROM (SELECT * FROM t LIMIT 3) x"), None);
-        assert_eq!(limit_of("SELECT * FROM t FETCH FIRST 2 ROWS ONLY"), Some(2));
-        assert_eq!(limit_of("SELECT * FROM t"), None);
-    }
 
     #[test]
     fn a_closed_peer_is_noticed() {

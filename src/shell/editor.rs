@@ -153,6 +153,14 @@ pub const META_COMMANDS: &[(&str, &str)] = &[
     ("\\?", "this help"),
 ];
 
+/// True for the name of a `\` command the shell knows (`\d`, `\quit` …).
+pub fn is_known_command(name: &str) -> bool {
+    ["\\quit", "\\help"].contains(&name)
+        || META_COMMANDS
+            .iter()
+            .any(|(usage, _)| usage.split_whitespace().next() == Some(name))
+}
+
 /// Where the lexer is inside a statement.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Lex {

@@ -7,6 +7,7 @@
 
 mod editor;
 mod output;
+mod script;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,10 +19,12 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use rustyline::error::ReadlineError;
 use tokio::sync::mpsc;
+use weir::cluster::client::jobs_listing;
 use weir::cluster::{Client, ClusterConfig, EmbeddedCluster};
 use weir::{Engine, Executed, RunningJob};
 use weir_sql::{Position, StatementText};
 
+use crate::out::outln;
 use editor::{CatalogNames, META_COMMANDS, ShellHelper, is_meta, statement_complete};
 use output::{Changelog, LiveTable, StreamPrinter, print_batches};
 pub use output::{Format, ResultMode};
@@ -103,6 +106,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<std::process::ExitCode> {
         live: interactive && std::io::stdout().is_terminal(),
         interactive,
         names: Arc::default(),
+        stdout_closed: false,
         interrupts: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .context("cannot handle Ctrl-C")?,
         _embedded: embedded,
@@ -120,7 +124,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<std::process::ExitCode> {
         let script = crate::read_script(&PathBuf::from("-"))?;
         shell.run_script(&script, "<stdin>").await
     };
-    Ok(if ok {
+    let closed = shell.stdout_closed;
+    if let Some(cluster) = shell._embedded.take() {
+        cluster.shutdown().await;
+    }
+    Ok(if ok || closed {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
@@ -147,6 +155,8 @@ struct Shell {
     /// Typed at a prompt: errors do not end the session.
     interactive: bool,
     names: CatalogNames,
+    /// Standard output was closed (a pipe whose reader left): stop quietly.
+    stdout_closed: bool,
     /// Ctrl-C, caught from the start so that it never ends the shell
     /// while a statement runs (at the prompt, the line editor reads it).
     interrupts: tokio::signal::unix::Signal,
@@ -170,10 +180,10 @@ impl Shell {
             // A missing history file is the first session.
             let _ = editor.load_history(path);
         }
-        println!(
+        outln!(
             "Weir {} SQL shell. Statements end with ';'. \\? lists commands, \\q quits.",
             env!("CARGO_PKG_VERSION")
-        );
+        )?;
         let mut editor = Some(editor);
         loop {
             let Some(mut ed) = editor.take() else {
@@ -216,10 +226,60 @@ impl Shell {
         Ok(())
     }
 
+    /// Plans every statement of a script (and of the files it includes)
+    /// before anything runs; prints every error. False when some fail.
+    async fn check_script(&mut self, script: &str, origin: &str) -> bool {
+        let script::Script {
+            statements,
+            problems,
+        } = match script::statements(script, origin) {
+            Ok(found) => found,
+            Err(message) => {
+                eprintln!("{message}");
+                return false;
+            }
+        };
+        let texts: Vec<StatementText> = statements.iter().map(|s| s.statement.clone()).collect();
+        let errors = match self.engine.check(&texts).await {
+            Ok(errors) => errors,
+            Err(e) => {
+                eprintln!("{e}");
+                return false;
+            }
+        };
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        if errors.is_empty() && problems.is_empty() {
+            return true;
+        }
+        let count = errors.len() + problems.len();
+        for e in errors {
+            let Some(from) = statements.get(e.index) else {
+                continue;
+            };
+            eprintln!(
+                "{}",
+                weir::render_sql_error(&from.script, &from.origin, &e.statement, e.error)
+            );
+        }
+        if count > 1 || statements.len() > 1 {
+            eprintln!(
+                "{count} error{} in the script; nothing was run",
+                if count == 1 { "" } else { "s" },
+            );
+        }
+        false
+    }
+
     /// Runs a script: statements and `\` commands (on lines of their own,
-    /// between statements). Errors are printed; a non-interactive run stops
-    /// at the first. False when something failed.
+    /// between statements), once every statement planned. Errors are
+    /// printed; a non-interactive run stops at the first. False when
+    /// something failed.
     async fn run_script(&mut self, script: &str, origin: &str) -> bool {
+        if !self.check_script(script, origin).await {
+            return false;
+        }
         let mut ok = true;
         let mut chunk = String::new();
         let mut chunk_line = 1;
@@ -242,7 +302,7 @@ impl Shell {
                 let text = std::mem::take(&mut chunk);
                 if !self.run_chunk(script, origin, &text, chunk_line).await {
                     ok = false;
-                    if !self.interactive {
+                    if !self.interactive || self.stdout_closed {
                         return false;
                     }
                 }
@@ -282,7 +342,12 @@ impl Shell {
             }
             self.refresh_names();
             if let Err(e) = result {
-                eprintln!("{e:#}");
+                if crate::out::is_closed_pipe(&e) {
+                    // Nobody reads the output any more: stop, quietly.
+                    self.stdout_closed = true;
+                } else {
+                    eprintln!("{}", crate::out::describe(&e));
+                }
                 return false;
             }
         }
@@ -302,7 +367,8 @@ impl Shell {
             }
         };
         match executed {
-            Executed::Text(text) => self.message(&text),
+            Executed::Text(text) => self.message(&text)?,
+            Executed::Explain(plan) => outln!("{plan}")?,
             Executed::Rows(batch) => {
                 let schema = batch.schema();
                 print_batches(
@@ -317,7 +383,7 @@ impl Shell {
                     "Job '{}' submitted: {}",
                     job.name(),
                     job.id().unwrap_or("-")
-                ));
+                ))?;
                 job.detach();
             }
             Executed::Query { job, rows, schema } => self.show_query(job, rows, schema).await?,
@@ -327,11 +393,12 @@ impl Shell {
 
     /// A confirmation: on stdout with tables, on stderr with CSV and JSON
     /// (which keep stdout for rows).
-    fn message(&self, text: &str) {
+    fn message(&self, text: &str) -> std::io::Result<()> {
         if self.format == Format::Table {
-            println!("{text}");
+            outln!("{text}")
         } else {
             eprintln!("{text}");
+            Ok(())
         }
     }
 
@@ -362,43 +429,54 @@ impl Shell {
         let mut stopped = false;
         // A Ctrl-C pressed before the query started is not for it.
         while let Some(Some(())) = futures::FutureExt::now_or_never(self.interrupts.recv()) {}
-        loop {
-            tokio::select! {
-                batch = rows.recv() => match batch {
-                    Some(batch) => match &mut view {
-                        View::Live(t) => t.push(batch),
-                        View::Changelog(c) => c.push(&batch)?,
-                        View::Stream(s) => s.push(batch)?,
+        let shown: anyhow::Result<usize> = async {
+            loop {
+                tokio::select! {
+                    batch = rows.recv() => match batch {
+                        Some(batch) => match &mut view {
+                            View::Live(t) => t.push(batch),
+                            View::Changelog(c) => c.push(&batch)?,
+                            View::Stream(s) => s.push(batch)?,
+                        },
+                        None => break,
                     },
-                    None => break,
-                },
-                _ = self.interrupts.recv() => {
-                    job.cancel();
-                    stopped = true;
-                    break;
-                }
-                _ = redraw.tick() => {
-                    if let View::Live(t) = &mut view {
-                        t.redraw(&status(&job), false)?;
+                    _ = self.interrupts.recv() => {
+                        job.cancel();
+                        stopped = true;
+                        break;
+                    }
+                    _ = redraw.tick() => {
+                        if let View::Live(t) = &mut view {
+                            t.redraw(&status(&job), false)?;
+                        }
                     }
                 }
             }
+            Ok(match view {
+                View::Live(mut t) => {
+                    let end = if stopped { "stopped" } else { "finished" };
+                    t.redraw(&format!("query {end}"), true)?;
+                    t.rows
+                }
+                View::Changelog(c) => c.rows,
+                View::Stream(s) => {
+                    let n = s.rows;
+                    s.finish()?;
+                    n
+                }
+            })
         }
-        let rows = match view {
-            View::Live(mut t) => {
-                let end = if stopped { "stopped" } else { "finished" };
-                t.redraw(&format!("query {end}"), true)?;
-                t.rows
-            }
-            View::Changelog(c) => c.rows,
-            View::Stream(s) => {
-                let n = s.rows;
-                s.finish()?;
-                n
+        .await;
+        let rows = match shown {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The rows cannot be shown (stdout closed): the query ends.
+                job.cancel();
+                return Err(e);
             }
         };
         if stopped {
-            self.message(&format!("Query stopped after {rows} rows."));
+            self.message(&format!("Query stopped after {rows} rows."))?;
             if !self.interactive {
                 anyhow::bail!("interrupted");
             }
@@ -406,7 +484,7 @@ impl Shell {
         }
         job.wait().await.context("the query failed")?;
         if self.format == Format::Table && !self.live {
-            self.message(&format!("({rows} rows)"));
+            self.message(&format!("({rows} rows)"))?;
         }
         Ok(())
     }
@@ -419,30 +497,54 @@ impl Shell {
         let sql = match (name, arg) {
             ("\\q" | "\\quit", _) => return Meta::Quit,
             ("\\?" | "\\help", _) => {
+                let mut help = String::new();
                 for (c, what) in META_COMMANDS {
-                    println!("  {c:<24} {what}");
+                    help.push_str(&format!("  {c:<24} {what}\n"));
                 }
-                println!(
-                    "  SQL: CREATE [TEMPORARY] TABLE, DROP TABLE, INSERT INTO … SELECT, SELECT, EXPLAIN,"
+                help.push_str(
+                    "  SQL: CREATE [TEMPORARY] TABLE, DROP TABLE, INSERT INTO … SELECT, SELECT, EXPLAIN,\n",
                 );
-                println!(
-                    "       SHOW TABLES, DESCRIBE t, SHOW JOBS, STOP JOB 'id', CANCEL JOB 'id', SET 'k' = 'v'"
+                help.push_str(
+                    "       SHOW TABLES, DESCRIBE t, SHOW JOBS, STOP JOB 'id', CANCEL JOB 'id', SET 'k' = 'v'",
                 );
+                if outln!("{help}").is_err() {
+                    self.stdout_closed = true;
+                    return Meta::Quit;
+                }
                 return Meta::Continue;
             }
             ("\\d" | "\\dt", None) => "SHOW TABLES".to_string(),
             ("\\d", Some(table)) => format!("DESCRIBE {table}"),
-            ("\\jobs", _) => "SHOW JOBS".to_string(),
+            ("\\jobs", _) => {
+                // The compact listing of `weir jobs`: it fits a terminal.
+                let listed = match self.engine.client() {
+                    Some(client) => client.jobs().await.map(|jobs| jobs_listing(&jobs)),
+                    None => Ok("no cluster: no jobs".into()),
+                };
+                match listed.map(|text| outln!("{text}")) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        self.stdout_closed = true;
+                        return Meta::Quit;
+                    }
+                    Err(e) => eprintln!("cannot list the jobs: {e}"),
+                }
+                return Meta::Continue;
+            }
             ("\\timing", arg) => {
                 self.timing = match arg {
                     Some("on") => true,
                     Some("off") => false,
                     _ => !self.timing,
                 };
-                self.message(&format!(
+                let said = self.message(&format!(
                     "Timing is {}.",
                     if self.timing { "on" } else { "off" }
                 ));
+                if said.is_err() {
+                    self.stdout_closed = true;
+                    return Meta::Quit;
+                }
                 return Meta::Continue;
             }
             ("\\mode", Some(mode)) => {
@@ -477,10 +579,17 @@ impl Shell {
             text: sql.clone(),
             start: Position { line: 1, column: 1 },
         };
-        if let Err(e) = self.run_statement(&sql, command, &statement).await {
-            eprintln!("{e:#}");
+        match self.run_statement(&sql, command, &statement).await {
+            Err(e) if crate::out::is_closed_pipe(&e) => {
+                self.stdout_closed = true;
+                Meta::Quit
+            }
+            Err(e) => {
+                eprintln!("{}", crate::out::describe(&e));
+                Meta::Continue
+            }
+            Ok(()) => Meta::Continue,
         }
-        Meta::Continue
     }
 
     /// What completion knows: the session's tables and their columns.

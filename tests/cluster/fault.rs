@@ -166,6 +166,36 @@ async fn check_outputs(cluster: &TestCluster, jobs: &[String], out: &Path, expec
     );
     let got_win = committed(&out.join("win"));
     assert!(got_win == win, "windows: {}", difference(&win, &got_win));
+    // Across restarts and rescales, the jobs count what they committed:
+    // rows read once each, rows written as many as the sinks hold.
+    for (job, sink) in jobs.iter().zip(["pass", "win"]) {
+        let summary = client.job(job).await.unwrap().summary.unwrap();
+        let rows: usize = committed(&out.join(sink)).values().sum();
+        assert_eq!(
+            (summary.records_read, summary.records_written),
+            (ROWS, rows as u64),
+            "job {job} ({sink}, {} restarts) counts other rows than it committed",
+            summary.restarts
+        );
+        let leftovers = in_progress_files(&out.join(sink));
+        assert!(
+            leftovers.is_empty(),
+            "in-progress files of failed attempts left in {sink}: {leftovers:?}"
+        );
+    }
+}
+
+/// The hidden in-progress part files in a filesystem sink's directory.
+pub fn in_progress_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with('.') && n.ends_with(".inprogress"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Kills random workers at random times while the jobs run, restarting

@@ -136,6 +136,10 @@ impl Connector for FilesystemConnector {
         true
     }
 
+    fn output_location(&self, table: &TableDescriptor) -> Option<String> {
+        table.options.get("path").map(|p| p.trim().to_string())
+    }
+
     fn create_source(
         &self,
         table: &TableDescriptor,

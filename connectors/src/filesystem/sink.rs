@@ -3,8 +3,15 @@
 //! A part file is written under a hidden name (`.part-….inprogress`). It is
 //! closed when it reaches `sink.rolling-policy.file-size`, at a checkpoint
 //! barrier (`pre_commit`) and at the end of the input. Closed files are
-//! renamed to their final name (`part-<subtask>-<run>-<n>.<ext>`) when the
-//! checkpoint that covers them commits, or at `finish`.
+//! renamed to their final name (`part-<job>-<attempt>-<subtask>-<n>.<ext>`)
+//! when the checkpoint that covers them commits, or at `finish`.
+//!
+//! A restarted (or rescaled) job finds the hidden files of its failed
+//! attempt: what it wrote after its last completed checkpoint, which the
+//! new attempt writes again. Subtask 0 of the new attempt deletes them at
+//! its first commit: a checkpoint of the new attempt completes only after
+//! every subtask restored (and published what the restored checkpoint
+//! covered), so nothing hidden of an earlier attempt is needed by then.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -33,8 +40,12 @@ pub struct FilesystemSink {
     format: Format,
     schema: SchemaRef,
     subtask: usize,
-    /// Distinguishes this run's files from earlier runs' in the same directory.
-    run: String,
+    /// The job's id, the same for all its attempts.
+    job_id: String,
+    /// The job's attempt: files of earlier attempts are told apart by it.
+    attempt: u32,
+    /// The hidden files of earlier attempts were deleted (or need not be).
+    orphans_checked: bool,
     next_part: u64,
     rolling_file_size: Option<u64>,
     current: Option<(PartWriter, PendingFile)>,
@@ -58,7 +69,9 @@ impl FilesystemSink {
             format: options.format,
             schema: Arc::clone(&table.schema),
             subtask: task.subtask,
-            run: format!("{:08x}", rand::random::<u32>()),
+            job_id: task.job_id.clone(),
+            attempt: task.attempt,
+            orphans_checked: task.attempt == 0 || task.subtask != 0,
             next_part: 0,
             rolling_file_size: options.rolling_file_size,
             current: None,
@@ -83,9 +96,10 @@ impl FilesystemSink {
     fn current(&mut self) -> Result<&mut (PartWriter, PendingFile)> {
         if self.current.is_none() {
             let name = format!(
-                "part-{}-{}-{}.{}",
+                "part-{}-{}-{}-{}.{}",
+                self.job_id,
+                self.attempt,
                 self.subtask,
-                self.run,
                 self.next_part,
                 self.format.extension()
             );
@@ -114,6 +128,50 @@ impl FilesystemSink {
                 .close()
                 .map_err(|e| self.failed("completing", &pending.hidden, e))?;
             self.closed.push(pending);
+        }
+        Ok(())
+    }
+
+    /// Deletes the hidden files earlier attempts of this job left behind
+    /// (once, in subtask 0; see the module's documentation for why it is
+    /// safe at the first commit).
+    fn remove_orphans(&mut self) -> Result<()> {
+        if self.orphans_checked {
+            return Ok(());
+        }
+        self.orphans_checked = true;
+        let prefix = format!(".part-{}-", self.job_id);
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing '{}'", self.dir.display()), e))?;
+        let mut removed = 0;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| Error::io(format!("listing '{}'", self.dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let attempt = rest.split('-').next().and_then(|a| a.parse::<u32>().ok());
+            if name.ends_with(".inprogress") && attempt.is_some_and(|a| a < self.attempt) {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::io(
+                            format!("removing '{}'", entry.path().display()),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                dir = %self.dir.display(),
+                files = removed,
+                "removed in-progress files of the job's earlier attempts"
+            );
         }
         Ok(())
     }
@@ -169,7 +227,8 @@ impl Sink for FilesystemSink {
             None => BTreeMap::new(),
         };
         let done = std::mem::replace(&mut self.pre_committed, later);
-        self.publish(done.into_values().flatten().collect())
+        self.publish(done.into_values().flatten().collect())?;
+        self.remove_orphans()
     }
 
     /// The pre-committed files, one `hidden<TAB>visible` line each.

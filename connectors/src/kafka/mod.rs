@@ -656,6 +656,14 @@ impl Connector for KafkaConnector {
         SourceOptions::parse(&table.options).is_ok_and(|o| o.bounded != BoundedMode::Unbounded)
     }
 
+    fn output_location(&self, table: &TableDescriptor) -> Option<String> {
+        let topic = table.options.get("topic")?;
+        Some(match table.options.get("properties.bootstrap.servers") {
+            Some(servers) => format!("topic '{topic}' at {servers}"),
+            None => format!("topic '{topic}'"),
+        })
+    }
+
     fn create_source(
         &self,
         table: &TableDescriptor,

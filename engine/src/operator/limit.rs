@@ -1,5 +1,11 @@
 //! `LIMIT n [OFFSET m]`: passes rows `m .. m + n` of its input and drops the
 //! rest. Runs with parallelism 1, so the limit is global.
+//!
+//! A limit whose output is the job's whole output (nothing but stateless
+//! operators between it and the sink) ends the job once it has passed its
+//! last row: it asks for a graceful stop ([`super::JobStop`]), so a query
+//! over an unbounded source ends, as in a database. What drains afterwards
+//! is dropped here.
 
 use std::fmt;
 
@@ -18,6 +24,8 @@ pub struct LimitOperator {
     fetch: Option<usize>,
     schema: SchemaRef,
     seen: usize,
+    /// Stop the job once the last row passed.
+    ends_job: bool,
 }
 
 impl LimitOperator {
@@ -28,6 +36,32 @@ impl LimitOperator {
             fetch,
             schema,
             seen: 0,
+            ends_job: false,
+        }
+    }
+
+    /// Makes the limit stop the job once it passed its last row: for a
+    /// limit whose output is all the job writes.
+    pub fn ending_the_job(mut self) -> Self {
+        self.ends_job = true;
+        self
+    }
+
+    /// The row after the last one passed (`usize::MAX` without a fetch).
+    fn end(&self) -> usize {
+        self.fetch
+            .map_or(usize::MAX, |f| self.skip.saturating_add(f))
+    }
+
+    /// Asks for the job to stop once nothing more can pass.
+    fn stop_when_done(&self, ctx: &OperatorContext) {
+        if self.ends_job && self.seen >= self.end() && !ctx.job_stop.is_requested() {
+            tracing::info!(
+                operator = %ctx.task.operator,
+                rows = self.fetch.unwrap_or_default(),
+                "the limit is reached: stopping the job"
+            );
+            ctx.job_stop.request();
         }
     }
 }
@@ -35,9 +69,13 @@ impl LimitOperator {
 impl fmt::Display for LimitOperator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.fetch {
-            Some(n) => write!(f, "Limit: skip={}, fetch={n}", self.skip),
-            None => write!(f, "Limit: skip={}", self.skip),
+            Some(n) => write!(f, "Limit: skip={}, fetch={n}", self.skip)?,
+            None => write!(f, "Limit: skip={}", self.skip)?,
         }
+        if self.ends_job {
+            write!(f, ", ends the job")?;
+        }
+        Ok(())
     }
 }
 
@@ -66,22 +104,27 @@ impl Operator for LimitOperator {
         Ok(())
     }
 
+    async fn on_start(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        // Restored after the limit was reached (or `LIMIT 0`).
+        self.stop_when_done(ctx);
+        Ok(())
+    }
+
     async fn process_batch(
         &mut self,
         batch: RecordBatch,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
-        let end = self
-            .fetch
-            .map_or(usize::MAX, |f| self.skip.saturating_add(f));
-        let (start_row, end_row) = (self.seen, self.seen + batch.num_rows());
+        let end = self.end();
+        let (start_row, end_row) = (self.seen, self.seen.saturating_add(batch.num_rows()));
         self.seen = end_row;
         let from = self.skip.clamp(start_row, end_row) - start_row;
         let to = end.clamp(start_row, end_row) - start_row;
         if to > from {
             out.collect(batch.slice(from, to - from));
         }
+        self.stop_when_done(ctx);
         Ok(())
     }
 }
@@ -104,5 +147,27 @@ mod tests {
             .map(|r| r[..1].to_string())
             .collect();
         assert_eq!(keys, vec!["3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn a_limit_ending_the_job_asks_to_stop_after_its_last_row() {
+        let limit = LimitOperator::new(1, Some(2), input_schema()).ending_the_job();
+        let mut h = OperatorHarness::new(Box::new(limit));
+        h.process(batch(&[(1, 0, 0), (2, 0, 0)])).await.unwrap();
+        assert!(
+            !h.context().job_stop.is_requested(),
+            "one row still to pass"
+        );
+        h.process(batch(&[(3, 0, 0)])).await.unwrap();
+        assert!(h.context().job_stop.is_requested());
+        h.process(batch(&[(4, 0, 0)])).await.unwrap();
+        assert_eq!(h.rows_as_strings().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_plain_limit_never_stops_the_job() {
+        let mut h = OperatorHarness::new(Box::new(LimitOperator::new(0, Some(1), input_schema())));
+        h.process(batch(&[(1, 0, 0), (2, 0, 0)])).await.unwrap();
+        assert!(!h.context().job_stop.is_requested());
     }
 }

@@ -49,6 +49,7 @@ mod session_spill;
 mod session_window_aggregate;
 mod sink;
 mod snapshot;
+mod sort;
 mod spill;
 mod watermark_generator;
 mod window_aggregate;
@@ -67,6 +68,7 @@ pub use snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_batch, encode_watermark,
 };
+pub use sort::SortOperator;
 pub use spill::StateSpill;
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
@@ -77,6 +79,11 @@ pub use window_assigner::{WindowAssignerOperator, WindowKind};
 pub struct TaskInfo {
     /// The job's name.
     pub job: String,
+    /// The job's id: unique among the jobs of a cluster, the same for every
+    /// attempt of the job.
+    pub job_id: String,
+    /// The job's attempt: 0, then one more per restart (or rescale).
+    pub attempt: u32,
     /// The operator's (or chain's) display name.
     pub operator: String,
     /// This subtask's index, `0..parallelism`.
@@ -92,6 +99,8 @@ impl TaskInfo {
     pub fn single(operator: impl Into<String>) -> Self {
         TaskInfo {
             job: "test".into(),
+            job_id: "test".into(),
+            attempt: 0,
             operator: operator.into(),
             subtask: 0,
             parallelism: 1,
@@ -123,6 +132,41 @@ pub struct OperatorContext {
     /// Where keyed state goes past its memory budget; `None` keeps all
     /// state in memory.
     pub spill: Option<StateSpill>,
+    /// Asks for the whole job to stop gracefully.
+    pub job_stop: JobStop,
+}
+
+/// Lets an operator ask for its job to stop gracefully, as `weir stop`
+/// does: sources stop, in-flight data drains, sinks flush. A `LIMIT` that
+/// has passed its last row asks, so a query over an unbounded source ends.
+#[derive(Debug, Clone)]
+pub struct JobStop {
+    requested: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for JobStop {
+    /// A handle nobody watches (tests, planning).
+    fn default() -> Self {
+        Self::new(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl JobStop {
+    /// A handle that sets `requested`.
+    pub(crate) fn new(requested: Arc<tokio::sync::watch::Sender<bool>>) -> Self {
+        Self { requested }
+    }
+
+    /// Asks for the job to stop (idempotent).
+    pub fn request(&self) {
+        self.requested
+            .send_if_modified(|requested| !std::mem::replace(requested, true));
+    }
+
+    /// True once a stop was asked for.
+    pub fn is_requested(&self) -> bool {
+        *self.requested.borrow()
+    }
 }
 
 impl OperatorContext {
@@ -135,6 +179,7 @@ impl OperatorContext {
             current_watermark: Watermark::MIN,
             split: None,
             spill: None,
+            job_stop: JobStop::default(),
         }
     }
 }
@@ -311,4 +356,9 @@ pub trait OperatorFactory: fmt::Display + fmt::Debug + Send + Sync {
     fn output_schema(&self) -> SchemaRef;
     /// Creates the operator for one subtask.
     fn create(&self, task: &TaskInfo) -> Result<Box<dyn Operator>>;
+    /// True for the operator that writes the job's output (a sink): the
+    /// rows it takes are the rows the job wrote.
+    fn is_sink(&self) -> bool {
+        false
+    }
 }

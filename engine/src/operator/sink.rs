@@ -115,6 +115,9 @@ impl OperatorFactory for SinkNode {
             self.connector.create_sink(&self.table, task)?,
         )))
     }
+    fn is_sink(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that hands every batch to a channel: how a bare `SELECT` returns
@@ -169,5 +172,8 @@ impl OperatorFactory for ChannelSinkNode {
         Ok(Box::new(SinkOperator::new(Box::new(ChannelSink {
             sender: self.sender.clone(),
         }))))
+    }
+    fn is_sink(&self) -> bool {
+        true
     }
 }

@@ -45,6 +45,12 @@ pub struct TaskSnapshot {
     pub checkpoint: CheckpointId,
     /// Per logical node of the chain (source included): its state.
     pub operators: Vec<(usize, OperatorSnapshot)>,
+    /// Rows the task's source had read when the barrier left it (0 when
+    /// the chain has no source), in this attempt.
+    pub rows_read: u64,
+    /// Rows the task's sink had written when the barrier reached it (0
+    /// when the chain has no sink), in this attempt.
+    pub rows_written: u64,
 }
 
 /// Checkpointing settings of a deployment.

@@ -36,7 +36,7 @@ use crate::exchange::{ChannelKey, Exchange};
 use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
 use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::{MetricsRegistry, TaskMetrics, TaskMetricsSnapshot};
-use crate::operator::{OperatorContext, OperatorRestore, StateSpill, TaskInfo};
+use crate::operator::{JobStop, OperatorContext, OperatorRestore, StateSpill, TaskInfo};
 use crate::state::JobStore;
 use checkpoint::TaskCheckpointing;
 use output::{EdgeOutput, OutputChannel, Outputs};
@@ -66,6 +66,8 @@ pub struct Deployment {
     remote: Option<RemoteSubtasks>,
     checkpointing: Option<CheckpointSetup>,
     spill: Option<(JobStore, usize)>,
+    /// The job's id and attempt; a fresh id and attempt 0 when unset.
+    attempt: Option<(String, u32)>,
 }
 
 #[derive(Clone)]
@@ -99,7 +101,15 @@ impl Deployment {
             }),
             checkpointing: None,
             spill: None,
+            attempt: None,
         }
+    }
+
+    /// Names the job (`job_id`, the same for all its attempts) and which
+    /// attempt this is: sinks keep the files of attempts apart.
+    pub fn with_attempt(mut self, job_id: impl Into<String>, attempt: u32) -> Self {
+        self.attempt = Some((job_id.into(), attempt));
+        self
     }
 
     /// Takes part in checkpoints (see [`CheckpointEvent`]), restoring the
@@ -134,10 +144,22 @@ impl Deployment {
 pub struct JobHandle {
     name: String,
     metrics: MetricsRegistry,
-    subtasks: Vec<(usize, usize, Arc<TaskMetrics>)>,
-    stop: watch::Sender<bool>,
+    subtasks: Vec<SubtaskCounters>,
+    stop: Arc<watch::Sender<bool>>,
+    /// Set when an operator asks for the job to stop (see [`JobStop`]);
+    /// in a partial deployment, whoever deployed it passes the request on.
+    stop_requests: watch::Receiver<bool>,
     supervisor: tokio::task::JoinHandle<Result<()>>,
     checkpoints: Option<JobCheckpoints>,
+}
+
+/// One subtask's counters: the chain's, and its sink's when the chain
+/// ends in one (a sink emits nothing: its rows out are the rows it wrote).
+struct SubtaskCounters {
+    vertex: usize,
+    subtask: usize,
+    chain: Arc<TaskMetrics>,
+    sink: Option<Arc<TaskMetrics>>,
 }
 
 /// The job's ends of its tasks' checkpoint channels.
@@ -160,16 +182,33 @@ impl JobHandle {
     }
 
     /// Rows into and out of each subtask deployed here: `(vertex, subtask, counters)`.
+    /// A subtask ending in a sink counts the rows it wrote as its rows out.
     pub fn subtask_counters(&self) -> Vec<(usize, usize, TaskMetricsSnapshot)> {
         self.subtasks
             .iter()
-            .map(|(v, s, m)| (*v, *s, m.snapshot()))
+            .map(|c| {
+                let mut snapshot = c.chain.snapshot();
+                if let Some(sink) = &c.sink {
+                    snapshot.records_out = sink.snapshot().records_out;
+                }
+                (c.vertex, c.subtask, snapshot)
+            })
             .collect()
     }
 
     /// The subtasks deployed here, `(vertex, subtask)`.
     pub fn subtasks(&self) -> Vec<(usize, usize)> {
-        self.subtasks.iter().map(|(v, s, _)| (*v, *s)).collect()
+        self.subtasks
+            .iter()
+            .map(|c| (c.vertex, c.subtask))
+            .collect()
+    }
+
+    /// True once an operator asked for the job to stop (a `LIMIT` that
+    /// passed its last row). A job deployed whole in this process stops by
+    /// itself; a partial deployment's owner must stop the whole job.
+    pub fn stop_requested(&self) -> bool {
+        *self.stop_requests.borrow()
     }
 
     /// Stops the job gracefully: sources stop, in-flight data drains, every
@@ -267,14 +306,28 @@ impl LocalRuntime {
     ) -> Result<JobHandle> {
         let metrics = MetricsRegistry::default();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = self.build_tasks(job, graph, deployment, &metrics, &stop_rx)?;
+        let stop_tx = Arc::new(stop_tx);
+        // An operator's request stops a job that runs whole in this
+        // process at once; a partial deployment's owner passes it on.
+        let (job_stop, stop_requests) = if deployment.remote.is_none() {
+            (JobStop::new(Arc::clone(&stop_tx)), stop_tx.subscribe())
+        } else {
+            let (requests, receiver) = watch::channel(false);
+            (JobStop::new(Arc::new(requests)), receiver)
+        };
+        let mut tasks = self.build_tasks(job, graph, deployment, &metrics, &stop_rx, &job_stop)?;
         let checkpoints = deployment
             .checkpointing
             .as_ref()
             .map(|_| wire_checkpoints(&mut tasks));
         let subtasks = tasks
             .iter()
-            .map(|t| (t.vertex, t.info.subtask, Arc::clone(&t.counters)))
+            .map(|t| SubtaskCounters {
+                vertex: t.vertex,
+                subtask: t.info.subtask,
+                chain: Arc::clone(&t.counters),
+                sink: t.sink_metrics.clone(),
+            })
             .collect();
         info!(job, tasks = tasks.len(), "deploying job");
         let mut set = JoinSet::new();
@@ -302,6 +355,7 @@ impl LocalRuntime {
             metrics,
             subtasks,
             stop: stop_tx,
+            stop_requests,
             supervisor,
             checkpoints,
         })
@@ -314,7 +368,12 @@ impl LocalRuntime {
         deployment: &Deployment,
         metrics: &MetricsRegistry,
         stop: &watch::Receiver<bool>,
+        job_stop: &JobStop,
     ) -> Result<Vec<Task>> {
+        let (job_id, attempt) = deployment
+            .attempt
+            .clone()
+            .unwrap_or_else(|| (local_job_id(), 0));
         let vertices = graph.vertices();
         let capacity = self.config.channel_capacity.max(1);
         // receivers[v][subtask], outputs[v][subtask]
@@ -386,6 +445,8 @@ impl LocalRuntime {
                 outs.counters = Some(Arc::clone(&counters));
                 let info = TaskInfo {
                     job: job.to_string(),
+                    job_id: job_id.clone(),
+                    attempt,
                     operator: name.clone(),
                     subtask,
                     parallelism: vertex.parallelism,
@@ -399,20 +460,24 @@ impl LocalRuntime {
                         .unwrap_or_default()
                 };
                 let mut chain = vertex.nodes.iter().peekable();
+                let mut source_metrics = None;
                 let head = match chain.peek().map(|&&n| (n, &graph.logical().node(n).kind)) {
                     Some((node, NodeKind::Source(source))) => {
                         chain.next();
                         let mut created = source.create(&info)?;
                         restore_source(created.as_mut(), restore(node), &info)?;
+                        let source_counters = metrics.task(&format!("{node} {source}"), subtask);
+                        source_metrics = Some(Arc::clone(&source_counters));
                         Head::Source {
                             source: created,
                             node,
-                            metrics: metrics.task(&format!("{node} {source}"), subtask),
+                            metrics: source_counters,
                             stop: stop.clone(),
                         }
                     }
                     _ => Head::Inputs(InputGate::new(inputs)),
                 };
+                let mut sink_metrics = None;
                 let mut operators = Vec::new();
                 for &node in chain {
                     let NodeKind::Operator(factory) = &graph.logical().node(node).kind else {
@@ -432,7 +497,11 @@ impl LocalRuntime {
                             StateSpill::new(store.clone(), node, &info, *budget)
                                 .restored_from(restored_from)
                         }),
+                        job_stop: job_stop.clone(),
                     };
+                    if factory.is_sink() {
+                        sink_metrics = Some(Arc::clone(&ctx.metrics));
+                    }
                     let mut operator = factory.create(&info)?;
                     operator.restore_state(&ctx, restore(node))?;
                     operators.push((operator, ctx, node));
@@ -445,6 +514,8 @@ impl LocalRuntime {
                     operators,
                     outputs: outs,
                     checkpointing: None,
+                    source_metrics,
+                    sink_metrics,
                 });
             }
         }
@@ -500,6 +571,14 @@ fn restore_source(
             several.len()
         ))),
     }
+}
+
+/// An id for a job deployed whole in this process without one: unique
+/// among this process's jobs, and unlikely to meet another process's.
+fn local_job_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("local{:x}x{n}", std::process::id())
 }
 
 fn channel_key(job_id: &str, edge: usize, from: usize, to: usize) -> ChannelKey {

@@ -38,6 +38,10 @@ pub(crate) struct Task {
     pub operators: Vec<(Box<dyn Operator>, OperatorContext, usize)>,
     pub outputs: Outputs,
     pub checkpointing: Option<TaskCheckpointing>,
+    /// The source's counters, when the chain starts with one.
+    pub source_metrics: Option<Arc<TaskMetrics>>,
+    /// The sink's counters, when the chain ends in one.
+    pub sink_metrics: Option<Arc<TaskMetrics>>,
 }
 
 /// What woke a source task up.
@@ -228,6 +232,9 @@ impl Task {
         if let Some(checkpointing) = &mut self.checkpointing {
             checkpointing.last_barrier = Some(barrier.id);
             checkpointing.final_barrier_seen |= barrier.then_stop;
+            // The barrier passed every row counted so far, and none after.
+            let rows_out =
+                |m: &Option<Arc<TaskMetrics>>| m.as_ref().map_or(0, |m| m.snapshot().records_out);
             let _ = checkpointing
                 .events
                 .send(CheckpointEvent::Snapshot(TaskSnapshot {
@@ -235,6 +242,8 @@ impl Task {
                     subtask: self.info.subtask,
                     checkpoint: barrier.id,
                     operators: snapshots,
+                    rows_read: rows_out(&self.source_metrics),
+                    rows_written: rows_out(&self.sink_metrics),
                 }));
         }
         Ok(())
@@ -518,6 +527,8 @@ mod tests {
             ],
             outputs: Outputs::default(),
             checkpointing: None,
+            source_metrics: None,
+            sink_metrics: None,
         };
         let metrics = Arc::clone(&task.operators[0].1.metrics);
         let running = tokio::spawn(task.run());
@@ -565,6 +576,8 @@ mod tests {
                 last_barrier: None,
                 final_barrier_seen: false,
             }),
+            source_metrics: None,
+            sink_metrics: None,
         };
         Fixture {
             input,

@@ -68,6 +68,14 @@ pub struct CheckpointManifest {
     pub node_parallelism: Vec<u32>,
     /// Every worker's snapshot.
     pub workers: Vec<WorkerSnapshot>,
+    /// Rows the job's sources had read, over all attempts, when the
+    /// checkpoint's barrier left them: what a restore resumes counting from.
+    #[serde(default)]
+    pub records_read: u64,
+    /// Rows the job's sinks had written (and this checkpoint commits),
+    /// over all attempts.
+    #[serde(default)]
+    pub records_written: u64,
     /// Free-form extra metadata.
     pub extra: serde_json::Value,
 }

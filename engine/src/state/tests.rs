@@ -119,6 +119,8 @@ fn manifest_of(id: u64, workers: Vec<WorkerSnapshot>) -> CheckpointManifest {
         max_key_groups: 128,
         node_parallelism: vec![1, 2],
         workers,
+        records_read: 10 * id,
+        records_written: 5 * id,
         extra: serde_json::json!({ "sources": { "kafka": [1, 2, 3] } }),
     }
 }

@@ -22,7 +22,7 @@ use weir_engine::state::{CheckpointManifest, CheckpointStorage, WorkerSnapshot};
 use weir_proto as pb;
 
 use super::Coordinator;
-use super::state::JobEntry;
+use super::state::{CommittedRows, JobEntry};
 use crate::cluster::config::CoordinatorConfig;
 use crate::cluster::now_ms;
 
@@ -70,6 +70,8 @@ pub(in crate::cluster) struct PendingCheckpoint {
     /// Workers that must acknowledge.
     pub expected: BTreeSet<String>,
     pub acks: BTreeMap<String, WorkerSnapshot>,
+    /// Per worker: rows read and written at the barrier, in this attempt.
+    pub rows: BTreeMap<String, CommittedRows>,
     /// The manifest is being written.
     pub committing: bool,
 }
@@ -295,6 +297,13 @@ impl Coordinator {
             }
         };
         pending.acks.insert(worker_id.to_string(), snapshot);
+        pending.rows.insert(
+            worker_id.to_string(),
+            CommittedRows {
+                read: ack.records_read,
+                written: ack.records_written,
+            },
+        );
         if pending.committing
             || !pending
                 .expected
@@ -312,6 +321,10 @@ impl Coordinator {
             max_key_groups: job.layout.max_key_groups,
             node_parallelism: job.layout.node_parallelism.clone(),
             workers: pending.acks.values().cloned().collect(),
+            records_read: job.committed_before.read
+                + pending.rows.values().map(|r| r.read).sum::<u64>(),
+            records_written: job.committed_before.written
+                + pending.rows.values().map(|r| r.written).sum::<u64>(),
             extra: serde_json::json!({ "final": pending.is_final }),
         };
         let storage = checkpoints.storage.clone();
@@ -342,7 +355,7 @@ impl Coordinator {
             if is_final {
                 let reason = format!("the final checkpoint failed: {reason}");
                 let job_id = manifest.job_id.clone();
-                self.on_job_failure(&mut state, &job_id, reason);
+                self.on_job_failure(&mut state, &job_id, reason, super::Restart::Allowed);
             }
             return;
         }
@@ -429,7 +442,7 @@ impl Coordinator {
             // The sources ended after the final barrier: only a restart
             // can finish the job now.
             let job_id = declined.job_id.clone();
-            self.on_job_failure(&mut state, &job_id, reason);
+            self.on_job_failure(&mut state, &job_id, reason, super::Restart::Allowed);
         }
     }
 
@@ -485,6 +498,7 @@ fn due_checkpoint(job: &mut JobEntry) -> Option<pb::TriggerCheckpoint> {
         triggered_ms,
         expected: workers,
         acks: BTreeMap::new(),
+        rows: BTreeMap::new(),
         committing: false,
     });
     Some(pb::TriggerCheckpoint {

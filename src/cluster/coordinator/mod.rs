@@ -28,7 +28,7 @@ use super::config::CoordinatorConfig;
 use super::{ClusterError, Result, bind, now_ms, plan_fingerprint};
 use checkpoints::JobCheckpoints;
 use planning::{PlannedJob, place, plan_script};
-use state::{JobEntry, JobLayout, ResultChannel, State, SubtaskEntry};
+use state::{CommittedRows, JobEntry, JobLayout, ResultChannel, State, SubtaskEntry};
 
 /// Result batches buffered per query job before its producers wait.
 const RESULT_BUFFER: usize = 16;
@@ -111,7 +111,7 @@ impl Coordinator {
             let planned = match plan_script(&record.sql, &record.name, record.parallelism, &[])
                 .await
             {
-                Ok((mut jobs, _)) if jobs.len() == 1 => jobs.remove(0),
+                Ok(mut script) if script.jobs.len() == 1 => script.jobs.remove(0),
                 Ok(_) => {
                     warn!(job = %record.job_id, "a recorded job no longer plans to one job; not resumed");
                     continue;
@@ -162,17 +162,15 @@ impl Coordinator {
                 .map(|(id, w)| (id.clone(), w.session))
                 .collect();
             for (id, session) in silent {
-                self.worker_lost(
-                    &id,
-                    session,
-                    &format!("no heartbeat for {:.1}s", timeout.as_secs_f64()),
-                );
+                let reason = format!("no heartbeat for {:.1}s", timeout.as_secs_f64());
+                self.worker_gone(&id, session, WorkerGone::Lost(&reason));
             }
         }
     }
 
-    /// Removes a worker and fails every job that ran on it.
-    fn worker_lost(&self, worker_id: &str, session: u64, reason: &str) {
+    /// Removes a worker and fails every job that ran on it. A worker that
+    /// left on purpose is not counted as lost.
+    fn worker_gone(&self, worker_id: &str, session: u64, gone: WorkerGone<'_>) {
         let mut state = self.state();
         let Some(worker) = state.workers.get(worker_id) else {
             return;
@@ -182,14 +180,22 @@ impl Coordinator {
         }
         let address = worker.data_address.clone();
         state.workers.remove(worker_id);
-        self.losses
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        warn!(worker = worker_id, %address, reason, "worker lost");
+        let message = match gone {
+            WorkerGone::Lost(reason) => {
+                self.losses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(worker = worker_id, %address, reason, "worker lost");
+                format!("worker '{worker_id}' ({address}) lost: {reason}")
+            }
+            WorkerGone::Left => {
+                info!(worker = worker_id, %address, "worker left");
+                format!("worker '{worker_id}' ({address}) shut down")
+            }
+        };
         self.lost
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(worker_id.to_string(), address.clone());
-        let message = format!("worker '{worker_id}' ({address}) lost: {reason}");
         let affected: Vec<String> = state
             .jobs
             .values()
@@ -211,13 +217,14 @@ impl Coordinator {
                 job.failure = format!("{message}; first error seen: {}", job.failure);
                 continue;
             }
-            self.on_job_failure(&mut state, &job_id, message.clone());
+            self.on_job_failure(&mut state, &job_id, message.clone(), Restart::Allowed);
         }
     }
 
     /// A job failed: it restarts from its newest completed checkpoint while
-    /// its restart strategy allows, and fails otherwise.
-    fn on_job_failure(&self, state: &mut State, job_id: &str, reason: String) {
+    /// its restart strategy allows (and a restart can help), and fails
+    /// otherwise.
+    fn on_job_failure(&self, state: &mut State, job_id: &str, reason: String, restart: Restart) {
         let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let reason = state.name_workers(&reason, &lost);
         let Some(job) = state.jobs.get_mut(job_id) else {
@@ -232,6 +239,11 @@ impl Coordinator {
             state.end_job(job_id, pb::JobState::Failed, Some(reason));
             return;
         };
+        if restart == Restart::Pointless {
+            warn!(job = job_id, %reason, "job failed (not restarted: the input or configuration is at fault)");
+            state.end_job(job_id, pb::JobState::Failed, Some(reason));
+            return;
+        }
         if restarts >= checkpoints.restart_attempts {
             let reason = match restarts {
                 0 => reason,
@@ -277,8 +289,9 @@ impl Coordinator {
             }
             (job.spec.sql.clone(), job.spec.name.clone())
         };
-        let (mut planned, _) = plan_script(&sql, &name, parallelism, &[]).await?;
-        let planned = planned
+        let planned = plan_script(&sql, &name, parallelism, &[])
+            .await?
+            .jobs
             .pop()
             .ok_or_else(|| Status::internal("the job's SQL planned to no job"))?;
         let entry = self.job_entry(job_id, planned)?;
@@ -357,14 +370,15 @@ impl Coordinator {
     }
 
     /// The newest completed checkpoint whose manifest verifies and which no
-    /// restore found corrupt (0: none, start from scratch). Storage is the
-    /// truth: it also knows checkpoints of an earlier coordinator.
-    async fn restore_point(&self, job_id: &str) -> u64 {
+    /// restore found corrupt (checkpoint 0: none, start from scratch), with
+    /// the rows read and written up to it. Storage is the truth: it also
+    /// knows checkpoints of an earlier coordinator.
+    async fn restore_point(&self, job_id: &str) -> RestorePoint {
         let (storage, bad) = {
             let state = self.state();
             let Some(checkpoints) = state.jobs.get(job_id).and_then(|j| j.checkpoints.as_ref())
             else {
-                return 0;
+                return RestorePoint::default();
             };
             (checkpoints.storage.clone(), checkpoints.corrupt.clone())
         };
@@ -372,7 +386,7 @@ impl Coordinator {
             Ok(ids) => ids,
             Err(e) => {
                 warn!(job = job_id, error = %e, "cannot list checkpoints; restarting from scratch");
-                return 0;
+                return RestorePoint::default();
             }
         };
         let newest = completed.last().copied().unwrap_or(0);
@@ -381,7 +395,7 @@ impl Coordinator {
                 continue;
             }
             match storage.load(id).await {
-                Ok(_) => {
+                Ok(manifest) => {
                     if id < newest {
                         warn!(
                             job = job_id,
@@ -392,7 +406,13 @@ impl Coordinator {
                              produced again"
                         );
                     }
-                    return id;
+                    return RestorePoint {
+                        checkpoint: id,
+                        committed: CommittedRows {
+                            read: manifest.records_read,
+                            written: manifest.records_written,
+                        },
+                    };
                 }
                 Err(e) => {
                     warn!(job = job_id, checkpoint = id, error = %e, "skipping a bad checkpoint");
@@ -407,7 +427,7 @@ impl Coordinator {
                 }
             }
         }
-        0
+        RestorePoint::default()
     }
 
     fn redeploy(
@@ -416,13 +436,17 @@ impl Coordinator {
         job_id: &str,
         slice_workers: &[String],
         cause: String,
-        from: u64,
+        restore: RestorePoint,
     ) {
         let Some(job) = state.jobs.get_mut(job_id) else {
             return;
         };
+        let from = restore.checkpoint;
         job.attempt += 1;
         job.restarting = false;
+        // The new attempt counts from what the restored checkpoint covered.
+        job.committed_before = restore.committed;
+        job.counters.clear();
         if let Some(checkpoints) = &mut job.checkpoints {
             checkpoints.last_trigger = Instant::now();
             checkpoints.next_id = checkpoints.next_id.max(from + 1);
@@ -472,12 +496,32 @@ impl Coordinator {
             request.name.clone()
         };
         let catalog = self.state().catalog.tables().to_vec();
-        let (planned, messages) = plan_script(&request.sql, &origin, parallelism, &catalog).await?;
+        let planned = plan_script(&request.sql, &origin, parallelism, &catalog).await?;
+        // All of the script's jobs start, or none does.
+        let needed: usize = planned.jobs.iter().map(|j| slices(&j.graph)).sum();
+        let free: usize = self
+            .state()
+            .workers
+            .values()
+            .map(|w| w.free_slots as usize)
+            .sum();
+        if needed > free {
+            return Err(Status::resource_exhausted(format!(
+                "not enough free slots for {origin}: its {} job(s) need {needed} (one per \
+                 parallel slice), the cluster has {free} free; no job was started. Start more \
+                 workers, give them more --slots, or lower the parallelism",
+                planned.jobs.len()
+            )));
+        }
         let mut jobs = Vec::new();
-        for job in planned {
+        for job in planned.jobs {
             jobs.push(self.deploy(job)?);
         }
-        Ok(pb::SubmitJobResponse { jobs, messages })
+        Ok(pb::SubmitJobResponse {
+            jobs,
+            messages: planned.messages,
+            results: planned.results,
+        })
     }
 
     /// A job's entry before its first deployment: its layout, checkpointing
@@ -527,6 +571,7 @@ impl Coordinator {
             subtasks: BTreeMap::new(),
             slots: BTreeMap::new(),
             counters: BTreeMap::new(),
+            committed_before: CommittedRows::default(),
             results: None,
             layout,
             attempt: 0,
@@ -538,13 +583,7 @@ impl Coordinator {
     }
 
     fn deploy(&self, job: PlannedJob) -> Result<pb::JobSummary, Status> {
-        let slices = job
-            .graph
-            .vertices()
-            .iter()
-            .map(|v| v.parallelism)
-            .max()
-            .unwrap_or(1);
+        let slices = slices(&job.graph);
         let sink_parallelism = job.graph.vertices().last().map_or(0, |v| v.parallelism);
         let job_id = new_job_id(&self.state());
         let mut entry = self.job_entry(&job_id, job)?;
@@ -614,12 +653,13 @@ impl Coordinator {
             subtask.state = new_state;
             subtask.message = status.message.clone();
         }
+        let failure = status.failure.unwrap_or_default();
         if new_state == pb::TaskState::Failed
-            && let Some(id) = corrupt_checkpoint(&status.message)
+            && failure.corrupt_checkpoint != 0
             && let Some(checkpoints) = &mut job.checkpoints
         {
             // The restore found bad data: the next restart skips it.
-            checkpoints.corrupt.insert(id);
+            checkpoints.corrupt.insert(failure.corrupt_checkpoint);
         }
         match new_state {
             pb::TaskState::Failed if !job.is_terminal() => {
@@ -627,7 +667,13 @@ impl Coordinator {
                     "subtask {}[{}] ({vertex_name}) on worker '{worker_id}' failed: {}",
                     task.vertex, task.subtask, status.message
                 );
-                if is_network_failure(&status.message) {
+                // Bad input or configuration fails the same way again.
+                let restart = if failure.domain() == pb::FailureDomain::User {
+                    Restart::Pointless
+                } else {
+                    Restart::Allowed
+                };
+                if failure.network {
                     // A broken connection is usually a dead peer: give the
                     // coordinator a moment to notice the loss, so the job
                     // fails with the root cause rather than a symptom.
@@ -638,12 +684,12 @@ impl Coordinator {
                         tokio::time::sleep(Duration::from_millis(NETWORK_FAILURE_GRACE_MS)).await;
                         let mut state = coordinator.state();
                         if state.jobs.get(&job_id).is_some_and(|j| !j.is_terminal()) {
-                            coordinator.on_job_failure(&mut state, &job_id, reason);
+                            coordinator.on_job_failure(&mut state, &job_id, reason, restart);
                         }
                     });
                     return;
                 }
-                self.on_job_failure(&mut state, &task.job_id, reason);
+                self.on_job_failure(&mut state, &task.job_id, reason, restart);
             }
             pb::TaskState::Finished
                 if !job.is_terminal()
@@ -675,9 +721,31 @@ impl Coordinator {
             }
         }
         for counters in heartbeat.jobs {
-            if let Some(job) = state.jobs.get_mut(&counters.job_id) {
+            if let Some(job) = state.jobs.get_mut(&counters.job_id)
+                && job.attempt == counters.attempt
+                && !job.restarting
+            {
                 job.counters.insert(worker_id.to_string(), counters);
             }
+        }
+    }
+
+    /// An operator asked its job to stop (a `LIMIT` reached): the job stops
+    /// as `weir stop` stops it, with a final checkpoint when it takes them.
+    fn stop_requested(&self, request: pb::StopRequested) {
+        {
+            let state = self.state();
+            match state.jobs.get(&request.job_id) {
+                Some(job)
+                    if job.attempt == request.attempt
+                        && !job.restarting
+                        && job.state == pb::JobState::Running => {}
+                _ => return,
+            }
+        }
+        info!(job = %request.job_id, reason = %request.reason, "stopping the job at an operator's request");
+        if let Err(e) = self.job_command(&request.job_id, true) {
+            warn!(job = %request.job_id, error = %e.message(), "cannot stop the job");
         }
     }
 
@@ -1018,20 +1086,39 @@ fn send_deployment(
 /// How long a subtask's network failure waits for a worker loss to explain it.
 const NETWORK_FAILURE_GRACE_MS: u64 = 1_000;
 
-/// The checkpoint a restore failure reports as corrupt or missing data:
-/// "cannot restore checkpoint 7: … corrupt …".
-fn corrupt_checkpoint(message: &str) -> Option<u64> {
-    let rest = message.split("cannot restore checkpoint ").nth(1)?;
-    let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    id.parse().ok()
+/// Where a restarted job resumes: a completed checkpoint (0: none) and
+/// the rows read and written up to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct RestorePoint {
+    checkpoint: u64,
+    committed: CommittedRows,
 }
 
-/// Whether a subtask failed because a connection to a peer broke.
-fn is_network_failure(message: &str) -> bool {
-    let m = message.to_lowercase();
-    ["network", "peer", "connection", "broken pipe", "transport"]
+/// How a worker went away.
+pub(super) enum WorkerGone<'a> {
+    /// Its session broke or its heartbeats stopped, for this reason.
+    Lost(&'a str),
+    /// It said it was shutting down.
+    Left,
+}
+
+/// Whether restarting a failed job can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Restart {
+    /// A lost worker, a broken connection, a full disk: try again.
+    Allowed,
+    /// Bad input or configuration: a restart fails the same way.
+    Pointless,
+}
+
+/// The slots a job takes: one per parallel slice.
+fn slices(graph: &weir_engine::PhysicalGraph) -> usize {
+    graph
+        .vertices()
         .iter()
-        .any(|w| m.contains(w))
+        .map(|v| v.parallelism)
+        .max()
+        .unwrap_or(1)
 }
 
 fn new_job_id(state: &State) -> String {

@@ -20,18 +20,30 @@ pub(super) struct PlannedJob {
     pub settings: BTreeMap<String, String>,
 }
 
+/// A script, planned whole.
+#[derive(Default)]
+pub(super) struct PlannedScript {
+    /// A job per `INSERT` / `SELECT`, in order.
+    pub jobs: Vec<PlannedJob>,
+    /// Confirmations of the other statements.
+    pub messages: Vec<String>,
+    /// What the statements show (`DESCRIBE`, `SHOW TABLES`, `EXPLAIN`).
+    pub results: Vec<String>,
+}
+
 /// Runs a script's statements in a fresh session that starts with the
 /// `catalog`'s tables, except those the script creates itself. Each
 /// `INSERT` or `SELECT` becomes a job whose SQL is the catalog tables' DDL
 /// and the script's state-changing statements so far, followed by it — a
 /// self-contained script every worker can plan again. Other statements
-/// answer with a message.
+/// answer with a message or a result. Every statement is planned before
+/// any job starts; when some do not plan, the error names each of them.
 pub(super) async fn plan_script(
     script: &str,
     origin: &str,
     parallelism: u32,
     catalog: &[TableEntry],
-) -> Result<(Vec<PlannedJob>, Vec<String>), Status> {
+) -> Result<PlannedScript, Status> {
     let mut session = Session::new(weir_connectors::default_registry());
     session.set_default_parallelism(parallelism.max(1) as usize);
     let statements = weir_sql::split_statements(script)
@@ -56,17 +68,31 @@ pub(super) async fn plan_script(
         })?;
         context.push(table.ddl.clone());
     }
-    let mut jobs = Vec::new();
-    let mut messages = Vec::new();
+    let mut planned = PlannedScript::default();
+    let mut errors: Vec<String> = Vec::new();
+    let mut failed_tables: Vec<String> = Vec::new();
     for statement in statements {
-        let outcome = session.execute(&statement.text).await.map_err(|e| {
-            Status::invalid_argument(crate::render_sql_error(script, origin, &statement, e))
-        })?;
+        let outcome = match session.execute(&statement.text).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Ok(weir_sql::Statement::CreateTable(c)) =
+                    weir_sql::parse_statement(&statement.text)
+                {
+                    failed_tables.push(c.name);
+                }
+                // Not again for a table whose CREATE TABLE failed above.
+                if !matches!(&e, weir_sql::SqlError::UnknownTable { name, .. } if failed_tables.contains(name))
+                {
+                    errors.push(crate::render_sql_error(script, origin, &statement, e));
+                }
+                continue;
+            }
+        };
         let (plan, query) = match outcome {
             Outcome::Job(plan) => (plan, false),
             Outcome::Query(q) => (q.job, true),
             Outcome::Explain(text) => {
-                messages.push(text);
+                planned.results.push(text);
                 continue;
             }
             Outcome::Control(_) => {
@@ -77,12 +103,12 @@ pub(super) async fn plan_script(
             }
             Outcome::Message(m) => {
                 context.push(statement.text);
-                messages.push(m);
+                planned.messages.push(m);
                 continue;
             }
             Outcome::Rows(batch) => {
                 context.push(statement.text);
-                messages.push(
+                planned.results.push(
                     pretty_format_batches(&[batch])
                         .map(|t| t.to_string())
                         .unwrap_or_default(),
@@ -95,7 +121,7 @@ pub(super) async fn plan_script(
             sql.push_str(";\n");
         }
         sql.push_str(&statement.text);
-        jobs.push(PlannedJob {
+        planned.jobs.push(PlannedJob {
             spec: pb::JobSpec {
                 name: plan.name.clone(),
                 sql,
@@ -106,7 +132,16 @@ pub(super) async fn plan_script(
             settings: session.settings().clone(),
         });
     }
-    Ok((jobs, messages))
+    if !errors.is_empty() {
+        let count = errors.len();
+        errors.push(format!(
+            "{count} statement{} of {origin} do{} not plan; no job was started",
+            if count == 1 { "" } else { "s" },
+            if count == 1 { "es" } else { "" }
+        ));
+        return Err(Status::invalid_argument(errors.join("\n")));
+    }
+    Ok(planned)
 }
 
 /// Picks a worker for each of `slices` slices: each goes to the worker with

@@ -12,7 +12,7 @@ use weir_proto as pb;
 use weir_proto::coordinator_server::Coordinator as CoordinatorRpc;
 
 use super::state::{JobEntry, WorkerEntry};
-use super::{Coordinator, unknown_job};
+use super::{Coordinator, WorkerGone, unknown_job};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -150,13 +150,20 @@ impl CoordinatorRpc for Coordinator {
                         Some(pb::worker_event::Event::SourceExhausted(e)) => {
                             coordinator.source_exhausted(e)
                         }
+                        Some(pb::worker_event::Event::StopRequested(r)) => {
+                            coordinator.stop_requested(r)
+                        }
+                        Some(pb::worker_event::Event::Leaving(_)) => {
+                            coordinator.worker_gone(&worker_id, session, WorkerGone::Left);
+                            return;
+                        }
                         Some(pb::worker_event::Event::Register(_)) | None => {}
                     },
                     Ok(None) => break "its session ended".to_string(),
                     Err(e) => break format!("its connection broke ({})", e.message()),
                 }
             };
-            coordinator.worker_lost(&worker_id, session, &reason);
+            coordinator.worker_gone(&worker_id, session, WorkerGone::Lost(&reason));
         });
         Ok(Response::new(receiver_stream(commands)))
     }

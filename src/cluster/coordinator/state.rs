@@ -58,8 +58,11 @@ pub(super) struct JobEntry {
     pub subtasks: BTreeMap<(u32, u32), SubtaskEntry>,
     /// Slots taken on each worker.
     pub slots: BTreeMap<String, u32>,
-    /// Per worker: rows read, written, dropped late.
+    /// Per worker: rows read, written, dropped late, in the current attempt.
     pub counters: BTreeMap<String, pb::JobCounters>,
+    /// Rows read and written before the current attempt: as of the
+    /// checkpoint it restored (what earlier attempts committed).
+    pub committed_before: CommittedRows,
     pub results: Option<ResultChannel>,
     /// What a restart needs to deploy the job again.
     pub layout: JobLayout,
@@ -73,6 +76,13 @@ pub(super) struct JobEntry {
     pub restarting: bool,
     /// The session's `SET` values the job was planned with.
     pub settings: BTreeMap<String, String>,
+}
+
+/// Rows a job's sources read and its sinks wrote up to a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct CommittedRows {
+    pub read: u64,
+    pub written: u64,
 }
 
 /// The shape of a job's graph, as placement and restarts need it.
@@ -111,8 +121,8 @@ impl JobEntry {
             started_at_ms: self.started_at_ms,
             ended_at_ms: self.ended_at_ms,
             failure: self.failure.clone(),
-            records_read: sum(|c| c.records_read),
-            records_written: sum(|c| c.records_written),
+            records_read: self.committed_before.read + sum(|c| c.records_read),
+            records_written: self.committed_before.written + sum(|c| c.records_written),
             late_records_dropped: sum(|c| c.late_records_dropped),
             bad_records: sum(|c| c.bad_records),
             state_spilled_bytes: sum(|c| c.state_spilled_bytes),

@@ -2,27 +2,29 @@
 //! coordinator (registration, heartbeats with counters, task states), and
 //! runs the subtasks the coordinator places on it.
 
+mod deploy;
+pub(super) mod report;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 use weir_engine::exchange::{Exchange, ExchangeFailure};
-use weir_engine::state::{CheckpointStorage, StateBackend, StateConfig};
-use weir_engine::{CheckpointBarrier, Deployment, JobHandle, LocalRuntime};
+use weir_engine::state::{StateBackend, StateConfig};
+use weir_engine::{CheckpointBarrier, JobHandle, LocalRuntime};
 use weir_proto as pb;
 use weir_proto::coordinator_client::CoordinatorClient;
-use weir_sql::{Outcome, Session};
 
 use super::config::ClusterConfig;
-use super::worker_checkpoints::{PartCheckpoints, crash_point, load_restore, spawn_driver};
-use super::{ClusterError, Result, bind, connect, plan_fingerprint, results};
+use super::worker_checkpoints::crash_point;
+use super::{ClusterError, Result, WhenRefused, bind, connect};
+use report::{Failure, add_counters, failed_task, part_key, send_states};
 
 /// A bound worker, ready to join its coordinator.
 pub struct Worker {
@@ -49,7 +51,10 @@ struct RunningPart {
     checkpoints: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<Result<()>>>,
     vertex_names: Vec<String>,
-    failure: Option<String>,
+    /// Set when the data plane failed the part (a peer's connection broke).
+    failure: Option<Failure>,
+    /// An operator's stop request went to the coordinator.
+    stop_forwarded: bool,
 }
 
 /// Why a session with the coordinator ended.
@@ -183,11 +188,31 @@ impl Worker {
                 &mut out,
                 "weir_subtask_records_out_total",
                 "counter",
-                "Rows out of a subtask's operator chain.",
+                "Rows out of a subtask's operator chain (for a sink: rows written).",
                 heartbeat
                     .counters
                     .iter()
                     .map(|c| (subtask(c), c.records_out)),
+            );
+            family(
+                &mut out,
+                "weir_late_records_dropped_total",
+                "counter",
+                "Rows a subtask dropped because they arrived after the watermark passed their window.",
+                heartbeat
+                    .counters
+                    .iter()
+                    .map(|c| (subtask(c), c.late_records_dropped)),
+            );
+            family(
+                &mut out,
+                "weir_source_bad_records_total",
+                "counter",
+                "Records this worker's sources of a job dropped or dead-lettered because they did not decode.",
+                heartbeat
+                    .jobs
+                    .iter()
+                    .map(|j| (format!("{w},job=\"{}\"", label(&j.job_id)), j.bad_records)),
             );
             out
         })
@@ -244,7 +269,7 @@ impl Worker {
     )> {
         let address = &self.config.worker.coordinator;
         let timeout = Duration::from_millis(self.config.worker.connect_timeout_ms);
-        let channel = connect("the coordinator", address, timeout).await?;
+        let channel = connect("the coordinator", address, timeout, WhenRefused::Retry).await?;
         let mut client = CoordinatorClient::new(channel.clone());
         let (events, outbound) = mpsc::unbounded_channel();
         let _ = events.send(pb::WorkerEvent {
@@ -313,11 +338,20 @@ impl Worker {
                         && part.failure.is_none()
                     {
                         warn!(job = %failure.channel.job_id, message = %failure.message, "exchange failed");
-                        part.failure = Some(failure.message);
+                        part.failure = Some(Failure::network(failure.message));
                         part.handle.cancel();
                     }
                 }
-                _ = shutdown.as_mut() => return SessionEnd::Shutdown,
+                _ = shutdown.as_mut() => {
+                    // Say goodbye, so the coordinator does not count a loss,
+                    // and wait (briefly) until it closes the session.
+                    let _ = events.send(pb::WorkerEvent {
+                        event: Some(pb::worker_event::Event::Leaving(pb::WorkerLeaving {})),
+                    });
+                    let closed = async { while let Ok(Some(_)) = commands.message().await {} };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                    return SessionEnd::Shutdown;
+                }
             }
         }
     }
@@ -344,17 +378,17 @@ impl Worker {
                 match self.deploy(deploy, channel.clone(), events).await {
                     Ok(part) => {
                         info!(job = %job_id, attempt, subtasks = mine.len(), "deployed");
-                        send_states(events, task, &mine, pb::TaskState::Running, "");
+                        send_states(events, task, &mine, pb::TaskState::Running, None);
                         self.jobs.insert(key, part);
                     }
-                    Err(message) => {
-                        warn!(job = %job_id, attempt, %message, "deployment failed");
+                    Err(failure) => {
+                        warn!(job = %job_id, attempt, message = %failure.message, "deployment failed");
                         send_states(
                             events,
                             task,
                             &mine[..mine.len().min(1)],
                             pb::TaskState::Failed,
-                            &message,
+                            Some(&failure),
                         );
                         self.exchange.release_job(&key);
                     }
@@ -397,163 +431,6 @@ impl Worker {
         }
     }
 
-    /// Plans the job's SQL again, checks it matches the coordinator's plan,
-    /// and deploys the subtasks placed here.
-    async fn deploy(
-        &self,
-        deploy: pb::DeployJob,
-        channel: Channel,
-        events: &mpsc::UnboundedSender<pb::WorkerEvent>,
-    ) -> Result<RunningPart, String> {
-        let spec = deploy.spec.ok_or("a deployment without a job spec")?;
-        let mut session = Session::new(weir_connectors::default_registry());
-        session.set_default_parallelism(spec.parallelism.max(1) as usize);
-        let statements = weir_sql::split_statements(&spec.sql).map_err(|e| e.to_string())?;
-        let mut last = None;
-        for statement in statements {
-            last = Some(
-                session
-                    .execute(&statement.text)
-                    .await
-                    .map_err(|e| format!("planning failed on worker: {e}"))?,
-            );
-        }
-        let (plan, rows) = match last {
-            Some(Outcome::Job(plan)) => (plan, None),
-            Some(Outcome::Query(q)) => (q.job, Some(q.rows)),
-            _ => return Err("the job's SQL does not end in INSERT or SELECT".into()),
-        };
-        let graph = plan.graph;
-        if plan_fingerprint(&graph) != deploy.plan_fingerprint {
-            return Err(format!(
-                "worker '{}' planned a different graph than the coordinator \
-                 (do all processes run the same Weir version?)",
-                self.id
-            ));
-        }
-        let addresses: HashMap<&str, &str> = deploy
-            .workers
-            .iter()
-            .map(|w| (w.worker_id.as_str(), w.data_address.as_str()))
-            .collect();
-        let vertices = graph.vertices();
-        let mut table: Vec<Vec<Option<String>>> = vertices
-            .iter()
-            .map(|v| vec![Some(String::new()); v.parallelism])
-            .collect();
-        for p in &deploy.placement {
-            let slot = table
-                .get_mut(p.vertex as usize)
-                .and_then(|v| v.get_mut(p.subtask as usize))
-                .ok_or_else(|| {
-                    format!(
-                        "placement names a subtask {}[{}] the plan lacks",
-                        p.vertex, p.subtask
-                    )
-                })?;
-            *slot = if p.worker_id == self.id {
-                None
-            } else {
-                let address = addresses
-                    .get(p.worker_id.as_str())
-                    .ok_or_else(|| format!("no address for worker '{}'", p.worker_id))?;
-                Some(address.to_string())
-            };
-        }
-        let last_vertex = vertices.len().saturating_sub(1);
-        let hosts_results = table
-            .get(last_vertex)
-            .is_some_and(|v| v.iter().any(Option::is_none));
-        let vertex_names = (0..vertices.len()).map(|v| graph.vertex_name(v)).collect();
-        let local: std::collections::BTreeSet<(usize, usize)> = table
-            .iter()
-            .enumerate()
-            .flat_map(|(v, subtasks)| {
-                subtasks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.is_none())
-                    .map(move |(s, _)| (v, s))
-            })
-            .collect();
-        let key = part_key(&deploy.job_id, deploy.attempt);
-        let mut deployment = Deployment::partial(&key, table, self.exchange.clone());
-        let mut checkpointing = None;
-        // Operators spill keyed state past their budget into the job's
-        // RocksDB instance, with or without checkpoints.
-        let store = self
-            .state
-            .open_job(&deploy.job_id, deploy.attempt)
-            .map_err(|e| e.to_string())?;
-        deployment = deployment.with_state(store.clone(), self.operator_memory_bytes());
-        if !deploy.checkpoint_url.is_empty() {
-            let storage = CheckpointStorage::open(&deploy.checkpoint_url, &deploy.job_id)
-                .map_err(|e| e.to_string())?;
-            let setup = match deploy.restore_checkpoint {
-                0 => weir_engine::CheckpointSetup::default(),
-                id => {
-                    let scratch = std::env::temp_dir()
-                        .join(format!("weir-restore-{}-{key}", self.id.replace('/', "_")));
-                    load_restore(&storage, id, &graph, &local, &scratch, &store).await?
-                }
-            };
-            deployment = deployment.with_checkpointing(setup);
-            let local_nodes = local
-                .iter()
-                .flat_map(|&(v, s)| vertices[v].nodes.iter().map(move |&n| (n as u32, s as u32)))
-                .collect();
-            checkpointing = Some(PartCheckpoints {
-                job_id: deploy.job_id.clone(),
-                attempt: deploy.attempt,
-                worker_id: self.id.clone(),
-                local,
-                local_nodes,
-                store,
-                storage,
-                events: events.clone(),
-            });
-        }
-        let handle = self
-            .runtime
-            .spawn_deployment(&plan.name, &graph, &deployment)
-            .map_err(|e| e.to_string())?;
-        let checkpoints = match (checkpointing, handle.take_checkpoint_events()) {
-            (Some(part), Some(reports)) => Some(spawn_driver(part, reports)),
-            _ => None,
-        };
-        // The graph holds the query sink's sender: drop it so the result
-        // stream ends when the subtasks do.
-        drop(graph);
-        let forwarder = match rows {
-            Some(rows) if hosts_results => Some(tokio::spawn(forward_results(
-                channel,
-                deploy.job_id.clone(),
-                rows,
-            ))),
-            _ => None,
-        };
-        Ok(RunningPart {
-            job_id: deploy.job_id,
-            attempt: deploy.attempt,
-            handle,
-            checkpoints,
-            forwarder,
-            vertex_names,
-            failure: None,
-        })
-    }
-
-    /// Keyed state an operator subtask keeps in memory before spilling.
-    fn operator_memory_bytes(&self) -> usize {
-        usize::try_from(
-            self.config
-                .worker
-                .state_operator_memory_kb
-                .saturating_mul(1024),
-        )
-        .unwrap_or(usize::MAX)
-    }
-
     /// A heartbeat with the counters of every running job.
     fn heartbeat(&self) -> pb::WorkerEvent {
         let mut heartbeat = pb::Heartbeat::default();
@@ -565,8 +442,28 @@ impl Worker {
         }
     }
 
+    /// Passes an operator's stop request (a `LIMIT` reached) on to the
+    /// coordinator, which stops the job everywhere.
+    fn forward_stop_requests(&mut self, events: &mpsc::UnboundedSender<pb::WorkerEvent>) {
+        for part in self.jobs.values_mut() {
+            if part.stop_forwarded || !part.handle.stop_requested() {
+                continue;
+            }
+            part.stop_forwarded = true;
+            info!(job = %part.job_id, attempt = part.attempt, "an operator asked the job to stop");
+            let _ = events.send(pb::WorkerEvent {
+                event: Some(pb::worker_event::Event::StopRequested(pb::StopRequested {
+                    job_id: part.job_id.clone(),
+                    attempt: part.attempt,
+                    reason: "its LIMIT was reached".into(),
+                })),
+            });
+        }
+    }
+
     /// Reports the parts of jobs that ended.
     async fn reap(&mut self, events: &mpsc::UnboundedSender<pb::WorkerEvent>) {
+        self.forward_stop_requests(events);
         let ended: Vec<String> = self
             .jobs
             .iter()
@@ -617,21 +514,21 @@ impl Worker {
                         task,
                         &tasks[..tasks.len().min(1)],
                         pb::TaskState::Failed,
-                        &failure,
+                        Some(&failure),
                     );
                     send_states(
                         events,
                         task,
                         tasks.get(1..).unwrap_or(&[]),
                         pb::TaskState::Canceled,
-                        "",
+                        None,
                     );
                 }
                 (None, Ok(()), Ok(())) => {
-                    send_states(events, task, &tasks, pb::TaskState::Finished, "")
+                    send_states(events, task, &tasks, pb::TaskState::Finished, None)
                 }
                 (None, Err(weir_engine::Error::Cancelled), _) => {
-                    send_states(events, task, &tasks, pb::TaskState::Canceled, "")
+                    send_states(events, task, &tasks, pb::TaskState::Canceled, None)
                 }
                 (None, Err(e), _) => {
                     let failed = failed_task(&e, &part.vertex_names, &tasks);
@@ -640,18 +537,20 @@ impl Worker {
                         task,
                         &[failed],
                         pb::TaskState::Failed,
-                        &e.to_string(),
+                        Some(&Failure::from_error(&e)),
                     );
                     let others: Vec<(u32, u32)> =
                         tasks.iter().copied().filter(|t| *t != failed).collect();
-                    send_states(events, task, &others, pb::TaskState::Canceled, "");
+                    send_states(events, task, &others, pb::TaskState::Canceled, None);
                 }
                 (None, Ok(()), Err(e)) => send_states(
                     events,
                     task,
                     &tasks[..tasks.len().min(1)],
                     pb::TaskState::Failed,
-                    &format!("sending results to the coordinator failed: {e}"),
+                    Some(&Failure::network(format!(
+                        "sending results to the coordinator failed: {e}"
+                    ))),
                 ),
             }
             self.exchange.release_job(&key);
@@ -670,113 +569,4 @@ impl Worker {
             self.exchange.release_job(&key);
         }
     }
-}
-
-/// Adds one job's counters (per subtask, and its rows read / written) to a heartbeat.
-fn add_counters(heartbeat: &mut pb::Heartbeat, job_id: &str, part: &RunningPart) {
-    for (vertex, subtask, m) in part.handle.subtask_counters() {
-        heartbeat.counters.push(pb::TaskCounters {
-            task: Some(pb::TaskId {
-                job_id: job_id.to_string(),
-                vertex: vertex as u32,
-                subtask: subtask as u32,
-            }),
-            records_in: m.records_in,
-            records_out: m.records_out,
-            late_records_dropped: m.late_records_dropped,
-        });
-    }
-    let metrics = part.handle.metrics();
-    heartbeat.jobs.push(pb::JobCounters {
-        job_id: job_id.to_string(),
-        records_read: metrics.rows_read(),
-        records_written: metrics.rows_written(),
-        late_records_dropped: metrics.late_rows_dropped(),
-        bad_records: metrics.bad_records(),
-        state_spilled_bytes: metrics.total(|_| true, |m| m.state_spilled_bytes),
-    });
-}
-
-/// Which local subtask an error came from (the first one when unknown).
-fn failed_task(
-    error: &weir_engine::Error,
-    vertex_names: &[String],
-    tasks: &[(u32, u32)],
-) -> (u32, u32) {
-    if let weir_engine::Error::Operator {
-        operator, subtask, ..
-    } = error
-        && let Some(v) = vertex_names.iter().position(|n| n == operator)
-        && tasks.contains(&(v as u32, *subtask as u32))
-    {
-        return (v as u32, *subtask as u32);
-    }
-    tasks.first().copied().unwrap_or((0, 0))
-}
-
-/// How the worker (and its data plane) names one attempt of a job.
-fn part_key(job_id: &str, attempt: u32) -> String {
-    format!("{job_id}#{attempt}")
-}
-
-fn send_states(
-    events: &mpsc::UnboundedSender<pb::WorkerEvent>,
-    (job_id, attempt): (&str, u32),
-    tasks: &[(u32, u32)],
-    state: pb::TaskState,
-    message: &str,
-) {
-    for &(vertex, subtask) in tasks {
-        let _ = events.send(pb::WorkerEvent {
-            event: Some(pb::worker_event::Event::TaskStatus(pb::TaskStatus {
-                task: Some(pb::TaskId {
-                    job_id: job_id.to_string(),
-                    vertex,
-                    subtask,
-                }),
-                state: state as i32,
-                message: message.to_string(),
-                attempt,
-            })),
-        });
-    }
-}
-
-/// Streams a query's result batches to the coordinator.
-async fn forward_results(
-    channel: Channel,
-    job_id: String,
-    mut rows: mpsc::Receiver<RecordBatch>,
-) -> Result<()> {
-    let mut client = CoordinatorClient::new(channel)
-        .max_encoding_message_size(256 << 20)
-        .max_decoding_message_size(256 << 20);
-    let (tx, rx) = mpsc::channel::<pb::ResultBatch>(2);
-    let id = job_id.clone();
-    let pump = async move {
-        while let Some(batch) = rows.recv().await {
-            let message = pb::ResultBatch {
-                job_id: id.clone(),
-                arrow_ipc: results::encode(&batch)?,
-                end: false,
-            };
-            if tx.send(message).await.is_err() {
-                return Ok(());
-            }
-        }
-        let _ = tx
-            .send(pb::ResultBatch {
-                job_id: id,
-                arrow_ipc: Vec::new(),
-                end: true,
-            })
-            .await;
-        Ok::<(), ClusterError>(())
-    };
-    let outbound =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    let (pushed, pumped) = tokio::join!(client.push_results(outbound), pump);
-    pumped?;
-    pushed.map_err(|s| ClusterError::Rejected(format!("job {job_id}: {}", s.message())))?;
-    Ok(())
 }
