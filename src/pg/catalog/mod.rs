@@ -350,6 +350,7 @@ pub(crate) async fn parameter_types(snapshot: &Snapshot, sql: &str, count: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Array;
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -450,5 +451,106 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(schema.field(1).name(), "relname");
+    }
+
+    /// The rows of `batches`, each as its values' text joined by `|`.
+    fn rows(batches: &[RecordBatch]) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in batches {
+            for r in 0..b.num_rows() {
+                let values: Vec<String> = b
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(r) {
+                            "NULL".to_string()
+                        } else {
+                            arrow::util::display::array_value_to_string(c, r).unwrap()
+                        }
+                    })
+                    .collect();
+                out.push(values.join("|"));
+            }
+        }
+        out
+    }
+
+    /// psql 16's hidden queries (`tests/pg/psql16.sql`), with their labels.
+    fn psql16() -> Vec<(String, String)> {
+        include_str!("../../../tests/pg/psql16.sql")
+            .replace("'16385'", "'16400'")
+            .split("\n-- psql: ")
+            .skip(1)
+            .filter_map(|s| {
+                let (label, sql) = s.split_once('\n')?;
+                Some((label.to_string(), sql.trim().to_string()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn psql_describe_queries() {
+        let mut s = snapshot();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new("doubled", DataType::Int64, true),
+        ]));
+        s.tables[0] = CatalogTable {
+            name: "t".into(),
+            schema,
+            computed: vec![("doubled".into(), "id * 2".into())],
+            watermark: Some(("ts".into(), "ts - INTERVAL '5' SECOND".into())),
+        };
+        let mut answers = Vec::new();
+        for (label, sql) in psql16() {
+            let (_, batches) = query(&s, &sql)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: {e:?}\n{sql}"));
+            answers.push((label, rows(&batches)));
+        }
+        let answer = |label: &str, nth: usize| {
+            answers
+                .iter()
+                .filter(|(l, _)| l == label)
+                .nth(nth)
+                .map(|(_, rows)| rows.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(answer("\\d", 0), ["public|t|table|alice"]);
+        assert_eq!(answer("\\d t", 0), ["16400|public|t"]);
+        assert_eq!(
+            answer("\\d t", 1),
+            ["0|r|false|false|false|false|false|false|false||0||p|d|heap"]
+        );
+        assert_eq!(
+            answer("\\d t", 2),
+            [
+                "id|bigint|NULL|true|NULL||",
+                "price|numeric(10,2)|NULL|false|NULL||",
+                "ts|timestamp(3) without time zone|NULL|false|NULL||",
+                "doubled|bigint|id * 2|false|NULL||s",
+            ]
+        );
+        // Policies, statistics, publications, parents and partitions: none.
+        for nth in 3..8 {
+            assert_eq!(answer("\\d t", nth), Vec::<String>::new(), "{nth}");
+        }
+        assert_eq!(
+            answer("\\d+ t", 2)[2],
+            "ts|timestamp(3) without time zone|NULL|false|NULL|||p||NULL|\
+             watermark: ts - INTERVAL '5' SECOND"
+        );
+        assert_eq!(answer("\\l", 0), ["weir|alice|UTF8|libc|C|C|NULL|NULL|NULL"]);
+        assert_eq!(
+            answer("\\dn+", 0),
+            ["public|alice|NULL|standard public schema"]
+        );
+        assert_eq!(answer("\\d nosuch", 0), Vec::<String>::new());
     }
 }

@@ -554,8 +554,7 @@ mod tests {
     fn casts_operators_and_collations() {
         assert_eq!(
             rewritten("SELECT c.oid::regclass, 't'::regclass, x::regtype::text, y::oid, z::name"),
-            "SELECT regclass(c.oid), regclass('t'), CAST(regtype(x) AS TEXT), CAST(y AS BIGINT), \
-             CAST(z AS TEXT)"
+            "SELECT regclass(c.oid), regclass('t'), regtype(x)::TEXT, y::BIGINT, z::TEXT"
         );
         assert_eq!(
             rewritten("SELECT 1 WHERE c.relname OPERATOR(~) '^(t)$' COLLATE default"),
@@ -572,8 +571,8 @@ mod tests {
                  FROM pg_attribute a"
             ),
             "SELECT CASE WHEN a.atthasdef THEN (SELECT first_value(pg_get_expr(d.adbin, \
-             d.adrelid, true)) FROM pg_attrdef AS d WHERE d.adrelid = a.attrelid AND \
-             d.adnum = a.attnum) END FROM pg_attribute AS a"
+             d.adrelid, true)) FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND \
+             d.adnum = a.attnum) END FROM pg_attribute a"
         );
         assert_eq!(
             rewritten(
@@ -581,9 +580,9 @@ mod tests {
                  WHERE c.oid = a.attcollation AND t.oid = a.atttypid \
                  AND a.attcollation <> t.typcollation) AS attcollation FROM pg_attribute a"
             ),
-            "SELECT (SELECT first_value(c.collname) FROM pg_collation AS c, pg_type AS t \
+            "SELECT (SELECT first_value(c.collname) FROM pg_collation c, pg_type t \
              WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) \
-             AS attcollation FROM pg_attribute AS a"
+             AS attcollation FROM pg_attribute a"
         );
         // Not correlated: left alone.
         assert_eq!(
