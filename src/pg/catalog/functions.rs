@@ -19,9 +19,9 @@ use datafusion::logical_expr::{
 };
 
 use super::tables::{
-    NAMESPACES, OWNER_OID, TYPES, UTF8_ENCODING, description, format_type,
-    table_by_oid, table_oid_of, type_by_oid,
+    NAMESPACES, OWNER_OID, UTF8_ENCODING, description, table_by_oid, table_oid_of,
 };
+use super::types::{TYPES, format_type, type_by_oid};
 use super::{DATABASE, Snapshot};
 use crate::pg::compat::SERVER_VERSION;
 
@@ -208,9 +208,7 @@ fn int_arg(args: &[ScalarValue], i: usize) -> Option<i64> {
 /// The `i`th argument as text.
 fn str_arg(args: &[ScalarValue], i: usize) -> Option<&str> {
     match args.get(i)? {
-        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
-            v.as_deref()
-        }
+        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v.as_deref(),
         _ => None,
     }
 }
@@ -300,9 +298,9 @@ pub(crate) fn functions(snapshot: &Arc<Snapshot>) -> Vec<ScalarUDF> {
     };
     let s = Arc::clone(snapshot);
     let obj_description = move |args: &[ScalarValue]| {
-        Ok(some_text(int_arg(args, 0).and_then(|oid| {
-            description(&s, oid, str_arg(args, 1), 0)
-        })))
+        Ok(some_text(
+            int_arg(args, 0).and_then(|oid| description(&s, oid, str_arg(args, 1), 0)),
+        ))
     };
     let s = Arc::clone(snapshot);
     let col_description = move |args: &[ScalarValue]| {

@@ -14,10 +14,12 @@
 //! the session's tables are registered in it (empty), so DataFusion infers
 //! what `WHERE k = $1` wants.
 
+mod empty;
 mod functions;
 mod rewrite;
 mod shape;
 mod tables;
+mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -546,7 +548,10 @@ mod tests {
             "ts|timestamp(3) without time zone|NULL|false|NULL|||p||NULL|\
              watermark: ts - INTERVAL '5' SECOND"
         );
-        assert_eq!(answer("\\l", 0), ["weir|alice|UTF8|libc|C|C|NULL|NULL|NULL"]);
+        assert_eq!(
+            answer("\\l", 0),
+            ["weir|alice|UTF8|libc|C|C|NULL|NULL|NULL"]
+        );
         assert_eq!(
             answer("\\dn+", 0),
             ["public|alice|NULL|standard public schema"]

@@ -23,8 +23,8 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CaseWhen, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentClause, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident,
     LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens,
-    OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins,
-    Value, visit_expressions, visit_expressions_mut,
+    OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value,
+    visit_expressions, visit_expressions_mut,
 };
 
 /// The `reg*` types whose casts become function calls.
@@ -250,12 +250,10 @@ fn mapped_unnest(query: &Query) -> Option<Expr> {
             alias,
             with_ordinality: false,
             ..
-        } if last_name(name).as_deref() == Some("unnest") && args.len() == 1 => {
-            match &args[0] {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (e.clone(), alias),
-                _ => return None,
-            }
-        }
+        } if last_name(name).as_deref() == Some("unnest") && args.len() == 1 => match &args[0] {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (e.clone(), alias),
+            _ => return None,
+        },
         _ => return None,
     };
     // Postgres names the element after the alias's column, else the alias,
@@ -268,7 +266,11 @@ fn mapped_unnest(query: &Query) -> Option<Expr> {
         None => "unnest".to_string(),
     };
     let filtered = match &select.selection {
-        Some(p) => call("array_filter", vec![array, lambda(&element, p.clone())], vec![]),
+        Some(p) => call(
+            "array_filter",
+            vec![array, lambda(&element, p.clone())],
+            vec![],
+        ),
         None => array,
     };
     Some(match item {
@@ -403,13 +405,7 @@ fn binding(expr: &Expr, inner: &HashSet<String>) -> Option<(String, Expr)> {
     else {
         return None;
     };
-    let key = |parts: &[Ident]| {
-        parts
-            .iter()
-            .map(ident_name)
-            .collect::<Vec<_>>()
-            .join(".")
-    };
+    let key = |parts: &[Ident]| parts.iter().map(ident_name).collect::<Vec<_>>().join(".");
     match (left.as_ref(), right.as_ref()) {
         (Expr::CompoundIdentifier(o), i @ (Expr::CompoundIdentifier(_) | Expr::Identifier(_)))
         | (i @ (Expr::CompoundIdentifier(_) | Expr::Identifier(_)), Expr::CompoundIdentifier(o))
@@ -431,7 +427,15 @@ fn split_and(expr: Expr, out: &mut Vec<Expr>) {
             split_and(*left, out);
             split_and(*right, out);
         }
-        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             split_and(*inner, out)
         }
         other => out.push(other),
@@ -495,11 +499,7 @@ fn decorrelate(expr: &mut Expr) {
                 if let Expr::CompoundIdentifier(parts) = e
                     && is_outer(parts, &inner)
                 {
-                    let key = parts
-                        .iter()
-                        .map(ident_name)
-                        .collect::<Vec<_>>()
-                        .join(".");
+                    let key = parts.iter().map(ident_name).collect::<Vec<_>>().join(".");
                     if let Some(inner_column) = bindings.get(&key) {
                         *e = inner_column.clone();
                     }

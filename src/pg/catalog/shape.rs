@@ -194,14 +194,18 @@ mod tests {
     fn an_inner_join_with_an_empty_relation_reads_nothing() {
         let empty = |name: &str| name == "pg_policy" || name == "pg_inherits";
         let nothing = |sql: &str| reads_nothing(&parse(sql), &empty);
-        assert!(nothing("SELECT polname FROM pg_policy pol WHERE pol.polrelid = 1"));
+        assert!(nothing(
+            "SELECT polname FROM pg_policy pol WHERE pol.polrelid = 1"
+        ));
         assert!(nothing(
             "SELECT c.oid FROM pg_class c, pg_inherits i WHERE c.oid = i.inhparent"
         ));
         assert!(nothing(
             "SELECT 1 FROM pg_policy UNION SELECT 2 FROM pg_class JOIN pg_inherits ON true"
         ));
-        assert!(!nothing("SELECT 1 FROM pg_policy UNION SELECT 2 FROM pg_class"));
+        assert!(!nothing(
+            "SELECT 1 FROM pg_policy UNION SELECT 2 FROM pg_class"
+        ));
         assert!(!nothing(
             "SELECT c.oid FROM pg_class c LEFT JOIN pg_inherits i ON c.oid = i.inhparent"
         ));

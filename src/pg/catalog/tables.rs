@@ -11,12 +11,12 @@ use arrow::array::{
     ArrayRef, BooleanArray, Float32Array, Int16Array, Int32Array, Int64Array, ListArray,
     RecordBatch, StringArray,
 };
-use arrow::datatypes::{DataType, Field, TimeUnit};
-use pgwire::api::Type;
+use arrow::datatypes::{DataType, Field};
 use weir_sql::SqlError;
 
-use super::{CatalogTable, DATABASE, Snapshot};
-use crate::pg::encode::{pg_type, pg_type_name};
+use super::types::{C_COLLATION_OID, DEFAULT_COLLATION_OID, TYPES, column_type, type_by_oid};
+use super::{CatalogTable, DATABASE, Snapshot, empty};
+use crate::pg::encode::pg_type_name;
 
 /// The oid of the role every object belongs to (the connected user).
 pub(crate) const OWNER_OID: i64 = 10;
@@ -34,9 +34,6 @@ const FIRST_ATTRDEF_OID: i64 = 900_000;
 const HEAP_OID: i64 = 2;
 const DEFAULT_TABLESPACE_OID: i64 = 1663;
 const GLOBAL_TABLESPACE_OID: i64 = 1664;
-/// The database's default collation.
-const DEFAULT_COLLATION_OID: i64 = 100;
-const C_COLLATION_OID: i64 = 950;
 const POSIX_COLLATION_OID: i64 = 951;
 /// Postgres' `UTF8` encoding number.
 pub(crate) const UTF8_ENCODING: i32 = 6;
@@ -67,118 +64,6 @@ pub(crate) const NAMESPACES: [(i64, &str, Option<&str>); 3] = [
     (PUBLIC_OID, "public", Some("standard public schema")),
     (INFORMATION_SCHEMA_OID, "information_schema", None),
 ];
-
-/// A Postgres type the catalog knows: its `pg_type` row and the name
-/// `format_type` gives it.
-pub(crate) struct PgType {
-    pub(crate) ty: Type,
-    pub(crate) sql_name: &'static str,
-    len: i16,
-    category: &'static str,
-    storage: &'static str,
-    collation: i64,
-}
-
-const fn pg(
-    ty: Type,
-    sql_name: &'static str,
-    len: i16,
-    category: &'static str,
-    storage: &'static str,
-    collation: i64,
-) -> PgType {
-    PgType {
-        ty,
-        sql_name,
-        len,
-        category,
-        storage,
-        collation,
-    }
-}
-
-/// The types `pg_type` lists: those Weir's columns map to, and those the
-/// catalog's own columns and casts use.
-pub(crate) static TYPES: [PgType; 24] = [
-    pg(Type::BOOL, "boolean", 1, "B", "p", 0),
-    pg(Type::BYTEA, "bytea", -1, "U", "x", 0),
-    pg(Type::CHAR, "\"char\"", 1, "Z", "p", 0),
-    pg(Type::NAME, "name", 64, "S", "p", C_COLLATION_OID),
-    pg(Type::INT8, "bigint", 8, "N", "p", 0),
-    pg(Type::INT2, "smallint", 2, "N", "p", 0),
-    pg(Type::INT4, "integer", 4, "N", "p", 0),
-    pg(Type::TEXT, "text", -1, "S", "x", DEFAULT_COLLATION_OID),
-    pg(Type::OID, "oid", 4, "N", "p", 0),
-    pg(Type::FLOAT4, "real", 4, "N", "p", 0),
-    pg(Type::FLOAT8, "double precision", 8, "N", "p", 0),
-    pg(Type::UNKNOWN, "unknown", -2, "X", "p", 0),
-    pg(Type::BPCHAR, "character", -1, "S", "x", DEFAULT_COLLATION_OID),
-    pg(Type::VARCHAR, "character varying", -1, "S", "x", DEFAULT_COLLATION_OID),
-    pg(Type::DATE, "date", 4, "D", "p", 0),
-    pg(Type::TIME, "time without time zone", 8, "D", "p", 0),
-    pg(Type::TIMESTAMP, "timestamp without time zone", 8, "D", "p", 0),
-    pg(Type::TIMESTAMPTZ, "timestamp with time zone", 8, "D", "p", 0),
-    pg(Type::INTERVAL, "interval", 16, "T", "p", 0),
-    pg(Type::NUMERIC, "numeric", -1, "N", "m", 0),
-    pg(Type::REGCLASS, "regclass", 4, "N", "p", 0),
-    pg(Type::REGTYPE, "regtype", 4, "N", "p", 0),
-    pg(Type::REGNAMESPACE, "regnamespace", 4, "N", "p", 0),
-    pg(Type::REGROLE, "regrole", 4, "N", "p", 0),
-];
-
-/// The type with `oid`.
-pub(crate) fn type_by_oid(oid: i64) -> Option<&'static PgType> {
-    TYPES.iter().find(|t| i64::from(t.ty.oid()) == oid)
-}
-
-/// `format_type(oid, typmod)`: the type's SQL name with its modifier, as
-/// Postgres prints it (`numeric(10,2)`, `timestamp(3) without time zone`).
-pub(crate) fn format_type(oid: i64, typmod: Option<i64>) -> String {
-    let Some(t) = type_by_oid(oid) else {
-        return "???".into();
-    };
-    let modifier = typmod.filter(|m| *m >= 0);
-    match (t.ty.clone(), modifier) {
-        (Type::TIMESTAMP, Some(p)) => format!("timestamp({p}) without time zone"),
-        (Type::TIMESTAMPTZ, Some(p)) => format!("timestamp({p}) with time zone"),
-        (Type::TIME, Some(p)) => format!("time({p}) without time zone"),
-        (Type::NUMERIC, Some(m)) if m >= 4 => {
-            let m = m - 4;
-            format!("numeric({},{})", (m >> 16) & 0xffff, m & 0xffff)
-        }
-        (Type::VARCHAR, Some(m)) if m >= 4 => format!("character varying({})", m - 4),
-        (Type::BPCHAR, Some(m)) if m >= 4 => format!("character({})", m - 4),
-        _ => t.sql_name.to_string(),
-    }
-}
-
-/// The type oid and modifier of a column of `data_type`: the precision of
-/// timestamps, the precision and scale of decimals.
-pub(crate) fn column_type(data_type: &DataType) -> (i64, i32) {
-    let oid = i64::from(pg_type(data_type).oid());
-    let precision = |unit: &TimeUnit| match unit {
-        TimeUnit::Second => 0,
-        TimeUnit::Millisecond => 3,
-        TimeUnit::Microsecond => 6,
-        // Finer than Postgres keeps: no modifier says it.
-        TimeUnit::Nanosecond => -1,
-    };
-    let typmod = match data_type {
-        DataType::Timestamp(unit, _) | DataType::Time32(unit) | DataType::Time64(unit) => {
-            precision(unit)
-        }
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s)
-            if *s >= 0 =>
-        {
-            ((i32::from(*p) << 16) | i32::from(*s as u8)) + 4
-        }
-        _ => -1,
-    };
-    (oid, typmod)
-}
 
 /// The oid of the session's `index`th table.
 fn table_oid(index: usize) -> i64 {
@@ -211,7 +96,11 @@ pub(crate) fn descriptions(snapshot: &Snapshot) -> Vec<(i64, i64, i32, String)> 
         .collect();
     for (i, table) in snapshot.tables.iter().enumerate() {
         if let Some((column, expr)) = &table.watermark
-            && let Some(position) = table.schema.fields().iter().position(|f| f.name() == column)
+            && let Some(position) = table
+                .schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == column)
         {
             out.push((
                 table_oid(i),
@@ -276,233 +165,6 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, SqlError> {
     RecordBatch::try_from_iter(columns).map_err(SqlError::from)
 }
 
-/// A column of a catalog relation Weir serves empty.
-enum Col {
-    Oid,
-    Int2,
-    Int4,
-    Float4,
-    Bool,
-    Text,
-    TextArray,
-}
-
-/// An empty relation with `columns`.
-fn empty(columns: &[(&str, Col)]) -> Result<RecordBatch, SqlError> {
-    let columns = columns
-        .iter()
-        .map(|(name, col)| {
-            let array: ArrayRef = match col {
-                Col::Oid => ints([]),
-                Col::Int2 => int16s([]),
-                Col::Int4 => int32s([]),
-                Col::Float4 => Arc::new(Float32Array::from(Vec::<f32>::new())),
-                Col::Bool => bools(0, false),
-                Col::Text => strings([]),
-                Col::TextArray => null_lists(0),
-            };
-            (*name, array)
-        })
-        .collect();
-    batch(columns)
-}
-
-/// The relations Postgres has and Weir answers with no rows.
-fn empty_relations() -> Result<Vec<(&'static str, RecordBatch)>, SqlError> {
-    use Col::*;
-    Ok(vec![
-        (
-            "pg_constraint",
-            empty(&[
-                ("oid", Oid),
-                ("conname", Text),
-                ("connamespace", Oid),
-                ("contype", Text),
-                ("condeferrable", Bool),
-                ("condeferred", Bool),
-                ("convalidated", Bool),
-                ("conrelid", Oid),
-                ("contypid", Oid),
-                ("conindid", Oid),
-                ("conparentid", Oid),
-                ("confrelid", Oid),
-                ("conislocal", Bool),
-                ("coninhcount", Int2),
-                ("connoinherit", Bool),
-                ("conkey", TextArray),
-                ("confkey", TextArray),
-            ])?,
-        ),
-        (
-            "pg_foreign_table",
-            empty(&[
-                ("ftrelid", Oid),
-                ("ftserver", Oid),
-                ("ftoptions", TextArray),
-            ])?,
-        ),
-        (
-            "pg_index",
-            empty(&[
-                ("indexrelid", Oid),
-                ("indrelid", Oid),
-                ("indnatts", Int2),
-                ("indnkeyatts", Int2),
-                ("indisunique", Bool),
-                ("indnullsnotdistinct", Bool),
-                ("indisprimary", Bool),
-                ("indisexclusion", Bool),
-                ("indimmediate", Bool),
-                ("indisclustered", Bool),
-                ("indisvalid", Bool),
-                ("indisready", Bool),
-                ("indislive", Bool),
-                ("indisreplident", Bool),
-                ("indkey", TextArray),
-            ])?,
-        ),
-        (
-            "pg_inherits",
-            empty(&[
-                ("inhrelid", Oid),
-                ("inhparent", Oid),
-                ("inhseqno", Int4),
-                ("inhdetachpending", Bool),
-            ])?,
-        ),
-        (
-            "pg_policy",
-            empty(&[
-                ("oid", Oid),
-                ("polname", Text),
-                ("polrelid", Oid),
-                ("polcmd", Text),
-                ("polpermissive", Bool),
-                ("polroles", TextArray),
-                ("polqual", Text),
-                ("polwithcheck", Text),
-            ])?,
-        ),
-        (
-            "pg_publication",
-            empty(&[
-                ("oid", Oid),
-                ("pubname", Text),
-                ("pubowner", Oid),
-                ("puballtables", Bool),
-                ("pubinsert", Bool),
-                ("pubupdate", Bool),
-                ("pubdelete", Bool),
-                ("pubtruncate", Bool),
-                ("pubviaroot", Bool),
-            ])?,
-        ),
-        (
-            "pg_publication_namespace",
-            empty(&[("oid", Oid), ("pnpubid", Oid), ("pnnspid", Oid)])?,
-        ),
-        (
-            "pg_publication_rel",
-            empty(&[
-                ("oid", Oid),
-                ("prpubid", Oid),
-                ("prrelid", Oid),
-                ("prqual", Text),
-                ("prattrs", TextArray),
-            ])?,
-        ),
-        (
-            "pg_rewrite",
-            empty(&[
-                ("oid", Oid),
-                ("rulename", Text),
-                ("ev_class", Oid),
-                ("ev_type", Text),
-                ("ev_enabled", Text),
-                ("is_instead", Bool),
-            ])?,
-        ),
-        (
-            "pg_shdescription",
-            empty(&[("objoid", Oid), ("classoid", Oid), ("description", Text)])?,
-        ),
-        (
-            "pg_statistic_ext",
-            empty(&[
-                ("oid", Oid),
-                ("stxrelid", Oid),
-                ("stxname", Text),
-                ("stxnamespace", Oid),
-                ("stxowner", Oid),
-                ("stxstattarget", Int2),
-                ("stxkeys", TextArray),
-                ("stxkind", TextArray),
-            ])?,
-        ),
-        (
-            "pg_trigger",
-            empty(&[
-                ("oid", Oid),
-                ("tgrelid", Oid),
-                ("tgparentid", Oid),
-                ("tgname", Text),
-                ("tgfoid", Oid),
-                ("tgtype", Int2),
-                ("tgenabled", Text),
-                ("tgisinternal", Bool),
-                ("tgconstraint", Oid),
-            ])?,
-        ),
-        (
-            "pg_views",
-            empty(&[
-                ("schemaname", Text),
-                ("viewname", Text),
-                ("viewowner", Text),
-                ("definition", Text),
-            ])?,
-        ),
-        (
-            "pg_matviews",
-            empty(&[
-                ("schemaname", Text),
-                ("matviewname", Text),
-                ("matviewowner", Text),
-                ("definition", Text),
-            ])?,
-        ),
-        (
-            "pg_sequence",
-            empty(&[
-                ("seqrelid", Oid),
-                ("seqtypid", Oid),
-                ("seqstart", Oid),
-                ("seqincrement", Oid),
-            ])?,
-        ),
-        (
-            "pg_proc",
-            empty(&[
-                ("oid", Oid),
-                ("proname", Text),
-                ("pronamespace", Oid),
-                ("proowner", Oid),
-                ("prokind", Text),
-                ("prorettype", Oid),
-            ])?,
-        ),
-        (
-            "pg_stats",
-            empty(&[
-                ("schemaname", Text),
-                ("tablename", Text),
-                ("attname", Text),
-                ("null_frac", Float4),
-            ])?,
-        ),
-    ])
-}
-
 /// One column of one of the session's tables.
 struct Column<'a> {
     table_oid: i64,
@@ -561,7 +223,10 @@ pub(crate) fn tables(
             "pg_namespace",
             batch(vec![
                 ("oid", ints(NAMESPACES.iter().map(|(oid, _, _)| *oid))),
-                ("nspname", strings(NAMESPACES.iter().map(|(_, name, _)| *name))),
+                (
+                    "nspname",
+                    strings(NAMESPACES.iter().map(|(_, name, _)| *name)),
+                ),
                 ("nspowner", ints(vec![OWNER_OID; ns])),
                 ("nspacl", null_lists(ns)),
             ])?,
@@ -621,7 +286,12 @@ pub(crate) fn tables(
                 ("relkind", strings(vec!["r"; n])),
                 (
                     "relnatts",
-                    int16s(snapshot.tables.iter().map(|t| t.schema.fields().len() as i16)),
+                    int16s(
+                        snapshot
+                            .tables
+                            .iter()
+                            .map(|t| t.schema.fields().len() as i16),
+                    ),
                 ),
                 ("relchecks", int16s(vec![0; n])),
                 ("relhasrules", bools(n, false)),
@@ -683,10 +353,16 @@ pub(crate) fn tables(
             "pg_attribute",
             batch(vec![
                 ("attrelid", ints(columns.iter().map(|c| c.table_oid))),
-                ("attname", strings(columns.iter().map(|c| c.field.name().as_str()))),
+                (
+                    "attname",
+                    strings(columns.iter().map(|c| c.field.name().as_str())),
+                ),
                 ("atttypid", ints(column_types.iter().map(|(oid, _)| *oid))),
                 ("attstattarget", int16s(vec![-1; m])),
-                ("attlen", int16s(column_types.iter().map(|(oid, _)| type_of(*oid).len))),
+                (
+                    "attlen",
+                    int16s(column_types.iter().map(|(oid, _)| type_of(*oid).len)),
+                ),
                 ("attnum", int16s(columns.iter().map(|c| c.number))),
                 ("attndims", int16s(vec![0; m])),
                 ("atttypmod", int32s(column_types.iter().map(|(_, m)| *m))),
@@ -711,7 +387,11 @@ pub(crate) fn tables(
                 ("attidentity", strings(vec![""; m])),
                 (
                     "attgenerated",
-                    strings(columns.iter().map(|c| if c.computed.is_some() { "s" } else { "" })),
+                    strings(
+                        columns
+                            .iter()
+                            .map(|c| if c.computed.is_some() { "s" } else { "" }),
+                    ),
                 ),
                 ("attisdropped", bools(m, false)),
                 ("attislocal", bools(m, true)),
@@ -742,7 +422,10 @@ pub(crate) fn tables(
                 ("objoid", ints(descriptions.iter().map(|d| d.0))),
                 ("classoid", ints(descriptions.iter().map(|d| d.1))),
                 ("objsubid", int32s(descriptions.iter().map(|d| d.2))),
-                ("description", strings(descriptions.iter().map(|d| d.3.as_str()))),
+                (
+                    "description",
+                    strings(descriptions.iter().map(|d| d.3.as_str())),
+                ),
             ])?,
         ),
         (
@@ -759,8 +442,14 @@ pub(crate) fn tables(
                 ("collprovider", strings(["d", "c", "c"])),
                 ("collisdeterministic", bools(3, true)),
                 ("collencoding", int32s([-1; 3])),
-                ("collcollate", texts([None, Some("C".into()), Some("POSIX".into())])),
-                ("collctype", texts([None, Some("C".into()), Some("POSIX".into())])),
+                (
+                    "collcollate",
+                    texts([None, Some("C".into()), Some("POSIX".into())]),
+                ),
+                (
+                    "collctype",
+                    texts([None, Some("C".into()), Some("POSIX".into())]),
+                ),
             ])?,
         ),
         (
@@ -790,23 +479,22 @@ pub(crate) fn tables(
                 ("rolconfig", null_lists(1)),
             ])?,
         ),
-        (
-            "pg_catalog",
-            "pg_settings",
-            {
-                let settings = snapshot.settings.all();
-                batch(vec![
-                    ("name", strings(settings.iter().map(|(k, _)| *k))),
-                    ("setting", strings(settings.iter().map(|(_, v)| *v))),
-                ])?
-            },
-        ),
+        ("pg_catalog", "pg_settings", {
+            let settings = snapshot.settings.all();
+            batch(vec![
+                ("name", strings(settings.iter().map(|(k, _)| *k))),
+                ("setting", strings(settings.iter().map(|(_, v)| *v))),
+            ])?
+        }),
         (
             "information_schema",
             "schemata",
             batch(vec![
                 ("catalog_name", strings([DATABASE; 3])),
-                ("schema_name", strings(NAMESPACES.iter().map(|(_, name, _)| *name))),
+                (
+                    "schema_name",
+                    strings(NAMESPACES.iter().map(|(_, name, _)| *name)),
+                ),
                 ("schema_owner", strings([user; 3])),
             ])?,
         ),
@@ -827,8 +515,14 @@ pub(crate) fn tables(
                 ("table_catalog", strings(vec![DATABASE; m])),
                 ("table_schema", strings(vec!["public"; m])),
                 ("table_name", strings(columns.iter().map(|c| c.table))),
-                ("column_name", strings(columns.iter().map(|c| c.field.name().as_str()))),
-                ("ordinal_position", int32s(columns.iter().map(|c| i32::from(c.number)))),
+                (
+                    "column_name",
+                    strings(columns.iter().map(|c| c.field.name().as_str())),
+                ),
+                (
+                    "ordinal_position",
+                    int32s(columns.iter().map(|c| i32::from(c.number))),
+                ),
                 ("column_default", nulls(m)),
                 (
                     "is_nullable",
@@ -844,11 +538,13 @@ pub(crate) fn tables(
                 ),
                 (
                     "is_generated",
-                    strings(
-                        columns
-                            .iter()
-                            .map(|c| if c.computed.is_some() { "ALWAYS" } else { "NEVER" }),
-                    ),
+                    strings(columns.iter().map(|c| {
+                        if c.computed.is_some() {
+                            "ALWAYS"
+                        } else {
+                            "NEVER"
+                        }
+                    })),
                 ),
                 (
                     "generation_expression",
@@ -857,45 +553,9 @@ pub(crate) fn tables(
             ])?,
         ),
     ];
-    for (name, rows) in empty_relations()? {
+    for (name, rows) in empty::relations()? {
         out.push(("pg_catalog", name, rows));
     }
     out.sort_by_key(|(schema, name, _)| (*schema, *name));
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn types_print_as_postgres_prints_them() {
-        let of = |dt: DataType| {
-            let (oid, typmod) = column_type(&dt);
-            format_type(oid, Some(i64::from(typmod)))
-        };
-        assert_eq!(of(DataType::Int64), "bigint");
-        assert_eq!(of(DataType::Int32), "integer");
-        assert_eq!(of(DataType::Utf8), "text");
-        assert_eq!(of(DataType::Boolean), "boolean");
-        assert_eq!(of(DataType::Float64), "double precision");
-        assert_eq!(of(DataType::Decimal128(10, 2)), "numeric(10,2)");
-        assert_eq!(
-            of(DataType::Timestamp(TimeUnit::Millisecond, None)),
-            "timestamp(3) without time zone"
-        );
-        assert_eq!(
-            of(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
-            "timestamp(6) with time zone"
-        );
-        assert_eq!(
-            of(DataType::Timestamp(TimeUnit::Nanosecond, None)),
-            "timestamp without time zone"
-        );
-        assert_eq!(of(DataType::Date32), "date");
-        assert_eq!(of(DataType::Binary), "bytea");
-        assert_eq!(format_type(1043, Some(14)), "character varying(10)");
-        assert_eq!(format_type(1700, None), "numeric");
-        assert_eq!(format_type(99_999, None), "???");
-    }
 }
