@@ -74,7 +74,7 @@ async fn psql_describes_tables_databases_and_schemas() {
         .await
         .unwrap_or_else(|e| panic!("{TABLE}: {e}"));
 
-    let (out, err) = psql_aligned(&pg, "\\d t\n\\d+ t\n\\l\n\\dn\n\\d\n\\d nosuch\n");
+    let (out, err) = psql_aligned(&pg, "\\d t\n\\d+ t\n\\l\n\\dn\n\\d\n\\du\n\\d nosuch\n");
     let context = format!("stdout:\n{out}\nstderr:\n{err}\n{}", cluster.logs());
     assert_block(
         &out,
@@ -142,6 +142,11 @@ async fn psql_describes_tables_databases_and_schemas() {
             " public | t    | table | weir",
             "(1 row)",
         ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(" weir      | Superuser, Create role, Create DB, Bypass RLS")),
+        "\\du: {context}"
     );
     assert!(
         err.contains("Did not find any relation named \"nosuch\"."),

@@ -159,6 +159,16 @@ pub(crate) fn relations() -> Result<Vec<(&'static str, RecordBatch)>, SqlError> 
             ])?,
         ),
         (
+            "pg_auth_members",
+            empty(&[
+                ("oid", Oid),
+                ("roleid", Oid),
+                ("member", Oid),
+                ("grantor", Oid),
+                ("admin_option", Bool),
+            ])?,
+        ),
+        (
             "pg_shdescription",
             empty(&[("objoid", Oid), ("classoid", Oid), ("description", Text)])?,
         ),

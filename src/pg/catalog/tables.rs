@@ -475,6 +475,7 @@ pub(crate) fn tables(
                 ("rolcanlogin", bools(1, true)),
                 ("rolreplication", bools(1, false)),
                 ("rolconnlimit", int32s([-1])),
+                ("rolvaliduntil", nulls(1)),
                 ("rolbypassrls", bools(1, true)),
                 ("rolconfig", null_lists(1)),
             ])?,
