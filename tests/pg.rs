@@ -1,6 +1,9 @@
 //! The Postgres wire protocol server of a real coordinator process
 //! (`weir coordinator --pg-listen`), driven by `psql` and by
-//! `tokio-postgres` (simple and extended protocol, binary results).
+//! `tokio-postgres` (simple and extended protocol, binary results);
+//! `describe`: psql's `\d`, `\l` and `\dn`.
+
+mod describe;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -69,6 +69,14 @@ impl PgSettings {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every parameter: name (as Postgres spells it) and value, by name.
+    pub(crate) fn all(&self) -> Vec<(&str, &str)> {
+        self.values
+            .values()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     fn set(&mut self, name: &str, value: String) {
         let key = name.to_lowercase();
         let display = self

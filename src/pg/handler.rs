@@ -29,7 +29,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::NoticeResponse;
 use weir_sql::{SqlError, Statement};
 
-use super::catalog::{self, Snapshot};
+use super::catalog::{self, CatalogTable, Snapshot};
 use super::compat::{self, Compat, PgSettings};
 use super::describe::PLAN_COLUMN;
 use super::encode::{encode_batch, fields, with_format};
@@ -144,10 +144,7 @@ impl Connection {
         let tables = session
             .table_names()
             .into_iter()
-            .filter_map(|name| {
-                let schema = Arc::clone(&session.table(&name).ok()?.schema);
-                Some((name, schema))
-            })
+            .filter_map(|name| Some(CatalogTable::of(session.table(&name).ok()?.as_ref())))
             .collect();
         let settings = self
             .settings
@@ -189,7 +186,7 @@ impl Connection {
             .snapshot(&mut engine, user)
             .await
             .map_err(|e| sql_error(&e, sql))?;
-        let names: Vec<String> = snapshot.tables.iter().map(|(n, _)| n.clone()).collect();
+        let names = snapshot.table_names();
         let is_catalog = catalog::is_catalog_query(sql, &names);
         if is_catalog || catalog::is_constant_select(sql) {
             match catalog::query(&snapshot, sql).await {
@@ -295,7 +292,7 @@ impl Connection {
             Some(Ok(Compat::Done(_))) => None,
             Some(Err(e)) => return Err(e),
             None => {
-                let names: Vec<String> = snapshot.tables.iter().map(|(n, _)| n.clone()).collect();
+                let names = snapshot.table_names();
                 let is_catalog = catalog::is_catalog_query(sql, &names);
                 let from_catalog = if is_catalog || catalog::is_constant_select(&planned) {
                     match catalog::describe(&snapshot, &planned).await {
