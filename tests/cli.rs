@@ -91,6 +91,31 @@ fn explain_prints_dot() {
     assert!(stdout.contains("WindowAggregate"), "{stdout}");
 }
 
+/// `weir explain` of a script with several queries says which graph is whose.
+#[test]
+fn explain_labels_each_graph_with_its_statement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = run_sql(
+        dir.path(),
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'datagen');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id FROM t WHERE id > 5;
+SELECT COUNT(*) FROM t;",
+        &["explain"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let labels: Vec<&str> = stdout.lines().filter(|l| l.starts_with("-- ")).collect();
+    assert_eq!(
+        labels,
+        [
+            "-- line 3: INSERT INTO out SELECT id FROM t WHERE id > 5",
+            "-- line 4: SELECT COUNT(*) FROM t"
+        ],
+        "{stdout}"
+    );
+}
+
 /// Ctrl-C on an unbounded job stops it gracefully: sinks flush, exit 0.
 #[test]
 fn interrupt_stops_an_unbounded_job_gracefully() {

@@ -8,6 +8,7 @@ const BIDS: &str = "CREATE TABLE bids (
     WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
 ) WITH ('connector' = 'datagen', 'number-of-rows' = '1000',
         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000');
+CREATE TABLE ticks (id BIGINT, price BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10');
 CREATE TABLE out WITH ('connector' = 'blackhole');";
 
 async fn engine() -> Engine {
@@ -80,7 +81,7 @@ async fn error_parse_error_has_a_position() {
 
 #[tokio::test]
 async fn error_order_by_on_a_stream() {
-    insta::assert_snapshot!(error_of("SELECT id FROM bids ORDER BY price").await);
+    insta::assert_snapshot!(error_of("SELECT id FROM ticks ORDER BY price").await);
 }
 
 #[tokio::test]
@@ -118,7 +119,6 @@ async fn odd_sql_gives_errors_not_panics() {
         "CREATE TABLE x (a) WITH ('connector' = 'datagen')",
         "CREATE TABLE x (a BIGINT, WATERMARK FOR b AS b) WITH ('connector' = 'datagen')",
         "INSERT INTO nowhere SELECT 1",
-        "SELECT 1",
         "SELECT * FROM bids JOIN bids b2 ON bids.id = b2.id",
         "SELECT * FROM TUMBLE(bids)",
         "SELECT * FROM HOP(bids, ts, INTERVAL '-1' SECOND, INTERVAL '1' SECOND)",

@@ -335,3 +335,25 @@ fn an_unbounded_run_commits_its_files_at_each_checkpoint() {
     );
     assert!(sink_files(&out).1.is_empty(), "in-progress files left");
 }
+
+/// In the library's in-process runtime too, a limit ends its job: the
+/// limit's request stops the sources of a job deployed whole here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_ends_a_job_of_the_in_process_runtime() {
+    let mut engine = weir::Engine::new(2);
+    engine
+        .execute_script(
+            "CREATE TABLE endless (v BIGINT) WITH ('connector' = 'datagen',
+                'rows-per-second' = '500', 'fields.v.min' = '1', 'fields.v.max' = '9');",
+        )
+        .await
+        .unwrap();
+    let rows = tokio::time::timeout(
+        Duration::from_secs(60),
+        engine.query("SELECT v FROM endless LIMIT 4"),
+    )
+    .await
+    .expect("the query ends")
+    .unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+}

@@ -601,6 +601,14 @@ async fn coordinator_and_workers_serve_prometheus_metrics() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exchange counter in\n{body}"));
     assert!(sent > 0, "w9 sent nothing over the data plane\n{body}");
+    // The counters the README names are served (with samples while jobs run).
+    for family in [
+        "# TYPE weir_late_records_dropped_total counter",
+        "# TYPE weir_source_bad_records_total counter",
+        "# TYPE weir_subtask_records_out_total counter",
+    ] {
+        assert!(body.contains(family), "{family} missing from\n{body}");
+    }
     let (status, _) = http_get(&worker_metrics, "/nope");
     assert!(status.contains("404"), "{status}");
     let _ = worker.kill();

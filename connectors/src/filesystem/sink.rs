@@ -3,7 +3,8 @@
 //! A part file is written under a hidden name (`.part-….inprogress`). It is
 //! closed when it reaches `sink.rolling-policy.file-size`, at a checkpoint
 //! barrier (`pre_commit`) and at the end of the input. Closed files are
-//! renamed to their final name (`part-<job>-<attempt>-<subtask>-<n>.<ext>`)
+//! renamed to their final name (`part-<job>-<attempt>-<subtask>-<run>-<n>.<ext>`,
+//! `<run>` telling apart sinks that share the rest, say two local runs)
 //! when the checkpoint that covers them commits, or at `finish`.
 //!
 //! A restarted (or rescaled) job finds the hidden files of its failed
@@ -44,6 +45,9 @@ pub struct FilesystemSink {
     job_id: String,
     /// The job's attempt: files of earlier attempts are told apart by it.
     attempt: u32,
+    /// Distinguishes this sink's files from any other's with the same job
+    /// id, attempt and subtask.
+    run: String,
     /// The hidden files of earlier attempts were deleted (or need not be).
     orphans_checked: bool,
     next_part: u64,
@@ -71,6 +75,7 @@ impl FilesystemSink {
             subtask: task.subtask,
             job_id: task.job_id.clone(),
             attempt: task.attempt,
+            run: format!("{:08x}", rand::random::<u32>()),
             orphans_checked: task.attempt == 0 || task.subtask != 0,
             next_part: 0,
             rolling_file_size: options.rolling_file_size,
@@ -96,10 +101,11 @@ impl FilesystemSink {
     fn current(&mut self) -> Result<&mut (PartWriter, PendingFile)> {
         if self.current.is_none() {
             let name = format!(
-                "part-{}-{}-{}-{}.{}",
+                "part-{}-{}-{}-{}-{}.{}",
                 self.job_id,
                 self.attempt,
                 self.subtask,
+                self.run,
                 self.next_part,
                 self.format.extension()
             );

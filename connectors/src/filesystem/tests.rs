@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::array::{TimestampMillisecondArray, UInt8Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use weir_engine::message::ROW_KIND_COLUMN;
-use weir_engine::{Connector, SourcePoll, TableDescriptor};
+use weir_engine::{Connector, SourcePoll, TableDescriptor, TaskInfo};
 
 use super::FilesystemConnector;
 use super::source::list_files;
@@ -416,6 +416,50 @@ async fn files_stay_hidden_until_committed() {
     );
     let all = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(all, 4, "no in-progress file is left behind");
+}
+
+/// A restarted job's subtask 0 deletes, at its first commit, the hidden
+/// files earlier attempts of the same job left, and nothing else.
+#[tokio::test]
+async fn a_restored_attempt_removes_the_orphans_of_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = fs_table(dir.path(), "csv", &[]);
+    let hidden = [
+        ".part-job7-0-0-0a0a0a0a-0.csv.inprogress", // attempt 0: an orphan
+        ".part-job7-1-2-0b0b0b0b-3.csv.inprogress", // attempt 1: an orphan
+        ".part-job7-2-1-0c0c0c0c-0.csv.inprogress", // this attempt: kept
+        ".part-job8-0-0-0d0d0d0d-0.csv.inprogress", // another job: kept
+        ".part-job77-0-0-0e0e0e0e-0.csv.inprogress", // another job: kept
+    ];
+    for name in hidden {
+        std::fs::write(dir.path().join(name), "1\n").unwrap();
+    }
+    std::fs::write(dir.path().join("part-job7-0-0-0a0a0a0a-1.csv"), "2\n").unwrap();
+    let attempt = |subtask| TaskInfo {
+        job_id: "job7".into(),
+        attempt: 2,
+        ..task(subtask, 2)
+    };
+    // Subtask 1 deletes nothing; subtask 0 at its first commit does.
+    let mut other = FilesystemConnector.create_sink(&t, &attempt(1)).unwrap();
+    other.commit(5).await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
+    let mut first = FilesystemConnector.create_sink(&t, &attempt(0)).unwrap();
+    first.write_batch(batch(&t, 0, 2)).await.unwrap();
+    first.pre_commit(5).await.unwrap();
+    first.commit(5).await.unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(left, [hidden[2], hidden[4], hidden[3]]);
+    assert_eq!(
+        list_files(dir.path()).unwrap().len(),
+        2,
+        "visible files stay"
+    );
 }
 
 #[tokio::test]
