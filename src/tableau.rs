@@ -97,24 +97,12 @@ impl<W: Write> Tableau<W> {
             .map(|f| f.name().clone())
             .collect();
         // Headers align as their values do.
-        let text: Vec<bool> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| is_text(f.data_type()))
-            .collect();
-        self.line(widths, &names, &text)?;
+        self.line(widths, &names)?;
         self.rule(widths)
     }
 
     fn row(&mut self, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
-        let text: Vec<bool> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| is_text(f.data_type()))
-            .collect();
-        self.line(widths, cells, &text)
+        self.line(widths, cells)
     }
 
     fn rule(&mut self, widths: &[usize]) -> std::io::Result<()> {
@@ -128,10 +116,11 @@ impl<W: Write> Tableau<W> {
 
     /// One line of cells: text left-aligned and cut to its width, the
     /// rest right-aligned and whole.
-    fn line(&mut self, widths: &[usize], cells: &[String], text: &[bool]) -> std::io::Result<()> {
+    fn line(&mut self, widths: &[usize], cells: &[String]) -> std::io::Result<()> {
         let mut line = String::from("|");
+        let text = self.schema.fields().iter().map(|f| is_text(f.data_type()));
         for ((w, cell), text) in widths.iter().zip(cells).zip(text) {
-            if *text {
+            if text {
                 let cell = fit(cell, *w);
                 line.push_str(&format!(" {cell:<w$} |"));
             } else {
@@ -142,8 +131,8 @@ impl<W: Write> Tableau<W> {
     }
 }
 
-/// Every cell of a batch as text (`NULL` for nulls).
-fn cells(batch: &RecordBatch) -> anyhow::Result<Vec<Vec<String>>> {
+/// Every cell of a batch as text (`NULL` for nulls), row by row.
+pub fn cells(batch: &RecordBatch) -> anyhow::Result<Vec<Vec<String>>> {
     let options = FormatOptions::default().with_null("NULL");
     let formatters = batch
         .columns()

@@ -24,11 +24,23 @@ CREATE TABLE endless (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second'
 CREATE TABLE sink (v BIGINT, w BIGINT) WITH ('connector' = 'blackhole');
 ";
 
-/// Runs `script` through `psql` against `address`: (stdout, stderr).
+/// Runs `script` through `psql` against `address`, unaligned and tuples
+/// only: (stdout, stderr).
 fn psql(address: &str, script: &str, password: Option<&str>) -> (String, String) {
+    psql_with(&["-A", "-t"], address, script, password)
+}
+
+/// Runs `script` through `psql` with extra `options`: (stdout, stderr).
+fn psql_with(
+    options: &[&str],
+    address: &str,
+    script: &str,
+    password: Option<&str>,
+) -> (String, String) {
     let (host, port) = address.rsplit_once(':').unwrap();
     let mut child = Command::new("timeout")
-        .args(["120", "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=0"])
+        .args(["120", "psql", "-X", "-v", "ON_ERROR_STOP=0"])
+        .args(options)
         .args([
             "-h", host, "-p", port, "-U", "weir", "-d", "weir", "-f", "-",
         ])

@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::Context as _;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow::util::pretty::pretty_format_batches_with_schema;
 
 /// How rows are printed.
@@ -244,17 +243,7 @@ impl Changelog {
             writeln!(out, "op | {}", names.join(" | "))?;
             self.header_written = true;
         }
-        let options = FormatOptions::default().with_null("NULL");
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()?;
-        for row in 0..batch.num_rows() {
-            let values: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
+        for values in crate::tableau::cells(batch)? {
             writeln!(out, "+I | {}", values.join(" | "))?;
         }
         self.rows += batch.num_rows();

@@ -426,6 +426,15 @@ async fn jobs_are_submitted_followed_stopped_and_cancelled_from_the_cli() {
         stdout.contains("Source[src]") && stdout.contains("w1") && stdout.contains("w2"),
         "{stdout}"
     );
+    // The subtasks that end in the sink count the rows they wrote as out.
+    let detail = client.job(&job_id).await.unwrap();
+    let written: u64 = detail
+        .subtasks
+        .iter()
+        .filter(|t| t.vertex_name.contains("Sink"))
+        .map(|t| t.records_out)
+        .sum();
+    assert_eq!(written, 30_000, "{stdout}");
 
     // An endless job stopped gracefully: sources stop, sinks flush and commit.
     let endless = |name: &str| {

@@ -3,12 +3,9 @@
 //! table, and psql 16's hidden queries (`tests/pg/psql16.sql`, captured
 //! with `psql -E`) answered row by row.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::cluster::harness::TestCluster;
 
-use super::{connect, simple_rows};
+use super::{connect, psql_with, simple_rows};
 
 const TABLE: &str = "CREATE TABLE t (id BIGINT NOT NULL, name STRING, score DOUBLE, \
     price DECIMAL(10, 2), ok BOOLEAN, ts TIMESTAMP(3), n INT, day DATE, payload BYTES, \
@@ -17,30 +14,7 @@ const TABLE: &str = "CREATE TABLE t (id BIGINT NOT NULL, name STRING, score DOUB
 
 /// Runs `script` through `psql` in its normal aligned format: (stdout, stderr).
 fn psql_aligned(address: &str, script: &str) -> (String, String) {
-    let (host, port) = address.rsplit_once(':').unwrap();
-    let mut child = Command::new("timeout")
-        .args(["120", "psql", "-X", "-v", "ON_ERROR_STOP=0"])
-        .args([
-            "-h", host, "-p", port, "-U", "weir", "-d", "weir", "-f", "-",
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql (postgresql-client) is installed; `./dev test` installs it");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    psql_with(&[], address, script, None)
 }
 
 /// `len` lines of `output` from the one equal to `first` on, without
