@@ -53,6 +53,14 @@ pub enum SqlError {
     /// A table's options or a `SET` value are invalid.
     #[error("{0}")]
     Config(String),
+    /// A `WITH` option of `CREATE TABLE` is unknown or has a bad value.
+    #[error("configuration error{}: {message}", at(.position))]
+    BadOption {
+        /// What is wrong, naming the table and the option.
+        message: String,
+        /// Where the option is written.
+        position: Option<Position>,
+    },
     /// The engine rejected the job.
     #[error(transparent)]
     Engine(#[from] weir_engine::Error),
@@ -94,7 +102,8 @@ impl SqlError {
     /// The position, if the error has one.
     pub fn position(&self) -> Option<Position> {
         match self {
-            SqlError::Parse { position, .. }
+            SqlError::BadOption { position, .. }
+            | SqlError::Parse { position, .. }
             | SqlError::Plan { position, .. }
             | SqlError::Unsupported { position, .. } => *position,
             _ => None,
@@ -103,7 +112,8 @@ impl SqlError {
 
     /// Shifts the position by where the statement starts in its script.
     pub fn offset_by(mut self, line_offset: u64, first_line_column_offset: u64) -> Self {
-        if let SqlError::Parse { position, .. }
+        if let SqlError::BadOption { position, .. }
+        | SqlError::Parse { position, .. }
         | SqlError::Plan { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
             && let Some(p) = position

@@ -318,7 +318,10 @@ impl Session {
                 self.registry.names().join(", ")
             ))
         })?;
-        let connector = self.registry.get(connector_name)?;
+        let connector = self
+            .registry
+            .get(connector_name)
+            .map_err(|e| option_error(e, &create))?;
         let mut physical = Vec::new();
         for c in &create.columns {
             let field = match c {
@@ -447,10 +450,7 @@ impl Session {
                 } else {
                     source_error
                 };
-                return Err(with_context(
-                    error.into(),
-                    &format!("table '{}'", create.name),
-                ));
+                return Err(option_error(error, &create));
             }
         }
         let table = Arc::new(StreamTable {
@@ -680,10 +680,22 @@ fn with_context(error: SqlError, context: &str) -> SqlError {
             message: format!("{context}: {message}"),
             position,
         },
-        SqlError::Engine(weir_engine::Error::Config(m)) | SqlError::Config(m) => {
-            SqlError::Config(format!("{context}: {m}"))
-        }
+        SqlError::Engine(weir_engine::Error::Config(m))
+        | SqlError::Engine(weir_engine::Error::InvalidOption { message: m, .. })
+        | SqlError::Config(m) => SqlError::Config(format!("{context}: {m}")),
         other => other,
+    }
+}
+
+/// A connector's complaint about a table being created, pointing at the
+/// option it is about.
+fn option_error(error: weir_engine::Error, create: &CreateTable) -> SqlError {
+    match error {
+        weir_engine::Error::InvalidOption { key, message } => SqlError::BadOption {
+            message: format!("table '{}': {message}", create.name),
+            position: create.option_position(&key),
+        },
+        other => with_context(other.into(), &format!("table '{}'", create.name)),
     }
 }
 

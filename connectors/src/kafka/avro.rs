@@ -220,8 +220,9 @@ impl AvroDecoder {
         let mut writers = HashMap::new();
         if format.registry.is_none() {
             let writer = match &format.schema {
-                Some(schema) => renamed(schema)
-                    .map_err(|e| Error::Config(format!("option 'avro.schema': {e}")))?,
+                Some(schema) => renamed(schema).map_err(|e| {
+                    Error::invalid_option("avro.schema", format!("option 'avro.schema': {e}"))
+                })?,
                 None => reader.clone(),
             };
             writers.insert(PLAIN_ID, writer);

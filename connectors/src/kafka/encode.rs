@@ -80,7 +80,10 @@ impl RecordEncoder {
                         )
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
-                        Error::Config(format!("option 'key.fields': no column '{name}'{hint}"))
+                        Error::invalid_option(
+                            "key.fields",
+                            format!("option 'key.fields': no column '{name}'{hint}"),
+                        )
                     })?;
                     columns.push(index);
                 }
