@@ -100,7 +100,10 @@ pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
         })
         .collect::<Result<Vec<_>>>()?;
     make_batch(schema, columns, batch.num_rows()).map_err(|e| match e {
-        Error::Arrow(e) => Error::BadInput(format!("the rows do not fit the sink table: {e}")),
+        Error::Arrow(e) => Error::BadInput(format!(
+            "the rows do not fit the sink table: {}",
+            weir_engine::sql_type_names_in(&e.to_string())
+        )),
         other => other,
     })
 }

@@ -35,7 +35,8 @@ pub fn to_epoch_millis(column: &ArrayRef) -> Result<Int64Array> {
         }
         other => {
             return Err(Error::Config(format!(
-                "an event-time column must be a TIMESTAMP or BIGINT (epoch milliseconds), not {other}"
+                "an event-time column must be a TIMESTAMP or BIGINT (epoch milliseconds), not {}",
+                crate::types::sql_type_name(other)
             )));
         }
     };

@@ -19,7 +19,7 @@ use weir_engine::graph::{LogicalGraph, NodeKind, PhysicalGraph};
 use weir_engine::operator::{ChannelSinkNode, SinkNode};
 use weir_engine::suggest::closest;
 use weir_engine::time::is_event_time_type;
-use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor};
+use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor, sql_type_name};
 
 use crate::catalog::{ComputedColumn, StreamTable, StreamTableProvider, WatermarkSpec};
 use crate::error::{Result, SqlError};
@@ -411,7 +411,7 @@ impl Session {
                 if !is_event_time_type(field.data_type()) {
                     return Err(SqlError::plan(format!(
                         "WATERMARK FOR '{column}': the column must be a TIMESTAMP or BIGINT, not {}",
-                        field.data_type()
+                        sql_type_name(field.data_type())
                     )));
                 }
                 let df = DFSchema::try_from(schema.as_ref().clone())?;
@@ -425,7 +425,8 @@ impl Session {
                     .map_err(|e| with_context(e.into(), "the WATERMARK expression"))?;
                 if !is_event_time_type(&data_type) {
                     return Err(SqlError::plan(format!(
-                        "the WATERMARK expression must give a TIMESTAMP, not {data_type}"
+                        "the WATERMARK expression must give a TIMESTAMP, not {}",
+                        sql_type_name(&data_type)
                     )));
                 }
                 Some(WatermarkSpec {
@@ -484,7 +485,7 @@ impl Session {
         let mut extras = Vec::new();
         for (i, f) in table.schema.fields().iter().enumerate() {
             names.push(f.name().clone());
-            types.push(f.data_type().to_string());
+            types.push(sql_type_name(f.data_type()));
             nulls.push(f.is_nullable());
             let mut extra = String::new();
             if i >= table.physical_len() {

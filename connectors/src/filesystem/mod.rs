@@ -110,7 +110,7 @@ fn check_columns(table: &TableDescriptor, format: &Format) -> Result<()> {
                 "table '{}': column '{}' of type {} cannot be stored in format '{}'",
                 table.name,
                 field.name(),
-                field.data_type(),
+                weir_engine::sql_type_name(field.data_type()),
                 format.name()
             )));
         }

@@ -621,7 +621,7 @@ fn check_metadata_columns(table: &TableDescriptor, writing: bool) -> Result<()> 
                 "table '{}': METADATA column '{}' ('{key}') cannot be of type {}",
                 table.name,
                 field.name(),
-                field.data_type()
+                weir_engine::sql_type_name(field.data_type())
             )));
         }
         if writing && !matches!(key, "timestamp" | "key") {

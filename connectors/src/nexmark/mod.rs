@@ -201,7 +201,7 @@ fn check_schema(table: &TableDescriptor, table_type: TableType) -> Result<()> {
     let describe = |s: &SchemaRef| {
         s.fields()
             .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .map(|f| format!("{} {}", f.name(), weir_engine::sql_type_name(f.data_type())))
             .collect::<Vec<_>>()
             .join(", ")
     };
