@@ -5,6 +5,8 @@ use std::fmt;
 
 use datafusion::error::DataFusionError;
 
+use crate::messages::{self, Message};
+
 /// Result alias for the SQL layer.
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
@@ -169,13 +171,13 @@ impl From<DataFusionError> for SqlError {
                 err
             }
             DataFusionError::External(inner) => SqlError::Plan {
-                message: inner.to_string(),
+                message: weir_engine::sql_type_names_in(&inner.to_string()),
                 position,
             },
             DataFusionError::Internal(m) => SqlError::Internal(m.clone()),
-            other => SqlError::Plan {
-                message: strip_prefix(&other.strip_backtrace()),
-                position,
+            other => match messages::rewrite(&e, &strip_prefix(&other.strip_backtrace())) {
+                Message::Unsupported(message) => SqlError::Unsupported { message, position },
+                Message::Plan(message) => SqlError::Plan { message, position },
             },
         }
     }

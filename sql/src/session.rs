@@ -24,7 +24,9 @@ use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor, sql_type
 use crate::catalog::{ComputedColumn, StreamTable, StreamTableProvider, WatermarkSpec};
 use crate::error::{Result, SqlError};
 use crate::lowering::{Lowered, Lowering, cast_to_sink};
-use crate::statement::{ColumnDef, CreateTable, Statement, keyword_position, parse_statement};
+use crate::statement::{
+    ColumnDef, CreateTable, Statement, keyword_position, parse_statement, word_position,
+};
 use crate::window_tvf::{SharedTables, WindowFunction, WindowTableFunction};
 
 /// The `SET` key for the default parallelism of jobs (Flink's name).
@@ -185,7 +187,9 @@ impl Session {
         let rewritten = crate::flink_syntax::rewrite_flink_windows(sql);
         let sql = rewritten.as_str();
         let statement = parse_statement(sql)?;
-        self.execute_statement(statement, sql).await
+        self.execute_statement(statement, sql)
+            .await
+            .map_err(|e| locate_unsupported(e, sql))
     }
 
     async fn execute_statement(&mut self, statement: Statement, sql: &str) -> Result<Outcome> {
@@ -523,24 +527,7 @@ impl Session {
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
-        Lowering::new(graph).lower(&physical).map_err(|e| match e {
-            SqlError::Unsupported {
-                message,
-                position: None,
-            } => {
-                let position = if message.starts_with("ORDER BY") {
-                    keyword_position(sql, Keyword::ORDER)
-                } else if message.starts_with("joins") {
-                    keyword_position(sql, Keyword::JOIN)
-                } else if message.starts_with("OVER") {
-                    keyword_position(sql, Keyword::OVER)
-                } else {
-                    None
-                };
-                SqlError::Unsupported { message, position }
-            }
-            other => other,
-        })
+        Lowering::new(graph).lower(&physical)
     }
 
     /// DataFusion names a missing table by its full path and suggests
@@ -686,6 +673,34 @@ fn with_context(error: SqlError, context: &str) -> SqlError {
         | SqlError::Config(m) => SqlError::Config(format!("{context}: {m}")),
         other => other,
     }
+}
+
+/// Points an unsupported-construct error that has no position at the
+/// construct in the statement `sql`: the keyword its message starts with
+/// (`COLLATE is not supported`), or the clause it names. Done once for the
+/// whole statement, whichever step of planning found the construct.
+fn locate_unsupported(error: SqlError, sql: &str) -> SqlError {
+    let SqlError::Unsupported {
+        message,
+        position: None,
+    } = error
+    else {
+        return error;
+    };
+    let position = if message.starts_with("ORDER BY") {
+        keyword_position(sql, Keyword::ORDER)
+    } else if message.starts_with("joins") {
+        keyword_position(sql, Keyword::JOIN)
+    } else if message.starts_with("OVER") {
+        keyword_position(sql, Keyword::OVER)
+    } else {
+        message
+            .split_whitespace()
+            .next()
+            .filter(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .and_then(|w| word_position(sql, w))
+    };
+    SqlError::Unsupported { message, position }
 }
 
 /// A connector's complaint about a table being created, pointing at the

@@ -5,7 +5,7 @@
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::error::{Position, Result, SqlError};
 
@@ -709,9 +709,21 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
 
 /// Where a top-level keyword first appears in a statement, for error positions.
 pub fn keyword_position(sql: &str, keyword: Keyword) -> Option<Position> {
+    first_word(sql, |w| w.keyword == keyword)
+}
+
+/// Where an unquoted word (any case) first appears in a statement, for
+/// error positions.
+pub fn word_position(sql: &str, word: &str) -> Option<Position> {
+    first_word(sql, |w| {
+        w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word)
+    })
+}
+
+fn first_word(sql: &str, matches: impl Fn(&Word) -> bool) -> Option<Position> {
     let tokens = tokenize(sql).ok()?;
     tokens.iter().find_map(|t| match &t.token {
-        Token::Word(w) if w.keyword == keyword => Some(Position {
+        Token::Word(w) if matches(w) => Some(Position {
             line: t.span.start.line,
             column: t.span.start.column,
         }),
