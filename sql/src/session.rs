@@ -27,7 +27,7 @@ use crate::lowering::{Lowered, Lowering, cast_to_sink};
 use crate::statement::{
     ColumnDef, CreateTable, Statement, keyword_position, parse_statement, word_position,
 };
-use crate::window_tvf::{SharedTables, WindowFunction, WindowTableFunction};
+use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
 
 /// The `SET` key for the default parallelism of jobs (Flink's name).
 pub const PARALLELISM_KEY: &str = "parallelism.default";
@@ -111,6 +111,7 @@ impl Session {
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rules(vec![])
+            .with_relation_planners(vec![Arc::new(WindowRelationNamer)])
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);
