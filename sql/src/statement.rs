@@ -537,7 +537,8 @@ fn parse_element(
     if type_start >= type_end {
         return Err(c.error(&format!("a type for column '{name}'")));
     }
-    let type_text = &c.sql[c.offset(type_start)..c.offset(type_end)];
+    // The text runs to the next token: leave out the white space before it.
+    let type_text = c.sql[c.offset(type_start)..c.offset(type_end)].trim();
     c.pos = type_start;
     let data_type = crate::types::parse_type(type_text).map_err(|m| SqlError::Parse {
         message: format!("column '{name}': {m}"),
