@@ -132,3 +132,237 @@ async fn odd_sql_gives_errors_not_panics() {
         );
     }
 }
+
+/// The error corpus: `(name, setup script, statement)`. Each case's message
+/// has a snapshot, and none may name Arrow types or planner internals.
+const CORPUS: &[(&str, &str, &str)] = &[
+    (
+        "unknown_column_in_a_window_query",
+        "",
+        "SELECT bidr, window_start FROM TUMBLE(bids, ts, INTERVAL '10' SECOND)",
+    ),
+    (
+        "unknown_column_in_a_window_query_with_a_wildcard",
+        "",
+        "SELECT * FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) WHERE bidr > 1",
+    ),
+    (
+        "unknown_column_in_a_hop_query",
+        "",
+        "SELECT bidr FROM HOP(bids, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)",
+    ),
+    (
+        "group_by_violation_in_a_window_query",
+        "",
+        "SELECT window_start, bidder, price FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) \
+         GROUP BY window_start, window_end, bidder",
+    ),
+    ("type_mismatch", "", "SELECT SUM(channel) FROM bids"),
+    (
+        "unknown_type",
+        "",
+        "CREATE TABLE t (\n  id BIGINT,\n  amount MONEY\n) WITH ('connector' = 'blackhole')",
+    ),
+    (
+        "misspelt_type_bignt",
+        "",
+        "CREATE TABLE t (id BIGNT) WITH ('connector' = 'blackhole')",
+    ),
+    (
+        "misspelt_type_strng",
+        "",
+        "CREATE TABLE t (id BIGINT, name STRNG) WITH ('connector' = 'blackhole')",
+    ),
+    (
+        "misspelt_type_timestmp",
+        "",
+        "CREATE TABLE t (\n  id BIGINT,\n  ts TIMESTMP(3)\n) WITH ('connector' = 'blackhole')",
+    ),
+    ("collate", "", "SELECT channel COLLATE \"C\" FROM bids"),
+    (
+        "unknown_with_option",
+        "",
+        "CREATE TABLE files (id BIGINT)\nWITH (\n  'connector' = 'filesystem',\n  \
+         'pathh' = 'tests/data/late.csv',\n  'format' = 'csv'\n)",
+    ),
+    (
+        "bad_option_value",
+        "",
+        "CREATE TABLE files (id BIGINT)\nWITH (\n  'connector' = 'filesystem',\n  \
+         'path' = 'tests/data/late.csv',\n  'format' = 'cvs'\n)",
+    ),
+    (
+        "window_over_a_missing_time_column",
+        "",
+        "SELECT window_start, COUNT(*)\nFROM TUMBLE(bids, nosuch, INTERVAL '10' SECOND)\n\
+         GROUP BY window_start, window_end",
+    ),
+    (
+        "csv_row_that_does_not_parse",
+        "CREATE TABLE prices (id BIGINT, price BIGINT, ts TIMESTAMP(3))
+         WITH ('connector' = 'filesystem', 'path' = 'tests/data/bad_price.csv', 'format' = 'csv');",
+        "SELECT id, price FROM prices",
+    ),
+    (
+        "cast_a_sink_cannot_take",
+        "CREATE TABLE flags (id BIGINT, flag BOOLEAN) WITH ('connector' = 'blackhole');",
+        "INSERT INTO flags SELECT id, ts FROM bids",
+    ),
+];
+
+/// The message a user sees when `sql` fails after `setup` ran: the
+/// statement's error, or the job's when it fails while running.
+async fn failure_of(setup: &str, sql: &str) -> String {
+    let mut engine = engine().await;
+    engine.execute_script(setup).await.expect("setup is valid");
+    match engine.query(sql).await {
+        Ok(_) => panic!("expected an error for: {sql}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Snapshots the message of the corpus case `name`, the statement as its description.
+async fn assert_corpus_case(name: &str) {
+    let Some((_, setup, sql)) = CORPUS.iter().find(|c| c.0 == name) else {
+        panic!("no corpus case '{name}'");
+    };
+    let message = failure_of(setup, sql).await;
+    insta::with_settings!({ description => *sql, omit_expression => true }, {
+        insta::assert_snapshot!(format!("error_{name}"), message);
+    });
+}
+
+#[tokio::test]
+async fn error_unknown_column_in_a_window_query() {
+    assert_corpus_case("unknown_column_in_a_window_query").await;
+}
+
+#[tokio::test]
+async fn error_unknown_column_in_a_window_query_with_a_wildcard() {
+    assert_corpus_case("unknown_column_in_a_window_query_with_a_wildcard").await;
+}
+
+#[tokio::test]
+async fn error_unknown_column_in_a_hop_query() {
+    assert_corpus_case("unknown_column_in_a_hop_query").await;
+}
+
+#[tokio::test]
+async fn error_group_by_violation_in_a_window_query() {
+    assert_corpus_case("group_by_violation_in_a_window_query").await;
+}
+
+#[tokio::test]
+async fn error_type_mismatch() {
+    assert_corpus_case("type_mismatch").await;
+}
+
+#[tokio::test]
+async fn error_unknown_type() {
+    assert_corpus_case("unknown_type").await;
+}
+
+#[tokio::test]
+async fn error_misspelt_type_bignt() {
+    assert_corpus_case("misspelt_type_bignt").await;
+}
+
+#[tokio::test]
+async fn error_misspelt_type_strng() {
+    assert_corpus_case("misspelt_type_strng").await;
+}
+
+#[tokio::test]
+async fn error_misspelt_type_timestmp() {
+    assert_corpus_case("misspelt_type_timestmp").await;
+}
+
+#[tokio::test]
+async fn error_collate() {
+    assert_corpus_case("collate").await;
+}
+
+#[tokio::test]
+async fn error_unknown_with_option() {
+    assert_corpus_case("unknown_with_option").await;
+}
+
+#[tokio::test]
+async fn error_bad_option_value() {
+    assert_corpus_case("bad_option_value").await;
+}
+
+#[tokio::test]
+async fn error_window_over_a_missing_time_column() {
+    assert_corpus_case("window_over_a_missing_time_column").await;
+}
+
+#[tokio::test]
+async fn error_csv_row_that_does_not_parse() {
+    assert_corpus_case("csv_row_that_does_not_parse").await;
+}
+
+#[tokio::test]
+async fn error_cast_a_sink_cannot_take() {
+    assert_corpus_case("cast_a_sink_cannot_take").await;
+}
+
+/// A table with a column of every type Weir declares, and computed columns.
+const EVERY_TYPE: &str = "CREATE TABLE every_type (
+    a TINYINT, b SMALLINT, c INT, d BIGINT NOT NULL, e FLOAT, f DOUBLE, g DECIMAL(10, 2),
+    h BOOLEAN, i STRING, j VARCHAR(20), k BYTES, l DATE,
+    m TIMESTAMP(0), n TIMESTAMP(3), o TIMESTAMP(6), p TIMESTAMP(9), q TIMESTAMP_LTZ(3),
+    r AS d * 2, s AS f / 2, t AS TO_TIMESTAMP_LTZ(d, 3), u AS n + INTERVAL '1' SECOND,
+    WATERMARK FOR n AS n - INTERVAL '5' SECOND
+) WITH ('connector' = 'blackhole');";
+
+async fn describe_every_type() -> String {
+    let mut engine = engine().await;
+    engine
+        .execute_script(EVERY_TYPE)
+        .await
+        .expect("the table is valid");
+    let rows = engine
+        .query("DESCRIBE every_type")
+        .await
+        .expect("DESCRIBE works");
+    arrow::util::pretty::pretty_format_batches(&rows)
+        .expect("the rows print")
+        .to_string()
+}
+
+#[tokio::test]
+async fn describe_names_sql_types() {
+    insta::assert_snapshot!(describe_every_type().await);
+}
+
+/// Every message of the corpus, and DESCRIBE, speaks SQL: no Arrow type
+/// names, no planner names, no Rust debug dumps, no line break inside a
+/// quoted name.
+#[tokio::test]
+async fn messages_speak_sql() {
+    let mut texts = vec![("describe".to_string(), describe_every_type().await)];
+    for (name, setup, sql) in CORPUS {
+        texts.push((name.to_string(), failure_of(setup, sql).await));
+    }
+    for (name, text) in texts {
+        for internal in [
+            "Int64",
+            "Int32",
+            "Utf8",
+            "Float64",
+            "Timestamp(",
+            "tumble()",
+            "hop()",
+            "session()",
+            " { ",
+            "\n'",
+            "\r'",
+        ] {
+            assert!(
+                !text.contains(internal),
+                "{name}: the message shows '{internal}': {text}"
+            );
+        }
+    }
+}

@@ -75,8 +75,9 @@ impl DatagenConfig {
             .min();
         let rows_per_second = match options.parse::<u64>("rows-per-second")? {
             Some(0) => {
-                return Err(Error::Config(
-                    "option 'rows-per-second' must be greater than 0".into(),
+                return Err(Error::invalid_option(
+                    "rows-per-second",
+                    "option 'rows-per-second' must be greater than 0",
                 ));
             }
             other => other,
@@ -97,26 +98,33 @@ fn check_field_keys(options: &ConnectorOptions, schema: &SchemaRef) -> Result<()
     for key in options.keys().filter(|k| k.starts_with("fields.")) {
         let rest = &key["fields.".len()..];
         let Some((column, option)) = rest.rsplit_once('.') else {
-            return Err(Error::Config(format!(
-                "option '{key}' must look like 'fields.<column>.<option>'"
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!("option '{key}' must look like 'fields.<column>.<option>'"),
+            ));
         };
         if !columns.contains(&column) {
             let hint = weir_engine::suggest::closest(column, columns.iter().copied())
                 .map(|c| format!(" (did you mean '{c}'?)"))
                 .unwrap_or_default();
-            return Err(Error::Config(format!(
-                "option '{key}' names column '{column}', which the table does not have{hint}"
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "option '{key}' names column '{column}', which the table does not have{hint}"
+                ),
+            ));
         }
         if !FIELD_OPTIONS.contains(&option) {
             let hint = weir_engine::suggest::closest(option, FIELD_OPTIONS.iter().copied())
                 .map(|c| format!(" (did you mean 'fields.{column}.{c}'?)"))
                 .unwrap_or_default();
-            return Err(Error::Config(format!(
-                "unknown option '{key}' for connector '{NAME}'{hint}; field options: {}",
-                FIELD_OPTIONS.join(", ")
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "unknown option '{key}' for connector '{NAME}'{hint}; field options: {}",
+                    FIELD_OPTIONS.join(", ")
+                ),
+            ));
         }
     }
     Ok(())

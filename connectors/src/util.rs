@@ -100,7 +100,10 @@ pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
         })
         .collect::<Result<Vec<_>>>()?;
     make_batch(schema, columns, batch.num_rows()).map_err(|e| match e {
-        Error::Arrow(e) => Error::BadInput(format!("the rows do not fit the sink table: {e}")),
+        Error::Arrow(e) => Error::BadInput(format!(
+            "the rows do not fit the sink table: {}",
+            weir_engine::sql_type_names_in(&e.to_string())
+        )),
         other => other,
     })
 }
@@ -119,20 +122,26 @@ pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
         "g" | "gb" | "gibibytes" => 1 << 30,
         "t" | "tb" | "tebibytes" => 1 << 40,
         other => {
-            return Err(Error::Config(format!(
-                "option '{key}' = '{value}' has an unknown unit '{other}' (use b, kb, mb, gb or tb)"
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "option '{key}' = '{value}' has an unknown unit '{other}' (use b, kb, mb, gb or tb)"
+                ),
+            ));
         }
     };
     let number: u64 = digits.parse().map_err(|_| {
-        Error::Config(format!(
-            "option '{key}' = '{value}' is not a size such as '128mb'"
-        ))
+        Error::invalid_option(
+            key,
+            format!("option '{key}' = '{value}' is not a size such as '128mb'"),
+        )
     })?;
     number
         .checked_mul(multiplier)
         .filter(|n| *n > 0)
-        .ok_or_else(|| Error::Config(format!("option '{key}' = '{value}' is out of range")))
+        .ok_or_else(|| {
+            Error::invalid_option(key, format!("option '{key}' = '{value}' is out of range"))
+        })
 }
 
 pub use weir_engine::time::parse_duration_ms;
@@ -144,9 +153,10 @@ pub fn positive_usize(
     default: usize,
 ) -> Result<usize> {
     match options.parse::<usize>(key)? {
-        Some(0) => Err(Error::Config(format!(
-            "option '{key}' must be greater than 0"
-        ))),
+        Some(0) => Err(Error::invalid_option(
+            key,
+            format!("option '{key}' must be greater than 0"),
+        )),
         Some(n) => Ok(n),
         None => Ok(default),
     }

@@ -38,7 +38,7 @@ impl ConnectorOptions {
     /// The value of `key`, or an error naming it.
     pub fn require(&self, key: &str) -> Result<&str> {
         self.get(key)
-            .ok_or_else(|| Error::Config(format!("missing required option '{key}'")))
+            .ok_or_else(|| Error::invalid_option(key, format!("missing required option '{key}'")))
     }
 
     /// The value of `key` parsed, with an error naming the key and value.
@@ -48,9 +48,9 @@ impl ConnectorOptions {
     {
         self.get(key)
             .map(|v| {
-                v.trim()
-                    .parse::<T>()
-                    .map_err(|e| Error::Config(format!("option '{key}' = '{v}' is invalid: {e}")))
+                v.trim().parse::<T>().map_err(|e| {
+                    Error::invalid_option(key, format!("option '{key}' = '{v}' is invalid: {e}"))
+                })
             })
             .transpose()
     }
@@ -61,9 +61,10 @@ impl ConnectorOptions {
             .map(|v| match v.trim().to_ascii_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(Error::Config(format!(
-                    "option '{key}' = '{v}' must be 'true' or 'false'"
-                ))),
+                _ => Err(Error::invalid_option(
+                    key,
+                    format!("option '{key}' = '{v}' must be 'true' or 'false'"),
+                )),
             })
             .transpose()
     }
@@ -92,10 +93,13 @@ impl ConnectorOptions {
             let suggestion = crate::suggest::closest(key, allowed.iter().copied())
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_default();
-            return Err(Error::Config(format!(
-                "unknown option '{key}' for connector '{connector}'{suggestion}; valid options: {}",
-                allowed.join(", ")
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "unknown option '{key}' for connector '{connector}'{suggestion}; valid options: {}",
+                    allowed.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
@@ -295,10 +299,13 @@ impl ConnectorRegistry {
         let suggestion = crate::suggest::closest(name, names.iter().copied())
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
-        Err(Error::Config(format!(
-            "unknown connector '{name}'{suggestion}; available: {}",
-            names.join(", ")
-        )))
+        Err(Error::invalid_option(
+            "connector",
+            format!(
+                "unknown connector '{name}'{suggestion}; available: {}",
+                names.join(", ")
+            ),
+        ))
     }
 
     /// Names of the registered connectors.

@@ -24,6 +24,15 @@ pub enum Error {
     /// Invalid configuration or options given by the user.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A table option (`WITH ('key' = …)`) that is unknown or has a bad
+    /// value; the key lets the SQL layer point at the option.
+    #[error("configuration error: {message}")]
+    InvalidOption {
+        /// The option's key, as the user wrote it.
+        key: String,
+        /// What is wrong, naming the option.
+        message: String,
+    },
     /// A record or batch that cannot be processed as the user declared it.
     #[error("bad input: {0}")]
     BadInput(String),
@@ -91,7 +100,9 @@ impl Error {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Error::Config(_) | Error::BadInput(_) => ErrorDomain::User,
+            Error::Config(_) | Error::InvalidOption { .. } | Error::BadInput(_) => {
+                ErrorDomain::User
+            }
             Error::Io { .. }
             | Error::Connector { .. }
             | Error::Network { .. }
@@ -139,6 +150,14 @@ impl Error {
         Error::State {
             context: context.into(),
             message: message.to_string(),
+        }
+    }
+
+    /// Builds an error about the table option `key`.
+    pub fn invalid_option(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            key: key.into(),
+            message: message.into(),
         }
     }
 

@@ -34,6 +34,7 @@ pub mod state;
 pub mod suggest;
 pub mod testing;
 pub mod time;
+pub mod types;
 
 pub use connector::{
     Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor,
@@ -46,3 +47,4 @@ pub use runtime::{
     CheckpointEvent, CheckpointSetup, Deployment, JobHandle, LocalRuntime, RuntimeConfig,
     TaskSnapshot,
 };
+pub use types::{sql_type_name, sql_type_names_in};

@@ -35,7 +35,8 @@ pub fn to_epoch_millis(column: &ArrayRef) -> Result<Int64Array> {
         }
         other => {
             return Err(Error::Config(format!(
-                "an event-time column must be a TIMESTAMP or BIGINT (epoch milliseconds), not {other}"
+                "an event-time column must be a TIMESTAMP or BIGINT (epoch milliseconds), not {}",
+                crate::types::sql_type_name(other)
             )));
         }
     };
@@ -80,9 +81,12 @@ pub fn parse_duration_ms(key: &str, value: &str) -> Result<i64> {
         "h" | "hour" | "hours" => 3_600_000,
         "d" | "day" | "days" => 86_400_000,
         other => {
-            return Err(Error::Config(format!(
-                "option '{key}' = '{value}' has an unknown time unit '{other}' (use ms, s, min, h or d)"
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "option '{key}' = '{value}' has an unknown time unit '{other}' (use ms, s, min, h or d)"
+                ),
+            ));
         }
     };
     digits
@@ -90,8 +94,9 @@ pub fn parse_duration_ms(key: &str, value: &str) -> Result<i64> {
         .ok()
         .and_then(|n| n.checked_mul(millis))
         .ok_or_else(|| {
-            Error::Config(format!(
-                "option '{key}' = '{value}' is not a duration such as '10 s'"
-            ))
+            Error::invalid_option(
+                key,
+                format!("option '{key}' = '{value}' is not a duration such as '10 s'"),
+            )
         })
 }

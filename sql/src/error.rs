@@ -5,6 +5,8 @@ use std::fmt;
 
 use datafusion::error::DataFusionError;
 
+use crate::messages::{self, Message};
+
 /// Result alias for the SQL layer.
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
@@ -63,6 +65,14 @@ pub enum SqlError {
     /// A table's options or a `SET` value are invalid.
     #[error("{0}")]
     Config(String),
+    /// A `WITH` option of `CREATE TABLE` is unknown or has a bad value.
+    #[error("configuration error{}: {message}", at(.position))]
+    BadOption {
+        /// What is wrong, naming the table and the option.
+        message: String,
+        /// Where the option is written.
+        position: Option<Position>,
+    },
     /// The engine rejected the job.
     #[error(transparent)]
     Engine(#[from] weir_engine::Error),
@@ -111,7 +121,8 @@ impl SqlError {
     /// The position, if the error has one.
     pub fn position(&self) -> Option<Position> {
         match self {
-            SqlError::Parse { position, .. }
+            SqlError::BadOption { position, .. }
+            | SqlError::Parse { position, .. }
             | SqlError::Plan { position, .. }
             | SqlError::UnknownTable { position, .. }
             | SqlError::Unsupported { position, .. } => *position,
@@ -121,7 +132,8 @@ impl SqlError {
 
     /// Shifts the position by where the statement starts in its script.
     pub fn offset_by(mut self, line_offset: u64, first_line_column_offset: u64) -> Self {
-        if let SqlError::Parse { position, .. }
+        if let SqlError::BadOption { position, .. }
+        | SqlError::Parse { position, .. }
         | SqlError::Plan { position, .. }
         | SqlError::UnknownTable { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
@@ -178,13 +190,13 @@ impl From<DataFusionError> for SqlError {
                 err
             }
             DataFusionError::External(inner) => SqlError::Plan {
-                message: inner.to_string(),
+                message: weir_engine::sql_type_names_in(&inner.to_string()),
                 position,
             },
             DataFusionError::Internal(m) => SqlError::Internal(m.clone()),
-            other => SqlError::Plan {
-                message: strip_prefix(&other.strip_backtrace()),
-                position,
+            other => match messages::rewrite(&e, &strip_prefix(&other.strip_backtrace())) {
+                Message::Unsupported(message) => SqlError::Unsupported { message, position },
+                Message::Plan(message) => SqlError::Plan { message, position },
             },
         }
     }

@@ -13,6 +13,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use weir_engine::sql_type_name;
 
 /// Registers Weir's Flink-compatible functions.
 pub fn register(ctx: &SessionContext) {
@@ -57,7 +58,7 @@ impl ScalarUDFImpl for ToTimestampLtz {
         if !args[0].is_integer() && !args[0].is_numeric() {
             return plan_err!(
                 "TO_TIMESTAMP_LTZ expects a numeric epoch value, not {}",
-                args[0]
+                sql_type_name(&args[0])
             );
         }
         Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
@@ -184,7 +185,11 @@ impl ScalarUDFImpl for Mod {
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         if !args[0].is_numeric() || !args[1].is_numeric() {
-            return plan_err!("MOD expects numbers, not {} and {}", args[0], args[1]);
+            return plan_err!(
+                "MOD expects numbers, not {} and {}",
+                sql_type_name(&args[0]),
+                sql_type_name(&args[1])
+            );
         }
         if args[0].is_integer() && args[1].is_integer() {
             Ok(DataType::Int64)

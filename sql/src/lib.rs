@@ -16,6 +16,7 @@ pub mod error;
 pub mod flink_syntax;
 pub mod functions;
 pub mod lowering;
+mod messages;
 pub mod session;
 pub mod statement;
 pub mod types;

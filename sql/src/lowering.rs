@@ -603,9 +603,9 @@ pub fn cast_to_sink(
                     "column {} of the query ('{}', {}) cannot be written to column '{}' ({}) of table '{sink_name}'",
                     i + 1,
                     a.name(),
-                    a.data_type(),
+                    weir_engine::sql_type_name(a.data_type()),
                     b.name(),
-                    b.data_type()
+                    weir_engine::sql_type_name(b.data_type())
                 )));
             }
             Ok(Arc::new(CastExpr::new(col, b.data_type().clone(), None)))

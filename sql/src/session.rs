@@ -19,13 +19,15 @@ use weir_engine::graph::{LogicalGraph, NodeKind, PhysicalGraph};
 use weir_engine::operator::{ChannelSinkNode, SinkNode};
 use weir_engine::suggest::closest;
 use weir_engine::time::is_event_time_type;
-use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor};
+use weir_engine::{ConnectorOptions, ConnectorRegistry, TableDescriptor, sql_type_name};
 
 use crate::catalog::{ComputedColumn, StreamTable, StreamTableProvider, WatermarkSpec};
 use crate::error::{Result, SqlError};
 use crate::lowering::{Lowered, Lowering, cast_to_sink};
-use crate::statement::{ColumnDef, CreateTable, Statement, keyword_position, parse_statement};
-use crate::window_tvf::{SharedTables, WindowFunction, WindowTableFunction};
+use crate::statement::{
+    ColumnDef, CreateTable, Statement, keyword_position, parse_statement, word_position,
+};
+use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
 
 /// The `SET` key for the default parallelism of jobs (Flink's name).
 pub const PARALLELISM_KEY: &str = "parallelism.default";
@@ -143,6 +145,7 @@ impl Session {
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rules(vec![])
+            .with_relation_planners(vec![Arc::new(WindowRelationNamer)])
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);
@@ -220,7 +223,9 @@ impl Session {
         let rewritten = crate::flink_syntax::rewrite_flink_windows(sql);
         let sql = rewritten.as_str();
         let statement = parse_statement(sql)?;
-        self.execute_statement(statement, sql).await
+        self.execute_statement(statement, sql)
+            .await
+            .map_err(|e| locate_unsupported(e, sql))
     }
 
     async fn execute_statement(&mut self, statement: Statement, sql: &str) -> Result<Outcome> {
@@ -356,7 +361,10 @@ impl Session {
                 self.registry.names().join(", ")
             ))
         })?;
-        let connector = self.registry.get(connector_name)?;
+        let connector = self
+            .registry
+            .get(connector_name)
+            .map_err(|e| option_error(e, &create))?;
         let mut physical = Vec::new();
         for c in &create.columns {
             let field = match c {
@@ -446,7 +454,7 @@ impl Session {
                 if !is_event_time_type(field.data_type()) {
                     return Err(SqlError::plan(format!(
                         "WATERMARK FOR '{column}': the column must be a TIMESTAMP or BIGINT, not {}",
-                        field.data_type()
+                        sql_type_name(field.data_type())
                     )));
                 }
                 let df = DFSchema::try_from(schema.as_ref().clone())?;
@@ -460,7 +468,8 @@ impl Session {
                     .map_err(|e| with_context(e.into(), "the WATERMARK expression"))?;
                 if !is_event_time_type(&data_type) {
                     return Err(SqlError::plan(format!(
-                        "the WATERMARK expression must give a TIMESTAMP, not {data_type}"
+                        "the WATERMARK expression must give a TIMESTAMP, not {}",
+                        sql_type_name(&data_type)
                     )));
                 }
                 Some(WatermarkSpec {
@@ -485,10 +494,7 @@ impl Session {
                 } else {
                     source_error
                 };
-                return Err(with_context(
-                    error.into(),
-                    &format!("table '{}'", create.name),
-                ));
+                return Err(option_error(error, &create));
             }
         }
         let table = Arc::new(StreamTable {
@@ -522,7 +528,7 @@ impl Session {
         let mut extras = Vec::new();
         for (i, f) in table.schema.fields().iter().enumerate() {
             names.push(f.name().clone());
-            types.push(f.data_type().to_string());
+            types.push(sql_type_name(f.data_type()));
             nulls.push(f.is_nullable());
             let mut extra = String::new();
             if i >= table.physical_len() {
@@ -560,24 +566,7 @@ impl Session {
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
-        Lowering::new(graph).lower(&physical).map_err(|e| match e {
-            SqlError::Unsupported {
-                message,
-                position: None,
-            } => {
-                let position = if message.starts_with("ORDER BY") {
-                    keyword_position(sql, Keyword::ORDER)
-                } else if message.starts_with("joins") {
-                    keyword_position(sql, Keyword::JOIN)
-                } else if message.starts_with("OVER") {
-                    keyword_position(sql, Keyword::OVER)
-                } else {
-                    None
-                };
-                SqlError::Unsupported { message, position }
-            }
-            other => other,
-        })
+        Lowering::new(graph).lower(&physical)
     }
 
     /// A query that reads no table (`SELECT 1 + 1`, `VALUES …`), answered
@@ -747,10 +736,50 @@ fn with_context(error: SqlError, context: &str) -> SqlError {
             message: format!("{context}: {message}"),
             position,
         },
-        SqlError::Engine(weir_engine::Error::Config(m)) | SqlError::Config(m) => {
-            SqlError::Config(format!("{context}: {m}"))
-        }
+        SqlError::Engine(weir_engine::Error::Config(m))
+        | SqlError::Engine(weir_engine::Error::InvalidOption { message: m, .. })
+        | SqlError::Config(m) => SqlError::Config(format!("{context}: {m}")),
         other => other,
+    }
+}
+
+/// Points an unsupported-construct error that has no position at the
+/// construct in the statement `sql`: the keyword its message starts with
+/// (`COLLATE is not supported`), or the clause it names. Done once for the
+/// whole statement, whichever step of planning found the construct.
+fn locate_unsupported(error: SqlError, sql: &str) -> SqlError {
+    let SqlError::Unsupported {
+        message,
+        position: None,
+    } = error
+    else {
+        return error;
+    };
+    let position = if message.starts_with("ORDER BY") {
+        keyword_position(sql, Keyword::ORDER)
+    } else if message.starts_with("joins") {
+        keyword_position(sql, Keyword::JOIN)
+    } else if message.starts_with("OVER") {
+        keyword_position(sql, Keyword::OVER)
+    } else {
+        message
+            .split_whitespace()
+            .next()
+            .filter(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .and_then(|w| word_position(sql, w))
+    };
+    SqlError::Unsupported { message, position }
+}
+
+/// A connector's complaint about a table being created, pointing at the
+/// option it is about.
+fn option_error(error: weir_engine::Error, create: &CreateTable) -> SqlError {
+    match error {
+        weir_engine::Error::InvalidOption { key, message } => SqlError::BadOption {
+            message: format!("table '{}': {message}", create.name),
+            position: create.option_position(&key),
+        },
+        other => with_context(other.into(), &format!("table '{}'", create.name)),
     }
 }
 

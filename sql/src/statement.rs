@@ -5,7 +5,7 @@
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::error::{Position, Result, SqlError};
 
@@ -137,6 +137,23 @@ pub struct CreateTable {
     pub watermark: Option<(String, String)>,
     /// `WITH (…)` options.
     pub options: Vec<(String, String)>,
+    /// Where each option's key is written, in the order of `options`.
+    pub option_positions: Vec<Position>,
+    /// Where `WITH` is written, when the statement has it.
+    pub with_position: Option<Position>,
+}
+
+impl CreateTable {
+    /// Where the option `key` is written, for errors about it: its key, or
+    /// `WITH` when the option is missing.
+    pub fn option_position(&self, key: &str) -> Option<Position> {
+        self.options
+            .iter()
+            .zip(&self.option_positions)
+            .find(|((k, _), _)| k == key)
+            .map(|(_, p)| *p)
+            .or(self.with_position)
+    }
 }
 
 /// A statement as Weir understands it.
@@ -373,7 +390,8 @@ fn option_atom(c: &mut Cursor<'_>, what: &str) -> Result<String> {
     }
 }
 
-fn parse_options(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>> {
+/// The `(key = value, …)` of `WITH`, each key with where it is written.
+fn parse_options(c: &mut Cursor<'_>) -> Result<Vec<(String, String, Position)>> {
     c.expect(Token::LParen, "'(' after WITH")?;
     let mut options = Vec::new();
     if matches!(c.peek().map(|t| &t.token), Some(Token::RParen)) {
@@ -381,10 +399,17 @@ fn parse_options(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>> {
         return Ok(options);
     }
     loop {
-        let key = option_atom(c, "an option key such as 'connector'")?;
+        let what = "an option key such as 'connector'";
+        let Some(at) = c.peek().map(|t| Position {
+            line: t.span.start.line,
+            column: t.span.start.column,
+        }) else {
+            return Err(c.error(what));
+        };
+        let key = option_atom(c, what)?;
         c.expect(Token::Eq, "'=' after the option key")?;
         let value = option_atom(c, "a quoted option value")?;
-        options.push((key, value));
+        options.push((key, value, at));
         match c.peek().map(|t| &t.token) {
             Some(Token::Comma) => c.pos += 1,
             Some(Token::RParen) => {
@@ -429,6 +454,10 @@ fn parse_create_table(c: &mut Cursor<'_>) -> Result<CreateTable> {
         }
         c.pos = close + 1;
     }
+    let with_position = c
+        .peek_keyword(Keyword::WITH)
+        .then(|| c.position())
+        .flatten();
     let options = if c.eat_keyword(Keyword::WITH) {
         parse_options(c)?
     } else {
@@ -443,7 +472,9 @@ fn parse_create_table(c: &mut Cursor<'_>) -> Result<CreateTable> {
         temporary: false,
         columns,
         watermark,
-        options,
+        option_positions: options.iter().map(|(_, _, at)| *at).collect(),
+        options: options.into_iter().map(|(k, v, _)| (k, v)).collect(),
+        with_position,
     })
 }
 
@@ -506,7 +537,8 @@ fn parse_element(
     if type_start >= type_end {
         return Err(c.error(&format!("a type for column '{name}'")));
     }
-    let type_text = &c.sql[c.offset(type_start)..c.offset(type_end)];
+    // The text runs to the next token: leave out the white space before it.
+    let type_text = c.sql[c.offset(type_start)..c.offset(type_end)].trim();
     c.pos = type_start;
     let data_type = crate::types::parse_type(type_text).map_err(|m| SqlError::Parse {
         message: format!("column '{name}': {m}"),
@@ -678,9 +710,21 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
 
 /// Where a top-level keyword first appears in a statement, for error positions.
 pub fn keyword_position(sql: &str, keyword: Keyword) -> Option<Position> {
+    first_word(sql, |w| w.keyword == keyword)
+}
+
+/// Where an unquoted word (any case) first appears in a statement, for
+/// error positions.
+pub fn word_position(sql: &str, word: &str) -> Option<Position> {
+    first_word(sql, |w| {
+        w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word)
+    })
+}
+
+fn first_word(sql: &str, matches: impl Fn(&Word) -> bool) -> Option<Position> {
     let tokens = tokenize(sql).ok()?;
     tokens.iter().find_map(|t| match &t.token {
-        Token::Word(w) if w.keyword == keyword => Some(Position {
+        Token::Word(w) if matches(w) => Some(Position {
             line: t.span.start.line,
             column: t.span.start.column,
         }),
@@ -730,6 +774,15 @@ mod tests {
         );
         assert_eq!(t.options[1], ("fields.id.kind".into(), "sequence".into()));
         assert_eq!(t.options[2], ("number-of-rows".into(), "10".into()));
+        let with = t.with_position.expect("WITH has a position");
+        let connector = t
+            .option_position("connector")
+            .expect("the key has a position");
+        assert_eq!(
+            (connector.line, connector.column),
+            (with.line, with.column + 6)
+        );
+        assert_eq!(t.option_position("scan.parallelism"), Some(with));
         let _ = TimeUnit::Millisecond;
     }
 

@@ -4,6 +4,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo, TimezoneInfo};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use weir_engine::suggest::closest;
 
 fn timestamp_unit(precision: Option<u64>) -> TimeUnit {
     match precision {
@@ -14,10 +15,40 @@ fn timestamp_unit(precision: Option<u64>) -> TimeUnit {
     }
 }
 
+/// The types a column may be declared with, for errors.
+const TYPES: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s), \
+                     STRING, BYTES, DATE, TIMESTAMP(p) and TIMESTAMP_LTZ(p)";
+
+/// Type names (and Flink's and the SQL standard's synonyms) that a
+/// misspelt type is compared with.
+const TYPE_NAMES: &[&str] = &[
+    "BOOLEAN",
+    "TINYINT",
+    "SMALLINT",
+    "INT",
+    "INTEGER",
+    "BIGINT",
+    "FLOAT",
+    "REAL",
+    "DOUBLE",
+    "DECIMAL",
+    "NUMERIC",
+    "STRING",
+    "VARCHAR",
+    "CHAR",
+    "BYTES",
+    "BINARY",
+    "VARBINARY",
+    "DATE",
+    "TIMESTAMP",
+    "TIMESTAMP_LTZ",
+];
+
 /// Parses a column type such as `BIGINT`, `STRING`, `DECIMAL(10, 2)`,
 /// `TIMESTAMP(3)` or `TIMESTAMP_LTZ(3)`.
 pub fn parse_type(text: &str) -> Result<DataType, String> {
-    let upper = text.trim().to_ascii_uppercase();
+    let text = text.trim();
+    let upper = text.to_ascii_uppercase();
     // Flink's TIMESTAMP_LTZ(p): an instant; Weir keeps instants as UTC timestamps.
     if let Some(rest) = upper.strip_prefix("TIMESTAMP_LTZ") {
         let p = rest
@@ -36,7 +67,17 @@ pub fn parse_type(text: &str) -> Result<DataType, String> {
         .try_with_sql(text)
         .and_then(|mut p| p.parse_data_type())
         .map_err(|e| format!("unknown type '{text}': {e}"))?;
-    convert(&sql_type).ok_or_else(|| format!("type '{text}' is not supported"))
+    convert(&sql_type).ok_or_else(|| match sql_type {
+        SqlType::Custom(name, _) => {
+            let name = name.to_string();
+            let rest = text.get(name.len()..).unwrap_or_default();
+            match closest(&name, TYPE_NAMES.iter().copied()) {
+                Some(known) => format!("unknown type '{text}' (did you mean '{known}{rest}'?)"),
+                None => format!("unknown type '{text}'; Weir's types are {TYPES}"),
+            }
+        }
+        _ => format!("type '{text}' is not supported; Weir's types are {TYPES}"),
+    })
 }
 
 fn convert(t: &SqlType) -> Option<DataType> {
@@ -116,5 +157,26 @@ mod tests {
         assert_eq!(parse_type("BYTES"), Ok(DataType::Binary));
         assert_eq!(parse_type("VARBINARY"), Ok(DataType::Binary));
         assert!(parse_type("FOO").is_err());
+    }
+
+    #[test]
+    fn suggests_close_type_names() {
+        assert_eq!(
+            parse_type("BIGNT"),
+            Err("unknown type 'BIGNT' (did you mean 'BIGINT'?)".into())
+        );
+        assert_eq!(
+            parse_type("TIMESTMP(3)"),
+            Err("unknown type 'TIMESTMP(3)' (did you mean 'TIMESTAMP(3)'?)".into())
+        );
+        assert_eq!(
+            parse_type("strng"),
+            Err("unknown type 'strng' (did you mean 'STRING'?)".into())
+        );
+        let money = parse_type("MONEY\n").unwrap_err();
+        assert!(
+            money.starts_with("unknown type 'MONEY'; Weir's types are BOOLEAN"),
+            "{money}"
+        );
     }
 }

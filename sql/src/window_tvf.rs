@@ -1,16 +1,25 @@
 //! The window table functions `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`
 //! and `SESSION(t, ts, gap)`, as RisingWave writes them: each returns the
-//! table's rows with `window_start` and `window_end` appended.
+//! table's rows with `window_start` and `window_end` appended. The relation
+//! is named after its table ([`WindowRelationNamer`]), so `TUMBLE(bids, …)`
+//! has columns `bids.price`, not DataFusion's `tumble().price`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::{Column, Diagnostic, ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::datasource::TableProvider;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::planner::{
+    RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableAlias, TableFactor,
+};
 use weir_engine::operator::WindowKind;
+use weir_engine::sql_type_name;
 use weir_engine::suggest::closest;
 use weir_engine::time::is_event_time_type;
 
@@ -97,15 +106,19 @@ impl TableFunctionImpl for WindowTableFunction {
                 f.usage()
             );
         };
-        let tables = self.tables.read().map_err(|_| {
-            datafusion::error::DataFusionError::Internal("catalog lock poisoned".into())
-        })?;
+        let tables = self
+            .tables
+            .read()
+            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
         let Some(table) = tables.get(&table_col.name) else {
             let names: Vec<&str> = tables.keys().map(String::as_str).collect();
             let hint = closest(&table_col.name, names.iter().copied())
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_default();
-            return plan_err!("table '{}' not found in {}{hint}", table_col.name, f.name());
+            return Err(at_column(
+                table_col,
+                format!("table '{}' not found in {}{hint}", table_col.name, f.name()),
+            ));
         };
         let Expr::Column(time_col) = &exprs[1] else {
             return plan_err!(
@@ -126,19 +139,26 @@ impl TableFunctionImpl for WindowTableFunction {
             )
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
-            return plan_err!(
-                "column '{}' not found in table '{}'{hint}",
-                time_col.name,
-                table.name()
-            );
+            return Err(at_column(
+                time_col,
+                format!(
+                    "column '{}' not found in table '{}'{hint}",
+                    time_col.name,
+                    table.name()
+                ),
+            ));
         };
         let time_type = table.schema.field(time_column).data_type();
         if !is_event_time_type(time_type) {
-            return plan_err!(
-                "{}: the time column '{}' must be a TIMESTAMP or BIGINT, not {time_type}",
-                f.name(),
-                time_col.name
-            );
+            return Err(at_column(
+                time_col,
+                format!(
+                    "{}: the time column '{}' must be a TIMESTAMP or BIGINT, not {}",
+                    f.name(),
+                    time_col.name,
+                    sql_type_name(time_type)
+                ),
+            ));
         }
         let mut sizes = Vec::new();
         for (i, e) in exprs[2..].iter().enumerate() {
@@ -166,5 +186,52 @@ impl TableFunctionImpl for WindowTableFunction {
             Arc::clone(table),
             WindowSpec { kind, time_column },
         )))
+    }
+}
+
+/// A planning error about an argument, pointing at where the column is
+/// written when the planner recorded it.
+fn at_column(column: &Column, message: String) -> DataFusionError {
+    let error = plan_datafusion_err!("{message}");
+    match column.spans().first() {
+        Some(span) => error.with_diagnostic(Diagnostic::new_error(message, Some(span))),
+        None => error,
+    }
+}
+
+/// Names the relation of `TUMBLE(bids, …)` (also `HOP`, `SESSION`) `bids`
+/// when the query gives it no alias. DataFusion would call it `tumble()`,
+/// and that name would reach messages (`Did you mean 'tumble().price'?`) and
+/// EXPLAIN (`sum(tumble().price)`).
+#[derive(Debug)]
+pub struct WindowRelationNamer;
+
+impl RelationPlanner for WindowRelationNamer {
+    fn plan_relation(
+        &self,
+        mut relation: TableFactor,
+        _context: &mut dyn RelationPlannerContext,
+    ) -> Result<RelationPlanning> {
+        if let TableFactor::Table {
+            name,
+            alias: alias @ None,
+            args: Some(args),
+            ..
+        } = &mut relation
+            && let [function] = name.0.as_slice()
+            && function.as_ident().is_some_and(|f| {
+                ["tumble", "hop", "session"].contains(&f.value.to_ascii_lowercase().as_str())
+            })
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(table)))) =
+                args.args.first()
+        {
+            *alias = Some(TableAlias {
+                explicit: false,
+                name: table.clone(),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+        Ok(RelationPlanning::Original(Box::new(relation)))
     }
 }

@@ -253,7 +253,10 @@ fn text_of(array: &ArrayRef, row: usize) -> PgWireResult<String> {
     array_value_to_string(array, row).map_err(|e| {
         user_error(
             "XX000",
-            format!("cannot show a {} value: {e}", array.data_type()),
+            format!(
+                "cannot show a {} value: {e}",
+                weir_engine::sql_type_name(array.data_type())
+            ),
         )
     })
 }

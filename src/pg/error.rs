@@ -48,6 +48,7 @@ fn sqlstate(error: &SqlError) -> &'static str {
         }
         SqlError::Unsupported { .. } => "0A000",
         SqlError::Config(_) => "22023",
+        SqlError::BadOption { .. } => "22023",
         SqlError::Engine(e) => match e.domain() {
             ErrorDomain::User => "22000",
             ErrorDomain::Internal => "XX000",

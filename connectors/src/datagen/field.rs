@@ -16,7 +16,7 @@ use rand::Rng;
 use rand::distr::uniform::SampleUniform;
 use rand::distr::{Distribution, Uniform};
 use rand::rngs::SmallRng;
-use weir_engine::{ConnectorOptions, Error, Result};
+use weir_engine::{ConnectorOptions, Error, Result, sql_type_name};
 
 /// Parses an integer bound option: `(key, value) -> unscaled value`.
 type BoundParser<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<Option<i128>>;
@@ -70,56 +70,76 @@ impl FieldGen {
         let data_type = field.data_type();
         let unsupported = || {
             Error::Config(format!(
-                "datagen cannot generate column '{name}' of type {data_type}; supported: integers, floats, \
-                 DECIMAL, BOOLEAN, VARCHAR, TIMESTAMP and DATE"
+                "datagen cannot generate column '{name}' of type {}; supported: integers, floats, \
+                 DECIMAL, BOOLEAN, STRING, TIMESTAMP and DATE",
+                sql_type_name(data_type)
             ))
         };
         let reject = |suffix: &str, why: &str| -> Result<()> {
             match get(suffix) {
-                Some(_) => Err(Error::Config(format!("option '{}' {why}", key(suffix)))),
+                Some(_) => Err(Error::invalid_option(
+                    key(suffix),
+                    format!("option '{}' {why}", key(suffix)),
+                )),
                 None => Ok(()),
             }
         };
 
         let null_rate = options.parse::<f64>(&key("null-rate"))?.unwrap_or(0.0);
         if !(0.0..=1.0).contains(&null_rate) {
-            return Err(Error::Config(format!(
-                "option '{}' must be between 0 and 1",
-                key("null-rate")
-            )));
+            return Err(Error::invalid_option(
+                key("null-rate"),
+                format!("option '{}' must be between 0 and 1", key("null-rate")),
+            ));
         }
         if null_rate > 0.0 && !field.is_nullable() {
-            return Err(Error::Config(format!(
-                "option '{}' is set but column '{name}' is NOT NULL",
-                key("null-rate")
-            )));
+            return Err(Error::invalid_option(
+                key("null-rate"),
+                format!(
+                    "option '{}' is set but column '{name}' is NOT NULL",
+                    key("null-rate")
+                ),
+            ));
         }
 
         let kind = get("kind").unwrap_or("random").to_ascii_lowercase();
         let generator = match kind.as_str() {
             "sequence" => {
                 if !(data_type.is_integer() || is_string(data_type)) {
-                    return Err(Error::Config(format!(
-                        "option '{}' = 'sequence' needs an integer or string column, '{name}' is {data_type}",
-                        key("kind")
-                    )));
+                    return Err(Error::invalid_option(
+                        key("kind"),
+                        format!(
+                            "option '{}' = 'sequence' needs an integer or string column, '{name}' is {}",
+                            key("kind"),
+                            sql_type_name(data_type)
+                        ),
+                    ));
                 }
                 for suffix in ["min", "max", "length", "max-past"] {
                     reject(suffix, "does not apply to a sequence field")?;
                 }
                 let (lo, hi) = int_range(data_type).unwrap_or((i64::MIN as i128, i64::MAX as i128));
                 let start = parse_int(&key("start"), get("start"), lo, hi)?.ok_or_else(|| {
-                    Error::Config(format!("a sequence field needs option '{}'", key("start")))
+                    Error::invalid_option(
+                        key("start"),
+                        format!("a sequence field needs option '{}'", key("start")),
+                    )
                 })?;
                 let end = parse_int(&key("end"), get("end"), lo, hi)?.ok_or_else(|| {
-                    Error::Config(format!("a sequence field needs option '{}'", key("end")))
+                    Error::invalid_option(
+                        key("end"),
+                        format!("a sequence field needs option '{}'", key("end")),
+                    )
                 })?;
                 if start > end {
-                    return Err(Error::Config(format!(
-                        "option '{}' = {start} is greater than '{}' = {end}",
+                    return Err(Error::invalid_option(
                         key("start"),
-                        key("end")
-                    )));
+                        format!(
+                            "option '{}' = {start} is greater than '{}' = {end}",
+                            key("start"),
+                            key("end")
+                        ),
+                    ));
                 }
                 ColumnGen::Sequence { start, end }
             }
@@ -144,10 +164,13 @@ impl FieldGen {
                 random_gen(data_type, &keys).ok_or_else(unsupported)??
             }
             other => {
-                return Err(Error::Config(format!(
-                    "option '{}' = '{other}' must be 'sequence' or 'random'",
-                    key("kind")
-                )));
+                return Err(Error::invalid_option(
+                    key("kind"),
+                    format!(
+                        "option '{}' = '{other}' must be 'sequence' or 'random'",
+                        key("kind")
+                    ),
+                ));
             }
         };
         if matches!(generator, ColumnGen::Sequence { .. }) && !supports(data_type) {
@@ -212,11 +235,14 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
         let min = parse(&key("min"), get("min"))?.unwrap_or(lo);
         let max = parse(&key("max"), get("max"))?.unwrap_or(hi);
         if min > max {
-            return Err(Error::Config(format!(
-                "option '{}' is greater than '{}' for column '{name}'",
+            return Err(Error::invalid_option(
                 key("min"),
-                key("max")
-            )));
+                format!(
+                    "option '{}' is greater than '{}' for column '{name}'",
+                    key("min"),
+                    key("max")
+                ),
+            ));
         }
         Ok(ColumnGen::Int { min, max })
     };
@@ -233,7 +259,7 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
             min_max(-bound, bound, &|k, v| {
                 v.map(|text| {
                     parse_decimal::<Decimal128Type>(text, precision, scale).map_err(|e| {
-                        Error::Config(format!("option '{k}' = '{text}' is invalid: {e}"))
+                        Error::invalid_option(k, format!("option '{k}' = '{text}' is invalid: {e}"))
                     })
                 })
                 .transpose()
@@ -246,7 +272,10 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
                         .ok()
                         .filter(|f| f.is_finite())
                         .ok_or_else(|| {
-                            Error::Config(format!("option '{k}' = '{text}' is not a finite number"))
+                            Error::invalid_option(
+                                k,
+                                format!("option '{k}' = '{text}' is not a finite number"),
+                            )
                         })
                 })
                 .transpose()
@@ -254,11 +283,10 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
             let min = parse(&key("min"), get("min"))?.unwrap_or(0.0);
             let max = parse(&key("max"), get("max"))?.unwrap_or(1.0);
             if min > max {
-                return Err(Error::Config(format!(
-                    "option '{}' is greater than '{}'",
+                return Err(Error::invalid_option(
                     key("min"),
-                    key("max")
-                )));
+                    format!("option '{}' is greater than '{}'", key("min"), key("max")),
+                ));
             }
             Ok(ColumnGen::Float { min, max })
         })(),
@@ -271,10 +299,13 @@ fn random_gen(data_type: &DataType, keys: &FieldKeys<'_>) -> Option<Result<Colum
                     .ok()
                     .filter(|n| *n <= 1 << 20)
                     .ok_or_else(|| {
-                        Error::Config(format!(
-                            "option '{}' = '{v}' must be a length up to 1048576",
-                            key("length")
-                        ))
+                        Error::invalid_option(
+                            key("length"),
+                            format!(
+                                "option '{}' = '{v}' must be a length up to 1048576",
+                                key("length")
+                            ),
+                        )
                     })?,
             };
             Ok(ColumnGen::Text { length })
@@ -338,9 +369,10 @@ fn parse_int(key: &str, value: Option<&str>, lo: i128, hi: i128) -> Result<Optio
                 .ok()
                 .filter(|v| (lo..=hi).contains(v))
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "option '{key}' = '{text}' must be an integer in {lo}..={hi}"
-                    ))
+                    Error::invalid_option(
+                        key,
+                        format!("option '{key}' = '{text}' must be an integer in {lo}..={hi}"),
+                    )
                 })
         })
         .transpose()

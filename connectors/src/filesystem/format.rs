@@ -63,9 +63,10 @@ fn char_option(options: &ConnectorOptions, key: &str) -> Result<Option<u8>> {
         .map(|v| match v {
             "\\t" | "\t" => Ok(b'\t'),
             v if v.len() == 1 && v.is_ascii() => Ok(v.as_bytes()[0]),
-            _ => Err(Error::Config(format!(
-                "option '{key}' = '{v}' must be a single ASCII character"
-            ))),
+            _ => Err(Error::invalid_option(
+                key,
+                format!("option '{key}' = '{v}' must be a single ASCII character"),
+            )),
         })
         .transpose()
 }
@@ -91,9 +92,12 @@ impl Format {
                     Some(v) if v.eq_ignore_ascii_case("SQL") => false,
                     Some(v) if v.eq_ignore_ascii_case("ISO-8601") => true,
                     Some(v) => {
-                        return Err(Error::Config(format!(
-                            "option 'json.timestamp-format.standard' = '{v}' must be 'SQL' or 'ISO-8601'"
-                        )));
+                        return Err(Error::invalid_option(
+                            "json.timestamp-format.standard",
+                            format!(
+                                "option 'json.timestamp-format.standard' = '{v}' must be 'SQL' or 'ISO-8601'"
+                            ),
+                        ));
                     }
                 };
                 Ok(Format::Json(JsonOptions { iso_timestamps }))
@@ -103,9 +107,12 @@ impl Format {
                 let hint = weir_engine::suggest::closest(other, ["csv", "json", "parquet"])
                     .map(|s| format!(" (did you mean '{s}'?)"))
                     .unwrap_or_default();
-                Err(Error::Config(format!(
-                    "option 'format' = '{name}' is not a known format{hint}; use 'csv', 'json' or 'parquet'"
-                )))
+                Err(Error::invalid_option(
+                    "format",
+                    format!(
+                        "option 'format' = '{name}' is not a known format{hint}; use 'csv', 'json' or 'parquet'"
+                    ),
+                ))
             }
         }
     }
@@ -209,7 +216,12 @@ pub fn decoder_factory(
                 .as_deref()
                 .map(|literal| regex::Regex::new(&format!("^{}$", regex::escape(literal))))
                 .transpose()
-                .map_err(|e| Error::Config(format!("option 'csv.null-literal' is invalid: {e}")))?;
+                .map_err(|e| {
+                    Error::invalid_option(
+                        "csv.null-literal",
+                        format!("option 'csv.null-literal' is invalid: {e}"),
+                    )
+                })?;
             let (schema, csv, projection) = (Arc::clone(schema), csv.clone(), projection.to_vec());
             Ok(Some(Arc::new(move |batch_size| {
                 let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))

@@ -69,7 +69,10 @@ impl FsOptions {
         options.check_keys(NAME, OPTIONS, |_| false)?;
         let path = options.require("path")?.trim();
         if path.is_empty() {
-            return Err(Error::Config("option 'path' must not be empty".into()));
+            return Err(Error::invalid_option(
+                "path",
+                "option 'path' must not be empty",
+            ));
         }
         let format = Format::parse(options)?;
         for key in options
@@ -78,10 +81,13 @@ impl FsOptions {
         {
             let prefix = key.split('.').next().unwrap_or_default();
             if prefix != format.name() {
-                return Err(Error::Config(format!(
-                    "option '{key}' does not apply to format '{}'",
-                    format.name()
-                )));
+                return Err(Error::invalid_option(
+                    key,
+                    format!(
+                        "option '{key}' does not apply to format '{}'",
+                        format.name()
+                    ),
+                ));
             }
         }
         Ok(FsOptions {
@@ -104,7 +110,7 @@ fn check_columns(table: &TableDescriptor, format: &Format) -> Result<()> {
                 "table '{}': column '{}' of type {} cannot be stored in format '{}'",
                 table.name,
                 field.name(),
-                field.data_type(),
+                weir_engine::sql_type_name(field.data_type()),
                 format.name()
             )));
         }
@@ -125,8 +131,9 @@ impl Connector for FilesystemConnector {
     fn validate_sink(&self, table: &TableDescriptor) -> Result<()> {
         let options = FsOptions::parse(&table.options)?;
         if options.format.ignores_first_line() {
-            return Err(Error::Config(
-                "option 'csv.ignore-first-line' only applies when reading; the sink writes no header".into(),
+            return Err(Error::invalid_option(
+                "csv.ignore-first-line",
+                "option 'csv.ignore-first-line' only applies when reading; the sink writes no header",
             ));
         }
         check_columns(table, &options.format)

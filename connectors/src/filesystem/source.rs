@@ -12,7 +12,9 @@ use arrow::error::ArrowError;
 use async_trait::async_trait;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use weir_engine::{Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo};
+use weir_engine::{
+    Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo, sql_type_name, sql_type_names_in,
+};
 
 use super::FsOptions;
 use super::format::{BatchDecoder, DecoderFactory, Format, decoder_factory};
@@ -159,11 +161,12 @@ impl FilesystemSource {
                 }
                 cast(column, field.data_type()).map_err(|e| {
                     Error::BadInput(format!(
-                        "file '{}': column '{}' is {}, which does not convert to {}: {e}",
+                        "file '{}': column '{}' is {}, which does not convert to {}: {}",
                         path.display(),
                         field.name(),
-                        column.data_type(),
-                        field.data_type()
+                        sql_type_name(column.data_type()),
+                        sql_type_name(field.data_type()),
+                        sql_type_names_in(&e.to_string())
                     ))
                 })
             })
@@ -412,7 +415,8 @@ impl TextFileReader {
     }
 
     fn bad_input(&self, location: &str, reason: &str) -> Error {
-        let reason = strip_record_numbers(reason);
+        // Arrow names the type it could not parse a value as; users know SQL's names.
+        let reason = sql_type_names_in(&strip_record_numbers(reason));
         Error::BadInput(format!(
             "file '{}', {location}: {reason}",
             self.path.display()

@@ -126,7 +126,8 @@ pub fn derived_schema(fields: &[Field]) -> Result<AvroSchema> {
     );
     AvroSchema::try_from(&schema).map_err(|e| {
         Error::Config(format!(
-            "the table's columns have no Avro schema: {e}; use types Avro has"
+            "the table's columns have no Avro schema: {}; use types Avro has",
+            weir_engine::sql_type_names_in(&e.to_string())
         ))
     })
 }
@@ -158,21 +159,27 @@ fn build_decoder(reader: &AvroSchema, writers: &HashMap<u32, AvroSchema>) -> Res
         .with_reader_schema(reader.clone())
         .with_writer_schema_store(store)
         .build_decoder()
-        .map_err(|e| Error::Config(format!("Avro schema resolution: {e}")))
+        .map_err(|e| {
+            Error::Config(format!(
+                "Avro schema resolution: {}",
+                weir_engine::sql_type_names_in(&e.to_string())
+            ))
+        })
 }
 
 /// Checks that the table's columns can be read with `format`'s schema.
 pub fn check_readable(fields: &[Field], format: &AvroFormat) -> Result<()> {
     let reader = derived_schema(fields)?;
     let writer = match &format.schema {
-        Some(schema) => {
-            renamed(schema).map_err(|e| Error::Config(format!("option 'avro.schema': {e}")))?
-        }
+        Some(schema) => renamed(schema).map_err(|e| {
+            Error::invalid_option("avro.schema", format!("option 'avro.schema': {e}"))
+        })?,
         None => reader.clone(),
     };
     build_decoder(&reader, &HashMap::from([(PLAIN_ID, writer)])).map_err(|e| {
         Error::Config(format!(
-            "the Avro schema cannot be read into the table's columns: {e}"
+            "the Avro schema cannot be read into the table's columns: {}",
+            weir_engine::sql_type_names_in(&e.to_string())
         ))
     })?;
     Ok(())
@@ -220,8 +227,9 @@ impl AvroDecoder {
         let mut writers = HashMap::new();
         if format.registry.is_none() {
             let writer = match &format.schema {
-                Some(schema) => renamed(schema)
-                    .map_err(|e| Error::Config(format!("option 'avro.schema': {e}")))?,
+                Some(schema) => renamed(schema).map_err(|e| {
+                    Error::invalid_option("avro.schema", format!("option 'avro.schema': {e}"))
+                })?,
                 None => reader.clone(),
             };
             writers.insert(PLAIN_ID, writer);
@@ -374,7 +382,10 @@ impl AvroDecoder {
                 outcome => {
                     let reason = match outcome {
                         Ok(consumed) => anomaly(consumed, bytes.len(), rows),
-                        Err(e) => format!("invalid Avro: {e}"),
+                        Err(e) => format!(
+                            "invalid Avro: {}",
+                            weir_engine::sql_type_names_in(&e.to_string())
+                        ),
                     };
                     bad.push(BadRecord { index: i, reason });
                     // The decoder may hold part of the bad record: start
@@ -451,7 +462,10 @@ impl Output<'_> {
                         Err(e) => {
                             bad.push(BadRecord {
                                 index: j,
-                                reason: format!("invalid Avro: {e}"),
+                                reason: format!(
+                                    "invalid Avro: {}",
+                                    weir_engine::sql_type_names_in(&e.to_string())
+                                ),
                             });
                             *decoder = self.fresh()?;
                         }
@@ -529,7 +543,8 @@ impl AvroEncoder {
             .build_encoder::<AvroBinaryFormat>()
             .map_err(|e| {
                 Error::Config(format!(
-                    "the Avro schema cannot be written from the table's columns: {e}"
+                    "the Avro schema cannot be written from the table's columns: {}",
+                    weir_engine::sql_type_names_in(&e.to_string())
                 ))
             })?;
         Ok(encoder)

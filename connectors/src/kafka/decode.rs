@@ -166,7 +166,7 @@ fn check_file_format(
                 "table '{}': column '{}' of type {} cannot be read from format '{}'",
                 table.name,
                 field.name(),
-                field.data_type(),
+                weir_engine::sql_type_name(field.data_type()),
                 format.name()
             )));
         }
@@ -509,16 +509,18 @@ fn decode_all(
     bytes: &[u8],
     expected: usize,
 ) -> std::result::Result<Option<RecordBatch>, String> {
-    let mut decoder = factory(expected.max(1) * 2 + 16).map_err(|e| e.to_string())?;
+    // Arrow names the types it could not parse a value as; users know SQL's names.
+    let reason = |e: &dyn std::fmt::Display| weir_engine::sql_type_names_in(&e.to_string());
+    let mut decoder = factory(expected.max(1) * 2 + 16).map_err(|e| reason(&e))?;
     let mut rest = bytes;
     while !rest.is_empty() {
-        let used = decoder.decode(rest).map_err(|e| e.to_string())?;
+        let used = decoder.decode(rest).map_err(|e| reason(&e))?;
         if used == 0 {
             // The batch is full: more rows than records.
             return Err("more rows than records".into());
         }
         rest = &rest[used..];
     }
-    decoder.decode(&[]).map_err(|e| e.to_string())?;
-    decoder.flush().map_err(|e| e.to_string())
+    decoder.decode(&[]).map_err(|e| reason(&e))?;
+    decoder.flush().map_err(|e| reason(&e))
 }

@@ -80,7 +80,10 @@ impl RecordEncoder {
                         )
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
-                        Error::Config(format!("option 'key.fields': no column '{name}'{hint}"))
+                        Error::invalid_option(
+                            "key.fields",
+                            format!("option 'key.fields': no column '{name}'{hint}"),
+                        )
                     })?;
                     columns.push(index);
                 }
@@ -194,7 +197,10 @@ fn bytes_of(column: &dyn Array) -> Result<Vec<Option<Vec<u8>>>> {
             .collect(),
         other => {
             let text = cast(column, &DataType::Utf8).map_err(|_| {
-                Error::Config(format!("a column of type {other} cannot be raw bytes"))
+                Error::Config(format!(
+                    "a column of type {} cannot be raw bytes",
+                    weir_engine::sql_type_name(other)
+                ))
             })?;
             return bytes_of(text.as_ref());
         }

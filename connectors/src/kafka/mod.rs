@@ -334,17 +334,21 @@ fn choice(
     let hint = weir_engine::suggest::closest(&value, known.iter().copied())
         .map(|s| format!(" (did you mean '{s}'?)"))
         .unwrap_or_default();
-    Err(Error::Config(format!(
-        "option '{key}' = '{value}' is invalid{hint}; use {}",
-        known.join(", ")
-    )))
+    Err(Error::invalid_option(
+        key,
+        format!(
+            "option '{key}' = '{value}' is invalid{hint}; use {}",
+            known.join(", ")
+        ),
+    ))
 }
 
 fn millis_option(options: &ConnectorOptions, key: &str, mode: &str) -> Result<i64> {
     options.parse::<i64>(key)?.ok_or_else(|| {
-        Error::Config(format!(
-            "option '{key}' is required when the mode is '{mode}'"
-        ))
+        Error::invalid_option(
+            key,
+            format!("option '{key}' is required when the mode is '{mode}'"),
+        )
     })
 }
 
@@ -352,10 +356,13 @@ fn check_format_options(options: &ConnectorOptions, format: &KafkaFormat) -> Res
     for key in options.keys() {
         let prefix = key.split('.').next().unwrap_or_default();
         if matches!(prefix, "csv" | "json" | "avro" | "avro-confluent") && prefix != format.name() {
-            return Err(Error::Config(format!(
-                "option '{key}' does not apply to format '{}'",
-                format.name()
-            )));
+            return Err(Error::invalid_option(
+                key,
+                format!(
+                    "option '{key}' does not apply to format '{}'",
+                    format.name()
+                ),
+            ));
         }
     }
     Ok(())
@@ -379,15 +386,19 @@ impl SourceOptions {
                     .map(str::to_string)
                     .collect();
                 if names.is_empty() {
-                    return Err(Error::Config("option 'topic' names no topic".into()));
+                    return Err(Error::invalid_option(
+                        "topic",
+                        "option 'topic' names no topic",
+                    ));
                 }
                 Topics::Names(names)
             }
             (None, Some(pattern)) => {
                 Topics::Pattern(regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                    Error::Config(format!(
-                        "option 'topic-pattern' = '{pattern}' is invalid: {e}"
-                    ))
+                    Error::invalid_option(
+                        "topic-pattern",
+                        format!("option 'topic-pattern' = '{pattern}' is invalid: {e}"),
+                    )
                 })?)
             }
             (None, None) => {
@@ -464,9 +475,9 @@ impl SourceOptions {
         if options.get("scan.dead-letter-topic").is_some()
             && !matches!(bad_records, BadRecordPolicy::DeadLetter(_))
         {
-            return Err(Error::Config(
-                "option 'scan.dead-letter-topic' needs 'scan.bad-record-policy' = 'dead-letter'"
-                    .into(),
+            return Err(Error::invalid_option(
+                "scan.dead-letter-topic",
+                "option 'scan.dead-letter-topic' needs 'scan.bad-record-policy' = 'dead-letter'",
             ));
         }
         Ok(SourceOptions {
@@ -610,7 +621,7 @@ fn check_metadata_columns(table: &TableDescriptor, writing: bool) -> Result<()> 
                 "table '{}': METADATA column '{}' ('{key}') cannot be of type {}",
                 table.name,
                 field.name(),
-                field.data_type()
+                weir_engine::sql_type_name(field.data_type())
             )));
         }
         if writing && !matches!(key, "timestamp" | "key") {

@@ -109,9 +109,10 @@ impl NexmarkOptions {
         let table_type = TableType::parse(TABLE_TYPE, options.require(TABLE_TYPE)?)?;
         let positive = |key: &str| -> Result<Option<usize>> {
             match options.parse::<usize>(key)? {
-                Some(0) => Err(Error::Config(format!(
-                    "option '{key}' must be greater than 0"
-                ))),
+                Some(0) => Err(Error::invalid_option(
+                    key,
+                    format!("option '{key}' must be greater than 0"),
+                )),
                 other => Ok(other),
             }
         };
@@ -119,9 +120,12 @@ impl NexmarkOptions {
             base_time: match options.parse::<u64>(BASE_TIME)? {
                 // Beyond the year 9999 event times would overflow.
                 Some(t) if t > MAX_BASE_TIME_MS => {
-                    return Err(Error::Config(format!(
-                        "option '{BASE_TIME}' = {t} is beyond the year 9999 (milliseconds since 1970 expected)"
-                    )));
+                    return Err(Error::invalid_option(
+                        BASE_TIME,
+                        format!(
+                            "option '{BASE_TIME}' = {t} is beyond the year 9999 (milliseconds since 1970 expected)"
+                        ),
+                    ));
                 }
                 Some(t) => t,
                 None => DEFAULT_BASE_TIME_MS,
@@ -152,15 +156,19 @@ impl NexmarkOptions {
             config.rate_shape = match shape.trim().to_ascii_lowercase().as_str() {
                 "square" => RateShape::Square,
                 "sine" if config.next_rate > config.first_rate => {
-                    return Err(Error::Config(format!(
-                        "option '{RATE_SHAPE}' = 'sine' needs '{NEXT_EVENT_RATE}' at most '{FIRST_EVENT_RATE}'"
-                    )));
+                    return Err(Error::invalid_option(
+                        RATE_SHAPE,
+                        format!(
+                            "option '{RATE_SHAPE}' = 'sine' needs '{NEXT_EVENT_RATE}' at most '{FIRST_EVENT_RATE}'"
+                        ),
+                    ));
                 }
                 "sine" => RateShape::Sine,
                 _ => {
-                    return Err(Error::Config(format!(
-                        "option '{RATE_SHAPE}' = '{shape}' must be 'square' or 'sine'"
-                    )));
+                    return Err(Error::invalid_option(
+                        RATE_SHAPE,
+                        format!("option '{RATE_SHAPE}' = '{shape}' must be 'square' or 'sine'"),
+                    ));
                 }
             };
         }
@@ -193,7 +201,7 @@ fn check_schema(table: &TableDescriptor, table_type: TableType) -> Result<()> {
     let describe = |s: &SchemaRef| {
         s.fields()
             .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .map(|f| format!("{} {}", f.name(), weir_engine::sql_type_name(f.data_type())))
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -26,9 +26,10 @@ impl TableType {
             "person" => Ok(TableType::Person),
             "auction" => Ok(TableType::Auction),
             "bid" => Ok(TableType::Bid),
-            _ => Err(Error::Config(format!(
-                "option '{key}' = '{value}' must be 'person', 'auction' or 'bid'"
-            ))),
+            _ => Err(Error::invalid_option(
+                key,
+                format!("option '{key}' = '{value}' must be 'person', 'auction' or 'bid'"),
+            )),
         }
     }
 
