@@ -43,6 +43,14 @@ fn sink_files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Every line of the committed files.
+/// `CREATE TABLE out` writing CSV files into `dir`.
+fn csv_sink(dir: &Path) -> String {
+    format!(
+        "CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');",
+        dir.display()
+    )
+}
+
 fn committed_lines(dir: &Path) -> Vec<String> {
     sink_files(dir)
         .0
@@ -69,12 +77,12 @@ fn a_script_with_a_typo_runs_nothing_and_names_every_error() {
         dir.path(),
         &format!(
             "{NUMBERS}
-CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+{sink}
 INSERT INTO out SELECT id FROM numbers;
 INSERT INTO out SELECT idd FROM numbers;
 INSERT INTO out SELECT id FROM numbrs;
 ",
-            out.display()
+            sink = csv_sink(&out)
         ),
         &[],
     );
@@ -154,9 +162,9 @@ fn limit_ends_an_insert_and_commits_exactly_its_rows() {
         &format!(
             "CREATE TABLE ticks (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000',
                 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000000');
-             CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             {sink}
              INSERT INTO out SELECT id FROM ticks LIMIT 250;",
-            out.display()
+            sink = csv_sink(&out)
         ),
         &["-p", "2"],
     );
@@ -177,13 +185,13 @@ fn a_short_run_ends_with_a_summary_and_rows_in_one_table() {
         dir.path(),
         &format!(
             "{NUMBERS}
-CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+{sink}
 INSERT INTO out SELECT id, v FROM numbers WHERE v > 4;
 CREATE TABLE many (id BIGINT) WITH ('connector' = 'datagen', 'scan.batch-size' = '7',
     'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '50');
 SELECT id, id * 2 AS twice FROM many;
 ",
-            out.display()
+            sink = csv_sink(&out)
         ),
         &["-p", "2"],
     );
@@ -286,9 +294,9 @@ fn an_unbounded_run_commits_its_files_at_each_checkpoint() {
             "SET 'execution.checkpointing.interval' = '1s';
              CREATE TABLE ticks (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '500',
                 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000000');
-             CREATE TABLE out WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             {sink}
              INSERT INTO out SELECT id FROM ticks;",
-            out.display()
+            sink = csv_sink(&out)
         ),
     )
     .unwrap();
