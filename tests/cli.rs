@@ -205,7 +205,9 @@ fn a_bad_record_names_its_file_and_line() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Late rows are counted and reported when the run ends.
+/// Late rows are counted and reported when the run ends. At parallelism 1:
+/// with two source subtasks, which rows are late depends on when the idle
+/// one's watermark arrives (in Flink too), so the count would vary.
 #[test]
 fn late_rows_are_reported() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/late.csv");
@@ -216,7 +218,7 @@ fn late_rows_are_reported() {
              CREATE TABLE out WITH ('connector' = 'blackhole');
              INSERT INTO out SELECT window_start, COUNT(*) FROM TUMBLE(e, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;",
             data.display()
-        ), &["run", "-p", "2"]);
+        ), &["run", "-p", "1"]);
     assert!(
         output.status.success(),
         "{}",

@@ -87,6 +87,32 @@ fn scripts_print_rows_as_csv_json_and_tables() {
     assert!(stdout.contains("| seq        |"), "{stdout}");
 }
 
+/// `LIMIT n` over an unbounded source ends `weir sql -e` with its n rows.
+#[test]
+fn limit_ends_a_query_over_an_unbounded_source() {
+    let started = Instant::now();
+    let out = sql(&[
+        "-e",
+        "CREATE TABLE endless (v BIGINT) WITH ('connector' = 'datagen', \
+            'rows-per-second' = '200', 'fields.v.min' = '1', 'fields.v.max' = '9'); \
+         SELECT v FROM endless LIMIT 3;",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"v"), "{stdout}");
+    assert_eq!(lines.len(), 4, "a header and three rows: {stdout}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|v| v.parse::<i64>().is_ok_and(|v| (1..=9).contains(&v))),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_input_gets_a_clear_error_with_the_spot_marked() {
     // A planning error: the position, the caret and a suggestion.

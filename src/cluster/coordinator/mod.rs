@@ -209,7 +209,7 @@ impl Coordinator {
                     // the broken connection first) gets the root cause.
                     || (j.state == pb::JobState::Failed
                         && j.failed_at.is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-                        && !j.failure.starts_with("worker '"))
+                        && !j.failure_names_lost_worker)
             })
             .map(|j| j.id.clone())
             .collect();
@@ -218,9 +218,15 @@ impl Coordinator {
                 && job.is_terminal()
             {
                 job.failure = format!("{message}; first error seen: {}", job.failure);
+                job.failure_names_lost_worker = true;
                 continue;
             }
             self.on_job_failure(&mut state, &job_id, message.clone(), Restart::Allowed);
+            if let Some(job) = state.jobs.get_mut(&job_id)
+                && job.is_terminal()
+            {
+                job.failure_names_lost_worker = true;
+            }
         }
     }
 
@@ -304,6 +310,7 @@ impl Coordinator {
             state: pb::JobState::Running,
             failure: String::new(),
             failed_at: None,
+            failure_names_lost_worker: false,
             started_at_ms: now_ms(),
             ended_at_ms: 0,
             plan: graph.to_string(),

@@ -50,6 +50,8 @@ pub(super) struct JobEntry {
     pub state: pb::JobState,
     pub failure: String,
     pub failed_at: Option<Instant>,
+    /// The failure already names a lost worker as its cause.
+    pub failure_names_lost_worker: bool,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
     pub plan: String,
@@ -242,6 +244,7 @@ impl State {
         if let Some(failure) = failure {
             job.failure = failure;
             job.failed_at = Some(Instant::now());
+            job.failure_names_lost_worker = false;
         }
         if let Some(results) = &mut job.results {
             results.sender = None;
