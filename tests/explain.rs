@@ -106,6 +106,29 @@ async fn error_window_function_misuse() {
     );
 }
 
+/// What the lowering refuses is pointed at in the statement: the keyword of
+/// the construct, wherever planning found it.
+#[tokio::test]
+async fn unsupported_constructs_are_pointed_at() {
+    for (sql, at) in [
+        (
+            "SELECT a.price FROM ticks a JOIN ticks b ON a.id = b.id",
+            "at line 1, column 29: joins are not supported yet",
+        ),
+        (
+            "SELECT price, SUM(price) OVER (PARTITION BY id) FROM ticks",
+            "at line 1, column 26: OVER window functions",
+        ),
+        (
+            "SELECT id\nFROM ticks\nORDER BY price",
+            "at line 3, column 1: ORDER BY on an unbounded stream",
+        ),
+    ] {
+        let error = error_of(sql).await;
+        assert!(error.contains(at), "{sql}: {error}");
+    }
+}
+
 /// No SQL input may panic: a handful of odd statements all give errors.
 #[tokio::test]
 async fn odd_sql_gives_errors_not_panics() {

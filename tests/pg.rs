@@ -285,7 +285,7 @@ SELECT 'after errors', COUNT(*) FROM t;
     assert_eq!(code, "42601", "{message}");
     let (code, position, message) =
         db_error(client.prepare("SELECT idd FROM t").await.unwrap_err());
-    assert!(code.starts_with("42"), "{code} {message}");
+    assert_eq!(code, "42703", "{message}");
     assert!(message.contains("idd"), "{message}");
     assert_eq!(position, Some(8), "{message}");
     let (code, _, _) = db_error(
@@ -295,6 +295,25 @@ SELECT 'after errors', COUNT(*) FROM t;
             .unwrap_err(),
     );
     assert_eq!(code, "42P01");
+    // Each kind of error has its SQLSTATE, decided by the error's type.
+    for (sql, expected) in [
+        (
+            "CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole')",
+            "42P07",
+        ),
+        ("SELECT a.id FROM t a JOIN t b ON a.id = b.id", "0A000"),
+        (
+            "SELECT window_start FROM TUMBLE(t, nosuch, INTERVAL '1' SECOND)",
+            "42703",
+        ),
+        (
+            "SELECT window_start FROM TUMBLE(tt, ts, INTERVAL '1' SECOND)",
+            "42P01",
+        ),
+    ] {
+        let (code, _, message) = db_error(client.simple_query(sql).await.unwrap_err());
+        assert_eq!(code, expected, "{sql}: {message}");
+    }
     assert_eq!(
         simple_rows(&client, "SELECT COUNT(*) FROM t").await,
         vec!["1000"]

@@ -3,9 +3,12 @@
 
 use std::fmt;
 
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::keywords::Keyword;
 
 use crate::messages::{self, Message};
+use crate::window_tvf::UnknownArgument;
 
 /// Result alias for the SQL layer.
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
@@ -23,6 +26,15 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}, column {}", self.line, self.column)
     }
+}
+
+/// The SQL construct an error is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Construct {
+    /// A keyword: `ORDER` (of `ORDER BY`), `JOIN`, `OVER`.
+    Keyword(Keyword),
+    /// An unquoted word, in any case: `COLLATE`, `GROUPING`, `VALUES`.
+    Word(String),
 }
 
 /// Errors from parsing, planning and lowering SQL.
@@ -44,6 +56,22 @@ pub enum SqlError {
         /// Where.
         position: Option<Position>,
     },
+    /// A column that no table in scope has.
+    #[error("planning error{}: {message}", at(.position))]
+    UnknownColumn {
+        /// Which column, with a suggestion where one is close.
+        message: String,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// `CREATE TABLE` of a name already declared.
+    #[error("planning error{}: table '{name}' already exists", at(.position))]
+    TableExists {
+        /// The table's name.
+        name: String,
+        /// Where.
+        position: Option<Position>,
+    },
     /// A table that is not declared (a name that does not resolve).
     #[error("planning error{}: table '{name}' not found{}", at(.position), did_you_mean(.suggestion))]
     UnknownTable {
@@ -61,6 +89,9 @@ pub enum SqlError {
         message: String,
         /// Where.
         position: Option<Position>,
+        /// The construct, to find it in the statement when the step that
+        /// refused it did not know where it was.
+        construct: Option<Construct>,
     },
     /// A table's options or a `SET` value are invalid.
     #[error("{0}")]
@@ -106,6 +137,17 @@ impl SqlError {
         SqlError::Unsupported {
             message: message.into(),
             position: None,
+            construct: None,
+        }
+    }
+
+    /// An unsupported-construct error about `construct`, to be located in
+    /// the statement later.
+    pub fn unsupported_construct(construct: Construct, message: impl Into<String>) -> Self {
+        SqlError::Unsupported {
+            message: message.into(),
+            position: None,
+            construct: Some(construct),
         }
     }
 
@@ -124,6 +166,8 @@ impl SqlError {
             SqlError::BadOption { position, .. }
             | SqlError::Parse { position, .. }
             | SqlError::Plan { position, .. }
+            | SqlError::UnknownColumn { position, .. }
+            | SqlError::TableExists { position, .. }
             | SqlError::UnknownTable { position, .. }
             | SqlError::Unsupported { position, .. } => *position,
             _ => None,
@@ -135,6 +179,8 @@ impl SqlError {
         if let SqlError::BadOption { position, .. }
         | SqlError::Parse { position, .. }
         | SqlError::Plan { position, .. }
+        | SqlError::UnknownColumn { position, .. }
+        | SqlError::TableExists { position, .. }
         | SqlError::UnknownTable { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
             && let Some(p) = position
@@ -189,17 +235,43 @@ impl From<DataFusionError> for SqlError {
                 }
                 err
             }
-            DataFusionError::External(inner) => SqlError::Plan {
-                message: weir_engine::sql_type_names_in(&inner.to_string()),
-                position,
+            DataFusionError::External(inner) => match inner.downcast_ref::<UnknownArgument>() {
+                Some(UnknownArgument::Table { name, suggestion }) => SqlError::UnknownTable {
+                    name: name.clone(),
+                    suggestion: suggestion.clone(),
+                    position,
+                },
+                Some(unknown @ UnknownArgument::Column { .. }) => SqlError::UnknownColumn {
+                    message: unknown.to_string(),
+                    position,
+                },
+                None => SqlError::Plan {
+                    message: weir_engine::sql_type_names_in(&inner.to_string()),
+                    position,
+                },
             },
             DataFusionError::Internal(m) => SqlError::Internal(m.clone()),
             other => match messages::rewrite(&e, &strip_prefix(&other.strip_backtrace())) {
-                Message::Unsupported(message) => SqlError::Unsupported { message, position },
+                Message::Unsupported { message, construct } => SqlError::Unsupported {
+                    message,
+                    position,
+                    construct: construct.map(Construct::Word),
+                },
+                Message::Plan(message) if is_unknown_column(other) => {
+                    SqlError::UnknownColumn { message, position }
+                }
                 Message::Plan(message) => SqlError::Plan { message, position },
             },
         }
     }
+}
+
+/// DataFusion's error for a column no table in scope has.
+fn is_unknown_column(error: &DataFusionError) -> bool {
+    matches!(
+        error,
+        DataFusionError::SchemaError(e, _) if matches!(e.as_ref(), SchemaError::FieldNotFound { .. })
+    )
 }
 
 /// DataFusion prefixes messages with its error kind; users need the message.

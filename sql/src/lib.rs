@@ -22,6 +22,6 @@ pub mod statement;
 pub mod types;
 pub mod window_tvf;
 
-pub use error::{Position, Result, SqlError};
+pub use error::{Construct, Position, Result, SqlError};
 pub use session::{JobControl, JobOutput, JobPlan, Outcome, QueryPlan, Session};
 pub use statement::{CreateTable, Statement, StatementText, parse_statement, split_statements};

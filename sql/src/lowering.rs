@@ -28,6 +28,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
@@ -36,7 +37,7 @@ use weir_engine::operator::{
 };
 
 use crate::catalog::StreamScanExec;
-use crate::error::{Result, SqlError};
+use crate::error::{Construct, Result, SqlError};
 
 /// A lowered subplan: the node producing it and its schema.
 #[derive(Debug, Clone)]
@@ -391,7 +392,8 @@ impl<'a> Lowering<'a> {
             }
         };
         if spec_source.group_expr().has_grouping_set() {
-            return Err(SqlError::unsupported(
+            return Err(SqlError::unsupported_construct(
+                Construct::Word("GROUPING".into()),
                 "GROUPING SETS, CUBE and ROLLUP are not supported yet",
             ));
         }
@@ -540,26 +542,34 @@ fn reads_only_bounded_tables(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 fn unsupported_node(name: &str) -> SqlError {
-    let what = match name {
-        "SortExec" | "SortPreservingMergeExec" => {
+    let (construct, what) = match name {
+        "SortExec" | "SortPreservingMergeExec" => (
+            Construct::Keyword(Keyword::ORDER),
             "ORDER BY on an unbounded stream (results would never be final); aggregate over \
-             windows instead, or read a bounded table"
+             windows instead, or read a bounded table",
+        ),
+        n if n.contains("Join") => (
+            Construct::Keyword(Keyword::JOIN),
+            "joins are not supported yet",
+        ),
+        "WindowAggExec" | "BoundedWindowAggExec" => (
+            Construct::Keyword(Keyword::OVER),
+            "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION",
+        ),
+        "PlaceholderRowExec" | "EmptyExec" => {
+            return SqlError::unsupported("a streaming query must read from a table (FROM …)");
         }
-        n if n.contains("Join") => "joins are not supported yet",
-        "WindowAggExec" | "BoundedWindowAggExec" => {
-            "OVER window functions are not supported yet; use TUMBLE, HOP or SESSION"
-        }
-        "PlaceholderRowExec" | "EmptyExec" => "a streaming query must read from a table (FROM …)",
-        "DataSourceExec" | "ValuesExec" | "MemoryExec" => {
-            "VALUES and in-memory tables are not streams; declare a table with CREATE TABLE"
-        }
+        "DataSourceExec" | "ValuesExec" | "MemoryExec" => (
+            Construct::Keyword(Keyword::VALUES),
+            "VALUES and in-memory tables are not streams; declare a table with CREATE TABLE",
+        ),
         other => {
             return SqlError::unsupported(format!(
                 "the plan node {other} has no streaming operator yet"
             ));
         }
     };
-    SqlError::unsupported(what)
+    SqlError::unsupported_construct(construct, what)
 }
 
 /// Projects `input` onto the sink schema by position, casting where types differ.

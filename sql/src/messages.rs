@@ -9,8 +9,12 @@ use weir_engine::sql_type_names_in;
 /// How a DataFusion message reads to a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
-    /// A construct DataFusion does not plan, named in SQL.
-    Unsupported(String),
+    /// A construct DataFusion does not plan, named in SQL, and the
+    /// keyword the message starts with (`COLLATE is not supported`).
+    Unsupported {
+        message: String,
+        construct: Option<String>,
+    },
     /// Anything else.
     Plan(String),
 }
@@ -20,17 +24,28 @@ pub(crate) fn rewrite(error: &DataFusionError, message: &str) -> Message {
     let not_implemented = matches!(error.find_root(), DataFusionError::NotImplemented(_));
     if let Some(sql) = without_debug_dumps(message) {
         if not_implemented || sql.starts_with("Unsupported") {
-            return Message::Unsupported(sql_type_names_in(&sql));
+            return unsupported(sql_type_names_in(&sql));
         }
         return Message::Plan(sql_type_names_in(&sql));
     }
     let message = group_by_advice(error, message)
         .unwrap_or_else(|| without_signature_attempts(message).to_string());
     if not_implemented {
-        Message::Unsupported(sql_type_names_in(&message))
+        unsupported(sql_type_names_in(&message))
     } else {
         Message::Plan(sql_type_names_in(&message))
     }
+}
+
+/// DataFusion names what it does not plan only in its message's words: an
+/// upper-case first word is the construct (`COLLATE is not supported`).
+fn unsupported(message: String) -> Message {
+    let construct = message
+        .split_whitespace()
+        .next()
+        .filter(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(str::to_string);
+    Message::Unsupported { message, construct }
 }
 
 /// DataFusion says a column missing from `GROUP BY` was found "while

@@ -111,14 +111,12 @@ impl TableFunctionImpl for WindowTableFunction {
             .read()
             .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
         let Some(table) = tables.get(&table_col.name) else {
-            let names: Vec<&str> = tables.keys().map(String::as_str).collect();
-            let hint = closest(&table_col.name, names.iter().copied())
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
-            return Err(at_column(
-                table_col,
-                format!("table '{}' not found in {}{hint}", table_col.name, f.name()),
-            ));
+            let unknown = UnknownArgument::Table {
+                name: table_col.name.clone(),
+                suggestion: closest(&table_col.name, tables.keys().map(String::as_str))
+                    .map(str::to_string),
+            };
+            return Err(at_column(table_col, unknown.to_string(), Some(unknown)));
         };
         let Expr::Column(time_col) = &exprs[1] else {
             return plan_err!(
@@ -133,20 +131,16 @@ impl TableFunctionImpl for WindowTableFunction {
             .iter()
             .position(|fl| fl.name() == &time_col.name)
         else {
-            let hint = closest(
-                &time_col.name,
-                table.schema.fields().iter().map(|fl| fl.name().as_str()),
-            )
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_default();
-            return Err(at_column(
-                time_col,
-                format!(
-                    "column '{}' not found in table '{}'{hint}",
-                    time_col.name,
-                    table.name()
-                ),
-            ));
+            let unknown = UnknownArgument::Column {
+                name: time_col.name.clone(),
+                table: table.name().to_string(),
+                suggestion: closest(
+                    &time_col.name,
+                    table.schema.fields().iter().map(|fl| fl.name().as_str()),
+                )
+                .map(str::to_string),
+            };
+            return Err(at_column(time_col, unknown.to_string(), Some(unknown)));
         };
         let time_type = table.schema.field(time_column).data_type();
         if !is_event_time_type(time_type) {
@@ -158,6 +152,7 @@ impl TableFunctionImpl for WindowTableFunction {
                     time_col.name,
                     sql_type_name(time_type)
                 ),
+                None,
             ));
         }
         let mut sizes = Vec::new();
@@ -191,8 +186,44 @@ impl TableFunctionImpl for WindowTableFunction {
 
 /// A planning error about an argument, pointing at where the column is
 /// written when the planner recorded it.
-fn at_column(column: &Column, message: String) -> DataFusionError {
-    let error = plan_datafusion_err!("{message}");
+/// A table or column a window function's arguments name that does not
+/// exist; carried through DataFusion so that the SQL layer's error says
+/// which kind it is.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum UnknownArgument {
+    /// The table argument.
+    #[error("table '{name}' not found{}", did_you_mean(.suggestion))]
+    Table {
+        name: String,
+        suggestion: Option<String>,
+    },
+    /// The time column argument.
+    #[error("column '{name}' not found in table '{table}'{}", did_you_mean(.suggestion))]
+    Column {
+        name: String,
+        table: String,
+        suggestion: Option<String>,
+    },
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
+}
+
+/// An error about `column` of the query, pointing at it: `unknown` when it
+/// names something that does not exist.
+fn at_column(
+    column: &Column,
+    message: String,
+    unknown: Option<UnknownArgument>,
+) -> DataFusionError {
+    let error = match unknown {
+        Some(unknown) => DataFusionError::External(Box::new(unknown)),
+        None => plan_datafusion_err!("{message}"),
+    };
     match column.spans().first() {
         Some(span) => error.with_diagnostic(Diagnostic::new_error(message, Some(span))),
         None => error,

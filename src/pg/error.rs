@@ -32,20 +32,9 @@ fn sqlstate(error: &SqlError) -> &'static str {
     match error {
         SqlError::Parse { .. } => "42601",
         SqlError::UnknownTable { .. } => "42P01",
-        SqlError::Plan { message, .. } => {
-            let m = message.to_ascii_lowercase();
-            if m.contains("table") && (m.contains("not found") || m.contains("does not exist")) {
-                "42P01"
-            } else if m.contains("no field named")
-                || (m.contains("column") && m.contains("not found"))
-            {
-                "42703"
-            } else if m.contains("already exists") {
-                "42P07"
-            } else {
-                "42000"
-            }
-        }
+        SqlError::UnknownColumn { .. } => "42703",
+        SqlError::TableExists { .. } => "42P07",
+        SqlError::Plan { .. } => "42000",
         SqlError::Unsupported { .. } => "0A000",
         SqlError::Config(_) => "22023",
         SqlError::BadOption { .. } => "22023",

@@ -33,10 +33,10 @@ impl Session {
                     create.name
                 )));
             }
-            return Err(SqlError::plan(format!(
-                "table '{}' already exists",
-                create.name
-            )));
+            return Err(SqlError::TableExists {
+                name: create.name,
+                position: None,
+            });
         }
         let options = ConnectorOptions::new(create.options.clone());
         let connector_name = options.get("connector").ok_or_else(|| {

@@ -9,7 +9,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::keywords::Keyword;
 use tokio::sync::mpsc;
 use tracing::warn;
 use weir_engine::ConnectorRegistry;
@@ -18,7 +17,7 @@ use weir_engine::operator::{ChannelSinkNode, SinkNode};
 use weir_engine::suggest::closest;
 
 use crate::catalog::StreamTable;
-use crate::error::{Result, SqlError};
+use crate::error::{Construct, Result, SqlError};
 use crate::lowering::{Lowered, Lowering, cast_to_sink};
 use crate::statement::{Statement, keyword_position, parse_statement, word_position};
 use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
@@ -509,6 +508,10 @@ pub(super) fn with_context(error: SqlError, context: &str) -> SqlError {
             message: format!("{context}: {message}"),
             position,
         },
+        SqlError::UnknownColumn { message, position } => SqlError::UnknownColumn {
+            message: format!("{context}: {message}"),
+            position,
+        },
         SqlError::Engine(weir_engine::Error::Config(m))
         | SqlError::Engine(weir_engine::Error::InvalidOption { message: m, .. })
         | SqlError::Config(m) => SqlError::Config(format!("{context}: {m}")),
@@ -516,32 +519,27 @@ pub(super) fn with_context(error: SqlError, context: &str) -> SqlError {
     }
 }
 
-/// Points an unsupported-construct error that has no position at the
-/// construct in the statement `sql`: the keyword its message starts with
-/// (`COLLATE is not supported`), or the clause it names. Done once for the
-/// whole statement, whichever step of planning found the construct.
+/// Points an unsupported-construct error that has no position at its
+/// construct in the statement `sql`. Done once for the whole statement,
+/// whichever step of planning found the construct.
 fn locate_unsupported(error: SqlError, sql: &str) -> SqlError {
     let SqlError::Unsupported {
         message,
         position: None,
+        construct: Some(construct),
     } = error
     else {
         return error;
     };
-    let position = if message.starts_with("ORDER BY") {
-        keyword_position(sql, Keyword::ORDER)
-    } else if message.starts_with("joins") {
-        keyword_position(sql, Keyword::JOIN)
-    } else if message.starts_with("OVER") {
-        keyword_position(sql, Keyword::OVER)
-    } else {
-        message
-            .split_whitespace()
-            .next()
-            .filter(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
-            .and_then(|w| word_position(sql, w))
+    let position = match &construct {
+        Construct::Keyword(keyword) => keyword_position(sql, *keyword),
+        Construct::Word(word) => word_position(sql, word),
     };
-    SqlError::Unsupported { message, position }
+    SqlError::Unsupported {
+        message,
+        position,
+        construct: Some(construct),
+    }
 }
 
 pub(super) fn string_batch(columns: &[(&str, Vec<&str>)]) -> Result<RecordBatch> {

@@ -294,6 +294,7 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
             return Err(SqlError::Unsupported {
                 message: "an INSERT column list is not supported yet; select the columns in the sink's order".into(),
                 position: c.position(),
+                construct: None,
             });
         }
         let query_start = c
