@@ -461,16 +461,16 @@ async fn submit_prints_results_on_stdout_and_starts_all_jobs_or_none() {
         format!("{tables}\nDESCRIBE t;\nINSERT INTO out SELECT id FROM t;"),
     )
     .unwrap();
-    let output = weir()
-        .args([
-            "submit",
-            script.to_str().unwrap(),
-            "--wait",
-            "--coordinator",
-            &cluster.address,
-        ])
-        .output()
-        .unwrap();
+    let submit = |args: &[&str]| {
+        weir()
+            .arg("submit")
+            .arg(&script)
+            .args(args)
+            .args(["--coordinator", &cluster.address])
+            .output()
+            .unwrap()
+    };
+    let output = submit(&["--wait"]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
@@ -486,17 +486,7 @@ async fn submit_prints_results_on_stdout_and_starts_all_jobs_or_none() {
         ),
     )
     .unwrap();
-    let output = weir()
-        .args([
-            "submit",
-            script.to_str().unwrap(),
-            "-p",
-            "3",
-            "--coordinator",
-            &cluster.address,
-        ])
-        .output()
-        .unwrap();
+    let output = submit(&["-p", "3"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("no job was started"), "{stderr}");

@@ -173,16 +173,7 @@ impl Session {
     /// The parallelism the next job gets.
     pub fn parallelism(&self) -> Result<usize> {
         match self.settings.get(PARALLELISM_KEY) {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| {
-                    SqlError::Config(format!(
-                        "'{PARALLELISM_KEY}' must be a positive integer, not '{v}'"
-                    ))
-                }),
+            Some(v) => parse_parallelism(v),
             None => Ok(self.default_parallelism),
         }
     }
@@ -252,16 +243,7 @@ impl Session {
             }
             Statement::Set(Some((key, value))) => {
                 if key == PARALLELISM_KEY {
-                    value
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|&p| p > 0)
-                        .ok_or_else(|| {
-                            SqlError::Config(format!(
-                                "'{key}' must be a positive integer, not '{value}'"
-                            ))
-                        })?;
+                    parse_parallelism(&value)?;
                 } else if !KNOWN_SETTINGS.contains(&key.as_str()) {
                     let hint = closest(&key, KNOWN_SETTINGS.iter().copied())
                         .map(|s| format!(" (did you mean '{s}'?)"))
@@ -501,6 +483,20 @@ const KNOWN_SETTINGS: &[&str] = &[
     "table.exec.source.idle-timeout",
     "sql-client.execution.result-mode",
 ];
+
+/// A `parallelism.default` value: a positive integer.
+fn parse_parallelism(value: &str) -> Result<usize> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| {
+            SqlError::Config(format!(
+                "'{PARALLELISM_KEY}' must be a positive integer, not '{value}'"
+            ))
+        })
+}
 
 pub(super) fn with_context(error: SqlError, context: &str) -> SqlError {
     match error {
