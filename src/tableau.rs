@@ -36,10 +36,11 @@ pub struct Tableau<W: Write> {
 
 impl<W: Write> Tableau<W> {
     /// A printer of rows of `schema` into `out`.
+    /// An updating result gets a leading `op` column with each row's kind.
     pub fn new(out: W, schema: SchemaRef) -> Self {
         Self {
             out,
-            schema,
+            schema: weir_engine::changelog::display_schema(&schema),
             widths: None,
             rows: 0,
         }
@@ -50,6 +51,7 @@ impl<W: Write> Tableau<W> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = &weir_engine::changelog::for_display(batch)?;
         let cells = cells(batch)?;
         if self.widths.is_none() {
             let mut widths: Vec<usize> = self

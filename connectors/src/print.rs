@@ -31,6 +31,11 @@ impl Connector for PrintConnector {
         Ok(())
     }
 
+    /// Every row is printed with its kind, as Flink's print sink does.
+    fn accepts_updates(&self, _table: &TableDescriptor) -> bool {
+        true
+    }
+
     fn output_location(&self, table: &TableDescriptor) -> Option<String> {
         let stderr = table.options.parse_bool("standard-error").ok().flatten() == Some(true);
         Some(

@@ -3,11 +3,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{Schema, SchemaRef, UInt8Type};
-use weir_engine::message::ROW_KIND_COLUMN;
-use weir_engine::{Error, Result, RowKind};
+use arrow::datatypes::{Schema, SchemaRef};
+use weir_engine::{Error, Result};
 
 /// The schema of `projection` of `schema` (all of it when `None`).
 pub fn projected_schema(schema: &SchemaRef, projection: Option<&[usize]>) -> Result<SchemaRef> {
@@ -51,30 +50,7 @@ pub fn split_range(total: u64, subtask: usize, parallelism: usize) -> Range<u64>
     start as u64..end as u64
 }
 
-/// Splits the row-kind column off an updating stream's batch: the data
-/// columns, and the kinds (`None` for an append-only batch).
-pub fn split_row_kinds(batch: &RecordBatch) -> Result<(RecordBatch, Option<Vec<RowKind>>)> {
-    let Some(index) = batch.schema().index_of(ROW_KIND_COLUMN).ok() else {
-        return Ok((batch.clone(), None));
-    };
-    let column = batch.column(index);
-    let codes = column.as_primitive_opt::<UInt8Type>().ok_or_else(|| {
-        Error::internal(format!(
-            "column '{ROW_KIND_COLUMN}' is {}, not UInt8",
-            column.data_type()
-        ))
-    })?;
-    let kinds = codes
-        .iter()
-        .map(|code| {
-            code.and_then(RowKind::from_code)
-                .ok_or_else(|| Error::internal(format!("invalid row kind code {code:?}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut data = batch.clone();
-    data.remove_column(index);
-    Ok((data, Some(kinds)))
-}
+pub use weir_engine::changelog::split_row_kinds;
 
 /// The batch's columns under `schema` (the sink table's names and types),
 /// cast where the types differ. Errors when the column count differs or a

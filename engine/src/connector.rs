@@ -238,6 +238,12 @@ pub trait Connector: fmt::Debug + Send + Sync {
         )))
     }
 
+    /// True when a sink table takes updating input (`-U`, `+U`, `-D`
+    /// rows), as a changelog format or an upsert connector does.
+    fn accepts_updates(&self, _table: &TableDescriptor) -> bool {
+        false
+    }
+
     /// True when the table's source ends by itself.
     fn is_bounded(&self, _table: &TableDescriptor) -> bool {
         false

@@ -20,6 +20,7 @@
 //! [`Connector`], [`Source`] and [`Sink`] traits and the operators; the
 //! `weir-sql` and `weir-connectors` crates build on them.
 
+pub mod changelog;
 pub mod clock;
 pub mod connector;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod testing;
 pub mod time;
 pub mod types;
 
+pub use changelog::ChangelogMode;
 pub use connector::{
     Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor,
 };

@@ -21,6 +21,8 @@ pub struct TaskMetrics {
     /// Bytes of keyed state written to RocksDB as runs because the
     /// operator's in-memory state passed its budget.
     pub state_spilled_bytes: AtomicU64,
+    /// Groups (or keys) whose state was dropped past the state TTL.
+    pub state_expired: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -40,6 +42,7 @@ impl TaskMetrics {
             late_records_dropped: self.late_records_dropped.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             state_spilled_bytes: self.state_spilled_bytes.load(Ordering::Relaxed),
+            state_expired: self.state_expired.load(Ordering::Relaxed),
         }
     }
     /// Sets the bad-records counter to a source's own count.
@@ -50,6 +53,10 @@ impl TaskMetrics {
     pub fn add_spilled(&self, bytes: usize) {
         self.state_spilled_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// Adds to the expired-state counter.
+    pub fn add_state_expired(&self, keys: usize) {
+        self.state_expired.fetch_add(keys as u64, Ordering::Relaxed);
     }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
@@ -71,6 +78,8 @@ pub struct TaskMetricsSnapshot {
     pub bad_records: u64,
     /// See [`TaskMetrics::state_spilled_bytes`].
     pub state_spilled_bytes: u64,
+    /// See [`TaskMetrics::state_expired`].
+    pub state_expired: u64,
 }
 
 /// Counters by (operator, subtask).
@@ -138,7 +147,7 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let series: [Series; 5] = [
+        let series: [Series; 6] = [
             (
                 "weir_records_in_total",
                 "Rows received by a subtask.",
@@ -163,6 +172,11 @@ impl MetricsRegistry {
                 "weir_state_spilled_bytes_total",
                 "Bytes of keyed state an operator wrote to RocksDB past its memory budget.",
                 |m| m.state_spilled_bytes,
+            ),
+            (
+                "weir_state_expired_keys_total",
+                "Keys whose state an operator dropped because it was idle past table.exec.state.ttl.",
+                |m| m.state_expired,
             ),
         ];
         for (name, help, field) in series {

@@ -4,10 +4,15 @@
 //! ```text
 //! ProjectionExec / FilterExec        -> Projection / Filter (chained, Forward)
 //! AggregateExec over a window scan   -> Hash(keys) -> WindowAggregate | SessionWindowAggregate
-//! AggregateExec                      -> Hash(keys) -> GroupAggregate (emits at end of input)
+//! AggregateExec over bounded tables   -> Hash(keys) -> GroupAggregate (emits at end of input)
+//! AggregateExec otherwise             -> Hash(keys) -> UpdatingAggregate (a changelog)
 //! StreamScanExec                     -> Source -> computed columns -> WatermarkGenerator
 //!                                       -> WindowAssigner -> Projection
 //! ```
+//!
+//! Each lowered node's schema says its changelog mode: an updating stream
+//! carries the row-kind column last ([`weir_engine::changelog`]), which
+//! projections and filters pass through and aggregates read.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,15 +34,17 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::sql::sqlparser::keywords::Keyword;
+use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
-    ProjectionOperator, SessionWindowAggregateFactory, SortOperator, WatermarkGeneratorOperator,
-    WindowAggregateFactory, WindowAssignerOperator, WindowKind,
+    ProjectionOperator, SessionWindowAggregateFactory, SortOperator, UpdatingAggregateFactory,
+    WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::StreamScanExec;
 use crate::error::{Construct, Result, SqlError};
+use crate::session::{RuntimeMode, StreamingConfig};
 
 /// A lowered subplan: the node producing it and its schema.
 #[derive(Debug, Clone)]
@@ -48,6 +55,38 @@ pub struct Lowered {
     pub schema: SchemaRef,
 }
 
+impl Lowered {
+    /// Whether the subplan's rows are inserts only or changes.
+    pub fn changelog_mode(&self) -> ChangelogMode {
+        ChangelogMode::of(&self.schema)
+    }
+
+    /// `exprs` (computing `schema`) over this subplan's rows, extended to
+    /// carry the row kind through when the rows are changes.
+    fn keeping_row_kind(
+        &self,
+        mut exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)> {
+        if !self.changelog_mode().is_updating() || ChangelogMode::of(&schema).is_updating() {
+            return Ok((exprs, schema));
+        }
+        let index = self.schema.index_of(ROW_KIND_COLUMN)?;
+        exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, index)));
+        Ok((exprs, updating_schema(&schema)))
+    }
+}
+
+/// The error for an operator that cannot take an updating input.
+fn over_updates(construct: Construct, what: &str) -> SqlError {
+    SqlError::unsupported_construct(
+        construct,
+        format!(
+            "{what} over an updating result (a GROUP BY over an unbounded stream) is not supported yet"
+        ),
+    )
+}
+
 /// Builds a logical graph from physical plans.
 pub struct Lowering<'a> {
     graph: &'a mut LogicalGraph,
@@ -55,6 +94,8 @@ pub struct Lowering<'a> {
     /// output only through single-input operators: a limit there bounds
     /// the whole output, so it may end the job once reached.
     bounds_output: bool,
+    /// The session's runtime mode, mini-batch and state TTL settings.
+    streaming: StreamingConfig,
 }
 
 fn physical(
@@ -76,7 +117,14 @@ impl<'a> Lowering<'a> {
         Self {
             graph,
             bounds_output: true,
+            streaming: StreamingConfig::default(),
         }
+    }
+
+    /// Lowers with the session's streaming settings.
+    pub fn with_streaming(mut self, streaming: StreamingConfig) -> Self {
+        self.streaming = streaming;
+        self
     }
 
     fn chain(&mut self, input: &Lowered, op: Arc<dyn OperatorFactory>) -> Result<Lowered> {
@@ -95,7 +143,8 @@ impl<'a> Lowering<'a> {
         if let Some(p) = any.downcast_ref::<ProjectionExec>() {
             let input = self.lower(p.input())?;
             let exprs = p.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
-            return self.chain(&input, Arc::new(ProjectionOperator::new(exprs, p.schema())));
+            let (exprs, schema) = input.keeping_row_kind(exprs, p.schema())?;
+            return self.chain(&input, Arc::new(ProjectionOperator::new(exprs, schema)));
         }
         if let Some(f) = any.downcast_ref::<FilterExec>() {
             let input = self.lower(f.input())?;
@@ -116,6 +165,7 @@ impl<'a> Lowering<'a> {
                         Ok(Arc::new(Column::new(field.name(), idx)))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                let (exprs, out) = filtered.keeping_row_kind(exprs, out)?;
                 return self.chain(&filtered, Arc::new(ProjectionOperator::new(exprs, out)));
             }
             return Ok(filtered);
@@ -125,6 +175,9 @@ impl<'a> Lowering<'a> {
         }
         if let Some(limit) = any.downcast_ref::<GlobalLimitExec>() {
             let input = self.lower(limit.input())?;
+            if input.changelog_mode().is_updating() {
+                return Err(over_updates(Construct::Keyword(Keyword::LIMIT), "LIMIT"));
+            }
             let mut op = LimitOperator::new(limit.skip(), limit.fetch(), Arc::clone(&input.schema));
             if self.bounds_output && limit.fetch().is_some() {
                 op = op.ending_the_job();
@@ -164,13 +217,20 @@ impl<'a> Lowering<'a> {
                 .map(|c| self.lower(c))
                 .collect::<Result<Vec<_>>>();
             self.bounds_output = bounds_output;
-            let inputs = inputs?;
+            let mut inputs = inputs?;
+            let (exprs, schema) = self.union_changelog(&mut inputs, exprs, schema)?;
             let node = self.graph.add_operator(
                 Arc::new(ProjectionOperator::new(exprs, Arc::clone(&schema))),
                 None,
             );
+            // Changes of one key must stay in order: forward them.
+            let edge = if ChangelogMode::of(&schema).is_updating() {
+                EdgeKind::Forward
+            } else {
+                EdgeKind::Rebalance
+            };
             for input in inputs {
-                self.graph.connect(input.node, node, EdgeKind::Rebalance)?;
+                self.graph.connect(input.node, node, edge.clone())?;
             }
             return Ok(Lowered { node, schema });
         }
@@ -185,6 +245,9 @@ impl<'a> Lowering<'a> {
             return Err(unsupported_node("SortExec"));
         }
         let input = self.lower(sort.input())?;
+        if input.changelog_mode().is_updating() {
+            return Err(over_updates(Construct::Keyword(Keyword::ORDER), "ORDER BY"));
+        }
         let op = SortOperator::new(
             sort.expr().iter().cloned().collect(),
             sort.fetch(),
@@ -414,6 +477,12 @@ impl<'a> Lowering<'a> {
             input_schema: Arc::clone(&input.schema),
         });
         let window = find_window(input_plan);
+        if window.is_some() && input.changelog_mode().is_updating() {
+            return Err(over_updates(
+                Construct::Word("window_start".into()),
+                "A window aggregate",
+            ));
+        }
         let column_named = |name: &str| {
             group_exprs
                 .iter()
@@ -450,7 +519,7 @@ impl<'a> Lowering<'a> {
                         .with_key_columns(key_exprs.clone()),
                 )
             }
-            _ => Arc::new(GroupAggregateFactory::new(Arc::clone(&spec))),
+            _ => self.group_aggregate(&spec, input_plan, input.changelog_mode())?,
         };
         // Partition by the non-window keys; with none, one subtask sees everything.
         let (edge, parallelism) = if key_exprs.is_empty() {
@@ -501,12 +570,93 @@ impl<'a> Lowering<'a> {
             let _ = &keyed;
             return self.connect_keyed(keyed, factory, EdgeKind::Hash(key_columns));
         };
+        let schema = factory.output_schema();
         let node = self.graph.add_operator(factory, parallelism);
         self.graph.connect(input.node, node, edge)?;
-        Ok(Lowered {
-            node,
-            schema: agg.schema(),
-        })
+        Ok(Lowered { node, schema })
+    }
+
+    /// A `GROUP BY` without a window: final rows at the end of bounded
+    /// input, or a changelog of updates (see [`RuntimeMode`]).
+    fn group_aggregate(
+        &self,
+        spec: &Arc<AggregateSpec>,
+        input_plan: &Arc<dyn ExecutionPlan>,
+        input_mode: ChangelogMode,
+    ) -> Result<Arc<dyn OperatorFactory>> {
+        let updating = match self.streaming.runtime_mode {
+            RuntimeMode::Streaming => true,
+            RuntimeMode::Batch => input_mode.is_updating(),
+            RuntimeMode::Automatic => {
+                input_mode.is_updating() || !reads_only_bounded_tables(input_plan)
+            }
+        };
+        if !updating {
+            return Ok(Arc::new(GroupAggregateFactory::new(Arc::clone(spec))));
+        }
+        for agg in &spec.aggregates {
+            weir_engine::operator::check_updating_aggregate(
+                agg,
+                &spec.input_schema,
+                !input_mode.is_updating(),
+            )
+            .map_err(|e| {
+                let message = match e {
+                    weir_engine::Error::Config(m) => m,
+                    other => other.to_string(),
+                };
+                SqlError::unsupported_construct(
+                    Construct::Word(agg.fun().name().to_uppercase()),
+                    message,
+                )
+            })?;
+        }
+        let factory = UpdatingAggregateFactory::new(Arc::clone(spec), input_mode)?
+            .with_mini_batch(self.streaming.mini_batch)
+            .with_state_ttl(self.streaming.state_ttl_ms);
+        Ok(Arc::new(factory))
+    }
+
+    /// A union's inputs and output when some input is updating: the
+    /// append-only ones get a row-kind column of inserts, and the union
+    /// carries the kinds through.
+    fn union_changelog(
+        &mut self,
+        inputs: &mut [Lowered],
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Result<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)> {
+        if !inputs.iter().any(|i| i.changelog_mode().is_updating()) {
+            return Ok((exprs, schema));
+        }
+        for input in inputs.iter_mut() {
+            if input.changelog_mode().is_updating() {
+                continue;
+            }
+            let mut columns: Vec<Arc<dyn PhysicalExpr>> = input
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+                .collect();
+            columns.push(Arc::new(
+                datafusion::physical_expr::expressions::Literal::new(
+                    datafusion::common::ScalarValue::UInt8(Some(
+                        weir_engine::RowKind::Insert as u8,
+                    )),
+                ),
+            ));
+            let with_kinds = updating_schema(&input.schema);
+            *input = self.chain(
+                input,
+                Arc::new(ProjectionOperator::new(columns, with_kinds)),
+            )?;
+        }
+        let index = schema.fields().len();
+        let mut exprs = exprs;
+        exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, index)));
+        Ok((exprs, updating_schema(&schema)))
     }
 
     fn connect_keyed(
@@ -578,6 +728,20 @@ pub fn cast_to_sink(
     sink: &SchemaRef,
     sink_name: &str,
 ) -> Result<Option<ProjectionOperator>> {
+    // An updating query's row kinds pass through to the sink.
+    let updating = ChangelogMode::of(input).is_updating();
+    let input = &if updating {
+        let index = input.index_of(ROW_KIND_COLUMN)?;
+        let mut data = input.as_ref().clone();
+        data = data.project(
+            &(0..data.fields().len())
+                .filter(|&i| i != index)
+                .collect::<Vec<_>>(),
+        )?;
+        Arc::new(data)
+    } else {
+        Arc::clone(input)
+    };
     if input.fields().len() != sink.fields().len() {
         return Err(SqlError::plan(format!(
             "the query returns {} columns but table '{sink_name}' has {} ({})",
@@ -626,8 +790,11 @@ pub fn cast_to_sink(
         .iter()
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
-    Ok(Some(ProjectionOperator::new(
-        exprs,
-        Arc::new(Schema::new(fields)),
-    )))
+    let mut exprs = exprs;
+    let mut schema = Arc::new(Schema::new(fields));
+    if updating {
+        exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, input.fields().len())));
+        schema = updating_schema(&schema);
+    }
+    Ok(Some(ProjectionOperator::new(exprs, schema)))
 }

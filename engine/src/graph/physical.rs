@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::logical::{EdgeKind, LogicalGraph, NodeId, NodeKind};
+use crate::changelog::ChangelogMode;
 use crate::error::{Error, Result};
 use crate::partition::DEFAULT_MAX_KEY_GROUPS;
 
@@ -46,13 +47,30 @@ impl PhysicalGraph {
     /// and chains forward edges.
     pub fn from_logical(logical: LogicalGraph, default_parallelism: usize) -> Result<Self> {
         let default_parallelism = default_parallelism.max(1);
-        let parallelism = |id: NodeId| {
-            logical
-                .node(id)
-                .parallelism
-                .unwrap_or(default_parallelism)
-                .max(1)
-        };
+        // A node fed forward by an updating stream runs at its input's
+        // parallelism: a rebalance would reorder the changes of a key.
+        let mut resolved: Vec<usize> = Vec::with_capacity(logical.nodes().len());
+        for node in logical.nodes() {
+            let mut inputs = logical.inputs(node.id);
+            let inherited = match (inputs.next(), inputs.next()) {
+                (Some(edge), None)
+                    if edge.kind == EdgeKind::Forward
+                        && edge.from < resolved.len()
+                        && ChangelogMode::of(&logical.node(edge.from).kind.output_schema())
+                            .is_updating() =>
+                {
+                    Some(resolved[edge.from])
+                }
+                _ => None,
+            };
+            resolved.push(
+                node.parallelism
+                    .or(inherited)
+                    .unwrap_or(default_parallelism)
+                    .max(1),
+            );
+        }
+        let parallelism = |id: NodeId| resolved[id];
         let mut vertex_of: Vec<VertexId> = Vec::with_capacity(logical.nodes().len());
         let mut vertices: Vec<Vertex> = Vec::new();
         for node in logical.nodes() {
@@ -209,7 +227,13 @@ impl fmt::Display for PhysicalGraph {
                 writeln!(f, "  <- Vertex {} via {}", e.from, self.edge_label(e))?;
             }
             for &n in &v.nodes {
-                writeln!(f, "  {}", self.logical.node(n).kind)?;
+                let kind = &self.logical.node(n).kind;
+                let mode = ChangelogMode::of(&kind.output_schema());
+                if mode.is_updating() {
+                    writeln!(f, "  {kind}  [changelog: {mode}]")?;
+                } else {
+                    writeln!(f, "  {kind}")?;
+                }
             }
         }
         Ok(())

@@ -45,12 +45,14 @@ mod group_aggregate;
 mod grouped_state;
 mod limit;
 mod projection;
+mod retractable;
 mod session_spill;
 mod session_window_aggregate;
 mod sink;
 mod snapshot;
 mod sort;
 mod spill;
+mod updating_aggregate;
 mod watermark_generator;
 mod window_aggregate;
 mod window_assigner;
@@ -62,6 +64,7 @@ pub use grouped_state::{
 };
 pub use limit::LimitOperator;
 pub use projection::ProjectionOperator;
+pub use retractable::{UPDATING_AGGREGATE_FUNCTIONS, check_updating_aggregate};
 pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
 pub use sink::{ChannelSinkNode, SinkNode, SinkOperator};
 pub use snapshot::{
@@ -70,6 +73,7 @@ pub use snapshot::{
 };
 pub use sort::SortOperator;
 pub use spill::StateSpill;
+pub use updating_aggregate::{MiniBatch, UpdatingAggregateFactory, UpdatingAggregateOperator};
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
 pub use window_assigner::{WindowAssignerOperator, WindowKind};

@@ -23,6 +23,9 @@ use crate::statement::{Statement, keyword_position, parse_statement, word_positi
 use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
 
 mod ddl;
+mod streaming;
+
+pub use streaming::{RuntimeMode, StreamingConfig};
 
 /// The `SET` key for the default parallelism of jobs (Flink's name).
 pub const PARALLELISM_KEY: &str = "parallelism.default";
@@ -244,8 +247,14 @@ impl Session {
             Statement::Set(Some((key, value))) => {
                 if key == PARALLELISM_KEY {
                     parse_parallelism(&value)?;
+                } else if streaming::STREAMING_KEYS.contains(&key.as_str()) {
+                    streaming::check_setting(&key, &value)?;
                 } else if !KNOWN_SETTINGS.contains(&key.as_str()) {
-                    let hint = closest(&key, KNOWN_SETTINGS.iter().copied())
+                    let known = KNOWN_SETTINGS
+                        .iter()
+                        .chain(streaming::STREAMING_KEYS)
+                        .copied();
+                    let hint = closest(&key, known)
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
                     warn!(
@@ -320,7 +329,8 @@ impl Session {
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
-        Lowering::new(graph).lower(&physical)
+        let config = StreamingConfig::from_settings(&self.settings)?;
+        Lowering::new(graph).with_streaming(config).lower(&physical)
     }
 
     /// A query that reads no table (`SELECT 1 + 1`, `VALUES …`), answered
@@ -379,10 +389,19 @@ impl Session {
     }
 
     fn finish_job(&self, name: String, graph: LogicalGraph, output: JobOutput) -> Result<JobPlan> {
-        let bounded = graph.nodes().iter().all(|n| match &n.kind {
-            NodeKind::Source(s) => s.is_bounded(),
-            NodeKind::Operator(_) => true,
+        let unbounded = graph.nodes().iter().find_map(|n| match &n.kind {
+            NodeKind::Source(s) if !s.is_bounded() => Some(s.table().name.clone()),
+            _ => None,
         });
+        let bounded = unbounded.is_none();
+        if let Some(table) = unbounded
+            && StreamingConfig::from_settings(&self.settings)?.runtime_mode == RuntimeMode::Batch
+        {
+            return Err(SqlError::Config(format!(
+                "'{}' is 'batch', but table '{table}' is unbounded; read bounded tables, or SET it to 'streaming' or 'automatic'",
+                streaming::RUNTIME_MODE_KEY
+            )));
+        }
         for node in graph.nodes() {
             if let NodeKind::Source(s) = &node.kind {
                 let table = self.table(&s.table().name)?;
@@ -415,18 +434,34 @@ impl Session {
                 lowered = Lowered { node, schema };
             }
         } else {
-            descriptor.schema = Arc::clone(&lowered.schema);
+            descriptor.schema = weir_engine::changelog::data_schema(&lowered.schema);
         }
         table
             .connector
             .validate_sink(&descriptor)
             .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
+        if lowered.changelog_mode().is_updating() && !table.connector.accepts_updates(&descriptor) {
+            return Err(sink_takes_no_updates(
+                table_name,
+                table.connector.name(),
+                &descriptor,
+            ));
+        }
         // Flink's `sink.parallelism`: the sink runs at its own parallelism,
         // fed round-robin.
         let sink_parallelism: Option<usize> = descriptor
             .options
             .parse("sink.parallelism")
             .map_err(|e| with_context(e.into(), &format!("table '{table_name}'")))?;
+        if sink_parallelism.is_some() && lowered.changelog_mode().is_updating() {
+            return Err(SqlError::Plan {
+                message: format!(
+                    "table '{table_name}': 'sink.parallelism' is not supported for a query that \
+                     produces updates yet (a rebalance would reorder the changes of a key)"
+                ),
+                position: None,
+            });
+        }
         if sink_parallelism == Some(0) {
             return Err(SqlError::Plan {
                 message: format!("table '{table_name}': 'sink.parallelism' must be at least 1"),
@@ -496,6 +531,29 @@ fn parse_parallelism(value: &str) -> Result<usize> {
                 "'{PARALLELISM_KEY}' must be a positive integer, not '{value}'"
             ))
         })
+}
+
+/// The error for an updating query into a sink that takes only inserts.
+fn sink_takes_no_updates(
+    table: &str,
+    connector: &str,
+    descriptor: &weir_engine::TableDescriptor,
+) -> SqlError {
+    let format = descriptor
+        .options
+        .get("format")
+        .map(|f| format!(", format '{f}'"))
+        .unwrap_or_default();
+    SqlError::Plan {
+        message: format!(
+            "table '{table}' (connector '{connector}'{format}) takes only inserts, but the query \
+             produces updates: its GROUP BY over an unbounded stream changes rows it already \
+             emitted. Write it to a table that takes a changelog: 'format' = 'debezium-json' \
+             (filesystem, kafka) or 'connector' = 'print'; or aggregate over windows, whose rows \
+             are final"
+        ),
+        position: None,
+    }
 }
 
 pub(super) fn with_context(error: SqlError, context: &str) -> SqlError {
