@@ -19,6 +19,11 @@ impl Connector for BlackholeConnector {
         NAME
     }
 
+    /// It discards whatever comes, changes included.
+    fn accepts_updates(&self, _table: &TableDescriptor) -> bool {
+        true
+    }
+
     fn validate_sink(&self, table: &TableDescriptor) -> Result<()> {
         table
             .options

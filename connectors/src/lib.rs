@@ -6,7 +6,7 @@
 //! [`register_all`] to add them to an existing registry).
 //!
 //! ```text
-//!   datagen ────┐                                                      ┌─> filesystem (csv | json | parquet)
+//!   datagen ────┐                                                      ┌─> filesystem (csv | json | parquet | debezium-json)
 //!   nexmark ────┼─> Source::poll_batch ─> engine ─> Sink::write_batch ─┼─> print
 //!   filesystem ─┘                                                      └─> blackhole
 //! ```
@@ -24,6 +24,11 @@
 //! Nexmark. Every source splits its data among the subtasks of the scan so
 //! that the union over subtasks is the whole table, and emits batches with
 //! exactly the projected schema.
+//!
+//! Sinks that take updating input (a changelog, see
+//! [`weir_engine::changelog`]) say so through
+//! [`weir_engine::Connector::accepts_updates`]: `print`, `blackhole`, and
+//! `filesystem` with `'format' = 'debezium-json'`.
 
 use std::sync::Arc;
 
@@ -31,6 +36,7 @@ use weir_engine::ConnectorRegistry;
 
 pub mod blackhole;
 pub mod datagen;
+pub mod debezium;
 pub mod filesystem;
 pub mod kafka;
 pub mod nexmark;

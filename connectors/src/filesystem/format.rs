@@ -13,7 +13,9 @@ use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use weir_engine::{ConnectorOptions, Error, Result};
+use weir_engine::{ConnectorOptions, Error, Result, RowKind};
+
+use crate::debezium::DebeziumOptions;
 
 /// Flink's SQL timestamp format, the default for CSV and JSON.
 const SQL_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.f";
@@ -30,6 +32,8 @@ pub enum Format {
     Json(JsonOptions),
     /// Apache Parquet.
     Parquet,
+    /// A changelog: one Debezium JSON envelope per line (see [`crate::debezium`]).
+    DebeziumJson(JsonOptions),
 }
 
 /// The `csv.*` options.
@@ -54,6 +58,19 @@ pub struct CsvOptions {
 pub struct JsonOptions {
     /// `json.timestamp-format.standard` = `ISO-8601` (else `SQL`): how the sink writes timestamps.
     pub iso_timestamps: bool,
+}
+
+/// `<format>.timestamp-format.standard`: `ISO-8601` (true) or `SQL` (the default).
+fn iso_timestamps(options: &ConnectorOptions, key: &str) -> Result<bool> {
+    match options.get(key) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("SQL") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("ISO-8601") => Ok(true),
+        Some(v) => Err(Error::invalid_option(
+            key,
+            format!("option '{key}' = '{v}' must be 'SQL' or 'ISO-8601'"),
+        )),
+    }
 }
 
 /// A single-byte character option; `\t` may be written as such.
@@ -86,31 +103,24 @@ impl Format {
                     .parse_bool("csv.ignore-first-line")?
                     .unwrap_or(false),
             })),
-            "json" => {
-                let iso_timestamps = match options.get("json.timestamp-format.standard") {
-                    None => false,
-                    Some(v) if v.eq_ignore_ascii_case("SQL") => false,
-                    Some(v) if v.eq_ignore_ascii_case("ISO-8601") => true,
-                    Some(v) => {
-                        return Err(Error::invalid_option(
-                            "json.timestamp-format.standard",
-                            format!(
-                                "option 'json.timestamp-format.standard' = '{v}' must be 'SQL' or 'ISO-8601'"
-                            ),
-                        ));
-                    }
-                };
-                Ok(Format::Json(JsonOptions { iso_timestamps }))
-            }
+            "json" => Ok(Format::Json(JsonOptions {
+                iso_timestamps: iso_timestamps(options, "json.timestamp-format.standard")?,
+            })),
             "parquet" => Ok(Format::Parquet),
+            "debezium-json" => Ok(Format::DebeziumJson(JsonOptions {
+                iso_timestamps: iso_timestamps(options, "debezium-json.timestamp-format.standard")?,
+            })),
             other => {
-                let hint = weir_engine::suggest::closest(other, ["csv", "json", "parquet"])
-                    .map(|s| format!(" (did you mean '{s}'?)"))
-                    .unwrap_or_default();
+                let hint = weir_engine::suggest::closest(
+                    other,
+                    ["csv", "json", "parquet", "debezium-json"],
+                )
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
                 Err(Error::invalid_option(
                     "format",
                     format!(
-                        "option 'format' = '{name}' is not a known format{hint}; use 'csv', 'json' or 'parquet'"
+                        "option 'format' = '{name}' is not a known format{hint}; use 'csv', 'json', 'parquet' or 'debezium-json'"
                     ),
                 ))
             }
@@ -123,12 +133,21 @@ impl Format {
             Format::Csv(_) => "csv",
             Format::Json(_) => "json",
             Format::Parquet => "parquet",
+            Format::DebeziumJson(_) => "debezium-json",
         }
     }
 
     /// The extension of the files the sink writes.
     pub fn extension(&self) -> &'static str {
-        self.name()
+        match self {
+            Format::DebeziumJson(_) => "json",
+            other => other.name(),
+        }
+    }
+
+    /// True for a changelog format, which takes updates and deletes.
+    pub fn is_changelog(&self) -> bool {
+        matches!(self, Format::DebeziumJson(_))
     }
 
     /// True when reading skips a header line.
@@ -156,7 +175,7 @@ impl Format {
                             | D::Timestamp(..)
                     )
             }
-            Format::Json(_) => !matches!(
+            Format::Json(_) | Format::DebeziumJson(_) => !matches!(
                 data_type,
                 D::Union(..)
                     | D::RunEndEncoded(..)
@@ -252,6 +271,10 @@ pub fn decoder_factory(
             })))
         }
         Format::Parquet => Ok(None),
+        Format::DebeziumJson(_) => Err(Error::invalid_option(
+            "format",
+            "the filesystem source cannot read 'debezium-json' yet; it is a sink format for now",
+        )),
     }
 }
 
@@ -283,6 +306,8 @@ pub enum PartWriter {
     Json(arrow::json::LineDelimitedWriter<FileOut>, Arc<AtomicU64>),
     /// A Parquet file, whose footer is written at close.
     Parquet(Box<ArrowWriter<BufWriter<File>>>),
+    /// A changelog of Debezium envelopes, one per line, and its byte count.
+    DebeziumJson(FileOut, DebeziumOptions, Arc<AtomicU64>),
 }
 
 impl PartWriter {
@@ -323,6 +348,13 @@ impl PartWriter {
                     .build::<_, arrow::json::writer::LineDelimited>(counted(out));
                 PartWriter::Json(writer, written)
             }
+            Format::DebeziumJson(json) => PartWriter::DebeziumJson(
+                counted(out),
+                DebeziumOptions {
+                    iso_timestamps: json.iso_timestamps,
+                },
+                Arc::clone(&written),
+            ),
             Format::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
@@ -334,9 +366,27 @@ impl PartWriter {
         })
     }
 
-    /// Appends a batch.
-    pub fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+    /// Appends a batch of rows of `kinds` (`None`: inserts); only a
+    /// changelog format takes other kinds than inserts.
+    pub fn write(
+        &mut self,
+        batch: &RecordBatch,
+        kinds: Option<&[RowKind]>,
+    ) -> std::result::Result<(), String> {
+        if let PartWriter::DebeziumJson(out, options, _) = self {
+            let lines =
+                crate::debezium::encode(batch, kinds, *options).map_err(|e| e.to_string())?;
+            for line in lines {
+                out.write_all(&line).map_err(|e| e.to_string())?;
+                out.write_all(b"\n").map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        if kinds.is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert)) {
+            return Err("this format takes only inserts, but the rows are updates or deletes; use 'format' = 'debezium-json'".into());
+        }
         match self {
+            PartWriter::DebeziumJson(..) => Ok(()),
             PartWriter::Csv(w, _) => w.write(batch).map_err(|e| e.to_string()),
             PartWriter::Json(w, _) => w.write(batch).map_err(|e| e.to_string()),
             PartWriter::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
@@ -346,9 +396,9 @@ impl PartWriter {
     /// About how many bytes the file holds (including buffered ones).
     pub fn size(&self) -> u64 {
         match self {
-            PartWriter::Csv(_, written) | PartWriter::Json(_, written) => {
-                written.load(Ordering::Relaxed)
-            }
+            PartWriter::Csv(_, written)
+            | PartWriter::Json(_, written)
+            | PartWriter::DebeziumJson(_, _, written) => written.load(Ordering::Relaxed),
             PartWriter::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
         }
     }
@@ -362,6 +412,7 @@ impl PartWriter {
                 w.into_inner().inner
             }
             PartWriter::Parquet(w) => w.into_inner().map_err(|e| e.to_string())?,
+            PartWriter::DebeziumJson(out, _, _) => out.inner,
         };
         let file = out.into_inner().map_err(|e| e.error().to_string())?;
         file.sync_all().map_err(|e| e.to_string())

@@ -43,6 +43,7 @@ const OPTIONS: &[&str] = &[
     "csv.null-literal",
     "csv.ignore-first-line",
     "json.timestamp-format.standard",
+    "debezium-json.timestamp-format.standard",
 ];
 const DEFAULT_BATCH_SIZE: usize = 8192;
 
@@ -141,6 +142,10 @@ impl Connector for FilesystemConnector {
 
     fn is_bounded(&self, _table: &TableDescriptor) -> bool {
         true
+    }
+
+    fn accepts_updates(&self, table: &TableDescriptor) -> bool {
+        Format::parse(&table.options).is_ok_and(|f| f.is_changelog())
     }
 
     fn output_location(&self, table: &TableDescriptor) -> Option<String> {

@@ -195,9 +195,9 @@ impl FilesystemSink {
 impl Sink for FilesystemSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
         let (batch, kinds) = split_row_kinds(&batch)?;
-        if kinds.is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert)) {
+        if !self.format.is_changelog() && kinds.iter().flatten().any(|k| *k != RowKind::Insert) {
             return Err(Error::Config(
-                "the filesystem sink only takes inserts, but the query produces updates or deletes"
+                "the filesystem sink only takes inserts in this format, but the query produces updates or deletes; use 'format' = 'debezium-json'"
                     .into(),
             ));
         }
@@ -206,7 +206,7 @@ impl Sink for FilesystemSink {
         }
         let batch = conform_to(&batch, &self.schema)?;
         let (writer, pending) = self.current()?;
-        if let Err(e) = writer.write(&batch) {
+        if let Err(e) = writer.write(&batch, kinds.as_deref()) {
             let path = pending.hidden.clone();
             return Err(self.failed("writing", &path, e));
         }

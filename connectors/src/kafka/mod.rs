@@ -168,7 +168,7 @@ impl KafkaFormat {
         match Format::parse(&ConnectorOptions::new(renamed)) {
             Ok(Format::Json(json)) => Ok(KafkaFormat::Json(json)),
             Ok(Format::Csv(csv)) => Ok(KafkaFormat::Csv(csv)),
-            Ok(Format::Parquet) | Err(_) => {
+            Ok(Format::Parquet | Format::DebeziumJson(_)) | Err(_) => {
                 let hint = weir_engine::suggest::closest(
                     &name,
                     ["json", "csv", "raw", "avro", "avro-confluent"],
