@@ -244,6 +244,13 @@ pub trait Connector: fmt::Debug + Send + Sync {
         false
     }
 
+    /// True when a source table's rows are changes (a CDC format such as
+    /// `debezium-json`): its sources then emit the projected columns plus
+    /// the row-kind column last (see [`crate::changelog`]).
+    fn produces_updates(&self, _table: &TableDescriptor) -> bool {
+        false
+    }
+
     /// True when the table's source ends by itself.
     fn is_bounded(&self, _table: &TableDescriptor) -> bool {
         false

@@ -365,6 +365,7 @@ impl<'a> Lowering<'a> {
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let (exprs, schema) = current.keeping_row_kind(exprs, schema)?;
             current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
         }
         if let Some(wm) = &table.watermark {
@@ -384,6 +385,12 @@ impl<'a> Lowering<'a> {
         }
         let position_of = |i: usize| needed.iter().position(|&n| n == i);
         if let Some(w) = &scan.window {
+            if current.changelog_mode().is_updating() {
+                return Err(over_updates(
+                    Construct::Word(table.descriptor.name.clone()),
+                    "A window",
+                ));
+            }
             let time = position_of(w.time_column)
                 .ok_or_else(|| SqlError::Internal("time column missing".into()))?;
             let time_type = table.schema.field(w.time_column).data_type().clone();
@@ -423,6 +430,7 @@ impl<'a> Lowering<'a> {
                         as Arc<dyn PhysicalExpr>
                 })
                 .collect();
+            let (exprs, schema) = current.keeping_row_kind(exprs, schema)?;
             current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
         }
         Ok(current)

@@ -29,10 +29,13 @@ impl SourceNode {
         table: TableDescriptor,
         projection: Option<Vec<usize>>,
     ) -> Result<Self> {
-        let schema = match &projection {
+        let mut schema = match &projection {
             Some(p) => Arc::new(table.schema.project(p)?),
             None => Arc::clone(&table.schema),
         };
+        if connector.produces_updates(&table) {
+            schema = crate::changelog::updating_schema(&schema);
+        }
         Ok(Self {
             connector,
             table,
