@@ -10,6 +10,7 @@
 //! - `pg`: the coordinator's Postgres wire protocol server, driven by `psql` and `tokio-postgres`.
 //! - `kafka`: Kafka brokers (librdkafka's mock cluster in `weir-kafka-mock`, and tansu) and clients.
 
+mod changelog;
 mod cli;
 mod cluster;
 mod common;

@@ -150,6 +150,10 @@ SELECT * FROM pg_catalog.pg_stat_activity;
 INSERT INTO sink SELECT v, v * 2 FROM endless;
 \\dt
 SELECT 'after errors', COUNT(*) FROM t;
+CREATE TABLE u (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '1000', \
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000', 'scan.batch-size' = '50');
+SET 'execution.runtime-mode' = 'streaming';
+SELECT 'updating', id % 4, COUNT(*), MAX(id) FROM u GROUP BY id % 4;
 "
     );
     let (out, err) = psql(&pg, &script, None);
@@ -172,6 +176,23 @@ SELECT 'after errors', COUNT(*) FROM t;
     assert!(has("t:id:bigint") && has("t:k:bigint"), "{context}");
     assert!(has("public|t|table|weir"), "\\dt: {context}");
     assert!(has("after errors|1000"), "{context}");
+    // An updating result reaches psql as its final rows, once each.
+    let mut updating: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("updating|"))
+        .collect();
+    updating.sort_unstable();
+    assert_eq!(
+        updating,
+        [
+            "updating|0|250|1000",
+            "updating|1|250|997",
+            "updating|2|250|998",
+            "updating|3|250|999",
+        ],
+        "{context}"
+    );
     assert!(
         err.contains("ERROR:  planning error: table 'nope' not found"),
         "{context}"

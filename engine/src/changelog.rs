@@ -246,15 +246,31 @@ impl Materialized {
         Ok(())
     }
 
+    /// How many rows remain.
+    pub fn len(&self) -> usize {
+        self.live.values().map(|(count, _)| *count as usize).sum()
+    }
+
+    /// True when no row remains.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
     /// The rows that remain (`None` when nothing was ever applied).
     pub fn finish(self) -> Result<Option<RecordBatch>> {
-        let (Some(converter), Some(schema)) = (self.converter, self.schema) else {
+        self.current()
+    }
+
+    /// The rows that remain now, in the order they were inserted (`None`
+    /// when nothing was ever applied).
+    pub fn current(&self) -> Result<Option<RecordBatch>> {
+        let (Some(converter), Some(schema)) = (&self.converter, &self.schema) else {
             return Ok(None);
         };
-        let mut live: Vec<(usize, u64, Vec<u8>)> = self
+        let mut live: Vec<(usize, u64, &Vec<u8>)> = self
             .live
-            .into_iter()
-            .map(|(row, (count, position))| (position, count, row))
+            .iter()
+            .map(|(row, (count, position))| (*position, *count, row))
             .collect();
         live.sort();
         let parser = converter.parser();
@@ -262,7 +278,7 @@ impl Materialized {
             .iter()
             .flat_map(|(_, count, row)| std::iter::repeat_n(parser.parse(row), *count as usize));
         let columns = converter.convert_rows(rows)?;
-        Ok(Some(RecordBatch::try_new(schema, columns)?))
+        Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
     }
 }
 

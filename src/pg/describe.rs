@@ -26,8 +26,9 @@ impl Engine {
             | Statement::ShowTables
             | Statement::Describe(_)
             | Statement::Set(None) => match self.session.execute(sql).await? {
-                // Dropping the plan starts nothing.
-                Outcome::Query(plan) => Some(plan.schema),
+                // Dropping the plan starts nothing. An updating result
+                // goes out as its final rows, without the kinds.
+                Outcome::Query(plan) => Some(weir_engine::changelog::data_schema(&plan.schema)),
                 Outcome::Rows(batch) => Some(batch.schema()),
                 _ => None,
             },

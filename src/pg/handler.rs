@@ -245,8 +245,9 @@ impl Connection {
                 ))
             }
             Executed::Query { job, rows, schema } => {
-                let fields = fields_of(&schema);
-                let stream = job_rows(job, rows, Arc::clone(&fields), self.probe.clone());
+                let updating = weir_engine::ChangelogMode::of(&schema).is_updating();
+                let fields = fields_of(&weir_engine::changelog::data_schema(&schema));
+                let stream = job_rows(job, rows, updating, Arc::clone(&fields), self.probe.clone());
                 Ok(Response::Query(QueryResponse::new(fields, stream)))
             }
         }

@@ -19,6 +19,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use tokio::sync::mpsc;
 use tracing::debug;
+use weir_engine::changelog::Materialized;
 
 use super::encode::{encode_batch, user_error};
 use crate::RunningJob;
@@ -83,21 +84,26 @@ impl Drop for JobGuard {
 
 struct State {
     rows: mpsc::Receiver<RecordBatch>,
+    /// An updating result's state: psql shows a table, not changes, so the
+    /// changes are applied and the final rows sent when the job ends.
+    changes: Option<Materialized>,
     job: JobGuard,
     fields: Arc<Vec<FieldInfo>>,
     probe: Option<Arc<Probe>>,
     probed: Instant,
 }
 
-/// The rows of a running query job.
+/// The rows of a running query job; `updating` when they are changes.
 pub(crate) fn job_rows(
     job: RunningJob,
     rows: mpsc::Receiver<RecordBatch>,
+    updating: bool,
     fields: Arc<Vec<FieldInfo>>,
     probe: Option<Arc<Probe>>,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let state = State {
         rows,
+        changes: updating.then(Materialized::new),
         job: JobGuard(Some(job)),
         fields,
         probe,
@@ -141,16 +147,30 @@ async fn next_rows(state: &mut State) -> PgWireResult<Option<Vec<DataRow>>> {
                 if batch.num_rows() == 0 {
                     continue;
                 }
+                if let Some(changes) = &mut state.changes {
+                    changes
+                        .apply(&batch)
+                        .map_err(|e| user_error("XX000", e.to_string()))?;
+                    continue;
+                }
                 return encode_batch(&batch, &state.fields, batch.num_rows()).map(Some);
             }
             Some(None) => {
                 // The job ended: tell the client if it failed.
-                return match state.job.0.take() {
-                    Some(job) => match job.wait().await {
-                        Ok(()) => Ok(None),
-                        Err(e) => Err(user_error("XX000", format!("the query's job failed: {e}"))),
-                    },
-                    None => Ok(None),
+                if let Some(job) = state.job.0.take()
+                    && let Err(e) = job.wait().await
+                {
+                    return Err(user_error("XX000", format!("the query's job failed: {e}")));
+                }
+                let Some(changes) = state.changes.take() else {
+                    return Ok(None);
+                };
+                return match changes.finish() {
+                    Ok(Some(batch)) => {
+                        encode_batch(&batch, &state.fields, batch.num_rows()).map(Some)
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(user_error("XX000", e.to_string())),
                 };
             }
         }

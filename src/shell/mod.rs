@@ -434,7 +434,7 @@ impl Shell {
                 tokio::select! {
                     batch = rows.recv() => match batch {
                         Some(batch) => match &mut view {
-                            View::Live(t) => t.push(batch),
+                            View::Live(t) => t.push(batch)?,
                             View::Changelog(c) => c.push(&batch)?,
                             View::Stream(s) => s.push(batch)?,
                         },

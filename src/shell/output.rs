@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::util::pretty::pretty_format_batches_with_schema;
+use weir_engine::RowKind;
+use weir_engine::changelog::{ChangelogMode, Materialized};
 
 /// How rows are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -80,7 +82,7 @@ pub struct StreamPrinter {
 impl StreamPrinter {
     pub fn new(schema: SchemaRef, format: Format) -> Self {
         Self {
-            schema,
+            schema: weir_engine::changelog::display_schema(&schema),
             format,
             held: Vec::new(),
             csv_header_written: false,
@@ -88,8 +90,10 @@ impl StreamPrinter {
         }
     }
 
+    /// An updating result's rows are printed with their kind (`op`).
     pub fn push(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
         self.rows += batch.num_rows();
+        let batch = weir_engine::changelog::for_display(&batch)?;
         let mut out = std::io::stdout().lock();
         match self.format {
             Format::Table => self.held.push(batch),
@@ -119,10 +123,13 @@ impl StreamPrinter {
 }
 
 /// The live table: every row so far (the newest that fit on the screen),
-/// redrawn in place under a status line.
+/// redrawn in place under a status line. An updating result is shown as
+/// its current state: each change is applied, so rows update in place.
 pub struct LiveTable {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    /// The state of an updating result.
+    state: Option<Materialized>,
     pub rows: usize,
     drawn_lines: usize,
     dirty: bool,
@@ -132,9 +139,11 @@ pub struct LiveTable {
 
 impl LiveTable {
     pub fn new(schema: SchemaRef) -> Self {
+        let updating = ChangelogMode::of(&schema).is_updating();
         Self {
-            schema,
+            schema: weir_engine::changelog::data_schema(&schema),
             batches: Vec::new(),
+            state: updating.then(Materialized::new),
             rows: 0,
             drawn_lines: 0,
             dirty: true,
@@ -143,12 +152,23 @@ impl LiveTable {
         }
     }
 
-    pub fn push(&mut self, batch: RecordBatch) {
-        self.rows += batch.num_rows();
-        if batch.num_rows() > 0 {
-            self.batches.push(batch);
-            self.dirty = true;
+    pub fn push(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
+        self.dirty = true;
+        match &mut self.state {
+            Some(state) => {
+                state.apply(&batch)?;
+                self.rows = state.len();
+                self.batches = state.current()?.into_iter().collect();
+            }
+            None => {
+                self.rows += batch.num_rows();
+                self.batches.push(batch);
+            }
+        }
+        Ok(())
     }
 
     /// Redraws when something changed (or `force`), with `status` below.
@@ -226,7 +246,7 @@ impl Changelog {
     pub fn new(schema: SchemaRef) -> Self {
         Self {
             header_written: false,
-            schema,
+            schema: weir_engine::changelog::data_schema(&schema),
             rows: 0,
         }
     }
@@ -243,8 +263,10 @@ impl Changelog {
             writeln!(out, "op | {}", names.join(" | "))?;
             self.header_written = true;
         }
-        for values in crate::tableau::cells(batch)? {
-            writeln!(out, "+I | {}", values.join(" | "))?;
+        let (data, kinds) = weir_engine::changelog::split_row_kinds(batch)?;
+        for (i, values) in crate::tableau::cells(&data)?.into_iter().enumerate() {
+            let kind = kinds.as_ref().map_or(RowKind::Insert, |k| k[i]);
+            writeln!(out, "{} | {}", kind.short_string(), values.join(" | "))?;
         }
         self.rows += batch.num_rows();
         out.flush()?;
