@@ -52,6 +52,7 @@ mod sink;
 mod snapshot;
 mod sort;
 mod spill;
+mod top_n;
 mod updating_aggregate;
 mod watermark_generator;
 mod window_aggregate;
@@ -73,6 +74,7 @@ pub use snapshot::{
 };
 pub use sort::SortOperator;
 pub use spill::StateSpill;
+pub use top_n::{TopNFactory, TopNOperator};
 pub use updating_aggregate::{MiniBatch, UpdatingAggregateFactory, UpdatingAggregateOperator};
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};

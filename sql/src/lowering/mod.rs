@@ -46,6 +46,8 @@ use crate::catalog::StreamScanExec;
 use crate::error::{Construct, Result, SqlError};
 use crate::session::{RuntimeMode, StreamingConfig};
 
+mod top_n;
+
 /// A lowered subplan: the node producing it and its schema.
 #[derive(Debug, Clone)]
 pub struct Lowered {
@@ -147,28 +149,11 @@ impl<'a> Lowering<'a> {
             return self.chain(&input, Arc::new(ProjectionOperator::new(exprs, schema)));
         }
         if let Some(f) = any.downcast_ref::<FilterExec>() {
-            let input = self.lower(f.input())?;
-            let filtered = self.chain(
-                &input,
-                Arc::new(FilterOperator::new(
-                    Arc::clone(f.predicate()),
-                    Arc::clone(&input.schema),
-                )),
-            )?;
-            if f.projection().is_some() {
-                let out = f.schema();
-                let exprs = out
-                    .fields()
-                    .iter()
-                    .map(|field| -> Result<Arc<dyn PhysicalExpr>> {
-                        let idx = input.schema.index_of(field.name())?;
-                        Ok(Arc::new(Column::new(field.name(), idx)))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let (exprs, out) = filtered.keeping_row_kind(exprs, out)?;
-                return self.chain(&filtered, Arc::new(ProjectionOperator::new(exprs, out)));
+            if let Some(ranked) = self.lower_top_n(f)? {
+                return Ok(ranked);
             }
-            return Ok(filtered);
+            let input = self.lower(f.input())?;
+            return self.lower_filter_over(f, input);
         }
         if let Some(a) = any.downcast_ref::<AggregateExec>() {
             return self.lower_aggregate(a);
@@ -235,6 +220,31 @@ impl<'a> Lowering<'a> {
             return Ok(Lowered { node, schema });
         }
         Err(unsupported_node(plan.name()))
+    }
+
+    /// A filter (and its projection, if it has one) over lowered `input`.
+    fn lower_filter_over(&mut self, f: &FilterExec, input: Lowered) -> Result<Lowered> {
+        let filtered = self.chain(
+            &input,
+            Arc::new(FilterOperator::new(
+                Arc::clone(f.predicate()),
+                Arc::clone(&input.schema),
+            )),
+        )?;
+        if f.projection().is_some() {
+            let out = f.schema();
+            let exprs = out
+                .fields()
+                .iter()
+                .map(|field| -> Result<Arc<dyn PhysicalExpr>> {
+                    let idx = input.schema.index_of(field.name())?;
+                    Ok(Arc::new(Column::new(field.name(), idx)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (exprs, out) = filtered.keeping_row_kind(exprs, out)?;
+            return self.chain(&filtered, Arc::new(ProjectionOperator::new(exprs, out)));
+        }
+        Ok(filtered)
     }
 
     /// `ORDER BY` over bounded input: a sort at parallelism 1 that emits at

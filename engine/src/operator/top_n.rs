@@ -1,0 +1,454 @@
+//! Top-N per key over an append-only stream: `ROW_NUMBER() OVER (PARTITION
+//! BY … ORDER BY …)` filtered to `rn <= N`, as Flink's `AppendOnlyTopN`.
+//! With `N = 1` it is deduplication: ordered by time ascending it keeps the
+//! first row of each key, descending the last.
+//!
+//! Each partition keeps its best `N` rows (a row pushed out of the top `N`
+//! of an append-only input can never come back). After a batch, the new
+//! top `N` of every partition it touched is compared with the old one,
+//! position by position: a position whose row changed emits `-U` of the old
+//! row and `+U` of the new one (`-D` or `+I` where only one exists), each
+//! with its row number. Rows that tie on the order keep their arrival
+//! order, as in Flink.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{SchemaRef, UInt64Type};
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use datafusion::physical_expr::PhysicalSortExpr;
+
+use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
+use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use crate::changelog::{RowKind, updating_schema, with_row_kinds};
+use crate::error::{Error, Result};
+
+/// Creates [`TopNOperator`]s.
+#[derive(Debug, Clone)]
+pub struct TopNFactory {
+    input_schema: SchemaRef,
+    /// Input columns that partition the rows (what the shuffle hashes).
+    partition_columns: Vec<usize>,
+    order: Vec<PhysicalSortExpr>,
+    limit: usize,
+    output_schema: SchemaRef,
+    label: String,
+}
+
+impl TopNFactory {
+    /// The best `limit` rows of each partition by `order`. The output is the
+    /// input's columns, then the row number (`rank_field`), as an updating
+    /// stream.
+    pub fn new(
+        input_schema: SchemaRef,
+        partition_columns: Vec<usize>,
+        order: Vec<PhysicalSortExpr>,
+        limit: usize,
+        rank_field: arrow::datatypes::Field,
+    ) -> Result<Self> {
+        if limit == 0 {
+            return Err(Error::Config("a Top-N must keep at least one row".into()));
+        }
+        let mut fields: Vec<_> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(rank_field.with_nullable(false));
+        let output = Arc::new(arrow::datatypes::Schema::new(fields));
+        let label = format!(
+            "partition_by=[{}], order_by=[{}], n={limit}",
+            partition_columns
+                .iter()
+                .map(|&c| input_schema.field(c).name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            order
+                .iter()
+                .map(|o| {
+                    let text = o.expr.to_string();
+                    let bare = text.split('@').next().unwrap_or(&text).to_string();
+                    if o.options.descending {
+                        format!("{bare} DESC")
+                    } else {
+                        bare
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Self {
+            output_schema: updating_schema(&output),
+            input_schema,
+            partition_columns,
+            order,
+            limit,
+            label,
+        })
+    }
+}
+
+impl fmt::Display for TopNFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopN: {}", self.label)
+    }
+}
+
+impl OperatorFactory for TopNFactory {
+    fn name(&self) -> &str {
+        "TopN"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.output_schema)
+    }
+    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(TopNOperator::new(self.clone())?))
+    }
+}
+
+/// One partition's best rows: (order key, arrival) -> encoded row.
+type Ranked = BTreeMap<(Vec<u8>, u64), Vec<u8>>;
+
+/// Keeps the top `N` rows per partition; see the module docs.
+pub struct TopNOperator {
+    spec: TopNFactory,
+    partitions_keys: RowConverter,
+    order_keys: RowConverter,
+    rows: RowConverter,
+    partitions: HashMap<Vec<u8>, Ranked>,
+    arrivals: u64,
+}
+
+impl fmt::Debug for TopNOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopNOperator")
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl TopNOperator {
+    fn new(spec: TopNFactory) -> Result<Self> {
+        let schema = &spec.input_schema;
+        let partitions_keys = RowConverter::new(
+            spec.partition_columns
+                .iter()
+                .map(|&c| SortField::new(schema.field(c).data_type().clone()))
+                .collect(),
+        )?;
+        let order_keys = RowConverter::new(
+            spec.order
+                .iter()
+                .map(|o| {
+                    Ok(SortField::new_with_options(
+                        o.expr.data_type(schema)?,
+                        SortOptions {
+                            descending: o.options.descending,
+                            nulls_first: o.options.nulls_first,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )?;
+        let rows = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Self {
+            spec,
+            partitions_keys,
+            order_keys,
+            rows,
+            partitions: HashMap::new(),
+            arrivals: 0,
+        })
+    }
+
+    fn partition_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.spec
+            .partition_columns
+            .iter()
+            .map(|&c| Arc::clone(batch.column(c)))
+            .collect()
+    }
+
+    fn order_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let rows = batch.num_rows();
+        self.spec
+            .order
+            .iter()
+            .map(|o| Ok(o.expr.evaluate(batch)?.into_array(rows)?))
+            .collect()
+    }
+
+    /// Inserts rows, keeping the best `limit` per partition; `arrivals`
+    /// are their arrival numbers. Returns, per partition first touched, its
+    /// top rows before.
+    fn insert(
+        &mut self,
+        batch: &RecordBatch,
+        arrivals: Option<&UInt64Array>,
+    ) -> Result<Vec<(Vec<u8>, Vec<((Vec<u8>, u64), Vec<u8>)>)>> {
+        // Without PARTITION BY every row is in the one partition.
+        let keys = if self.spec.partition_columns.is_empty() {
+            None
+        } else {
+            Some(
+                self.partitions_keys
+                    .convert_columns(&self.partition_columns(batch))?,
+            )
+        };
+        let order = self
+            .order_keys
+            .convert_columns(&self.order_columns(batch)?)?;
+        let data = self.rows.convert_columns(batch.columns())?;
+        let mut before = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for row in 0..batch.num_rows() {
+            let key = keys
+                .as_ref()
+                .map_or_else(Vec::new, |k| k.row(row).as_ref().to_vec());
+            let ranked = self.partitions.entry(key.clone()).or_default();
+            if seen.insert(key.clone()) {
+                let old = ranked
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>();
+                before.push((key, old));
+            }
+            let arrival = match arrivals {
+                Some(a) => a.value(row),
+                None => {
+                    self.arrivals += 1;
+                    self.arrivals
+                }
+            };
+            let sort = (order.row(row).as_ref().to_vec(), arrival);
+            // Not better than the last of a full top N: it never ranks.
+            if ranked.len() >= self.spec.limit
+                && ranked
+                    .last_key_value()
+                    .is_some_and(|(last, _)| *last < sort)
+            {
+                continue;
+            }
+            ranked.insert(sort, data.row(row).as_ref().to_vec());
+            while ranked.len() > self.spec.limit {
+                ranked.pop_last();
+            }
+        }
+        Ok(before)
+    }
+
+    fn emit(
+        &self,
+        before: Vec<(Vec<u8>, Vec<((Vec<u8>, u64), Vec<u8>)>)>,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let mut picked: Vec<&[u8]> = Vec::new();
+        let mut ranks: Vec<u64> = Vec::new();
+        let mut kinds: Vec<RowKind> = Vec::new();
+        for (key, old) in &before {
+            let Some(new) = self.partitions.get(key) else {
+                continue;
+            };
+            let new: Vec<(&(Vec<u8>, u64), &Vec<u8>)> = new.iter().collect();
+            for i in 0..old.len().max(new.len()) {
+                let rank = i as u64 + 1;
+                match (old.get(i), new.get(i)) {
+                    (Some((old_key, _)), Some((new_key, _))) if old_key == *new_key => {}
+                    (Some((_, old_row)), Some((_, new_row))) => {
+                        picked.extend([old_row.as_slice(), new_row.as_slice()]);
+                        ranks.extend([rank, rank]);
+                        kinds.extend([RowKind::UpdateBefore, RowKind::UpdateAfter]);
+                    }
+                    (Some((_, old_row)), None) => {
+                        picked.push(old_row);
+                        ranks.push(rank);
+                        kinds.push(RowKind::Delete);
+                    }
+                    (None, Some((_, new_row))) => {
+                        picked.push(new_row);
+                        ranks.push(rank);
+                        kinds.push(RowKind::Insert);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        if picked.is_empty() {
+            return Ok(());
+        }
+        let parser = self.rows.parser();
+        let mut columns = self
+            .rows
+            .convert_rows(picked.iter().map(|r| parser.parse(r)))?;
+        columns.push(Arc::new(UInt64Array::from(ranks)));
+        out.collect(with_row_kinds(&self.spec.output_schema, columns, kinds)?);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Operator for TopNOperator {
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        _ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let before = self.insert(&batch, None)?;
+        self.emit(before, out)
+    }
+
+    async fn snapshot_state(
+        &mut self,
+        ctx: &mut OperatorContext,
+        snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        let mut builder = KeyedStateBuilder::default();
+        let entries: Vec<(&(Vec<u8>, u64), &Vec<u8>)> =
+            self.partitions.values().flat_map(|r| r.iter()).collect();
+        if !entries.is_empty() {
+            let parser = self.rows.parser();
+            let mut columns = self
+                .rows
+                .convert_rows(entries.iter().map(|(_, row)| parser.parse(row)))?;
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                entries.iter().map(|((_, arrival), _)| *arrival),
+            )));
+            builder.add_rows(
+                &columns,
+                &self.spec.partition_columns,
+                entries.len(),
+                ctx.task.max_key_groups,
+            )?;
+        }
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
+        snapshot.operator = Some(self.arrivals.to_le_bytes().to_vec());
+        Ok(())
+    }
+
+    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        // Arrival numbers continue past every old subtask's.
+        for (_, bytes) in &restore.operator {
+            let counter: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::internal("checkpointed Top-N counter is not 8 bytes"))?;
+            self.arrivals = self.arrivals.max(u64::from_le_bytes(counter));
+        }
+        let width = self.spec.input_schema.fields().len();
+        for (_, bytes) in restore.keyed {
+            for (columns, rows) in decode_batches(&bytes)? {
+                if columns.len() != width + 1 {
+                    return Err(Error::internal(format!(
+                        "checkpointed Top-N state has {} columns, expected {}",
+                        columns.len(),
+                        width + 1
+                    )));
+                }
+                let batch = RecordBatch::try_new_with_options(
+                    Arc::clone(&self.spec.input_schema),
+                    columns[..width].to_vec(),
+                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+                )?;
+                let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
+                self.insert(&batch, Some(&arrivals))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::OperatorHarness;
+    use crate::testing::fixtures::{batch, input_schema};
+
+    fn top(n: usize, descending: bool) -> Box<dyn Operator> {
+        let order = vec![PhysicalSortExpr {
+            expr: Arc::new(Column::new("value", 2)),
+            options: SortOptions {
+                descending,
+                nulls_first: false,
+            },
+        }];
+        TopNFactory::new(
+            input_schema(),
+            vec![0],
+            order,
+            n,
+            Field::new("rn", DataType::UInt64, false),
+        )
+        .unwrap()
+        .create(&TaskInfo::single("topn"))
+        .unwrap()
+    }
+
+    fn changes(h: &mut OperatorHarness) -> Vec<String> {
+        h.take_batches()
+            .iter()
+            .flat_map(|b| crate::testing::format_rows(&crate::changelog::for_display(b).unwrap()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn keeps_the_best_rows_of_each_key_and_shifts_ranks() {
+        let mut h = OperatorHarness::new(top(2, true));
+        h.process(batch(&[(1, 10, 5), (2, 11, 7), (1, 12, 3)]))
+            .await
+            .unwrap();
+        // 9 enters first, pushes 5 to second place and 3 out.
+        h.process(batch(&[(1, 13, 9)])).await.unwrap();
+        // 1 is worse than the top two: nothing changes.
+        h.process(batch(&[(1, 14, 1)])).await.unwrap();
+        assert_eq!(
+            changes(&mut h),
+            vec![
+                "+I,1,10,5,1",
+                "+I,1,12,3,2",
+                "+I,2,11,7,1",
+                "-U,1,10,5,1",
+                "+U,1,13,9,1",
+                "-U,1,12,3,2",
+                "+U,1,10,5,2",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn deduplication_keeps_the_first_row_on_ties() {
+        let mut h = OperatorHarness::new(top(1, false));
+        h.process(batch(&[(1, 10, 5), (1, 11, 5)])).await.unwrap();
+        h.process(batch(&[(1, 12, 5), (1, 13, 4)])).await.unwrap();
+        assert_eq!(
+            changes(&mut h),
+            vec!["+I,1,10,5,1", "-U,1,10,5,1", "+U,1,13,4,1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restored_top_n_continues() {
+        let mut h = OperatorHarness::new(top(2, true));
+        h.process(batch(&[(1, 10, 5), (1, 11, 7)])).await.unwrap();
+        let snapshot = h.snapshot().await.unwrap();
+        let mut restored = OperatorHarness::restored(top(2, true), snapshot).unwrap();
+        restored.process(batch(&[(1, 12, 6)])).await.unwrap();
+        assert_eq!(changes(&mut restored), vec!["-U,1,10,5,2", "+U,1,12,6,2"]);
+    }
+}

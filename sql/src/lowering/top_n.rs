@@ -1,0 +1,191 @@
+//! Top-N and deduplication: `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`
+//! under a filter that bounds the row number (`rn <= N`, `rn < N`,
+//! `rn = 1`), as Flink plans them, becomes a [`TopNFactory`] keyed by the
+//! partition columns.
+//!
+//! ```text
+//! FilterExec(rn <= N)                       Filter(rn <= N)
+//!   ProjectionExec* (renames rn)     ->       Projection*
+//!     BoundedWindowAggExec(row_number)          TopN  <-Hash(partition)-  input
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator as BinaryOp;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::window::{StandardWindowExpr, WindowExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowUDFExpr};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use weir_engine::graph::EdgeKind;
+use weir_engine::operator::{OperatorFactory, ProjectionOperator, TopNFactory};
+
+use super::{Lowered, Lowering, over_updates};
+use crate::error::{Construct, Result, SqlError};
+
+/// The name of a window expression's function (`row_number`, `rank`, …).
+fn window_function_name(expr: &Arc<dyn WindowExpr>) -> String {
+    expr.as_any()
+        .downcast_ref::<StandardWindowExpr>()
+        .and_then(|s| {
+            s.get_standard_func_expr()
+                .as_any()
+                .downcast_ref::<WindowUDFExpr>()
+                .map(|u| u.fun().name().to_string())
+        })
+        .unwrap_or_else(|| expr.name().to_string())
+}
+
+/// `column op N` (or `N op column`) with an integer `N`: the column's index
+/// and the most rows the bound admits; `None` for another predicate.
+fn rank_bound(predicate: &Arc<dyn PhysicalExpr>) -> Option<(usize, Option<usize>)> {
+    let binary = predicate.downcast_ref::<BinaryExpr>()?;
+    let integer = |e: &Arc<dyn PhysicalExpr>| -> Option<i64> {
+        match e.downcast_ref::<Literal>()?.value() {
+            ScalarValue::Int64(Some(v)) => Some(*v),
+            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok(),
+            ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
+            _ => None,
+        }
+    };
+    let (column, op, n) = match (
+        binary.left().downcast_ref::<Column>(),
+        integer(binary.right()),
+        binary.right().downcast_ref::<Column>(),
+        integer(binary.left()),
+    ) {
+        (Some(c), Some(n), _, _) => (c.index(), *binary.op(), n),
+        (_, _, Some(c), Some(n)) => (c.index(), binary.op().swap()?, n),
+        _ => return None,
+    };
+    let rows = match op {
+        BinaryOp::LtEq => Some(n),
+        BinaryOp::Lt => Some(n - 1),
+        BinaryOp::Eq if n == 1 => Some(1),
+        // `rn = 3`, `rn > 2`: not a Top-N.
+        _ => None,
+    };
+    Some((column, rows.map(|r| usize::try_from(r.max(0)).unwrap_or(0))))
+}
+
+impl Lowering<'_> {
+    /// Lowers `filter` as a Top-N when it bounds a `ROW_NUMBER()`; `None`
+    /// when the filter is not over a window function.
+    pub(super) fn lower_top_n(&mut self, filter: &FilterExec) -> Result<Option<Lowered>> {
+        let mut projections: Vec<&ProjectionExec> = Vec::new();
+        let mut node = filter.input();
+        while let Some(p) = node.downcast_ref::<ProjectionExec>() {
+            projections.push(p);
+            node = p.input();
+        }
+        let (window_exprs, window_input) =
+            if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+                (w.window_expr(), w.input())
+            } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+                (w.window_expr(), w.input())
+            } else {
+                return Ok(None);
+            };
+        let Some((mut column, rows)) = rank_bound(filter.predicate()) else {
+            return Ok(None);
+        };
+        // Follow the filtered column down to the window's output.
+        for p in &projections {
+            match p
+                .expr()
+                .get(column)
+                .and_then(|e| e.expr.downcast_ref::<Column>())
+            {
+                Some(c) => column = c.index(),
+                None => return Ok(None),
+            }
+        }
+        let window_schema = node.schema();
+        let first_window_column = window_schema.fields().len() - window_exprs.len();
+        let Some(expr) = column
+            .checked_sub(first_window_column)
+            .and_then(|i| window_exprs.get(i))
+        else {
+            return Ok(None);
+        };
+        if window_exprs.len() != 1 {
+            return Err(SqlError::unsupported_construct(
+                Construct::Keyword(Keyword::OVER),
+                "a Top-N takes one window function (ROW_NUMBER() OVER …) in its subquery",
+            ));
+        }
+        let function = window_function_name(expr);
+        if function != "row_number" {
+            return Err(SqlError::unsupported_construct(
+                Construct::Word(function.to_uppercase()),
+                format!(
+                    "{} is not supported for Top-N yet; use ROW_NUMBER()",
+                    function.to_uppercase()
+                ),
+            ));
+        }
+        let Some(rows) = rows.filter(|&r| r > 0) else {
+            return Err(SqlError::unsupported_construct(
+                Construct::Keyword(Keyword::OVER),
+                "a Top-N filters its row number with rn <= N, rn < N or rn = 1 (N at least 1)",
+            ));
+        };
+        if expr.order_by().is_empty() {
+            return Err(SqlError::unsupported_construct(
+                Construct::Keyword(Keyword::OVER),
+                "a Top-N needs ORDER BY in its OVER (…) clause",
+            ));
+        }
+        let input = self.lower(window_input)?;
+        if input.changelog_mode().is_updating() {
+            return Err(over_updates(
+                Construct::Word("ROW_NUMBER".into()),
+                "A Top-N",
+            ));
+        }
+        let partition_columns =
+            expr.partition_by()
+                .iter()
+                .map(|e| {
+                    e.downcast_ref::<Column>().map(Column::index).ok_or_else(|| {
+                    SqlError::unsupported_construct(
+                        Construct::Keyword(Keyword::PARTITION),
+                        "a Top-N partitions by columns; compute the expression in a subquery",
+                    )
+                })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        let rank_field = window_schema.field(first_window_column).clone();
+        let factory = TopNFactory::new(
+            std::sync::Arc::clone(&input.schema),
+            partition_columns.clone(),
+            expr.order_by().to_vec(),
+            rows,
+            rank_field,
+        )?;
+        let schema = factory.output_schema();
+        let (edge, parallelism) = if partition_columns.is_empty() {
+            (EdgeKind::Rebalance, Some(1))
+        } else {
+            (EdgeKind::Hash(partition_columns), None)
+        };
+        let node_id = self.graph.add_operator(Arc::new(factory), parallelism);
+        self.graph.connect(input.node, node_id, edge)?;
+        let mut current = Lowered {
+            node: node_id,
+            schema,
+        };
+        for p in projections.iter().rev() {
+            let exprs = p.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
+            let (exprs, schema) = current.keeping_row_kind(exprs, p.schema())?;
+            current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
+        }
+        // The bound holds for every row the Top-N emits; the filter stays
+        // for the rest of its predicate's plan (its projection).
+        self.lower_filter_over(filter, current).map(Some)
+    }
+}
