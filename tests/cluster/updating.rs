@@ -1,7 +1,8 @@
-//! Updating aggregates under faults, with real processes: a coordinator and
-//! three workers run a `GROUP BY` without a window and an aggregate of its
-//! changelog, written as `debezium-json` by filesystem sinks that commit
-//! with checkpoints, while workers are SIGKILLed or the jobs rescaled.
+//! Updating results under faults, with real processes: a coordinator and
+//! three workers run a `GROUP BY` without a window, an aggregate of its
+//! changelog and a Top-N, written as `debezium-json` by filesystem sinks
+//! that commit with checkpoints, while workers are SIGKILLed or the jobs
+//! rescaled.
 //!
 //! A changelog's `-U`/`-D` repeat the row they take back, so the committed
 //! records net out: each row's count of `c` records minus its count of `d`
@@ -36,15 +37,23 @@ fn script(out: &Path, source_options: &str) -> String {
         WITH ('connector' = 'filesystem', 'path' = '{spread}', 'format' = 'debezium-json');
         INSERT INTO totals SELECT id % {KEYS}, COUNT(*), SUM(id), MAX(id) FROM src GROUP BY id % {KEYS};
         INSERT INTO spread SELECT c % 5, COUNT(*), MIN(k), MAX(k)
-        FROM (SELECT id % {KEYS} AS k, COUNT(*) AS c FROM src GROUP BY id % {KEYS}) GROUP BY c % 5;",
+        FROM (SELECT id % {KEYS} AS k, COUNT(*) AS c FROM src GROUP BY id % {KEYS}) GROUP BY c % 5;
+        CREATE TABLE best (k BIGINT, id BIGINT, rn BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{best}', 'format' = 'debezium-json');
+        INSERT INTO best SELECT k, id, rn FROM (
+          SELECT k, id, ROW_NUMBER() OVER (PARTITION BY k ORDER BY id DESC) AS rn
+          FROM (SELECT id % {KEYS} AS k, id FROM src)) WHERE rn <= 3;",
         source = checkpointed_source(ROWS, 12_000, source_options),
         totals = out.join("totals").display(),
         spread = out.join("spread").display(),
+        best = out.join("best").display(),
     )
 }
 
 /// The final answers, computed here from the ids.
-fn expected() -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+type Rows = BTreeMap<String, i64>;
+
+fn expected() -> (Rows, Rows, Rows) {
     let mut per_key: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     for id in 1..=ROWS {
         let entry = per_key.entry(id % KEYS).or_default();
@@ -69,7 +78,21 @@ fn expected() -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
             (row.to_string(), 1)
         })
         .collect();
-    (totals, spread)
+    // The three largest ids of each key, ranked.
+    let mut best = BTreeMap::new();
+    for k in 0..KEYS {
+        let mut ids: Vec<u64> = (1..=ROWS)
+            .rev()
+            .filter(|id| id % KEYS == k)
+            .take(3)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for (rank, id) in ids.into_iter().enumerate() {
+            let row = serde_json::json!({"k": k, "id": id, "rn": rank + 1});
+            best.insert(row.to_string(), 1);
+        }
+    }
+    (totals, spread, best)
 }
 
 /// The committed changes of a debezium-json sink, netted out per row.
@@ -109,8 +132,8 @@ async fn check(cluster: &TestCluster, jobs: &[String], out: &Path) {
             cluster.logs()
         );
     }
-    let (totals, spread) = expected();
-    for (sink, expected) in [("totals", totals), ("spread", spread)] {
+    let (totals, spread, best) = expected();
+    for (sink, expected) in [("totals", totals), ("spread", spread), ("best", best)] {
         let got = net_rows(&out.join(sink));
         assert!(
             got == expected,
@@ -133,11 +156,11 @@ fn difference_signed(expected: &BTreeMap<String, i64>, got: &BTreeMap<String, i6
 
 /// Workers are SIGKILLed while both updating jobs run at parallelism 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn updating_aggregates_survive_worker_kills() {
+async fn updating_results_survive_worker_kills() {
     let out = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start(3, 4).await;
     let jobs = submit_script(&cluster, &script(out.path(), ""), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 1).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 1).await;
     let landed = kill_randomly(&mut cluster, &jobs, 3).await;
     assert!(landed >= 2, "only {landed} kills landed");
     check(&cluster, &jobs, out.path()).await;
@@ -151,13 +174,13 @@ async fn updating_aggregates_survive_worker_kills() {
 
 /// Rescaling 2 → 3 → 1: the groups' state moves by key group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn updating_aggregates_rescale_by_key_group() {
+async fn updating_results_rescale_by_key_group() {
     let out = tempfile::tempdir().unwrap();
     let cluster = TestCluster::start(3, 4).await;
     let script = script(out.path(), ", 'scan.parallelism' = '2'");
     let jobs = submit_script(&cluster, &script, 2).await;
     let client = cluster.client().await;
-    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 1).await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 1).await;
     for parallelism in [3, 1] {
         for job in &jobs {
             client.rescale(job, parallelism).await.unwrap();
