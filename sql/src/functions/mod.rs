@@ -1,5 +1,8 @@
 //! Flink's function names where DataFusion's differ, so Flink users can
-//! paste their SQL: `TO_TIMESTAMP_LTZ`, `DATE_FORMAT` (Java patterns), `MOD`.
+//! paste their SQL: `TO_TIMESTAMP_LTZ`, `DATE_FORMAT` (Java patterns), `MOD`,
+//! and (in [`flink`]) `SPLIT_INDEX`, `REGEXP_EXTRACT` and the time parts.
+
+mod flink;
 
 use std::sync::Arc;
 
@@ -20,6 +23,11 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ToTimestampLtz::new()));
     ctx.register_udf(ScalarUDF::from(DateFormat::new()));
     ctx.register_udf(ScalarUDF::from(Mod::new()));
+    ctx.register_udf(ScalarUDF::from(flink::SplitIndex::new()));
+    ctx.register_udf(ScalarUDF::from(flink::RegexpExtract::new()));
+    for part in flink::TimePart::all() {
+        ctx.register_udf(ScalarUDF::from(part));
+    }
 }
 
 fn scalar_i64(value: &ColumnarValue, what: &str) -> Result<i64> {
