@@ -132,7 +132,7 @@ fn sign(retract: bool) -> i64 {
     if retract { -1 } else { 1 }
 }
 
-fn state_column<'a>(state: &'a [ArrayRef], i: usize) -> Result<&'a ArrayRef> {
+fn state_column(state: &[ArrayRef], i: usize) -> Result<&ArrayRef> {
     state
         .get(i)
         .ok_or_else(|| Error::internal("checkpointed aggregate state lacks a column"))

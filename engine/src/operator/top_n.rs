@@ -110,8 +110,14 @@ impl OperatorFactory for TopNFactory {
     }
 }
 
-/// One partition's best rows: (order key, arrival) -> encoded row.
-type Ranked = BTreeMap<(Vec<u8>, u64), Vec<u8>>;
+/// Where a row ranks: its encoded order key, then its arrival.
+type RankKey = (Vec<u8>, u64);
+
+/// One partition's best rows: rank key -> encoded row.
+type Ranked = BTreeMap<RankKey, Vec<u8>>;
+
+/// Per partition touched by a batch: its key and its best rows before.
+type Before = Vec<(Vec<u8>, Vec<(RankKey, Vec<u8>)>)>;
 
 /// Keeps the top `N` rows per partition; see the module docs.
 pub struct TopNOperator {
@@ -195,7 +201,7 @@ impl TopNOperator {
         &mut self,
         batch: &RecordBatch,
         arrivals: Option<&UInt64Array>,
-    ) -> Result<Vec<(Vec<u8>, Vec<((Vec<u8>, u64), Vec<u8>)>)>> {
+    ) -> Result<Before> {
         // Without PARTITION BY every row is in the one partition.
         let keys = if self.spec.partition_columns.is_empty() {
             None
@@ -249,7 +255,7 @@ impl TopNOperator {
 
     fn emit(
         &self,
-        before: Vec<(Vec<u8>, Vec<((Vec<u8>, u64), Vec<u8>)>)>,
+        before: Before,
         out: &mut Collector,
     ) -> Result<()> {
         let mut picked: Vec<&[u8]> = Vec::new();
@@ -259,7 +265,7 @@ impl TopNOperator {
             let Some(new) = self.partitions.get(key) else {
                 continue;
             };
-            let new: Vec<(&(Vec<u8>, u64), &Vec<u8>)> = new.iter().collect();
+            let new: Vec<(&RankKey, &Vec<u8>)> = new.iter().collect();
             for i in 0..old.len().max(new.len()) {
                 let rank = i as u64 + 1;
                 match (old.get(i), new.get(i)) {
@@ -317,7 +323,7 @@ impl Operator for TopNOperator {
         snapshot: &mut OperatorSnapshot,
     ) -> Result<()> {
         let mut builder = KeyedStateBuilder::default();
-        let entries: Vec<(&(Vec<u8>, u64), &Vec<u8>)> =
+        let entries: Vec<(&RankKey, &Vec<u8>)> =
             self.partitions.values().flat_map(|r| r.iter()).collect();
         if !entries.is_empty() {
             let parser = self.rows.parser();

@@ -293,7 +293,7 @@ impl UpdatingAggregateOperator {
         let mut touched: Vec<usize> = Vec::new();
         let mut live_before: Vec<bool> = Vec::new();
         let mut unknown = 0u64;
-        for row in 0..rows {
+        for (row, &retracts) in retract.iter().enumerate() {
             let key: &[u8] = match &encoded {
                 Some(e) => e.row(row).data(),
                 None => &[],
@@ -303,7 +303,7 @@ impl UpdatingAggregateOperator {
                 Some(slot) => slot,
                 // A retraction of a group this subtask does not hold (its
                 // state expired, say): nothing to take back.
-                None if retract[row] => {
+                None if retracts => {
                     unknown += 1;
                     skipped.get_or_insert_with(|| vec![false; rows])[row] = true;
                     slots.push(0);
@@ -317,7 +317,7 @@ impl UpdatingAggregateOperator {
                 touched.push(slot);
                 live_before.push(self.groups.rows[slot] > 0);
             }
-            if retract[row] {
+            if retracts {
                 if self.groups.rows[slot] == 0 {
                     unknown += 1;
                     skipped.get_or_insert_with(|| vec![false; rows])[row] = true;
