@@ -197,11 +197,7 @@ impl TopNOperator {
     /// Inserts rows, keeping the best `limit` per partition; `arrivals`
     /// are their arrival numbers. Returns, per partition first touched, its
     /// top rows before.
-    fn insert(
-        &mut self,
-        batch: &RecordBatch,
-        arrivals: Option<&UInt64Array>,
-    ) -> Result<Before> {
+    fn insert(&mut self, batch: &RecordBatch, arrivals: Option<&UInt64Array>) -> Result<Before> {
         // Without PARTITION BY every row is in the one partition.
         let keys = if self.spec.partition_columns.is_empty() {
             None
@@ -253,11 +249,7 @@ impl TopNOperator {
         Ok(before)
     }
 
-    fn emit(
-        &self,
-        before: Before,
-        out: &mut Collector,
-    ) -> Result<()> {
+    fn emit(&self, before: Before, out: &mut Collector) -> Result<()> {
         let mut picked: Vec<&[u8]> = Vec::new();
         let mut ranks: Vec<u64> = Vec::new();
         let mut kinds: Vec<RowKind> = Vec::new();
