@@ -389,3 +389,34 @@ async fn messages_speak_sql() {
         }
     }
 }
+
+/// An updating aggregate of an unbounded stream, an aggregate of its
+/// changelog and a Top-N: each updating operator is marked, the aggregates
+/// name their input's mode, the settings show.
+#[tokio::test]
+async fn explain_updating_aggregate_and_top_n() {
+    let mut engine = engine().await;
+    engine
+        .execute_script(
+            "SET 'table.exec.state.ttl' = '1 h';
+             SET 'table.exec.mini-batch.enabled' = 'true';
+             SET 'table.exec.mini-batch.allow-latency' = '2 s';
+             SET 'table.exec.mini-batch.size' = '5000';",
+        )
+        .await
+        .expect("settings are valid");
+    let mut texts = Vec::new();
+    for sql in [
+        "EXPLAIN INSERT INTO out SELECT c, COUNT(*) FROM \
+         (SELECT id % 10 AS k, COUNT(*) AS c FROM ticks GROUP BY id % 10) GROUP BY c",
+        "EXPLAIN SELECT id, price FROM (SELECT id, price, \
+         ROW_NUMBER() OVER (PARTITION BY id ORDER BY price DESC) AS rn FROM ticks) WHERE rn <= 3",
+    ] {
+        match engine.execute(sql).await {
+            Ok(Executed::Explain(text)) => texts.push(text),
+            Ok(_) => panic!("EXPLAIN returned no text"),
+            Err(e) => panic!("EXPLAIN failed: {e}"),
+        }
+    }
+    insta::assert_snapshot!(texts.join("\n"));
+}

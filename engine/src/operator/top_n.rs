@@ -37,6 +37,7 @@ pub struct TopNFactory {
     limit: usize,
     output_schema: SchemaRef,
     label: String,
+    state_ttl_ms: Option<i64>,
 }
 
 impl TopNFactory {
@@ -88,13 +89,25 @@ impl TopNFactory {
             order,
             limit,
             label,
+            state_ttl_ms: None,
         })
+    }
+
+    /// Drops partitions untouched for `ttl_ms` of processing time
+    /// (`table.exec.state.ttl`).
+    pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.state_ttl_ms = ttl_ms.filter(|&t| t > 0);
+        self
     }
 }
 
 impl fmt::Display for TopNFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TopN: {}", self.label)
+        write!(f, "TopN: {}", self.label)?;
+        if let Some(ttl) = self.state_ttl_ms {
+            write!(f, ", state-ttl={ttl}ms")?;
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +140,10 @@ pub struct TopNOperator {
     rows: RowConverter,
     partitions: HashMap<Vec<u8>, Ranked>,
     arrivals: u64,
+    /// With a state TTL: when each partition was last touched, and when
+    /// expired partitions were last looked for.
+    touched_at: HashMap<Vec<u8>, i64>,
+    last_expiry: i64,
 }
 
 impl fmt::Debug for TopNOperator {
@@ -138,6 +155,33 @@ impl fmt::Debug for TopNOperator {
 }
 
 impl TopNOperator {
+    /// Drops the partitions untouched for longer than the state TTL (at
+    /// most once a second), without retracting their rows, as Flink does.
+    fn expire(&mut self, ctx: &OperatorContext) {
+        let Some(ttl) = self.spec.state_ttl_ms else {
+            return;
+        };
+        let now = ctx.clock.now_millis();
+        if now - self.last_expiry < ttl.min(1000) {
+            return;
+        }
+        self.last_expiry = now;
+        let before = self.partitions.len();
+        let touched_at = &mut self.touched_at;
+        self.partitions.retain(|key, _| {
+            let live = touched_at.get(key).is_some_and(|&t| now - t < ttl);
+            if !live {
+                touched_at.remove(key);
+            }
+            live
+        });
+        let expired = before - self.partitions.len();
+        if expired > 0 {
+            ctx.metrics.add_state_expired(expired);
+            tracing::debug!(expired, "dropped Top-N partitions past the state TTL");
+        }
+    }
+
     fn new(spec: TopNFactory) -> Result<Self> {
         let schema = &spec.input_schema;
         let partitions_keys = RowConverter::new(
@@ -174,6 +218,8 @@ impl TopNOperator {
             rows,
             partitions: HashMap::new(),
             arrivals: 0,
+            touched_at: HashMap::new(),
+            last_expiry: 0,
         })
     }
 
@@ -299,14 +345,31 @@ impl Operator for TopNOperator {
     async fn process_batch(
         &mut self,
         batch: RecordBatch,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.expire(ctx);
         let before = self.insert(&batch, None)?;
+        if self.spec.state_ttl_ms.is_some() {
+            let now = ctx.clock.now_millis();
+            for (key, _) in &before {
+                self.touched_at.insert(key.clone(), now);
+            }
+        }
         self.emit(before, out)
+    }
+
+    async fn handle_checkpoint(
+        &mut self,
+        _barrier: &crate::message::CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        self.expire(ctx);
+        Ok(())
     }
 
     async fn snapshot_state(
@@ -337,7 +400,8 @@ impl Operator for TopNOperator {
         Ok(())
     }
 
-    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        let now = ctx.clock.now_millis();
         // Arrival numbers continue past every old subtask's.
         for (_, bytes) in &restore.operator {
             let counter: [u8; 8] = bytes
@@ -362,7 +426,9 @@ impl Operator for TopNOperator {
                     &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
                 )?;
                 let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
-                self.insert(&batch, Some(&arrivals))?;
+                for (key, _) in self.insert(&batch, Some(&arrivals))? {
+                    self.touched_at.insert(key, now);
+                }
             }
         }
         Ok(())
@@ -438,6 +504,43 @@ mod tests {
             changes(&mut h),
             vec!["+I,1,10,5,1", "-U,1,10,5,1", "+U,1,13,4,1"]
         );
+    }
+
+    #[tokio::test]
+    async fn idle_partitions_expire_past_the_state_ttl() {
+        let clock = crate::clock::ManualClock::new(1_000);
+        let order = vec![PhysicalSortExpr {
+            expr: Arc::new(Column::new("value", 2)),
+            options: SortOptions::default(),
+        }];
+        let op = TopNFactory::new(
+            input_schema(),
+            vec![0],
+            order,
+            1,
+            Field::new("rn", DataType::UInt64, false),
+        )
+        .unwrap()
+        .with_state_ttl(Some(5_000))
+        .create(&TaskInfo::single("topn"))
+        .unwrap();
+        let mut h = OperatorHarness::new(op).with_clock(clock.clone());
+        h.process(batch(&[(1, 10, 5), (2, 11, 5)])).await.unwrap();
+        clock.advance(3_000);
+        h.process(batch(&[(2, 12, 9)])).await.unwrap();
+        clock.advance(3_000);
+        // Key 1 was idle 6 s: forgotten, so its next row ranks first again.
+        h.process(batch(&[(1, 13, 7), (2, 14, 8)])).await.unwrap();
+        assert_eq!(
+            changes(&mut h),
+            vec!["+I,1,10,5,1", "+I,2,11,5,1", "+I,1,13,7,1"]
+        );
+        let expired = h
+            .context()
+            .metrics
+            .state_expired
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(expired, 1);
     }
 
     #[tokio::test]

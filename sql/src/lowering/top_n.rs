@@ -166,7 +166,8 @@ impl Lowering<'_> {
             expr.order_by().to_vec(),
             rows,
             rank_field,
-        )?;
+        )?
+        .with_state_ttl(self.streaming.state_ttl_ms);
         let schema = factory.output_schema();
         let (edge, parallelism) = if partition_columns.is_empty() {
             (EdgeKind::Rebalance, Some(1))
