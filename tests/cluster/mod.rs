@@ -5,6 +5,7 @@ pub mod fault;
 pub mod harness;
 mod moto;
 mod spill;
+mod views;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
