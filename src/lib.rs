@@ -153,9 +153,10 @@ impl Engine {
         }
     }
 
-    /// Plans and starts one statement. On a cluster, `CREATE TABLE` and
-    /// `DROP TABLE` change the cluster's shared catalog, and every
-    /// statement first sees the catalog's current tables.
+    /// Plans and starts one statement. On a cluster, `CREATE TABLE`,
+    /// `CREATE VIEW`, `DROP TABLE` and `DROP VIEW` change the cluster's
+    /// shared catalog, and every statement first sees the catalog's current
+    /// tables and views.
     pub async fn execute(&mut self, sql: &str) -> Result<Executed, SqlError> {
         let client = match &self.backend {
             Backend::Cluster { client, .. } => Some(client.clone()),
@@ -167,7 +168,10 @@ impl Engine {
         let ddl = weir_sql::parse_statement(sql).ok().filter(|s| {
             matches!(
                 s,
-                weir_sql::Statement::CreateTable(_) | weir_sql::Statement::DropTable { .. }
+                weir_sql::Statement::CreateTable(_)
+                    | weir_sql::Statement::DropTable { .. }
+                    | weir_sql::Statement::CreateView(_)
+                    | weir_sql::Statement::DropView { .. }
             )
         });
         Ok(match self.session.execute(sql).await? {
@@ -247,8 +251,8 @@ impl Engine {
     /// Plans `statements` one after the other in a scratch copy of this
     /// session, starting nothing, and returns the error of every statement
     /// that does not plan (a script runs only when there are none). A
-    /// statement that fails only because an earlier `CREATE TABLE` of the
-    /// table it names failed is not reported again.
+    /// statement that fails only because an earlier `CREATE TABLE` or
+    /// `CREATE VIEW` of the name it reads failed is not reported again.
     pub async fn check(
         &mut self,
         statements: &[StatementText],
@@ -259,12 +263,9 @@ impl Engine {
         }
         let mut scratch = Session::new(weir_connectors::default_registry());
         scratch.set_default_parallelism(self.parallelism);
-        for sql in self
-            .catalog
-            .ddl()
-            .chain(self.context.iter().map(String::as_str))
-        {
-            // Each planned before, in this order.
+        // Each planned before.
+        cluster_session::replay_catalog(&mut scratch, self.catalog.entries()).await;
+        for sql in &self.context {
             if let Err(e) = scratch.execute(sql).await {
                 tracing::debug!(error = %e, "a session statement does not replay");
             }
@@ -275,10 +276,10 @@ impl Engine {
             let Err(error) = scratch.execute(&statement.text).await else {
                 continue;
             };
-            if let Ok(weir_sql::Statement::CreateTable(create)) =
-                weir_sql::parse_statement(&statement.text)
-            {
-                failed_tables.push(create.name);
+            match weir_sql::parse_statement(&statement.text) {
+                Ok(weir_sql::Statement::CreateTable(create)) => failed_tables.push(create.name),
+                Ok(weir_sql::Statement::CreateView(create)) => failed_tables.push(create.name),
+                _ => {}
             }
             if let SqlError::UnknownTable { name, .. } = &error
                 && failed_tables.contains(name)

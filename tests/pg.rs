@@ -441,3 +441,66 @@ async fn scram_password() {
         "{out}\n{err}"
     );
 }
+
+/// Views over Postgres: created through psql, listed by `\dv` and
+/// `information_schema.tables`, read from another connection (the view is
+/// in the cluster's catalog), and their errors with SQLSTATE and position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_postgres() {
+    let cluster =
+        TestCluster::start_with_coordinator_args(1, 8, &["--pg-listen", "127.0.0.1:0"]).await;
+    let pg = cluster.pg_address.clone().unwrap();
+    let script = format!(
+        "{TABLES}
+CREATE VIEW big (id, key) AS SELECT id, k FROM t WHERE id > 900;
+SELECT COUNT(*), SUM(id) FROM big;
+\\dv
+\\dt
+SHOW VIEWS;
+SELECT table_name || ':' || table_type FROM information_schema.tables ORDER BY table_name;
+"
+    );
+    let (out, err) = psql(&pg, &script, None);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let has = |line: &str| lines.contains(&line);
+    let context = format!("stdout:\n{out}\nstderr:\n{err}\n{}", cluster.logs());
+    // 901..1000.
+    assert!(has("100|95050"), "{context}");
+    assert!(has("public|big|view|weir"), "\\dv: {context}");
+    assert!(has("public|t|table|weir"), "\\dt: {context}");
+    assert!(
+        !has("public|big|table|weir"),
+        "\\dt lists tables: {context}"
+    );
+    assert!(has("big"), "SHOW VIEWS: {context}");
+    assert!(has("big:VIEW") && has("t:BASE TABLE"), "{context}");
+    assert!(!err.contains("ERROR"), "{context}");
+
+    // Another connection (another session) reads it, in both protocols.
+    let client = connect(&pg, None).await.unwrap();
+    assert_eq!(
+        simple_rows(&client, "SELECT MIN(id), MAX(key) <= 5 FROM big").await,
+        vec!["901|t"]
+    );
+    let row = client
+        .query_one("SELECT COUNT(*) FROM big WHERE id <= $1", &[&950i64])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 50);
+    for (sql, expected, position) in [
+        ("DROP VIEW bigg", "42P01", None),
+        ("CREATE VIEW big AS SELECT 1", "42P07", None),
+        ("CREATE VIEW t AS SELECT 1", "42P07", None),
+        ("CREATE VIEW bad AS SELECT nope FROM t", "42703", Some(27)),
+    ] {
+        let (code, at, message) = db_error(client.simple_query(sql).await.unwrap_err());
+        assert_eq!(
+            (code.as_str(), at),
+            (expected, position),
+            "{sql}: {message}"
+        );
+    }
+    client.simple_query("DROP VIEW big").await.unwrap();
+    let (code, _, message) = db_error(client.simple_query("SELECT * FROM big").await.unwrap_err());
+    assert_eq!(code, "42P01", "{message}");
+}

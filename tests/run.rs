@@ -365,3 +365,53 @@ async fn limit_ends_a_job_of_the_in_process_runtime() {
     .unwrap();
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
 }
+
+/// A script's views are known to the statements after it: checked whole,
+/// then run, in one process and on an embedded cluster (where the views
+/// go to the cluster's catalog).
+#[test]
+fn a_script_inserts_from_the_views_it_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, args) in [&["-p", "1"][..], &["-p", "2", "--workers", "2"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("out{i}"));
+        let output = run(
+            dir.path(),
+            &format!(
+                "{NUMBERS}
+{sink}
+CREATE VIEW small (id, doubled) AS SELECT id, v * 2 FROM numbers WHERE id <= 10;
+CREATE TEMPORARY VIEW smaller AS SELECT id, doubled FROM small WHERE id <= 5;
+INSERT INTO out SELECT id, doubled - doubled FROM smaller;
+",
+                sink = csv_sink(&out)
+            ),
+            args,
+        );
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        let mut lines = committed_lines(&out);
+        lines.sort();
+        assert_eq!(lines, ["1,0", "2,0", "3,0", "4,0", "5,0"], "{args:?}");
+    }
+    // A view that does not plan is reported with its position, and the
+    // statement reading it is not reported again.
+    let output = run(
+        dir.path(),
+        &format!(
+            "{NUMBERS}
+{sink}
+CREATE VIEW v AS SELECT idd FROM numbers;
+INSERT INTO out SELECT * FROM v;
+",
+            sink = csv_sink(&dir.path().join("never"))
+        ),
+        &[],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 5, column 25"), "{stderr}");
+    assert!(stderr.contains("1 statement of"), "{stderr}");
+}

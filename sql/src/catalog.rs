@@ -114,6 +114,16 @@ impl StreamTableProvider {
         }
     }
 
+    /// The table read.
+    pub fn table(&self) -> &Arc<StreamTable> {
+        &self.table
+    }
+
+    /// True when a window table function applies to the table.
+    pub fn is_windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// The table with window columns.
     pub fn windowed(table: Arc<StreamTable>, window: WindowSpec) -> Self {
         let time_type = table.schema.field(window.time_column).data_type().clone();

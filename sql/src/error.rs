@@ -8,6 +8,7 @@ use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::keywords::Keyword;
 
 use crate::messages::{self, Message};
+use crate::view::UnusableView;
 use crate::window_tvf::UnknownArgument;
 
 /// Result alias for the SQL layer.
@@ -80,6 +81,36 @@ pub enum SqlError {
         /// A declared table whose name is close.
         suggestion: Option<String>,
         /// Where.
+        position: Option<Position>,
+    },
+    /// `CREATE TABLE` or `CREATE VIEW` of a name a view has.
+    #[error("planning error{}: view '{name}' already exists", at(.position))]
+    ViewExists {
+        /// The view's name.
+        name: String,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// A view that is not declared (`DROP VIEW`, `SHOW CREATE VIEW`).
+    #[error("planning error{}: view '{name}' not found{}", at(.position), did_you_mean(.suggestion))]
+    UnknownView {
+        /// The name as written.
+        name: String,
+        /// A declared view whose name is close.
+        suggestion: Option<String>,
+        /// Where.
+        position: Option<Position>,
+    },
+    /// A view whose query no longer plans: a table or view it reads was
+    /// dropped or changed since it was created (as in Flink, the view stays
+    /// and fails when used).
+    #[error("planning error{}: view '{name}' cannot be used: its query no longer plans: {reason}", at(.position))]
+    InvalidView {
+        /// The view's name.
+        name: String,
+        /// Why its query does not plan.
+        reason: String,
+        /// Where the view is named in the statement.
         position: Option<Position>,
     },
     /// A construct Weir does not run on streams.
@@ -169,6 +200,9 @@ impl SqlError {
             | SqlError::UnknownColumn { position, .. }
             | SqlError::TableExists { position, .. }
             | SqlError::UnknownTable { position, .. }
+            | SqlError::ViewExists { position, .. }
+            | SqlError::UnknownView { position, .. }
+            | SqlError::InvalidView { position, .. }
             | SqlError::Unsupported { position, .. } => *position,
             _ => None,
         }
@@ -182,6 +216,9 @@ impl SqlError {
         | SqlError::UnknownColumn { position, .. }
         | SqlError::TableExists { position, .. }
         | SqlError::UnknownTable { position, .. }
+        | SqlError::ViewExists { position, .. }
+        | SqlError::UnknownView { position, .. }
+        | SqlError::InvalidView { position, .. }
         | SqlError::Unsupported { position, .. } = &mut self
             && let Some(p) = position
         {
@@ -245,9 +282,16 @@ impl From<DataFusionError> for SqlError {
                     message: unknown.to_string(),
                     position,
                 },
-                None => SqlError::Plan {
-                    message: weir_engine::sql_type_names_in(&inner.to_string()),
-                    position,
+                None => match inner.downcast_ref::<UnusableView>() {
+                    Some(view) => SqlError::InvalidView {
+                        name: view.name.clone(),
+                        reason: view.reason.clone(),
+                        position,
+                    },
+                    None => SqlError::Plan {
+                        message: weir_engine::sql_type_names_in(&inner.to_string()),
+                        position,
+                    },
                 },
             },
             DataFusionError::Internal(m) => SqlError::Internal(m.clone()),

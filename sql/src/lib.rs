@@ -20,8 +20,11 @@ mod messages;
 pub mod session;
 pub mod statement;
 pub mod types;
+pub mod view;
 pub mod window_tvf;
 
 pub use error::{Construct, Position, Result, SqlError};
 pub use session::{JobControl, JobOutput, JobPlan, Outcome, QueryPlan, Session};
-pub use statement::{CreateTable, Statement, StatementText, parse_statement, split_statements};
+pub use statement::{
+    CreateTable, CreateView, Statement, StatementText, parse_statement, split_statements,
+};

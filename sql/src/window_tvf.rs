@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use arrow::datatypes::Schema;
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{Column, Diagnostic, ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::datasource::TableProvider;
@@ -24,6 +26,7 @@ use weir_engine::suggest::closest;
 use weir_engine::time::is_event_time_type;
 
 use crate::catalog::{StreamTable, StreamTableProvider, WindowSpec};
+use crate::view::{SharedViews, UnusableView, window_over_view};
 
 /// Tables by name, shared between the session and its table functions.
 pub type SharedTables = Arc<RwLock<HashMap<String, Arc<StreamTable>>>>;
@@ -57,17 +60,111 @@ impl WindowFunction {
     }
 }
 
-/// A window table function bound to the session's tables.
+/// A window table function bound to the session's tables and views.
 #[derive(Debug)]
 pub struct WindowTableFunction {
     function: WindowFunction,
     tables: SharedTables,
+    views: SharedViews,
 }
 
 impl WindowTableFunction {
-    /// The function over these tables.
-    pub fn new(function: WindowFunction, tables: SharedTables) -> Self {
-        Self { function, tables }
+    /// The function over these tables and views.
+    pub fn new(function: WindowFunction, tables: SharedTables, views: SharedViews) -> Self {
+        Self {
+            function,
+            tables,
+            views,
+        }
+    }
+
+    /// The window's kind and sizes from the arguments after the time column.
+    fn kind(&self, sizes: &[Expr]) -> Result<WindowKind> {
+        let f = self.function;
+        let mut millis = Vec::new();
+        for (i, e) in sizes.iter().enumerate() {
+            match interval_millis(e) {
+                Some(ms) if ms > 0 => millis.push(ms),
+                _ => {
+                    return plan_err!(
+                        "argument {} of {} must be a positive INTERVAL such as INTERVAL '10' SECOND: {}",
+                        i + 3,
+                        f.name(),
+                        f.usage()
+                    );
+                }
+            }
+        }
+        Ok(match f {
+            WindowFunction::Tumble => WindowKind::Tumble { size_ms: millis[0] },
+            WindowFunction::Hop => WindowKind::Hop {
+                slide_ms: millis[0],
+                size_ms: millis[1],
+            },
+            WindowFunction::Session => WindowKind::Session { gap_ms: millis[0] },
+        })
+    }
+
+    /// The index of the time column in `schema` of the table or view
+    /// `relation`, checked to be an event-time type.
+    fn time_column(&self, schema: &Schema, relation: &str, time_col: &Column) -> Result<usize> {
+        let Some(index) = schema
+            .fields()
+            .iter()
+            .position(|fl| fl.name() == &time_col.name)
+        else {
+            let unknown = UnknownArgument::Column {
+                name: time_col.name.clone(),
+                table: relation.to_string(),
+                suggestion: closest(
+                    &time_col.name,
+                    schema.fields().iter().map(|fl| fl.name().as_str()),
+                )
+                .map(str::to_string),
+            };
+            return Err(at_column(time_col, unknown.to_string(), Some(unknown)));
+        };
+        let time_type = schema.field(index).data_type();
+        if !is_event_time_type(time_type) {
+            return Err(at_column(
+                time_col,
+                format!(
+                    "{}: the time column '{}' must be a TIMESTAMP or BIGINT, not {}",
+                    self.function.name(),
+                    time_col.name,
+                    sql_type_name(time_type)
+                ),
+                None,
+            ));
+        }
+        Ok(index)
+    }
+
+    /// The window over the view `name`, if there is one.
+    fn over_view(
+        &self,
+        name: &str,
+        time_col: &Column,
+        sizes: &[Expr],
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let views = self
+            .views
+            .read()
+            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+        let Some(view) = views.get(name) else {
+            return Ok(None);
+        };
+        let plan = match &view.plan {
+            Ok(plan) => plan,
+            Err(_) => {
+                return Err(UnusableView::error(view)
+                    .unwrap_or_else(|| plan_datafusion_err!("view '{name}' cannot be used")));
+            }
+        };
+        self.time_column(plan.schema().as_arrow(), name, time_col)?;
+        let kind = self.kind(sizes)?;
+        let windowed = window_over_view(name, plan, &time_col.name, kind, self.function.name())?;
+        Ok(Some(Arc::new(ViewTable::new(windowed, None))))
     }
 }
 
@@ -106,18 +203,6 @@ impl TableFunctionImpl for WindowTableFunction {
                 f.usage()
             );
         };
-        let tables = self
-            .tables
-            .read()
-            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
-        let Some(table) = tables.get(&table_col.name) else {
-            let unknown = UnknownArgument::Table {
-                name: table_col.name.clone(),
-                suggestion: closest(&table_col.name, tables.keys().map(String::as_str))
-                    .map(str::to_string),
-            };
-            return Err(at_column(table_col, unknown.to_string(), Some(unknown)));
-        };
         let Expr::Column(time_col) = &exprs[1] else {
             return plan_err!(
                 "the second argument of {} must be a time column: {}",
@@ -125,60 +210,36 @@ impl TableFunctionImpl for WindowTableFunction {
                 f.usage()
             );
         };
-        let Some(time_column) = table
-            .schema
-            .fields()
-            .iter()
-            .position(|fl| fl.name() == &time_col.name)
-        else {
-            let unknown = UnknownArgument::Column {
-                name: time_col.name.clone(),
-                table: table.name().to_string(),
-                suggestion: closest(
-                    &time_col.name,
-                    table.schema.fields().iter().map(|fl| fl.name().as_str()),
-                )
-                .map(str::to_string),
-            };
-            return Err(at_column(time_col, unknown.to_string(), Some(unknown)));
+        let table = {
+            let tables = self
+                .tables
+                .read()
+                .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+            tables.get(&table_col.name).cloned()
         };
-        let time_type = table.schema.field(time_column).data_type();
-        if !is_event_time_type(time_type) {
-            return Err(at_column(
-                time_col,
-                format!(
-                    "{}: the time column '{}' must be a TIMESTAMP or BIGINT, not {}",
-                    f.name(),
-                    time_col.name,
-                    sql_type_name(time_type)
-                ),
-                None,
-            ));
-        }
-        let mut sizes = Vec::new();
-        for (i, e) in exprs[2..].iter().enumerate() {
-            match interval_millis(e) {
-                Some(ms) if ms > 0 => sizes.push(ms),
-                _ => {
-                    return plan_err!(
-                        "argument {} of {} must be a positive INTERVAL such as INTERVAL '10' SECOND: {}",
-                        i + 3,
-                        f.name(),
-                        f.usage()
-                    );
-                }
+        let Some(table) = table else {
+            if let Some(provider) = self.over_view(&table_col.name, time_col, &exprs[2..])? {
+                return Ok(provider);
             }
-        }
-        let kind = match f {
-            WindowFunction::Tumble => WindowKind::Tumble { size_ms: sizes[0] },
-            WindowFunction::Hop => WindowKind::Hop {
-                slide_ms: sizes[0],
-                size_ms: sizes[1],
-            },
-            WindowFunction::Session => WindowKind::Session { gap_ms: sizes[0] },
+            let tables = self
+                .tables
+                .read()
+                .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+            let views = self
+                .views
+                .read()
+                .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+            let names = tables.keys().chain(views.keys()).map(String::as_str);
+            let unknown = UnknownArgument::Table {
+                name: table_col.name.clone(),
+                suggestion: closest(&table_col.name, names).map(str::to_string),
+            };
+            return Err(at_column(table_col, unknown.to_string(), Some(unknown)));
         };
+        let time_column = self.time_column(&table.schema, table.name(), time_col)?;
+        let kind = self.kind(&exprs[2..])?;
         Ok(Arc::new(StreamTableProvider::windowed(
-            Arc::clone(table),
+            table,
             WindowSpec { kind, time_column },
         )))
     }

@@ -226,10 +226,11 @@ fn set(words: &[Word], settings: &mut PgSettings) -> Option<Compat> {
 }
 
 /// `SHOW name`, `SHOW ALL`, `SHOW TRANSACTION ISOLATION LEVEL`; Weir's
-/// `SHOW TABLES` and `SHOW JOBS` go on to the engine.
+/// `SHOW TABLES`, `SHOW VIEWS`, `SHOW CREATE VIEW` and `SHOW JOBS` go on to
+/// the engine.
 fn show(words: &[Word], settings: &PgSettings) -> Option<Result<Compat, Failure>> {
     let first = words.first()?;
-    if first.is("tables") || first.is("jobs") || first.is("create") {
+    if first.is("tables") || first.is("views") || first.is("jobs") || first.is("create") {
         return None;
     }
     let one = |column: &str, value: &str| -> Result<Compat, Failure> {
@@ -313,6 +314,8 @@ mod tests {
             "SET 'parallelism.default' = '2'",
             "SET",
             "SHOW TABLES",
+            "SHOW VIEWS",
+            "SHOW CREATE VIEW v",
             "SHOW JOBS",
             "SELECT 1",
             "RESET 'pipeline.name'",

@@ -33,7 +33,10 @@ fn sqlstate(error: &SqlError) -> &'static str {
         SqlError::Parse { .. } => "42601",
         SqlError::UnknownTable { .. } => "42P01",
         SqlError::UnknownColumn { .. } => "42703",
-        SqlError::TableExists { .. } => "42P07",
+        SqlError::TableExists { .. } | SqlError::ViewExists { .. } => "42P07",
+        SqlError::UnknownView { .. } => "42P01",
+        // Postgres' "invalid object definition".
+        SqlError::InvalidView { .. } => "42P17",
         SqlError::Plan { .. } => "42000",
         SqlError::Unsupported { .. } => "0A000",
         SqlError::Config(_) => "22023",

@@ -141,11 +141,18 @@ impl Connection {
     async fn snapshot(&self, engine: &mut Engine, user: &str) -> Result<Snapshot, SqlError> {
         engine.refresh_catalog().await?;
         let session = engine.session();
-        let tables = session
+        let mut tables: Vec<CatalogTable> = session
             .table_names()
             .into_iter()
             .filter_map(|name| Some(CatalogTable::of(session.table(&name).ok()?.as_ref())))
+            .chain(
+                session
+                    .view_names()
+                    .into_iter()
+                    .filter_map(|name| Some(CatalogTable::of_view(&session.view(&name)?))),
+            )
             .collect();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
         let settings = self
             .settings
             .lock()

@@ -143,7 +143,8 @@ const CONNECTOR_OPTIONS: &[&str] = &[
 /// The `\` commands.
 pub const META_COMMANDS: &[(&str, &str)] = &[
     ("\\d [table]", "list tables, or describe one"),
-    ("\\dt", "list tables"),
+    ("\\dt", "list tables (and views, as Flink lists them)"),
+    ("\\dv", "list views"),
     ("\\jobs", "list jobs"),
     ("\\timing [on|off]", "show how long each statement took"),
     ("\\mode table|changelog", "how SELECT results are shown"),

@@ -502,11 +502,12 @@ impl Shell {
                     help.push_str(&format!("  {c:<24} {what}\n"));
                 }
                 help.push_str(
-                    "  SQL: CREATE [TEMPORARY] TABLE, DROP TABLE, INSERT INTO … SELECT, SELECT, EXPLAIN,\n",
+                    "  SQL: CREATE [TEMPORARY] TABLE, DROP TABLE, CREATE [TEMPORARY] VIEW, DROP VIEW,\n",
                 );
                 help.push_str(
-                    "       SHOW TABLES, DESCRIBE t, SHOW JOBS, STOP JOB 'id', CANCEL JOB 'id', SET 'k' = 'v'",
+                    "       INSERT INTO … SELECT, SELECT, EXPLAIN, SHOW TABLES, SHOW VIEWS, DESCRIBE t,\n",
                 );
+                help.push_str("       SHOW JOBS, STOP JOB 'id', CANCEL JOB 'id', SET 'k' = 'v'");
                 if outln!("{help}").is_err() {
                     self.stdout_closed = true;
                     return Meta::Quit;
@@ -514,6 +515,7 @@ impl Shell {
                 return Meta::Continue;
             }
             ("\\d" | "\\dt", None) => "SHOW TABLES".to_string(),
+            ("\\dv", None) => "SHOW VIEWS".to_string(),
             ("\\d", Some(table)) => format!("DESCRIBE {table}"),
             ("\\jobs", _) => {
                 // The compact listing of `weir jobs`: it fits a terminal.
@@ -592,9 +594,21 @@ impl Shell {
         }
     }
 
-    /// What completion knows: the session's tables and their columns.
+    /// What completion knows: the session's tables and views and their columns.
     fn refresh_names(&mut self) {
         let session = self.engine.session();
+        let views: Vec<(String, Vec<String>)> = session
+            .view_names()
+            .into_iter()
+            .map(|v| {
+                let columns = session
+                    .view(&v)
+                    .and_then(|view| view.schema())
+                    .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+                    .unwrap_or_default();
+                (v, columns)
+            })
+            .collect();
         let names = session
             .table_names()
             .into_iter()
@@ -612,6 +626,7 @@ impl Shell {
                     .unwrap_or_default();
                 (t, columns)
             })
+            .chain(views)
             .collect();
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
     }

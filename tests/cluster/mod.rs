@@ -6,6 +6,7 @@ pub mod harness;
 mod moto;
 mod spill;
 mod updating;
+mod views;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

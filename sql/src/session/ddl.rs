@@ -1,5 +1,5 @@
-//! `CREATE TABLE` and `DESCRIBE`: a table's columns, computed columns,
-//! watermark and connector, checked against its connector.
+//! `CREATE TABLE`, `DROP TABLE` and `DESCRIBE`: a table's columns,
+//! computed columns, watermark and connector, checked against its connector.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use super::{Outcome, Session, with_context};
 use crate::catalog::{ComputedColumn, StreamTable, StreamTableProvider, WatermarkSpec};
 use crate::error::{Result, SqlError};
 use crate::statement::{ColumnDef, CreateTable};
+use crate::view::View;
 
 impl Session {
     pub(super) fn create_table(&mut self, create: CreateTable) -> Result<Outcome> {
@@ -26,12 +27,19 @@ impl Session {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&create.name);
-        if exists {
+        let view = self.view(&create.name).is_some();
+        if exists || view {
             if create.if_not_exists {
                 return Ok(Outcome::Message(format!(
                     "Table '{}' already exists.",
                     create.name
                 )));
+            }
+            if view {
+                return Err(SqlError::ViewExists {
+                    name: create.name,
+                    position: None,
+                });
             }
             return Err(SqlError::TableExists {
                 name: create.name,
@@ -205,8 +213,38 @@ impl Session {
         )))
     }
 
+    pub(super) async fn drop_table(&mut self, name: String, if_exists: bool) -> Result<Outcome> {
+        let removed = self
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name)
+            .is_some();
+        if removed {
+            self.ctx.deregister_table(name.as_str())?;
+            // Views that read it fail when used from now on (as in Flink).
+            self.refresh_views(true).await;
+            return Ok(Outcome::Message(format!("Table '{name}' dropped.")));
+        }
+        if self.view(&name).is_some() {
+            return Err(SqlError::plan(format!(
+                "'{name}' is a view, not a table; use DROP VIEW"
+            )));
+        }
+        if if_exists {
+            return Ok(Outcome::Message(format!("Table '{name}' does not exist.")));
+        }
+        self.table(&name).map(|_| Outcome::Message(String::new()))
+    }
+
     pub(super) fn describe(&self, name: &str) -> Result<RecordBatch> {
-        let table = self.table(name)?;
+        if let Some(view) = self.view(name) {
+            return describe_view(&view);
+        }
+        let table = self.table(name).map_err(|e| match e {
+            SqlError::UnknownTable { name, position, .. } => self.missing_relation(&name, position),
+            other => other,
+        })?;
         let mut names = Vec::new();
         let mut types = Vec::new();
         let mut nulls = Vec::new();
@@ -227,22 +265,56 @@ impl Session {
             }
             extras.push(extra);
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("type", DataType::Utf8, false),
-            Field::new("null", DataType::Boolean, false),
-            Field::new("extras", DataType::Utf8, false),
-        ]));
-        Ok(RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(names)) as ArrayRef,
-                Arc::new(StringArray::from(types)),
-                Arc::new(BooleanArray::from(nulls)),
-                Arc::new(StringArray::from(extras)),
-            ],
-        )?)
+        describe_batch(names, types, nulls, extras)
     }
+}
+
+/// `DESCRIBE` of a view: its columns as its query returns them.
+fn describe_view(view: &View) -> Result<RecordBatch> {
+    let schema = match (&view.plan, view.schema()) {
+        (_, Some(schema)) => schema,
+        (Err(reason), None) => {
+            return Err(SqlError::InvalidView {
+                name: view.name().to_string(),
+                reason: reason.clone(),
+                position: None,
+            });
+        }
+        (Ok(_), None) => return Err(SqlError::Internal("a planned view has no schema".into())),
+    };
+    let fields = schema.fields();
+    describe_batch(
+        fields.iter().map(|f| f.name().clone()).collect(),
+        fields
+            .iter()
+            .map(|f| sql_type_name(f.data_type()))
+            .collect(),
+        fields.iter().map(|f| f.is_nullable()).collect(),
+        vec![String::new(); fields.len()],
+    )
+}
+
+fn describe_batch(
+    names: Vec<String>,
+    types: Vec<String>,
+    nulls: Vec<bool>,
+    extras: Vec<String>,
+) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("null", DataType::Boolean, false),
+        Field::new("extras", DataType::Utf8, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(names)) as ArrayRef,
+            Arc::new(StringArray::from(types)),
+            Arc::new(BooleanArray::from(nulls)),
+            Arc::new(StringArray::from(extras)),
+        ],
+    )?)
 }
 
 /// A connector's complaint about a table being created, pointing at the

@@ -20,10 +20,12 @@ use crate::catalog::StreamTable;
 use crate::error::{Construct, Result, SqlError};
 use crate::lowering::{Lowered, Lowering, cast_to_sink};
 use crate::statement::{Statement, keyword_position, parse_statement, word_position};
+use crate::view::SharedViews;
 use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
 
 mod ddl;
 mod streaming;
+mod views;
 
 pub use streaming::{RuntimeMode, StreamingConfig};
 
@@ -120,6 +122,8 @@ pub enum JobControl {
 pub struct Session {
     ctx: SessionContext,
     tables: SharedTables,
+    views: SharedViews,
+    views_created: u64,
     registry: ConnectorRegistry,
     settings: BTreeMap<String, String>,
     default_parallelism: usize,
@@ -148,6 +152,7 @@ impl Session {
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);
         let tables: SharedTables = Arc::new(RwLock::new(HashMap::new()));
+        let views: SharedViews = Arc::default();
         for (name, f) in [
             ("tumble", WindowFunction::Tumble),
             ("hop", WindowFunction::Hop),
@@ -155,12 +160,18 @@ impl Session {
         ] {
             ctx.register_udtf(
                 name,
-                Arc::new(WindowTableFunction::new(f, Arc::clone(&tables))),
+                Arc::new(WindowTableFunction::new(
+                    f,
+                    Arc::clone(&tables),
+                    Arc::clone(&views),
+                )),
             );
         }
         Self {
             ctx,
             tables,
+            views,
+            views_created: 0,
             registry,
             settings: BTreeMap::new(),
             default_parallelism: 1,
@@ -219,23 +230,16 @@ impl Session {
 
     async fn execute_statement(&mut self, statement: Statement, sql: &str) -> Result<Outcome> {
         match statement {
-            Statement::CreateTable(create) => self.create_table(create),
-            Statement::DropTable { name, if_exists } => {
-                let removed = self
-                    .tables
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name)
-                    .is_some();
-                if removed {
-                    self.ctx.deregister_table(name.as_str())?;
-                    Ok(Outcome::Message(format!("Table '{name}' dropped.")))
-                } else if if_exists {
-                    Ok(Outcome::Message(format!("Table '{name}' does not exist.")))
-                } else {
-                    self.table(&name).map(|_| Outcome::Message(String::new()))
-                }
+            Statement::CreateTable(create) => {
+                let outcome = self.create_table(create)?;
+                self.refresh_views(false).await;
+                Ok(outcome)
             }
+            Statement::DropTable { name, if_exists } => self.drop_table(name, if_exists).await,
+            Statement::CreateView(create) => self.create_view(create, sql).await,
+            Statement::DropView { name, if_exists } => self.drop_view(name, if_exists).await,
+            Statement::ShowViews => self.show_views(),
+            Statement::ShowCreateView(name) => self.show_create_view(&name),
             Statement::Set(None) => {
                 let keys: Vec<&str> = self.settings.keys().map(String::as_str).collect();
                 let values: Vec<&str> = self.settings.values().map(String::as_str).collect();
@@ -268,11 +272,7 @@ impl Session {
                 self.settings.remove(&key);
                 Ok(Outcome::Message(format!("Reset '{key}'.")))
             }
-            Statement::ShowTables => {
-                let names = self.table_names();
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                Ok(Outcome::Rows(string_batch(&[("table_name", names)])?))
-            }
+            Statement::ShowTables => self.show_tables(),
             Statement::Describe(name) => self.describe(&name).map(Outcome::Rows),
             Statement::ShowJobs => Ok(Outcome::Control(JobControl::List)),
             Statement::StopJob { id, cancel: false } => Ok(Outcome::Control(JobControl::Stop(id))),
@@ -372,12 +372,7 @@ impl Session {
             return converted;
         };
         let name = name.rsplit('.').next().unwrap_or(name);
-        let tables = self.table_names();
-        SqlError::UnknownTable {
-            name: name.to_string(),
-            suggestion: closest(name, tables.iter().map(String::as_str)).map(str::to_string),
-            position: *position,
-        }
+        self.missing_relation(name, *position)
     }
 
     fn job_name(&mut self, default: String) -> String {

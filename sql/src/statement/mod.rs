@@ -1,7 +1,8 @@
 //! Splitting a script into statements and parsing Weir's own statements:
 //! `CREATE TABLE` (with Flink's computed columns, `WATERMARK FOR` and
-//! `WITH (…)` options), `SET`, `INSERT INTO`, `EXPLAIN`, `SHOW TABLES`,
-//! `DESCRIBE`, `DROP TABLE`. Queries are handed to DataFusion as text.
+//! `WITH (…)` options), `CREATE VIEW`, `SET`, `INSERT INTO`, `EXPLAIN`,
+//! `SHOW TABLES`, `SHOW VIEWS`, `DESCRIBE`, `DROP TABLE`, `DROP VIEW`.
+//! Queries are handed to DataFusion as text.
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -11,9 +12,12 @@ use crate::error::{Position, Result, SqlError};
 
 mod create_table;
 mod cursor;
+mod view;
 
 use create_table::parse_create_table;
 use cursor::{Cursor, option_atom};
+pub use view::CreateView;
+use view::{parse_create_view, parse_drop_view};
 
 /// One statement of a script, with where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +178,19 @@ pub enum Statement {
         /// `IF EXISTS` was given.
         if_exists: bool,
     },
+    /// `CREATE [TEMPORARY] VIEW`.
+    CreateView(CreateView),
+    /// `DROP [TEMPORARY] VIEW [IF EXISTS] name`.
+    DropView {
+        /// View.
+        name: String,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `SHOW VIEWS`.
+    ShowViews,
+    /// `SHOW CREATE VIEW name`.
+    ShowCreateView(String),
     /// `SET 'key' = 'value'`; `SET` alone lists the settings.
     Set(Option<(String, String)>),
     /// `RESET 'key'`.
@@ -196,9 +213,9 @@ pub enum Statement {
         /// The explained statement.
         statement: Box<Statement>,
     },
-    /// `SHOW TABLES`.
+    /// `SHOW TABLES`: tables and views, as Flink lists them.
     ShowTables,
-    /// `DESCRIBE table` / `DESC table`.
+    /// `DESCRIBE table` / `DESC table` (also a view).
     Describe(String),
     /// `SHOW JOBS`.
     ShowJobs,
@@ -247,16 +264,27 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
     }
     if c.eat_keyword(Keyword::CREATE) {
         let temporary = c.eat_keyword(Keyword::TEMPORARY);
+        if c.eat_keyword(Keyword::VIEW) {
+            return Ok(Statement::CreateView(parse_create_view(&mut c, temporary)?));
+        }
         if !c.eat_keyword(Keyword::TABLE) {
-            return Err(c.error("TABLE after CREATE (Weir supports CREATE TABLE)"));
+            return Err(c.error("TABLE or VIEW after CREATE"));
         }
         let mut create = parse_create_table(&mut c)?;
         create.temporary = temporary;
         return Ok(Statement::CreateTable(create));
     }
     if c.eat_keyword(Keyword::DROP) {
-        if !c.eat_keyword(Keyword::TABLE) {
-            return Err(c.error("TABLE after DROP"));
+        let temporary = c.eat_keyword(Keyword::TEMPORARY);
+        if c.eat_keyword(Keyword::VIEW) {
+            return parse_drop_view(&mut c);
+        }
+        if temporary || !c.eat_keyword(Keyword::TABLE) {
+            return Err(c.error(if temporary {
+                "VIEW after DROP TEMPORARY"
+            } else {
+                "TABLE or VIEW after DROP"
+            }));
         }
         let if_exists = c.eat_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = c.name("a table name")?;
@@ -310,10 +338,19 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         if c.eat_keyword(Keyword::TABLES) {
             return Ok(Statement::ShowTables);
         }
+        if c.eat_word("views") {
+            return Ok(Statement::ShowViews);
+        }
         if c.eat_word("jobs") {
             return Ok(Statement::ShowJobs);
         }
-        return Err(c.error("TABLES or JOBS after SHOW"));
+        if c.eat_keyword(Keyword::CREATE) {
+            if !c.eat_keyword(Keyword::VIEW) {
+                return Err(c.error("VIEW after SHOW CREATE"));
+            }
+            return Ok(Statement::ShowCreateView(c.name("a view name")?));
+        }
+        return Err(c.error("TABLES, VIEWS, CREATE VIEW or JOBS after SHOW"));
     }
     let stop = c.eat_word("stop");
     if stop || c.eat_word("cancel") {
@@ -337,7 +374,8 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
         return Ok(Statement::Query(sql.to_string()));
     }
     Err(c.error(
-        "a statement: CREATE TABLE, INSERT INTO, SELECT, SET, EXPLAIN, SHOW TABLES, DESCRIBE, DROP TABLE, SHOW JOBS or STOP JOB",
+        "a statement: CREATE TABLE, CREATE VIEW, INSERT INTO, SELECT, SET, EXPLAIN, SHOW TABLES, \
+         SHOW VIEWS, DESCRIBE, DROP TABLE, DROP VIEW, SHOW JOBS or STOP JOB",
     ))
 }
 

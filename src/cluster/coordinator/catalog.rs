@@ -1,9 +1,10 @@
-//! The shared catalog: the tables every SQL session and every submitted
-//! script sees. Sessions (`weir sql`, the Postgres endpoint, the Rust
-//! [`Engine`](crate::Engine) on a cluster) register their `CREATE TABLE`s
-//! here; with `coordinator.state_dir` set the catalog is written to
-//! `<state_dir>/catalog.json` on every change, so tables survive a
-//! coordinator restart.
+//! The shared catalog: the tables and views every SQL session and every
+//! submitted script sees. Sessions (`weir sql`, the Postgres endpoint, the
+//! Rust [`Engine`](crate::Engine) on a cluster) register their `CREATE
+//! TABLE`s and `CREATE VIEW`s here (one namespace, in creation order); with
+//! `coordinator.state_dir` set the catalog is written to
+//! `<state_dir>/catalog.json` on every change, so tables and views survive
+//! a coordinator restart.
 
 use std::path::{Path, PathBuf};
 
@@ -12,11 +13,18 @@ use tonic::Status;
 use tracing::warn;
 use weir_proto as pb;
 
-/// One table: its name and the DDL that defined it.
+/// One table or view: its name and the DDL that defined it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(super) struct TableEntry {
     pub name: String,
     pub ddl: String,
+}
+
+impl TableEntry {
+    /// True for a `CREATE VIEW`.
+    pub fn ddl_is_view(&self) -> bool {
+        crate::cluster_session::is_view(&self.ddl)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -81,7 +89,7 @@ impl Catalog {
         }
         if self.contents.tables.iter().any(|t| t.name == name) {
             return Err(Status::already_exists(format!(
-                "table '{name}' already exists"
+                "a table or view '{name}' already exists"
             )));
         }
         self.contents.tables.push(TableEntry {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use arrow::util::pretty::pretty_format_batches;
 use tonic::Status;
+use tracing::debug;
 use weir_engine::PhysicalGraph;
 use weir_proto as pb;
 use weir_sql::{Outcome, Session};
@@ -52,22 +53,33 @@ pub(super) async fn plan_script(
         .iter()
         .filter_map(|s| match weir_sql::parse_statement(&s.text) {
             Ok(weir_sql::Statement::CreateTable(c)) => Some(c.name),
+            Ok(weir_sql::Statement::CreateView(c)) => Some(c.name),
             _ => None,
         })
         .collect();
-    let mut context: Vec<String> = Vec::new();
-    for table in catalog {
-        if created_by_script.contains(&table.name) {
+    let entries = catalog
+        .iter()
+        .filter(|t| !created_by_script.contains(&t.name))
+        .map(|t| (t.name.as_str(), t.ddl.as_str()));
+    let (ran, failed) = crate::cluster_session::replay_catalog(&mut session, entries).await;
+    for (name, e) in failed {
+        let view = catalog.iter().any(|t| t.name == name && t.ddl_is_view());
+        if view {
+            // As in Flink, a view whose table was dropped stays in the
+            // catalog and fails only when used.
+            debug!(view = %name, error = %e, "a catalog view does not plan; skipped");
             continue;
         }
-        session.execute(&table.ddl).await.map_err(|e| {
-            Status::failed_precondition(format!(
-                "the catalog's table '{}' no longer plans: {e}",
-                table.name
-            ))
-        })?;
-        context.push(table.ddl.clone());
+        return Err(Status::failed_precondition(format!(
+            "the catalog's table '{name}' no longer plans: {e}"
+        )));
     }
+    // In the order they ran: a view after what it reads.
+    let mut context: Vec<String> = ran
+        .iter()
+        .filter_map(|name| catalog.iter().find(|t| t.name == *name))
+        .map(|t| t.ddl.clone())
+        .collect();
     let mut planned = PlannedScript::default();
     let mut errors: Vec<String> = Vec::new();
     let mut failed_tables: Vec<String> = Vec::new();
@@ -75,10 +87,10 @@ pub(super) async fn plan_script(
         let outcome = match session.execute(&statement.text).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                if let Ok(weir_sql::Statement::CreateTable(c)) =
-                    weir_sql::parse_statement(&statement.text)
-                {
-                    failed_tables.push(c.name);
+                match weir_sql::parse_statement(&statement.text) {
+                    Ok(weir_sql::Statement::CreateTable(c)) => failed_tables.push(c.name),
+                    Ok(weir_sql::Statement::CreateView(c)) => failed_tables.push(c.name),
+                    _ => {}
                 }
                 // Not again for a table whose CREATE TABLE failed above.
                 if !matches!(&e, weir_sql::SqlError::UnknownTable { name, .. } if failed_tables.contains(name))

@@ -341,8 +341,17 @@ impl CoordinatorRpc for Coordinator {
     ) -> Result<Response<pb::Catalog>, Status> {
         let table = request.into_inner();
         // The DDL must plan here too: a table that no script could use
-        // must not enter the shared catalog.
+        // must not enter the shared catalog. A view plans over the
+        // catalog's tables and views.
         let mut session = weir_sql::Session::new(weir_connectors::default_registry());
+        if crate::cluster_session::is_view(&table.ddl) {
+            let catalog = self.state().catalog.tables().to_vec();
+            crate::cluster_session::replay_catalog(
+                &mut session,
+                catalog.iter().map(|t| (t.name.as_str(), t.ddl.as_str())),
+            )
+            .await;
+        }
         session
             .execute(&table.ddl)
             .await

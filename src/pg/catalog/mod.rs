@@ -68,6 +68,8 @@ pub(crate) struct CatalogTable {
     pub(crate) computed: Vec<(String, String)>,
     /// The watermark: its column and expression as written.
     pub(crate) watermark: Option<(String, String)>,
+    /// A view (`relkind` 'v'), not a table.
+    pub(crate) view: bool,
 }
 
 impl CatalogTable {
@@ -85,6 +87,19 @@ impl CatalogTable {
                 .watermark
                 .as_ref()
                 .map(|w| (w.column.clone(), w.sql.clone())),
+            view: false,
+        }
+    }
+
+    /// What the catalog shows of a view: its columns (none while its query
+    /// does not plan).
+    pub(crate) fn of_view(view: &weir_sql::view::View) -> Self {
+        Self {
+            name: view.name().to_string(),
+            schema: view.schema().unwrap_or_else(|| Arc::new(Schema::empty())),
+            computed: Vec::new(),
+            watermark: None,
+            view: true,
         }
     }
 }
@@ -364,6 +379,7 @@ mod tests {
                 ])),
                 computed: vec![],
                 watermark: None,
+                view: false,
             }],
             user: "alice".into(),
             settings: PgSettings::default(),
@@ -508,6 +524,7 @@ mod tests {
             schema,
             computed: vec![("doubled".into(), "id * 2".into())],
             watermark: Some(("ts".into(), "ts - INTERVAL '5' SECOND".into())),
+            view: false,
         };
         let mut answers = Vec::new();
         for (label, sql) in psql16() {

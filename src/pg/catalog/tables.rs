@@ -181,6 +181,13 @@ pub(crate) fn tables(
 ) -> Result<Vec<(&'static str, &'static str, RecordBatch)>, SqlError> {
     let names: Vec<&str> = snapshot.tables.iter().map(|t| t.name.as_str()).collect();
     let n = names.len();
+    // pg_tables lists tables only; views are in pg_class (relkind 'v').
+    let base: Vec<&str> = snapshot
+        .tables
+        .iter()
+        .filter(|t| !t.view)
+        .map(|t| t.name.as_str())
+        .collect();
     let oids = || (0..n).map(table_oid);
     let columns: Vec<Column> = snapshot
         .tables
@@ -283,7 +290,15 @@ pub(crate) fn tables(
                 ("relhasindex", bools(n, false)),
                 ("relisshared", bools(n, false)),
                 ("relpersistence", strings(vec!["p"; n])),
-                ("relkind", strings(vec!["r"; n])),
+                (
+                    "relkind",
+                    strings(
+                        snapshot
+                            .tables
+                            .iter()
+                            .map(|t| if t.view { "v" } else { "r" }),
+                    ),
+                ),
                 (
                     "relnatts",
                     int16s(
@@ -312,14 +327,14 @@ pub(crate) fn tables(
             "pg_catalog",
             "pg_tables",
             batch(vec![
-                ("schemaname", strings(vec!["public"; n])),
-                ("tablename", strings(names.iter().copied())),
-                ("tableowner", strings(vec![user; n])),
-                ("tablespace", nulls(n)),
-                ("hasindexes", bools(n, false)),
-                ("hasrules", bools(n, false)),
-                ("hastriggers", bools(n, false)),
-                ("rowsecurity", bools(n, false)),
+                ("schemaname", strings(vec!["public"; base.len()])),
+                ("tablename", strings(base.iter().copied())),
+                ("tableowner", strings(vec![user; base.len()])),
+                ("tablespace", nulls(base.len())),
+                ("hasindexes", bools(base.len(), false)),
+                ("hasrules", bools(base.len(), false)),
+                ("hastriggers", bools(base.len(), false)),
+                ("rowsecurity", bools(base.len(), false)),
             ])?,
         ),
         (
@@ -506,7 +521,14 @@ pub(crate) fn tables(
                 ("table_catalog", strings(vec![DATABASE; n])),
                 ("table_schema", strings(vec!["public"; n])),
                 ("table_name", strings(names.iter().copied())),
-                ("table_type", strings(vec!["BASE TABLE"; n])),
+                (
+                    "table_type",
+                    strings(snapshot.tables.iter().map(
+                        |t| {
+                            if t.view { "VIEW" } else { "BASE TABLE" }
+                        },
+                    )),
+                ),
             ])?,
         ),
         (
