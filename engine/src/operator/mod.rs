@@ -74,7 +74,7 @@ pub use snapshot::{
 };
 pub use sort::SortOperator;
 pub use spill::StateSpill;
-pub use top_n::{TopNFactory, TopNOperator};
+pub use top_n::{RankFunction, TopNFactory, TopNOperator};
 pub use updating_aggregate::{MiniBatch, UpdatingAggregateFactory, UpdatingAggregateOperator};
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};

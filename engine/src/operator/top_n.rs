@@ -27,6 +27,36 @@ use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{RowKind, updating_schema, with_row_kinds};
 use crate::error::{Error, Result};
 
+/// How rows are numbered within a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RankFunction {
+    /// `ROW_NUMBER()`: 1, 2, 3, … (ties in arrival order).
+    #[default]
+    RowNumber,
+    /// `RANK()`: ties share a rank and leave a gap (1, 1, 3).
+    Rank,
+    /// `DENSE_RANK()`: ties share a rank, no gap (1, 1, 2).
+    DenseRank,
+}
+
+/// The rank of each of `keys` (in order) under `function`.
+fn rank_numbers<'a>(keys: impl Iterator<Item = &'a RankKey>, function: RankFunction) -> Vec<u64> {
+    let mut ranks: Vec<u64> = Vec::new();
+    let mut previous: Option<&Vec<u8>> = None;
+    for (i, (order, _)) in keys.enumerate() {
+        let tie = previous == Some(order);
+        let rank = match (function, tie, ranks.last()) {
+            (RankFunction::RowNumber, _, _) => i as u64 + 1,
+            (_, true, Some(&last)) => last,
+            (RankFunction::Rank, _, _) => i as u64 + 1,
+            (RankFunction::DenseRank, _, last) => last.map_or(1, |l| l + 1),
+        };
+        ranks.push(rank);
+        previous = Some(order);
+    }
+    ranks
+}
+
 /// Creates [`TopNOperator`]s.
 #[derive(Debug, Clone)]
 pub struct TopNFactory {
@@ -38,6 +68,7 @@ pub struct TopNFactory {
     output_schema: SchemaRef,
     label: String,
     state_ttl_ms: Option<i64>,
+    function: RankFunction,
 }
 
 impl TopNFactory {
@@ -90,7 +121,15 @@ impl TopNFactory {
             limit,
             label,
             state_ttl_ms: None,
+            function: RankFunction::RowNumber,
         })
+    }
+
+    /// Numbers rows with `function` (`ROW_NUMBER` by default); with ties,
+    /// `RANK` and `DENSE_RANK` may keep more than `N` rows.
+    pub fn with_rank_function(mut self, function: RankFunction) -> Self {
+        self.function = function;
+        self
     }
 
     /// Drops partitions untouched for `ttl_ms` of processing time
@@ -104,6 +143,9 @@ impl TopNFactory {
 impl fmt::Display for TopNFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TopN: {}", self.label)?;
+        if self.function != RankFunction::RowNumber {
+            write!(f, ", {:?}", self.function)?;
+        }
         if let Some(ttl) = self.state_ttl_ms {
             write!(f, ", state-ttl={ttl}ms")?;
         }
@@ -279,6 +321,19 @@ impl TopNOperator {
                 }
             };
             let sort = (order.row(row).as_ref().to_vec(), arrival);
+            if self.spec.function != RankFunction::RowNumber {
+                // Ties may keep more than N rows: drop what ranks past N.
+                ranked.insert(sort, data.row(row).as_ref().to_vec());
+                let ranks = rank_numbers(ranked.keys(), self.spec.function);
+                let keep = ranks
+                    .iter()
+                    .take_while(|&&r| r <= self.spec.limit as u64)
+                    .count();
+                while ranked.len() > keep {
+                    ranked.pop_last();
+                }
+                continue;
+            }
             // Not better than the last of a full top N: it never ranks.
             if ranked.len() >= self.spec.limit
                 && ranked
@@ -295,6 +350,52 @@ impl TopNOperator {
         Ok(before)
     }
 
+    /// The changes from `old` to `new` row by row: a row whose rank moved
+    /// is updated, one that left deleted, one that came inserted.
+    fn diff_by_row<'a>(
+        old: &'a [(RankKey, Vec<u8>)],
+        new: &[(&'a RankKey, &'a Vec<u8>)],
+        function: RankFunction,
+        picked: &mut Vec<&'a [u8]>,
+        ranks: &mut Vec<u64>,
+        kinds: &mut Vec<RowKind>,
+    ) {
+        let old_ranks = rank_numbers(old.iter().map(|(k, _)| k), function);
+        let new_ranks = rank_numbers(new.iter().map(|(k, _)| *k), function);
+        let now: HashMap<&RankKey, u64> = new
+            .iter()
+            .zip(&new_ranks)
+            .map(|((k, _), r)| (*k, *r))
+            .collect();
+        let then: HashMap<&RankKey, u64> = old
+            .iter()
+            .zip(&old_ranks)
+            .map(|((k, _), r)| (k, *r))
+            .collect();
+        for ((key, row), &rank) in old.iter().zip(&old_ranks) {
+            match now.get(key) {
+                Some(&r) if r == rank => {}
+                Some(&r) => {
+                    picked.extend([row.as_slice(), row.as_slice()]);
+                    ranks.extend([rank, r]);
+                    kinds.extend([RowKind::UpdateBefore, RowKind::UpdateAfter]);
+                }
+                None => {
+                    picked.push(row);
+                    ranks.push(rank);
+                    kinds.push(RowKind::Delete);
+                }
+            }
+        }
+        for ((key, row), &rank) in new.iter().zip(&new_ranks) {
+            if !then.contains_key(key) {
+                picked.push(row);
+                ranks.push(rank);
+                kinds.push(RowKind::Insert);
+            }
+        }
+    }
+
     fn emit(&self, before: Before, out: &mut Collector) -> Result<()> {
         let mut picked: Vec<&[u8]> = Vec::new();
         let mut ranks: Vec<u64> = Vec::new();
@@ -304,6 +405,17 @@ impl TopNOperator {
                 continue;
             };
             let new: Vec<(&RankKey, &Vec<u8>)> = new.iter().collect();
+            if self.spec.function != RankFunction::RowNumber {
+                Self::diff_by_row(
+                    old,
+                    &new,
+                    self.spec.function,
+                    &mut picked,
+                    &mut ranks,
+                    &mut kinds,
+                );
+                continue;
+            }
             for i in 0..old.len().max(new.len()) {
                 let rank = i as u64 + 1;
                 match (old.get(i), new.get(i)) {
@@ -503,6 +615,57 @@ mod tests {
         assert_eq!(
             changes(&mut h),
             vec!["+I,1,10,5,1", "-U,1,10,5,1", "+U,1,13,4,1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn rank_and_dense_rank_keep_ties() {
+        let make = |function| {
+            let order = vec![PhysicalSortExpr {
+                expr: Arc::new(Column::new("value", 2)),
+                options: SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            }];
+            TopNFactory::new(
+                input_schema(),
+                vec![0],
+                order,
+                2,
+                Field::new("r", DataType::UInt64, false),
+            )
+            .unwrap()
+            .with_rank_function(function)
+            .create(&TaskInfo::single("topn"))
+            .unwrap()
+        };
+        let mut rank = OperatorHarness::new(make(RankFunction::Rank));
+        rank.process(batch(&[(1, 10, 5), (1, 11, 5), (1, 12, 3)]))
+            .await
+            .unwrap();
+        // A better row: the tied pair moves to rank 2, both stay.
+        rank.process(batch(&[(1, 13, 9)])).await.unwrap();
+        assert_eq!(
+            changes(&mut rank),
+            vec![
+                "+I,1,10,5,1",
+                "+I,1,11,5,1",
+                "-U,1,10,5,1",
+                "+U,1,10,5,2",
+                "-U,1,11,5,1",
+                "+U,1,11,5,2",
+                "+I,1,13,9,1",
+            ]
+        );
+        let mut dense = OperatorHarness::new(make(RankFunction::DenseRank));
+        dense
+            .process(batch(&[(1, 10, 5), (1, 11, 5), (1, 12, 3), (1, 13, 1)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            changes(&mut dense),
+            vec!["+I,1,10,5,1", "+I,1,11,5,1", "+I,1,12,3,2"]
         );
     }
 

@@ -1,4 +1,5 @@
-//! Top-N and deduplication: `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`
+//! Top-N and deduplication: `ROW_NUMBER()` (or `RANK()`, `DENSE_RANK()`)
+//! `OVER (PARTITION BY … ORDER BY …)`
 //! under a filter that bounds the row number (`rn <= N`, `rn < N`,
 //! `rn = 1`), as Flink plans them, becomes a [`TopNFactory`] keyed by the
 //! partition columns.
@@ -22,7 +23,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowUDFExpr};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use weir_engine::graph::EdgeKind;
-use weir_engine::operator::{OperatorFactory, ProjectionOperator, TopNFactory};
+use weir_engine::operator::{OperatorFactory, ProjectionOperator, RankFunction, TopNFactory};
 
 use super::{Lowered, Lowering, over_updates};
 use crate::error::{Construct, Result, SqlError};
@@ -118,16 +119,20 @@ impl Lowering<'_> {
                 "a Top-N takes one window function (ROW_NUMBER() OVER …) in its subquery",
             ));
         }
-        let function = window_function_name(expr);
-        if function != "row_number" {
-            return Err(SqlError::unsupported_construct(
-                Construct::Word(function.to_uppercase()),
-                format!(
-                    "{} is not supported for Top-N yet; use ROW_NUMBER()",
-                    function.to_uppercase()
-                ),
-            ));
-        }
+        let function = match window_function_name(expr).as_str() {
+            "row_number" => RankFunction::RowNumber,
+            "rank" => RankFunction::Rank,
+            "dense_rank" => RankFunction::DenseRank,
+            other => {
+                return Err(SqlError::unsupported_construct(
+                    Construct::Word(other.to_uppercase()),
+                    format!(
+                        "{} cannot bound a Top-N; use ROW_NUMBER(), RANK() or DENSE_RANK()",
+                        other.to_uppercase()
+                    ),
+                ));
+            }
+        };
         let Some(rows) = rows.filter(|&r| r > 0) else {
             return Err(SqlError::unsupported_construct(
                 Construct::Keyword(Keyword::OVER),
@@ -167,7 +172,8 @@ impl Lowering<'_> {
             rows,
             rank_field,
         )?
-        .with_state_ttl(self.streaming.state_ttl_ms);
+        .with_state_ttl(self.streaming.state_ttl_ms)
+        .with_rank_function(function);
         let schema = factory.output_schema();
         let (edge, parallelism) = if partition_columns.is_empty() {
             (EdgeKind::Rebalance, Some(1))
