@@ -42,6 +42,7 @@ macro_rules! self_factory {
 
 mod filter;
 mod group_aggregate;
+mod group_slots;
 mod grouped_state;
 mod limit;
 mod projection;

@@ -27,8 +27,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 
+use super::group_slots::Groups;
 use super::grouped_state::AggregateSpecRef;
-use super::retractable::{RetractableAccumulator, retractable_accumulator};
+use super::retractable::retractable_accumulator;
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{ChangelogMode, RowKind, is_retraction, row_kind_codes, updating_schema};
@@ -110,76 +111,6 @@ impl OperatorFactory for UpdatingAggregateFactory {
     }
     fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
         Ok(Box::new(UpdatingAggregateOperator::new(self)?))
-    }
-}
-
-/// The groups of one subtask: a slot per live group.
-struct Groups {
-    /// Encodes group keys; `None` for a global aggregate (one group).
-    keys: Option<RowConverter>,
-    slot_of: HashMap<Vec<u8>, usize>,
-    /// Per slot: its key, its live row count, when it was last touched.
-    key_of: Vec<Vec<u8>>,
-    rows: Vec<i64>,
-    touched_at: Vec<i64>,
-    /// The batch that last touched each slot, to list a batch's groups once.
-    stamp: Vec<u64>,
-    free: Vec<usize>,
-    accumulators: Vec<Box<dyn RetractableAccumulator>>,
-}
-
-impl Groups {
-    fn slot(&mut self, key: &[u8]) -> usize {
-        if let Some(&slot) = self.slot_of.get(key) {
-            return slot;
-        }
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.key_of.push(Vec::new());
-                self.rows.push(0);
-                self.touched_at.push(0);
-                self.stamp.push(0);
-                self.key_of.len() - 1
-            }
-        };
-        self.key_of[slot] = key.to_vec();
-        self.slot_of.insert(key.to_vec(), slot);
-        slot
-    }
-
-    fn release(&mut self, slot: usize) {
-        self.slot_of.remove(&self.key_of[slot]);
-        self.key_of[slot] = Vec::new();
-        self.rows[slot] = 0;
-        for acc in &mut self.accumulators {
-            acc.reset(slot);
-        }
-        self.free.push(slot);
-    }
-
-    fn total(&self) -> usize {
-        self.key_of.len()
-    }
-
-    fn live_slots(&self) -> Vec<usize> {
-        let mut slots: Vec<usize> = self.slot_of.values().copied().collect();
-        slots.sort_unstable();
-        slots
-    }
-
-    /// The key columns of `slots`.
-    fn key_columns(&self, slots: &[usize]) -> Result<Vec<ArrayRef>> {
-        let Some(keys) = &self.keys else {
-            return Ok(Vec::new());
-        };
-        let parser = keys.parser();
-        Ok(keys.convert_rows(slots.iter().map(|&s| parser.parse(&self.key_of[s])))?)
-    }
-
-    fn size(&self) -> usize {
-        self.slot_of.keys().map(|k| 2 * k.len() + 64).sum::<usize>()
-            + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
     }
 }
 
