@@ -348,13 +348,27 @@ mod tests {
         let batch = decoder.flush().unwrap().unwrap();
         assert_eq!(batch.schema(), *decoder.output_schema());
         let (data, kinds) = weir_engine::changelog::split_row_kinds(&batch).unwrap();
-        let k = data.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        let v = data.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let k = data
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let v = data
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         kinds
             .unwrap()
             .into_iter()
             .enumerate()
-            .map(|(i, kind)| (kind, k.value(i).to_string(), v.is_valid(i).then(|| v.value(i))))
+            .map(|(i, kind)| {
+                (
+                    kind,
+                    k.value(i).to_string(),
+                    v.is_valid(i).then(|| v.value(i)),
+                )
+            })
             .collect()
     }
 
@@ -443,8 +457,16 @@ mod tests {
     #[test]
     fn bad_records_say_what_is_wrong() {
         let cases: Vec<(&str, BadChange, &str)> = vec![
-            ("not json", BadChange::NotJson(String::new()), "not valid JSON"),
-            (r#"{"before":null,"after":{"k":"a"}}"#, BadChange::MissingOp, "no 'op'"),
+            (
+                "not json",
+                BadChange::NotJson(String::new()),
+                "not valid JSON",
+            ),
+            (
+                r#"{"before":null,"after":{"k":"a"}}"#,
+                BadChange::MissingOp,
+                "no 'op'",
+            ),
             (
                 r#"{"after":{"k":"a"},"op":"x"}"#,
                 BadChange::UnknownOp("x".into()),
@@ -452,32 +474,50 @@ mod tests {
             ),
             (
                 r#"{"before":null,"after":{"k":"a"},"op":"u"}"#,
-                BadChange::MissingRow { op: 'u', field: "before" },
+                BadChange::MissingRow {
+                    op: 'u',
+                    field: "before",
+                },
                 "(op 'u') has no 'before' row",
             ),
             (
                 r#"{"after":null,"op":"d"}"#,
-                BadChange::MissingRow { op: 'd', field: "before" },
+                BadChange::MissingRow {
+                    op: 'd',
+                    field: "before",
+                },
                 "REPLICA IDENTITY FULL",
             ),
             (
                 r#"{"before":null,"op":"c"}"#,
-                BadChange::MissingRow { op: 'c', field: "after" },
+                BadChange::MissingRow {
+                    op: 'c',
+                    field: "after",
+                },
                 "(op 'c') has no 'after' row",
             ),
             (
                 r#"{"before":null,"after":null,"op":"r"}"#,
-                BadChange::MissingRow { op: 'r', field: "after" },
+                BadChange::MissingRow {
+                    op: 'r',
+                    field: "after",
+                },
                 "(op 'r') has no 'after' row",
             ),
             (
                 r#"{"before":{"k":"a"},"after":null,"op":"u"}"#,
-                BadChange::MissingRow { op: 'u', field: "after" },
+                BadChange::MissingRow {
+                    op: 'u',
+                    field: "after",
+                },
                 "(op 'u') has no 'after' row",
             ),
             (
                 r#"{"after":[1,2],"op":"c"}"#,
-                BadChange::NotAnObject { op: 'c', field: "after" },
+                BadChange::NotAnObject {
+                    op: 'c',
+                    field: "after",
+                },
                 "'after' of the change record (op 'c') is not a JSON object",
             ),
             (
@@ -505,12 +545,17 @@ mod tests {
             .unwrap();
         let err = decoder.flush().unwrap_err();
         assert!(matches!(err, BadChange::Row(_)), "{err:?}");
-        assert!(err.to_string().contains("seven") || err.to_string().contains("BIGINT"), "{err}");
+        assert!(
+            err.to_string().contains("seven") || err.to_string().contains("BIGINT"),
+            "{err}"
+        );
         // A null in the NOT NULL key.
         decoder.push(br#"{"after":{"v":1},"op":"c"}"#).unwrap();
         let err = decoder.flush().unwrap_err();
         assert!(err.to_string().contains('k'), "{err}");
-        decoder.push(br#"{"after":{"k":"b","v":2},"op":"c"}"#).unwrap();
+        decoder
+            .push(br#"{"after":{"k":"b","v":2},"op":"c"}"#)
+            .unwrap();
         assert_eq!(decoder.flush().unwrap().unwrap().num_rows(), 1);
     }
 }

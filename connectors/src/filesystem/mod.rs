@@ -82,12 +82,9 @@ impl FsOptions {
             ));
         }
         let format = Format::parse(options)?;
-        for key in options
-            .keys()
-            .filter(|k| {
-                k.starts_with("csv.") || k.starts_with("json.") || k.starts_with("debezium-json.")
-            })
-        {
+        for key in options.keys().filter(|k| {
+            k.starts_with("csv.") || k.starts_with("json.") || k.starts_with("debezium-json.")
+        }) {
             let prefix = key.split('.').next().unwrap_or_default();
             if prefix != format.name() {
                 return Err(Error::invalid_option(

@@ -35,6 +35,15 @@ fn cdc_table() -> TableDescriptor {
     )
 }
 
+/// The options of a sink table: the base ones but the source's, and `extra`.
+fn sink_options(extra: &[(&'static str, &'static str)]) -> ConnectorOptions {
+    let all: Vec<_> = with(extra)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("scan."))
+        .collect();
+    options(&all)
+}
+
 #[test]
 fn debezium_json_is_a_changelog_format_of_values_only() {
     let t = cdc_table();
@@ -54,18 +63,21 @@ fn debezium_json_is_a_changelog_format_of_values_only() {
     assert_eq!(o.bad_records, BadRecordPolicy::Drop);
     assert_eq!(o.format.name(), "debezium-json");
 
-    let err = SinkOptions::parse(&options(&with(&[
+    let err = SinkOptions::parse(&sink_options(&[
         ("format", "json"),
         ("key.fields", "id"),
         ("key.format", "debezium-json"),
-    ])))
+    ]))
     .unwrap_err()
     .to_string();
-    assert!(err.contains("'key.format' = 'debezium-json' is not a Kafka key format"), "{err}");
-    let err = SinkOptions::parse(&options(&with(&[
+    assert!(
+        err.contains("'key.format' = 'debezium-json' is not a Kafka key format"),
+        "{err}"
+    );
+    let err = SinkOptions::parse(&sink_options(&[
         ("format", "debezium-json"),
         ("debezium-json.schema-include", "true"),
-    ])))
+    ]))
     .unwrap_err()
     .to_string();
     assert!(err.contains("applies only when reading"), "{err}");
@@ -91,12 +103,23 @@ fn change_records_decode_into_rows_with_kinds_and_metadata() {
     let (batch, bad) = decoder.decode(&records).unwrap();
     assert!(bad.is_empty(), "{bad:?}");
     assert_eq!(batch.schema(), *decoder.schema());
-    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names, ["k", "off", "id", ROW_KIND_COLUMN]);
     // An update's two rows both carry its record's offset.
     assert_eq!(
         rows(&[batch.clone()]),
-        ["a,100,1,0", "a,101,1,1", "b,101,1,2", "b,102,1,3", "c,104,2,0"]
+        [
+            "a,100,1,0",
+            "a,101,1,1",
+            "b,101,1,2",
+            "b,102,1,3",
+            "c,104,2,0"
+        ]
     );
     let (_, kinds) = split_row_kinds(&batch).unwrap();
     assert_eq!(kinds.unwrap()[1], RowKind::UpdateBefore);
@@ -166,7 +189,11 @@ fn changes_encode_as_envelopes_with_keys() {
             r#"{"before":null,"after":{"k":"a","n":2},"op":"c"}"#,
         ]
     );
-    assert!(records.iter().all(|r| r.key.as_deref() == Some(b"a".as_slice())));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.key.as_deref() == Some(b"a".as_slice()))
+    );
 
     // What the sink writes, the source reads back to the same final state.
     let t = table(

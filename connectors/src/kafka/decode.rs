@@ -295,7 +295,8 @@ impl RecordDecoder {
             let (values, kinds) = split_row_kinds(&values)?;
             bad.sort_by_key(|b| b.index);
             let batch = self.assemble(records, &values, &good)?;
-            let kinds = kinds.ok_or_else(|| Error::internal("decoded changes have no row kinds"))?;
+            let kinds =
+                kinds.ok_or_else(|| Error::internal("decoded changes have no row kinds"))?;
             let batch = with_row_kinds(&self.output, batch.columns().to_vec(), kinds)?;
             return Ok((batch, bad));
         }

@@ -150,12 +150,7 @@ impl RecordEncoder {
                         format.name()
                     )));
                 }
-                encode_columns(
-                    batch,
-                    &self.value_columns,
-                    format,
-                    self.value_avro.as_ref(),
-                )?
+                encode_columns(batch, &self.value_columns, format, self.value_avro.as_ref())?
             }
         };
         let keys: Vec<Option<Vec<u8>>> = match (&self.key, self.key_column) {

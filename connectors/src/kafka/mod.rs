@@ -180,11 +180,20 @@ impl KafkaFormat {
         match Format::parse(&ConnectorOptions::new(renamed)) {
             Ok(Format::Json(json)) => Ok(KafkaFormat::Json(json)),
             Ok(Format::Csv(csv)) => Ok(KafkaFormat::Csv(csv)),
-            Ok(Format::DebeziumJson(json)) if key == "format" => Ok(KafkaFormat::DebeziumJson(json)),
+            Ok(Format::DebeziumJson(json)) if key == "format" => {
+                Ok(KafkaFormat::DebeziumJson(json))
+            }
             Ok(Format::Parquet | Format::DebeziumJson(_)) | Err(_) => {
                 let hint = weir_engine::suggest::closest(
                     &name,
-                    ["json", "csv", "raw", "avro", "avro-confluent", "debezium-json"],
+                    [
+                        "json",
+                        "csv",
+                        "raw",
+                        "avro",
+                        "avro-confluent",
+                        "debezium-json",
+                    ],
                 )
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_default();
@@ -192,7 +201,11 @@ impl KafkaFormat {
                     "option '{key}' = '{name}' is not a Kafka {}format{hint}; \
                      use 'json', 'csv', 'raw', 'avro', 'avro-confluent'{}",
                     if key == "format" { "" } else { "key " },
-                    if key == "format" { " or 'debezium-json'" } else { "" },
+                    if key == "format" {
+                        " or 'debezium-json'"
+                    } else {
+                        ""
+                    },
                 )))
             }
         }
@@ -693,11 +706,11 @@ impl Connector for KafkaConnector {
     }
 
     fn accepts_updates(&self, table: &TableDescriptor) -> bool {
-        SinkOptions::parse(&table.options).is_ok_and(|o| o.format.is_changelog())
+        KafkaFormat::parse(&table.options, "format").is_ok_and(|f| f.is_changelog())
     }
 
     fn produces_updates(&self, table: &TableDescriptor) -> bool {
-        SourceOptions::parse(&table.options).is_ok_and(|o| o.format.is_changelog())
+        KafkaFormat::parse(&table.options, "format").is_ok_and(|f| f.is_changelog())
     }
 
     fn is_bounded(&self, table: &TableDescriptor) -> bool {
