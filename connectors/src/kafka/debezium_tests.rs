@@ -112,7 +112,7 @@ fn change_records_decode_into_rows_with_kinds_and_metadata() {
     assert_eq!(names, ["k", "off", "id", ROW_KIND_COLUMN]);
     // An update's two rows both carry its record's offset.
     assert_eq!(
-        rows(&[batch.clone()]),
+        rows(std::slice::from_ref(&batch)),
         [
             "a,100,1,0",
             "a,101,1,1",

@@ -111,10 +111,10 @@ pub struct RecordDecoder {
     decoders: Option<DecoderFactory>,
     avro: Option<AvroDecoder>,
     /// The projected columns.
-    schema: SchemaRef,
+    data_schema: SchemaRef,
     /// The output: the projected columns, plus the row-kind column for a
     /// changelog format.
-    output: SchemaRef,
+    schema: SchemaRef,
     /// Per output column: where it comes from.
     columns: Vec<ColumnSource>,
     max_record_bytes: usize,
@@ -231,7 +231,7 @@ impl RecordDecoder {
         }
         let schema = Arc::new(Schema::new(fields));
         Ok(RecordDecoder {
-            output: if format.is_changelog() {
+            schema: if format.is_changelog() {
                 updating_schema(&schema)
             } else {
                 Arc::clone(&schema)
@@ -240,7 +240,7 @@ impl RecordDecoder {
             value_schema,
             decoders,
             avro,
-            schema,
+            data_schema: schema,
             columns,
             max_record_bytes,
         })
@@ -248,7 +248,7 @@ impl RecordDecoder {
 
     /// The output schema.
     pub fn schema(&self) -> &SchemaRef {
-        &self.output
+        &self.schema
     }
 
     /// True when the records' keys are needed.
@@ -297,7 +297,7 @@ impl RecordDecoder {
             let batch = self.assemble(records, &values, &good)?;
             let kinds =
                 kinds.ok_or_else(|| Error::internal("decoded changes have no row kinds"))?;
-            let batch = with_row_kinds(&self.output, batch.columns().to_vec(), kinds)?;
+            let batch = with_row_kinds(&self.schema, batch.columns().to_vec(), kinds)?;
             return Ok((batch, bad));
         }
         let (values, good) = match (&self.decoders, &mut self.avro) {
@@ -513,7 +513,7 @@ impl RecordDecoder {
         good: &[usize],
     ) -> Result<RecordBatch> {
         let mut columns = Vec::with_capacity(self.columns.len());
-        for (source, field) in self.columns.iter().zip(self.schema.fields()) {
+        for (source, field) in self.columns.iter().zip(self.data_schema.fields()) {
             let column: ArrayRef = match source {
                 ColumnSource::Value(i) => Arc::clone(values.column(*i)),
                 ColumnSource::Metadata(key) => {
@@ -562,7 +562,7 @@ impl RecordDecoder {
             };
             columns.push(column);
         }
-        make_batch(&self.schema, columns, good.len())
+        make_batch(&self.data_schema, columns, good.len())
     }
 }
 
