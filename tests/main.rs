@@ -1,6 +1,7 @@
 //! Weir's integration tests: one test binary, one module per area.
 //!
 //! - `slt`: the sqllogictest corpus under `tests/slt/`, at parallelism 1 and 4.
+//! - `cdc`: changelogs (`debezium-json`) written and read back through files.
 //! - `oracle`: every window and aggregate query of the corpus against DataFusion batch SQL.
 //! - `explain`: snapshots of EXPLAIN output and of the main error messages.
 //! - `cli`: the `weir` binary, run as a user runs it.
@@ -10,6 +11,7 @@
 //! - `pg`: the coordinator's Postgres wire protocol server, driven by `psql` and `tokio-postgres`.
 //! - `kafka`: Kafka brokers (librdkafka's mock cluster in `weir-kafka-mock`, and tansu) and clients.
 
+mod cdc;
 mod changelog;
 mod cli;
 mod cluster;

@@ -28,7 +28,9 @@
 //! Sinks that take updating input (a changelog, see
 //! [`weir_engine::changelog`]) say so through
 //! [`weir_engine::Connector::accepts_updates`]: `print`, `blackhole`, and
-//! `filesystem` with `'format' = 'debezium-json'`.
+//! `filesystem` and `kafka` with `'format' = 'debezium-json'`. Those two
+//! also read `debezium-json` as a changelog
+//! ([`weir_engine::Connector::produces_updates`], [`debezium`]).
 
 use std::sync::Arc;
 

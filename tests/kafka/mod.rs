@@ -3,6 +3,7 @@
 
 mod avro;
 pub mod brokers;
+mod cdc;
 mod pipeline;
 mod records;
 mod schema_registry;

@@ -15,7 +15,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use weir_engine::{ConnectorOptions, Error, Result, RowKind};
 
-use crate::debezium::DebeziumOptions;
+use crate::debezium::{DebeziumDecoder, DebeziumOptions};
 
 /// Flink's SQL timestamp format, the default for CSV and JSON.
 const SQL_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.f";
@@ -222,7 +222,9 @@ impl BatchDecoder for arrow::json::reader::Decoder {
 /// Makes decoders of one file's records: `(batch size) -> decoder`.
 pub type DecoderFactory = Arc<dyn Fn(usize) -> Result<Box<dyn BatchDecoder>> + Send + Sync>;
 
-/// The decoder factory for CSV or JSON reading `projection` of the table `schema`; `None` for Parquet.
+/// The decoder factory for CSV, JSON or Debezium JSON reading `projection`
+/// of the table `schema`; `None` for Parquet. A Debezium decoder's batches
+/// carry the row-kind column last.
 pub fn decoder_factory(
     format: &Format,
     schema: &SchemaRef,
@@ -271,10 +273,74 @@ pub fn decoder_factory(
             })))
         }
         Format::Parquet => Ok(None),
-        Format::DebeziumJson(_) => Err(Error::invalid_option(
-            "format",
-            "the filesystem source cannot read 'debezium-json' yet; it is a sink format for now",
-        )),
+        Format::DebeziumJson(_) => {
+            let projected = Arc::new(schema.project(projection)?);
+            Ok(Some(Arc::new(move |batch_size| {
+                Ok(Box::new(DebeziumLines {
+                    decoder: DebeziumDecoder::new(Arc::clone(&projected)),
+                    batch_size,
+                    records: 0,
+                    partial: Vec::new(),
+                }) as Box<dyn BatchDecoder>)
+            })))
+        }
+    }
+}
+
+/// Reads `debezium-json` files: one change record per line, `batch_size`
+/// records per batch (an update gives two rows).
+struct DebeziumLines {
+    decoder: DebeziumDecoder,
+    batch_size: usize,
+    /// Records buffered since the last flush.
+    records: usize,
+    /// The start of a line that the last buffer cut off.
+    partial: Vec<u8>,
+}
+
+impl DebeziumLines {
+    fn push(&mut self, line: &[u8]) -> Result<(), ArrowError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.records += 1;
+        self.decoder
+            .push(line)
+            .map(|_| ())
+            .map_err(|e| ArrowError::JsonError(e.to_string()))
+    }
+}
+
+impl BatchDecoder for DebeziumLines {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        if buf.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            return self.push(&line).map(|_| 0);
+        }
+        let mut taken = 0;
+        while self.records < self.batch_size {
+            let Some(end) = buf[taken..].iter().position(|&b| b == b'\n') else {
+                self.partial.extend_from_slice(&buf[taken..]);
+                return Ok(buf.len());
+            };
+            let line = &buf[taken..taken + end];
+            taken += end + 1;
+            if self.partial.is_empty() {
+                self.push(line)?;
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.push(&whole)?;
+            }
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.records = 0;
+        self.decoder
+            .flush()
+            .map_err(|e| ArrowError::JsonError(e.to_string()))
     }
 }
 

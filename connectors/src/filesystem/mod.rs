@@ -1,5 +1,6 @@
-//! The `filesystem` connector: reads and writes CSV, JSON-lines and Parquet
-//! files in a local directory, with Flink's option names.
+//! The `filesystem` connector: reads and writes CSV, JSON-lines, Parquet and
+//! `debezium-json` (changelog) files in a local directory, with Flink's
+//! option names.
 //!
 //! ```sql
 //! CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3)) WITH (
@@ -9,7 +10,9 @@
 //! * Source ([`source`]): `path` is a file or a directory, whose regular files
 //!   are read in name order (names starting with `.` or `_` are skipped). File
 //!   `i` goes to subtask `i mod parallelism`, so a single file keeps its row
-//!   order. The source is bounded.
+//!   order. The source is bounded. A bad record fails the job, naming the
+//!   file and line. A `debezium-json` table is an updating stream
+//!   ([`Connector::produces_updates`]).
 //! * Sink ([`sink`]): every subtask writes part files
 //!   `part-<subtask>-<run>-<n>.<ext>` into the directory `path`, first under a
 //!   hidden in-progress name, renamed when a checkpoint commits or the input
@@ -44,8 +47,11 @@ const OPTIONS: &[&str] = &[
     "csv.ignore-first-line",
     "json.timestamp-format.standard",
     "debezium-json.timestamp-format.standard",
+    "debezium-json.schema-include",
 ];
 const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Flink's option to write (and expect) Debezium's `{"schema", "payload"}` wrapper.
+pub(crate) const SCHEMA_INCLUDE: &str = "debezium-json.schema-include";
 
 /// The `filesystem` connector.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,10 +82,9 @@ impl FsOptions {
             ));
         }
         let format = Format::parse(options)?;
-        for key in options
-            .keys()
-            .filter(|k| k.starts_with("csv.") || k.starts_with("json."))
-        {
+        for key in options.keys().filter(|k| {
+            k.starts_with("csv.") || k.starts_with("json.") || k.starts_with("debezium-json.")
+        }) {
             let prefix = key.split('.').next().unwrap_or_default();
             if prefix != format.name() {
                 return Err(Error::invalid_option(
@@ -91,6 +96,8 @@ impl FsOptions {
                 ));
             }
         }
+        // Both envelope shapes are read whatever it says; the sink refuses `true`.
+        options.parse_bool(SCHEMA_INCLUDE)?;
         Ok(FsOptions {
             path: PathBuf::from(path),
             format,
@@ -101,6 +108,20 @@ impl FsOptions {
                 .transpose()?,
         })
     }
+}
+
+/// Weir writes Debezium envelopes without Debezium's schema wrapper.
+pub(crate) fn refuse_schema_include(options: &ConnectorOptions) -> Result<()> {
+    if options.parse_bool(SCHEMA_INCLUDE)? == Some(true) {
+        return Err(Error::invalid_option(
+            SCHEMA_INCLUDE,
+            format!(
+                "option '{SCHEMA_INCLUDE}' = 'true' applies only when reading; \
+                 the sink writes envelopes without Debezium's schema"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that the format can hold every column.
@@ -137,6 +158,7 @@ impl Connector for FilesystemConnector {
                 "option 'csv.ignore-first-line' only applies when reading; the sink writes no header",
             ));
         }
+        refuse_schema_include(&table.options)?;
         check_columns(table, &options.format)
     }
 
@@ -145,6 +167,10 @@ impl Connector for FilesystemConnector {
     }
 
     fn accepts_updates(&self, table: &TableDescriptor) -> bool {
+        Format::parse(&table.options).is_ok_and(|f| f.is_changelog())
+    }
+
+    fn produces_updates(&self, table: &TableDescriptor) -> bool {
         Format::parse(&table.options).is_ok_and(|f| f.is_changelog())
     }
 
@@ -174,3 +200,6 @@ impl Connector for FilesystemConnector {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod debezium_tests;

@@ -1,4 +1,8 @@
 //! The filesystem source: reads its share of the table's files, one batch per poll.
+//!
+//! A `debezium-json` table is a changelog: its batches carry the row-kind
+//! column last. Positions count rows either way (an update is two rows), so
+//! a restore skips exactly what was emitted.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -12,6 +16,7 @@ use arrow::error::ArrowError;
 use async_trait::async_trait;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use weir_engine::changelog::updating_schema;
 use weir_engine::{
     Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo, sql_type_name, sql_type_names_in,
 };
@@ -82,9 +87,13 @@ impl FilesystemSource {
         let projection = projection_indices(&table.schema, projection);
         Ok(FilesystemSource {
             decoders: decoder_factory(&options.format, &table.schema, &projection)?,
+            schema: if options.format.is_changelog() {
+                updating_schema(&projected_schema(&table.schema, Some(&projection))?)
+            } else {
+                projected_schema(&table.schema, Some(&projection))?
+            },
             format: options.format,
             table_schema: Arc::clone(&table.schema),
-            schema: projected_schema(&table.schema, Some(&projection))?,
             projection,
             batch_size: options.batch_size,
             files,

@@ -5,7 +5,9 @@
 //! number of rows than there were records) is each record decoded on its own,
 //! to find the bad ones; the good ones still come out, in order. `METADATA`
 //! columns (timestamp, partition, offset, key, topic, headers) are built from
-//! the records' metadata.
+//! the records' metadata. Debezium change records give one or two rows each
+//! (an update is a `-U` and a `+U`), decoded together the same way; the
+//! batch then carries the row-kind column last.
 
 use std::sync::Arc;
 
@@ -14,10 +16,12 @@ use arrow::array::{
 };
 use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_engine::changelog::{split_row_kinds, updating_schema, with_row_kinds};
 use weir_engine::{Error, Result, TableDescriptor};
 
 use super::avro::{AvroDecoder, check_readable};
 use super::{KafkaFormat, metadata_key};
+use crate::debezium::DebeziumDecoder;
 use crate::filesystem::format::{DecoderFactory, Format, decoder_factory};
 use crate::util::make_batch;
 
@@ -106,7 +110,10 @@ pub struct RecordDecoder {
     value_schema: SchemaRef,
     decoders: Option<DecoderFactory>,
     avro: Option<AvroDecoder>,
-    /// The output: the projected columns.
+    /// The projected columns.
+    data_schema: SchemaRef,
+    /// The output: the projected columns, plus the row-kind column for a
+    /// changelog format.
     schema: SchemaRef,
     /// Per output column: where it comes from.
     columns: Vec<ColumnSource>,
@@ -146,6 +153,9 @@ pub fn check_columns(table: &TableDescriptor, format: &KafkaFormat) -> Result<()
         }
         KafkaFormat::Json(json) => check_file_format(table, &values, &Format::Json(json.clone()))?,
         KafkaFormat::Csv(csv) => check_file_format(table, &values, &Format::Csv(csv.clone()))?,
+        KafkaFormat::DebeziumJson(json) => {
+            check_file_format(table, &values, &Format::DebeziumJson(json.clone()))?
+        }
         KafkaFormat::Avro(avro) => {
             let fields: Vec<Field> = values.iter().map(|f| f.as_ref().clone()).collect();
             check_readable(&fields, avro)
@@ -198,7 +208,7 @@ impl RecordDecoder {
             KafkaFormat::Csv(csv) => {
                 decoder_factory(&Format::Csv(csv.clone()), &value_schema, &all)?
             }
-            KafkaFormat::Raw | KafkaFormat::Avro(_) => None,
+            KafkaFormat::Raw | KafkaFormat::Avro(_) | KafkaFormat::DebeziumJson(_) => None,
         };
         let avro = match &format {
             KafkaFormat::Avro(avro) => Some(AvroDecoder::new(Arc::clone(&value_schema), avro)?),
@@ -219,12 +229,18 @@ impl RecordDecoder {
                 }
             });
         }
+        let schema = Arc::new(Schema::new(fields));
         Ok(RecordDecoder {
+            schema: if format.is_changelog() {
+                updating_schema(&schema)
+            } else {
+                Arc::clone(&schema)
+            },
             format,
             value_schema,
             decoders,
             avro,
-            schema: Arc::new(Schema::new(fields)),
+            data_schema: schema,
             columns,
             max_record_bytes,
         })
@@ -257,6 +273,8 @@ impl RecordDecoder {
         let mut candidates = Vec::with_capacity(n);
         for i in 0..n {
             match records.value(i) {
+                // Debezium follows a delete with a tombstone, for compaction.
+                None if self.format.is_changelog() => {}
                 None if !matches!(self.format, KafkaFormat::Raw) => bad.push(BadRecord {
                     index: i,
                     reason: "the record has no value (null)".into(),
@@ -271,6 +289,16 @@ impl RecordDecoder {
                 }),
                 _ => candidates.push(i),
             }
+        }
+        if self.format.is_changelog() {
+            let (values, good) = self.decode_changes(records, &candidates, &mut bad)?;
+            let (values, kinds) = split_row_kinds(&values)?;
+            bad.sort_by_key(|b| b.index);
+            let batch = self.assemble(records, &values, &good)?;
+            let kinds =
+                kinds.ok_or_else(|| Error::internal("decoded changes have no row kinds"))?;
+            let batch = with_row_kinds(&self.schema, batch.columns().to_vec(), kinds)?;
+            return Ok((batch, bad));
         }
         let (values, good) = match (&self.decoders, &mut self.avro) {
             (_, Some(avro)) if !self.value_schema.fields().is_empty() => {
@@ -352,6 +380,62 @@ impl RecordDecoder {
         Ok((batch, good))
     }
 
+    /// Decodes Debezium change records: the rows (value columns and row
+    /// kind) and, per row, the record it came from (an update gives two).
+    fn decode_changes(
+        &self,
+        records: &RecordBuffer,
+        candidates: &[usize],
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        let mut decoder = DebeziumDecoder::new(Arc::clone(&self.value_schema));
+        let mut pushed = Vec::with_capacity(candidates.len());
+        for &i in candidates {
+            match decoder.push(records.value(i).unwrap_or_default()) {
+                Ok(rows) => pushed.push((i, rows)),
+                Err(e) => bad.push(BadRecord {
+                    index: i,
+                    reason: format!("invalid debezium-json: {e}"),
+                }),
+            }
+        }
+        let rows_of = |pushed: &[(usize, usize)]| -> Vec<usize> {
+            pushed
+                .iter()
+                .flat_map(|&(i, rows)| std::iter::repeat_n(i, rows))
+                .collect()
+        };
+        let schema = Arc::clone(decoder.output_schema());
+        match decoder.flush() {
+            Ok(batch) => Ok((
+                batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema))),
+                rows_of(&pushed),
+            )),
+            Err(_) => {
+                // A row does not fit the columns: decode each record alone.
+                let mut batches = Vec::with_capacity(pushed.len());
+                let mut good = Vec::with_capacity(pushed.len());
+                for (i, rows) in pushed {
+                    let decoded = decoder
+                        .push(records.value(i).unwrap_or_default())
+                        .and_then(|_| decoder.flush());
+                    match decoded {
+                        Ok(Some(batch)) => {
+                            batches.push(batch);
+                            good.extend(std::iter::repeat_n(i, rows));
+                        }
+                        Ok(None) => {}
+                        Err(e) => bad.push(BadRecord {
+                            index: i,
+                            reason: format!("invalid debezium-json: {e}"),
+                        }),
+                    }
+                }
+                Ok((concat_batches(&schema, &batches)?, good))
+            }
+        }
+    }
+
     /// The bytes decoders see for record `i`: CSV loses its line end.
     fn text<'a>(&self, records: &'a RecordBuffer, i: usize) -> &'a [u8] {
         let v = records.value(i).unwrap_or_default();
@@ -429,7 +513,7 @@ impl RecordDecoder {
         good: &[usize],
     ) -> Result<RecordBatch> {
         let mut columns = Vec::with_capacity(self.columns.len());
-        for (source, field) in self.columns.iter().zip(self.schema.fields()) {
+        for (source, field) in self.columns.iter().zip(self.data_schema.fields()) {
             let column: ArrayRef = match source {
                 ColumnSource::Value(i) => Arc::clone(values.column(*i)),
                 ColumnSource::Metadata(key) => {
@@ -478,7 +562,7 @@ impl RecordDecoder {
             };
             columns.push(column);
         }
-        make_batch(&self.schema, columns, good.len())
+        make_batch(&self.data_schema, columns, good.len())
     }
 }
 

@@ -4,10 +4,11 @@
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
-use weir_engine::{Error, Result};
+use weir_engine::{Error, Result, RowKind};
 
 use super::avro::AvroEncoder;
 use super::{KafkaFormat, metadata_key};
+use crate::debezium::DebeziumOptions;
 
 /// One record to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,15 +122,37 @@ impl RecordEncoder {
         })
     }
 
-    /// The records of `batch`'s rows, in order.
+    /// The records of `batch`'s rows (inserts), in order.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<OutRecord>> {
+        self.encode_changes(batch, None)
+    }
+
+    /// The records of `batch`'s rows, in order; `kinds` are the rows' kinds
+    /// (`None`: inserts), which only a changelog value format can take.
+    pub fn encode_changes(
+        &self,
+        batch: &RecordBatch,
+        kinds: Option<&[RowKind]>,
+    ) -> Result<Vec<OutRecord>> {
         let rows = batch.num_rows();
-        let values = encode_columns(
-            batch,
-            &self.value_columns,
-            &self.value_format,
-            self.value_avro.as_ref(),
-        )?;
+        let values = match &self.value_format {
+            KafkaFormat::DebeziumJson(json) => {
+                let projected = batch.project(&self.value_columns)?;
+                let options = DebeziumOptions {
+                    iso_timestamps: json.iso_timestamps,
+                };
+                check_rows(crate::debezium::encode(&projected, kinds, options)?, rows)?
+            }
+            format => {
+                if kinds.is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert)) {
+                    return Err(Error::internal(format!(
+                        "format '{}' was given updates to encode",
+                        format.name()
+                    )));
+                }
+                encode_columns(batch, &self.value_columns, format, self.value_avro.as_ref())?
+            }
+        };
         let keys: Vec<Option<Vec<u8>>> = match (&self.key, self.key_column) {
             (Some((columns, format)), _) => {
                 encode_columns(batch, columns, format, self.key_avro.as_ref())?
@@ -226,6 +249,12 @@ fn encode_columns(
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect()),
+        KafkaFormat::DebeziumJson(json) => {
+            let options = DebeziumOptions {
+                iso_timestamps: json.iso_timestamps,
+            };
+            check_rows(crate::debezium::encode(&projected, None, options)?, rows)
+        }
         KafkaFormat::Json(json) => {
             let (ts, ts_tz) = if json.iso_timestamps {
                 ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f%:z")

@@ -15,11 +15,15 @@
 //!   partition is the source's checkpointed position, so a restore rewinds
 //!   exactly. Records are decoded in batches straight into Arrow ([`decode`]);
 //!   a record that does not decode follows `'scan.bad-record-policy'`.
+//!   With `'format' = 'debezium-json'` the records are changes and the table
+//!   an updating stream; a null value (Debezium's tombstone after a delete)
+//!   is skipped, and a bad change record is a bad record.
 //! * Sink ([`sink`]): `'sink.delivery-guarantee'` = `at-least-once` flushes
 //!   at every checkpoint; `exactly-once` keeps a checkpoint's rows in the
 //!   checkpoint and writes them in one Kafka transaction once the checkpoint
 //!   has completed, with commit markers that make a re-commit after a crash
-//!   idempotent ([`sink`] explains the protocol).
+//!   idempotent ([`sink`] explains the protocol). With `'format' =
+//!   'debezium-json'` it takes updating input, one envelope per change.
 
 pub mod avro;
 pub mod decode;
@@ -70,6 +74,9 @@ const SOURCE_OPTIONS: &[&str] = &[
     "json.ignore-parse-errors",
     "csv.ignore-parse-errors",
     "json.timestamp-format.standard",
+    "debezium-json.ignore-parse-errors",
+    "debezium-json.timestamp-format.standard",
+    "debezium-json.schema-include",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.escape-character",
@@ -93,6 +100,8 @@ const SINK_OPTIONS: &[&str] = &[
     "sink.partitioner",
     "sink.parallelism",
     "json.timestamp-format.standard",
+    "debezium-json.timestamp-format.standard",
+    "debezium-json.schema-include",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.escape-character",
@@ -117,6 +126,9 @@ pub enum KafkaFormat {
     Raw,
     /// Avro datums, plain or in Confluent's wire format ([`avro`]).
     Avro(avro::AvroFormat),
+    /// A changelog: one Debezium JSON envelope per record
+    /// ([`crate::debezium`]); the table is an updating stream.
+    DebeziumJson(JsonOptions),
 }
 
 impl KafkaFormat {
@@ -168,16 +180,32 @@ impl KafkaFormat {
         match Format::parse(&ConnectorOptions::new(renamed)) {
             Ok(Format::Json(json)) => Ok(KafkaFormat::Json(json)),
             Ok(Format::Csv(csv)) => Ok(KafkaFormat::Csv(csv)),
+            Ok(Format::DebeziumJson(json)) if key == "format" => {
+                Ok(KafkaFormat::DebeziumJson(json))
+            }
             Ok(Format::Parquet | Format::DebeziumJson(_)) | Err(_) => {
                 let hint = weir_engine::suggest::closest(
                     &name,
-                    ["json", "csv", "raw", "avro", "avro-confluent"],
+                    [
+                        "json",
+                        "csv",
+                        "raw",
+                        "avro",
+                        "avro-confluent",
+                        "debezium-json",
+                    ],
                 )
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_default();
                 Err(Error::Config(format!(
-                    "option '{key}' = '{name}' is not a Kafka format{hint}; \
-                     use 'json', 'csv', 'raw', 'avro' or 'avro-confluent'"
+                    "option '{key}' = '{name}' is not a Kafka {}format{hint}; \
+                     use 'json', 'csv', 'raw', 'avro', 'avro-confluent'{}",
+                    if key == "format" { "" } else { "key " },
+                    if key == "format" {
+                        " or 'debezium-json'"
+                    } else {
+                        ""
+                    },
                 )))
             }
         }
@@ -190,7 +218,13 @@ impl KafkaFormat {
             KafkaFormat::Csv(_) => "csv",
             KafkaFormat::Raw => "raw",
             KafkaFormat::Avro(avro) => avro.name(),
+            KafkaFormat::DebeziumJson(_) => "debezium-json",
         }
+    }
+
+    /// True for a changelog format, whose records are changes.
+    pub fn is_changelog(&self) -> bool {
+        matches!(self, KafkaFormat::DebeziumJson(_))
     }
 }
 
@@ -355,7 +389,11 @@ fn millis_option(options: &ConnectorOptions, key: &str, mode: &str) -> Result<i6
 fn check_format_options(options: &ConnectorOptions, format: &KafkaFormat) -> Result<()> {
     for key in options.keys() {
         let prefix = key.split('.').next().unwrap_or_default();
-        if matches!(prefix, "csv" | "json" | "avro" | "avro-confluent") && prefix != format.name() {
+        if matches!(
+            prefix,
+            "csv" | "json" | "avro" | "avro-confluent" | "debezium-json"
+        ) && prefix != format.name()
+        {
             return Err(Error::invalid_option(
                 key,
                 format!(
@@ -450,10 +488,13 @@ impl SourceOptions {
                     .into(),
             ));
         }
+        // Both envelope shapes are read whatever `schema-include` says.
+        options.parse_bool(crate::filesystem::SCHEMA_INCLUDE)?;
         let ignore = [
             "format.ignore-parse-errors",
             "json.ignore-parse-errors",
             "csv.ignore-parse-errors",
+            "debezium-json.ignore-parse-errors",
         ]
         .iter()
         .map(|k| options.parse_bool(k))
@@ -505,6 +546,7 @@ impl SinkOptions {
         }
         let mut format = KafkaFormat::parse(options, "format")?;
         check_format_options(options, &format)?;
+        crate::filesystem::refuse_schema_include(options)?;
         if let KafkaFormat::Avro(avro) = &mut format
             && avro.registry.is_some()
             && avro.subject.is_none()
@@ -663,6 +705,14 @@ impl Connector for KafkaConnector {
         sink::check_sink_columns(table, &options)
     }
 
+    fn accepts_updates(&self, table: &TableDescriptor) -> bool {
+        KafkaFormat::parse(&table.options, "format").is_ok_and(|f| f.is_changelog())
+    }
+
+    fn produces_updates(&self, table: &TableDescriptor) -> bool {
+        KafkaFormat::parse(&table.options, "format").is_ok_and(|f| f.is_changelog())
+    }
+
     fn is_bounded(&self, table: &TableDescriptor) -> bool {
         SourceOptions::parse(&table.options).is_ok_and(|o| o.bounded != BoundedMode::Unbounded)
     }
@@ -705,3 +755,6 @@ pub(crate) fn kafka_error(context: impl std::fmt::Display, e: impl std::fmt::Dis
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod debezium_tests;

@@ -593,13 +593,19 @@ impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
         self.recommit_restored().await?;
         let (batch, kinds) = split_row_kinds(&batch)?;
-        if kinds.is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert)) {
+        if !self.options.format.is_changelog()
+            && kinds
+                .as_ref()
+                .is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert))
+        {
             return Err(Error::Config(format!(
-                "table '{}': the Kafka sink only takes inserts, but the query produces updates or deletes",
-                self.table
+                "table '{}': format '{}' only takes inserts, but the query produces updates or deletes; \
+                 use 'format' = 'debezium-json'",
+                self.table,
+                self.options.format.name()
             )));
         }
-        let records = self.encoder.encode(&batch)?;
+        let records = self.encoder.encode_changes(&batch, kinds.as_deref())?;
         if self.exactly_once() {
             self.current.extend(records);
             return Ok(());

@@ -14,7 +14,7 @@ use super::encode::{OutRecord, RecordEncoder, frame_records, unframe_records};
 use super::*;
 use crate::util::test_support::{rows, table};
 
-fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
+pub(super) fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
     ConnectorOptions::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
 }
 
@@ -26,7 +26,7 @@ const BASE: &[(&str, &str)] = &[
     ("format", "json"),
 ];
 
-fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+pub(super) fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut all: Vec<_> = BASE
         .iter()
         .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
@@ -133,14 +133,14 @@ fn sink_options() {
     assert!(err.contains("exactly one"), "{err}");
 }
 
-fn metadata(name: &str, data_type: DataType, key: &str) -> Field {
+pub(super) fn metadata(name: &str, data_type: DataType, key: &str) -> Field {
     Field::new(name, data_type, true).with_metadata(HashMap::from([(
         METADATA_FIELD_KEY.to_string(),
         key.to_string(),
     )]))
 }
 
-fn buffer(values: &[Option<&[u8]>]) -> RecordBuffer {
+pub(super) fn buffer(values: &[Option<&[u8]>]) -> RecordBuffer {
     let mut b = RecordBuffer::default();
     let topic = b.topic_id("in");
     for (i, v) in values.iter().enumerate() {
