@@ -87,7 +87,7 @@ fn over_updates(construct: Construct, what: &str) -> SqlError {
     SqlError::unsupported_construct(
         construct,
         format!(
-            "{what} over an updating result (a GROUP BY over an unbounded stream) is not supported yet"
+            "{what} over an updating result (the changes of a GROUP BY over an unbounded stream, a Top-N or a changelog source) is not supported yet"
         ),
     )
 }
