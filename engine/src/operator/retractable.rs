@@ -25,7 +25,10 @@ use arrow::array::{
     UInt64Array, new_null_array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{
+    ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Decimal128Type, Float64Type, Int64Type,
+    UInt64Type,
+};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
@@ -244,6 +247,50 @@ impl SumAccumulator {
     }
 }
 
+/// Adds each row's value (`arg` cast to `T`, or to `data_type` when the
+/// type has parameters, as a decimal's scale) into its group's sum, or takes
+/// it out when the row retracts; integers wrap, as Flink's do.
+fn fold_into<T: ArrowPrimitiveType>(
+    sums: &mut Vec<T::Native>,
+    total: usize,
+    arg: &ArrayRef,
+    data_type: Option<&DataType>,
+    rows: &[(usize, usize)],
+    retract: &[bool],
+) -> Result<()> {
+    grow(sums, total, T::Native::ZERO);
+    let values = cast(arg, data_type.unwrap_or(&T::DATA_TYPE))?;
+    let values = values
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| Error::internal("SUM input did not cast to its sum type"))?;
+    for &(row, group) in rows {
+        let v = values.value(row);
+        sums[group] = if retract[row] {
+            sums[group].sub_wrapping(v)
+        } else {
+            sums[group].add_wrapping(v)
+        };
+    }
+    Ok(())
+}
+
+/// Loads checkpointed sums (a column of `T`) into `groups`.
+fn load_into<T: ArrowPrimitiveType>(
+    sums: &mut Vec<T::Native>,
+    total: usize,
+    column: &ArrayRef,
+    groups: &[usize],
+) -> Result<()> {
+    grow(sums, total, T::Native::ZERO);
+    let values = column
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| Error::internal("checkpointed sums have another type"))?;
+    for (row, &group) in groups.iter().enumerate() {
+        sums[group] = values.value(row);
+    }
+    Ok(())
+}
+
 impl RetractableAccumulator for SumAccumulator {
     fn update(
         &mut self,
@@ -257,65 +304,23 @@ impl RetractableAccumulator for SumAccumulator {
             .first()
             .ok_or_else(|| Error::internal("SUM without an argument"))?;
         grow(&mut self.counts, total, 0);
-        let rows = groups
+        let rows: Vec<(usize, usize)> = groups
             .iter()
             .enumerate()
-            .filter(|&(row, _)| included(mask, row) && arg.is_valid(row));
+            .filter(|&(row, _)| included(mask, row) && arg.is_valid(row))
+            .map(|(row, &group)| (row, group))
+            .collect();
+        for &(row, group) in &rows {
+            self.counts[group] += sign(retract[row]);
+        }
         match &mut self.sums {
-            Sums::Int(sums) => {
-                grow(sums, total, 0);
-                let values = cast(arg, &DataType::Int64)?;
-                let values = values.as_primitive::<Int64Type>();
-                for (row, &group) in rows {
-                    let v = values.value(row);
-                    sums[group] = if retract[row] {
-                        sums[group].wrapping_sub(v)
-                    } else {
-                        sums[group].wrapping_add(v)
-                    };
-                    self.counts[group] += sign(retract[row]);
-                }
-            }
-            Sums::UInt(sums) => {
-                grow(sums, total, 0);
-                let values = cast(arg, &DataType::UInt64)?;
-                let values = values.as_primitive::<UInt64Type>();
-                for (row, &group) in rows {
-                    let v = values.value(row);
-                    sums[group] = if retract[row] {
-                        sums[group].wrapping_sub(v)
-                    } else {
-                        sums[group].wrapping_add(v)
-                    };
-                    self.counts[group] += sign(retract[row]);
-                }
-            }
-            Sums::Float(sums) => {
-                grow(sums, total, 0.0);
-                let values = cast(arg, &DataType::Float64)?;
-                let values = values.as_primitive::<Float64Type>();
-                for (row, &group) in rows {
-                    let v = values.value(row);
-                    sums[group] += if retract[row] { -v } else { v };
-                    self.counts[group] += sign(retract[row]);
-                }
-            }
+            Sums::Int(sums) => fold_into::<Int64Type>(sums, total, arg, None, &rows, retract),
+            Sums::UInt(sums) => fold_into::<UInt64Type>(sums, total, arg, None, &rows, retract),
+            Sums::Float(sums) => fold_into::<Float64Type>(sums, total, arg, None, &rows, retract),
             Sums::Decimal(sums, data_type) => {
-                grow(sums, total, 0);
-                let values = cast(arg, data_type)?;
-                let values = values.as_primitive::<Decimal128Type>();
-                for (row, &group) in rows {
-                    let v = values.value(row);
-                    sums[group] = if retract[row] {
-                        sums[group].wrapping_sub(v)
-                    } else {
-                        sums[group].wrapping_add(v)
-                    };
-                    self.counts[group] += sign(retract[row]);
-                }
+                fold_into::<Decimal128Type>(sums, total, arg, Some(data_type), &rows, retract)
             }
         }
-        Ok(())
     }
 
     fn evaluate(&self, groups: &[usize]) -> Result<ArrayRef> {
@@ -381,40 +386,11 @@ impl RetractableAccumulator for SumAccumulator {
             self.counts[group] = counts.value(row);
         }
         match &mut self.sums {
-            Sums::Int(s) => {
-                grow(s, total, 0);
-                let v = sums.as_primitive::<Int64Type>();
-                groups
-                    .iter()
-                    .enumerate()
-                    .for_each(|(r, &g)| s[g] = v.value(r));
-            }
-            Sums::UInt(s) => {
-                grow(s, total, 0);
-                let v = sums.as_primitive::<UInt64Type>();
-                groups
-                    .iter()
-                    .enumerate()
-                    .for_each(|(r, &g)| s[g] = v.value(r));
-            }
-            Sums::Float(s) => {
-                grow(s, total, 0.0);
-                let v = sums.as_primitive::<Float64Type>();
-                groups
-                    .iter()
-                    .enumerate()
-                    .for_each(|(r, &g)| s[g] = v.value(r));
-            }
-            Sums::Decimal(s, _) => {
-                grow(s, total, 0);
-                let v = sums.as_primitive::<Decimal128Type>();
-                groups
-                    .iter()
-                    .enumerate()
-                    .for_each(|(r, &g)| s[g] = v.value(r));
-            }
+            Sums::Int(s) => load_into::<Int64Type>(s, total, sums, groups),
+            Sums::UInt(s) => load_into::<UInt64Type>(s, total, sums, groups),
+            Sums::Float(s) => load_into::<Float64Type>(s, total, sums, groups),
+            Sums::Decimal(s, _) => load_into::<Decimal128Type>(s, total, sums, groups),
         }
-        Ok(())
     }
 
     fn state_width(&self) -> usize {
