@@ -318,7 +318,8 @@ async fn run_script(
     }
     if late > 0 {
         eprintln!(
-            "{late} late rows dropped (they arrived after the watermark passed their window)."
+            "{late} late rows (they arrived after the watermark passed their window): dropped, \
+             or written to the table 'table.exec.late-records.sink' names."
         );
     }
     if bad > 0 {

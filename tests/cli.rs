@@ -225,7 +225,50 @@ fn late_rows_are_reported() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("2 late rows dropped"), "{stderr}");
+    assert!(stderr.contains("2 late rows (they arrived"), "{stderr}");
+}
+
+/// With a late-rows table, `weir run` writes the late rows there (committed
+/// with the job's checkpoints) and still counts them.
+#[test]
+fn late_rows_go_to_the_late_rows_table() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/late.csv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let late_dir = dir.path().join("late");
+    let output = run_sql(dir.path(), &format!(
+            "CREATE TABLE e (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv', 'scan.batch-size' = '1');
+             CREATE TABLE late (id BIGINT, late_watermark TIMESTAMP(3))
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             CREATE TABLE out WITH ('connector' = 'blackhole');
+             SET 'table.exec.late-records.sink' = 'late';
+             INSERT INTO out SELECT window_start, COUNT(*), SUM(id) FROM TUMBLE(e, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end;",
+            data.display(),
+            late_dir.display()
+        ), &["run", "-p", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("2 late rows (they arrived"), "{stderr}");
+    let mut rows: Vec<String> = std::fs::read_dir(&late_dir)
+        .expect("the late-rows table was written")
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        ["5,2024-01-01 00:00:11", "8,2024-01-01 00:00:23"],
+        "{stderr}"
+    );
+    // The job's own output is the four windows; the late rows are apart.
+    assert!(stderr.contains("4 rows written to table 'out'"), "{stderr}");
 }
 
 #[test]

@@ -420,3 +420,26 @@ async fn explain_updating_aggregate_and_top_n() {
     }
     insta::assert_snapshot!(texts.join("\n"));
 }
+
+/// A window whose late rows go to a table: its late-rows output feeds a
+/// projection to that table's columns and the table's sink, kept apart
+/// from the job's own output.
+#[tokio::test]
+async fn explain_late_rows_sink() {
+    let mut engine = engine().await;
+    engine
+        .execute_script(
+            "CREATE TABLE late_bids (bidder BIGINT, price DOUBLE, late_operator STRING, late_watermark TIMESTAMP(3))
+               WITH ('connector' = 'blackhole');
+             SET 'table.exec.late-records.sink' = 'late_bids';",
+        )
+        .await
+        .expect("tables and settings are valid");
+    let sql = "EXPLAIN INSERT INTO out SELECT window_start, bidder, COUNT(*), SUM(price) \
+               FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end, bidder";
+    match engine.execute(sql).await {
+        Ok(Executed::Explain(text)) => insta::assert_snapshot!(text),
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    }
+}

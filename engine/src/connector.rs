@@ -87,7 +87,11 @@ impl ConnectorOptions {
         allowed_prefix: impl Fn(&str) -> bool,
     ) -> Result<()> {
         for key in self.keys() {
-            if key == "connector" || allowed.contains(&key) || allowed_prefix(key) {
+            if key == "connector"
+                || key == LATE_RECORDS_SINK_OPTION
+                || allowed.contains(&key)
+                || allowed_prefix(key)
+            {
                 continue;
             }
             let suggestion = crate::suggest::closest(key, allowed.iter().copied())
@@ -104,6 +108,11 @@ impl ConnectorOptions {
         Ok(())
     }
 }
+
+/// The table option naming the sink table that takes the rows of this
+/// table an operator refuses as late (every connector accepts it; the
+/// session's `table.exec.late-records.sink` is the default).
+pub const LATE_RECORDS_SINK_OPTION: &str = "late-records.sink";
 
 /// A table as connectors see it: name, physical columns and options.
 #[derive(Debug, Clone)]

@@ -39,10 +39,11 @@ pub mod types;
 
 pub use changelog::ChangelogMode;
 pub use connector::{
-    Connector, ConnectorOptions, ConnectorRegistry, Sink, Source, SourcePoll, TableDescriptor,
+    Connector, ConnectorOptions, ConnectorRegistry, LATE_RECORDS_SINK_OPTION, Sink, Source,
+    SourcePoll, TableDescriptor,
 };
 pub use error::{Error, ErrorDomain, Result};
-pub use graph::{EdgeKind, LogicalGraph, PhysicalGraph};
+pub use graph::{EdgeKind, LogicalGraph, OutputPort, PhysicalGraph};
 pub use message::{CheckpointBarrier, CheckpointId, Message, RowKind, Watermark};
 pub use operator::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 pub use runtime::{

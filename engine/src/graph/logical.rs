@@ -157,6 +157,26 @@ impl EdgeKind {
     }
 }
 
+/// Which of a node's outputs an edge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OutputPort {
+    /// What the operator emits.
+    #[default]
+    Main,
+    /// Rows the operator refused because they came behind the watermark
+    /// (see [`LateRows`](crate::operator::LateRows)).
+    LateRows,
+}
+
+impl fmt::Display for OutputPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputPort::Main => "main",
+            OutputPort::LateRows => "late rows",
+        })
+    }
+}
+
 /// An edge of the logical graph.
 #[derive(Debug, Clone)]
 pub struct LogicalEdge {
@@ -166,6 +186,9 @@ pub struct LogicalEdge {
     pub to: NodeId,
     /// How rows travel.
     pub kind: EdgeKind,
+    /// Which of the upstream node's outputs it carries. Watermarks,
+    /// barriers and the end of the stream go along every edge.
+    pub port: OutputPort,
 }
 
 /// Operators and edges, as a query lowers to them.
@@ -207,6 +230,17 @@ impl LogicalGraph {
 
     /// Connects two nodes.
     pub fn connect(&mut self, from: NodeId, to: NodeId, kind: EdgeKind) -> Result<()> {
+        self.connect_port(from, OutputPort::Main, to, kind)
+    }
+
+    /// Connects output `port` of `from` to `to`.
+    pub fn connect_port(
+        &mut self,
+        from: NodeId,
+        port: OutputPort,
+        to: NodeId,
+        kind: EdgeKind,
+    ) -> Result<()> {
         if from >= self.nodes.len() || to >= self.nodes.len() || from == to {
             return Err(Error::internal(format!("bad edge {from} -> {to}")));
         }
@@ -218,7 +252,12 @@ impl LogicalGraph {
                 )));
             }
         }
-        self.edges.push(LogicalEdge { from, to, kind });
+        self.edges.push(LogicalEdge {
+            from,
+            to,
+            kind,
+            port,
+        });
         Ok(())
     }
 

@@ -5,5 +5,7 @@
 mod logical;
 mod physical;
 
-pub use logical::{EdgeKind, LogicalEdge, LogicalGraph, LogicalNode, NodeId, NodeKind, SourceNode};
+pub use logical::{
+    EdgeKind, LogicalEdge, LogicalGraph, LogicalNode, NodeId, NodeKind, OutputPort, SourceNode,
+};
 pub use physical::{PhysicalEdge, PhysicalGraph, Vertex, VertexId};

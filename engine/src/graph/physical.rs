@@ -2,8 +2,11 @@
 //! forward edges fused into vertices, each deployed as `parallelism` tasks.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
-use super::logical::{EdgeKind, LogicalGraph, NodeId, NodeKind};
+use arrow::datatypes::Schema;
+
+use super::logical::{EdgeKind, LogicalGraph, NodeId, NodeKind, OutputPort};
 use crate::changelog::ChangelogMode;
 use crate::error::{Error, Result};
 use crate::partition::DEFAULT_MAX_KEY_GROUPS;
@@ -31,6 +34,8 @@ pub struct PhysicalEdge {
     pub to: VertexId,
     /// How rows travel (a forward edge between different parallelisms becomes a rebalance).
     pub kind: EdgeKind,
+    /// Which output of the upstream vertex's last node it carries.
+    pub port: OutputPort,
 }
 
 /// The deployable graph.
@@ -91,6 +96,7 @@ impl PhysicalGraph {
             let chain_to = match inputs.as_slice() {
                 [edge]
                     if edge.kind == EdgeKind::Forward
+                        && edge.port == OutputPort::Main
                         && parallelism(edge.from) == parallelism(node.id)
                         && logical.outputs(edge.from).count() == 1 =>
                 {
@@ -126,7 +132,12 @@ impl PhysicalGraph {
                     }
                     other => other.clone(),
                 };
-                PhysicalEdge { from, to, kind }
+                PhysicalEdge {
+                    from,
+                    to,
+                    kind,
+                    port: e.port,
+                }
             })
             .collect();
         Ok(Self {
@@ -158,6 +169,14 @@ impl PhysicalGraph {
         &self.vertices
     }
 
+    /// The vertex of the job's own output: the one running the graph's last
+    /// node, as the job's sink is added after everything it reads (side
+    /// outputs' sinks, such as late rows', come before it).
+    pub fn output_vertex(&self) -> Option<&Vertex> {
+        let last = self.logical.nodes().len().checked_sub(1)?;
+        self.vertices.iter().find(|v| v.nodes.contains(&last))
+    }
+
     /// Every edge.
     pub fn edges(&self) -> &[PhysicalEdge] {
         &self.edges
@@ -178,8 +197,16 @@ impl PhysicalGraph {
 
     fn edge_label(&self, edge: &PhysicalEdge) -> String {
         let tail = *self.vertices[edge.from].nodes.last().unwrap_or(&0);
-        edge.kind
-            .describe(&self.logical.node(tail).kind.output_schema())
+        match edge.port {
+            OutputPort::Main => edge
+                .kind
+                .describe(&self.logical.node(tail).kind.output_schema()),
+            // The side output's schema is not the node's: name the port.
+            port => format!(
+                "{} ({port})",
+                edge.kind.describe(&Arc::new(Schema::empty()))
+            ),
+        }
     }
 
     /// The graph in Graphviz DOT.

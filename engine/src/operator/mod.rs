@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::graph::OutputPort;
 use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::TaskMetrics;
 use crate::partition::{KeyGroup, key_group_range};
@@ -44,6 +45,7 @@ mod filter;
 mod group_aggregate;
 mod group_slots;
 mod grouped_state;
+mod late_rows;
 mod limit;
 mod projection;
 mod retractable;
@@ -64,6 +66,7 @@ pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
 pub use grouped_state::{
     AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState,
 };
+pub use late_rows::{LATE_OPERATOR_COLUMN, LATE_WATERMARK_COLUMN, LateRows};
 pub use limit::LimitOperator;
 pub use projection::ProjectionOperator;
 pub use retractable::{UPDATING_AGGREGATE_FUNCTIONS, check_updating_aggregate};
@@ -218,6 +221,8 @@ impl fmt::Debug for Emitted {
 #[derive(Debug, Default)]
 pub struct Collector {
     items: Vec<Emitted>,
+    /// Batches for outputs other than the main one.
+    side: Vec<(OutputPort, RecordBatch)>,
 }
 
 impl Collector {
@@ -231,6 +236,22 @@ impl Collector {
         if batch.num_rows() > 0 {
             self.items.push(Emitted::Now(Message::Data(batch)));
         }
+    }
+
+    /// Emits a batch on output `port` (empty batches are dropped). Only an
+    /// operator whose node has an edge for that port may emit on it; the
+    /// [main](OutputPort::Main) port is [`Collector::collect`].
+    pub fn collect_to(&mut self, port: OutputPort, batch: RecordBatch) {
+        match port {
+            OutputPort::Main => self.collect(batch),
+            side if batch.num_rows() > 0 => self.side.push((side, batch)),
+            _ => {}
+        }
+    }
+
+    /// Takes what was emitted on outputs other than the main one.
+    pub fn take_side(&mut self) -> Vec<(OutputPort, RecordBatch)> {
+        std::mem::take(&mut self.side)
     }
 
     /// Emits batches that the runtime pulls one at a time, after what was
@@ -269,7 +290,7 @@ impl Collector {
 
     /// True when nothing was emitted.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.side.is_empty()
     }
 }
 

@@ -25,6 +25,7 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use async_trait::async_trait;
 
 use super::grouped_state::{AggregateSpec, AggregateSpecRef, SingleGroupState};
+use super::late_rows::LateRows;
 use super::session_spill::SessionCodec;
 use super::snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
@@ -67,6 +68,8 @@ pub struct SessionWindowAggregateOperator {
     /// No session (in memory or spilled) ends before this: watermarks below
     /// it fire nothing and need no scan. A lower bound, refreshed by scans.
     pub(super) next_end: i64,
+    /// Where late rows go, if anywhere.
+    late_rows: Option<LateRows>,
 }
 
 impl fmt::Debug for SessionWindowAggregateOperator {
@@ -111,7 +114,14 @@ impl SessionWindowAggregateOperator {
             key_groups,
             sessions: HashMap::new(),
             watermark: Watermark::MIN,
+            late_rows: None,
         })
+    }
+
+    /// Emits late rows on the late-rows output instead of dropping them.
+    pub fn with_late_rows(mut self) -> Self {
+        self.late_rows = Some(LateRows::new(&self.spec.input_schema));
+        self
     }
 
     /// A session's approximate size.
@@ -262,6 +272,7 @@ pub struct SessionWindowAggregateFactory {
     start_group: usize,
     end_group: usize,
     gap_ms: i64,
+    late_rows: bool,
 }
 
 impl SessionWindowAggregateFactory {
@@ -272,7 +283,14 @@ impl SessionWindowAggregateFactory {
             start_group,
             end_group,
             gap_ms,
+            late_rows: false,
         }
+    }
+
+    /// See [`SessionWindowAggregateOperator::with_late_rows`].
+    pub fn with_late_rows(mut self) -> Self {
+        self.late_rows = true;
+        self
     }
 }
 
@@ -294,12 +312,17 @@ impl OperatorFactory for SessionWindowAggregateFactory {
         Arc::clone(&self.spec.output_schema)
     }
     fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(SessionWindowAggregateOperator::new(
+        let op = SessionWindowAggregateOperator::new(
             Arc::clone(&self.spec),
             self.start_group,
             self.end_group,
             self.gap_ms,
-        )?))
+        )?;
+        Ok(Box::new(if self.late_rows {
+            op.with_late_rows()
+        } else {
+            op
+        }))
     }
 }
 
@@ -309,7 +332,7 @@ impl Operator for SessionWindowAggregateOperator {
         &mut self,
         batch: RecordBatch,
         ctx: &mut OperatorContext,
-        _out: &mut Collector,
+        out: &mut Collector,
     ) -> Result<()> {
         let input = self.spec.evaluate(&batch)?;
         let ts = to_epoch_millis(&input.keys[self.start_group])?;
@@ -328,17 +351,20 @@ impl Operator for SessionWindowAggregateOperator {
         let late_bound = self.watermark.0.saturating_add(1);
         // Rows per key, in event-time order.
         let mut by_key: HashMap<OwnedRow, Vec<(i64, u32)>> = HashMap::new();
-        let mut late = 0;
+        let mut late: Vec<u32> = Vec::new();
         for (i, t) in ts.iter().enumerate() {
             match t {
                 Some(t) if t + self.gap_ms > late_bound => by_key
                     .entry(rows.row(i).owned())
                     .or_default()
                     .push((t, i as u32)),
-                _ => late += 1,
+                _ => late.push(i as u32),
             }
         }
-        ctx.metrics.add_late(late);
+        ctx.metrics.add_late(late.len());
+        if let Some(rows) = &self.late_rows {
+            rows.emit(&batch, Some(&late), self.watermark, ctx, out)?;
+        }
         for (key, mut rows) in by_key {
             rows.sort_unstable();
             // Consecutive rows closer than the gap form one run, aggregated at once.

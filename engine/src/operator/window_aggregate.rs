@@ -5,7 +5,8 @@
 //! columns is the window's start or end. State is kept per window end; a
 //! window fires when the watermark reaches its last millisecond
 //! (`window_end - 1`, as in Flink) and its state is dropped. Rows for a
-//! window that has already fired are late: dropped and counted.
+//! window that has already fired are late: counted, and dropped or, with a
+//! late-rows output, emitted there (see [`LateRows`]).
 //!
 //! With a spill store, state past the memory budget is written out as runs
 //! (see [`StateSpill`](super::StateSpill)) under the window's end, and a
@@ -21,6 +22,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
 use super::grouped_state::{AggregateSpecRef, GroupedState};
+use super::late_rows::LateRows;
 use super::snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_watermark,
@@ -45,6 +47,8 @@ pub struct WindowAggregateOperator {
     watermark: Watermark,
     /// The group columns the job's shuffle hashes (the non-window keys).
     key_columns: Vec<usize>,
+    /// Where late rows go, if anywhere.
+    late_rows: Option<LateRows>,
 }
 
 impl WindowAggregateOperator {
@@ -63,7 +67,14 @@ impl WindowAggregateOperator {
             spilled: BTreeSet::new(),
             watermark: Watermark::MIN,
             key_columns,
+            late_rows: None,
         }
+    }
+
+    /// Emits late rows on the late-rows output instead of dropping them.
+    pub fn with_late_rows(mut self) -> Self {
+        self.late_rows = Some(LateRows::new(&self.spec.input_schema));
+        self
     }
 
     /// The group columns the shuffle hashes, when other group columns than
@@ -157,6 +168,7 @@ pub struct WindowAggregateFactory {
     window_group: usize,
     end_offset_ms: i64,
     key_columns: Option<Vec<usize>>,
+    late_rows: bool,
 }
 
 impl WindowAggregateFactory {
@@ -167,7 +179,14 @@ impl WindowAggregateFactory {
             window_group,
             end_offset_ms,
             key_columns: None,
+            late_rows: false,
         }
+    }
+
+    /// See [`WindowAggregateOperator::with_late_rows`].
+    pub fn with_late_rows(mut self) -> Self {
+        self.late_rows = true;
+        self
     }
 
     /// See [`WindowAggregateOperator::with_key_columns`].
@@ -182,9 +201,14 @@ impl WindowAggregateFactory {
             self.window_group,
             self.end_offset_ms,
         );
-        match &self.key_columns {
+        let op = match &self.key_columns {
             Some(keys) => op.with_key_columns(keys.clone()),
             None => op,
+        };
+        if self.late_rows {
+            op.with_late_rows()
+        } else {
+            op
         }
     }
 }
@@ -218,7 +242,7 @@ impl Operator for WindowAggregateOperator {
         &mut self,
         batch: RecordBatch,
         ctx: &mut OperatorContext,
-        _out: &mut Collector,
+        out: &mut Collector,
     ) -> Result<()> {
         let input = self.spec.evaluate(&batch)?;
         let window = to_epoch_millis(&input.keys[self.window_group])?;
@@ -230,6 +254,9 @@ impl Operator for WindowAggregateOperator {
             let end = ends[0] + offset;
             if end <= late_bound {
                 ctx.metrics.add_late(input.num_rows);
+                if let Some(late) = &self.late_rows {
+                    late.emit(&batch, None, self.watermark, ctx, out)?;
+                }
                 return Ok(());
             }
             let state = match self.windows.entry(end) {
@@ -240,17 +267,20 @@ impl Operator for WindowAggregateOperator {
             return self.spill_if_over_budget(ctx);
         }
         let mut rows_by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        let mut late = 0;
+        let mut late: Vec<u32> = Vec::new();
         for (row, end) in window.iter().enumerate() {
             match end {
                 Some(end) if end + offset > late_bound => rows_by_end
                     .entry(end + offset)
                     .or_default()
                     .push(row as u32),
-                _ => late += 1,
+                _ => late.push(row as u32),
             }
         }
-        ctx.metrics.add_late(late);
+        ctx.metrics.add_late(late.len());
+        if let Some(rows) = &self.late_rows {
+            rows.emit(&batch, Some(&late), self.watermark, ctx, out)?;
+        }
         for (end, rows) in rows_by_end {
             let part = input.take(&UInt32Array::from(rows))?;
             let state = match self.windows.entry(end) {

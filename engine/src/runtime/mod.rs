@@ -426,6 +426,7 @@ impl LocalRuntime {
                 }
                 up_outputs.edges.push(EdgeOutput {
                     kind: edge.kind.clone(),
+                    port: edge.port,
                     senders,
                     max_key_groups: graph.max_key_groups(),
                     next_rebalance: i,

@@ -5,7 +5,9 @@ use tokio::sync::mpsc::Sender;
 
 use crate::error::{Error, Result};
 use crate::exchange::{ChannelKey, Exchange, RemoteSender};
-use crate::graph::EdgeKind;
+use arrow::record_batch::RecordBatch;
+
+use crate::graph::{EdgeKind, OutputPort};
 use crate::message::Message;
 use crate::partition::partition_by_keys;
 
@@ -49,6 +51,8 @@ impl OutputChannel {
 /// edge has just the one to the same subtask index).
 pub(crate) struct EdgeOutput {
     pub kind: EdgeKind,
+    /// Which of the chain's outputs the edge carries.
+    pub port: OutputPort,
     pub senders: Vec<OutputChannel>,
     pub max_key_groups: u32,
     pub next_rebalance: usize,
@@ -103,16 +107,39 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
+    /// Sends `message` along every edge of the main output; watermarks,
+    /// barriers and the end of the stream along every edge.
     pub async fn send(&mut self, message: Message) -> Result<()> {
-        if let (Some(counters), Message::Data(batch)) = (&self.counters, &message) {
+        match message {
+            Message::Data(batch) => self.send_to_port(OutputPort::Main, batch).await,
+            control => self.send_along(|_| true, control).await,
+        }
+    }
+
+    /// Sends `batch` along the edges of output `port`.
+    pub async fn send_to_port(&mut self, port: OutputPort, batch: RecordBatch) -> Result<()> {
+        if let Some(counters) = &self.counters {
             counters.add_out(batch.num_rows());
         }
-        let n = self.edges.len();
-        for (i, edge) in self.edges.iter_mut().enumerate() {
-            if i + 1 == n {
+        self.send_along(|edge| edge.port == port, Message::Data(batch))
+            .await
+    }
+
+    async fn send_along(
+        &mut self,
+        takes: impl Fn(&EdgeOutput) -> bool,
+        message: Message,
+    ) -> Result<()> {
+        let Some(last) = self.edges.iter().rposition(&takes) else {
+            return Ok(());
+        };
+        for (i, edge) in self.edges.iter_mut().enumerate().take(last + 1) {
+            if i == last {
                 return edge.send(message).await;
             }
-            edge.send(message.clone()).await?;
+            if takes(edge) {
+                edge.send(message.clone()).await?;
+            }
         }
         Ok(())
     }

@@ -349,6 +349,16 @@ impl Task {
     /// returns what was emitted after the last lazy part, to pass on.
     async fn forward_lazy(&mut self, from: usize, mut out: Collector) -> Result<Vec<Message>> {
         let metrics = Arc::clone(&self.operators[from].1.metrics);
+        for (port, batch) in out.take_side() {
+            // A node with a side output has two out-edges, so it ends its chain.
+            if from + 1 != self.operators.len() {
+                return Err(Error::internal(format!(
+                    "operator {from} of a chain emitted {port} but is not the chain's last"
+                )));
+            }
+            metrics.add_out(batch.num_rows());
+            self.outputs.send_to_port(port, batch).await?;
+        }
         let mut pending = Vec::new();
         for item in out.take_items() {
             match item {

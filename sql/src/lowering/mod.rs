@@ -34,21 +34,24 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::sql::sqlparser::keywords::Keyword;
+use weir_engine::LATE_RECORDS_SINK_OPTION;
 use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
-    AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
+    AggregateSpec, FilterOperator, GroupAggregateFactory, LateRows, LimitOperator, OperatorFactory,
     ProjectionOperator, SessionWindowAggregateFactory, SortOperator, UpdatingAggregateFactory,
     WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
-use crate::catalog::StreamScanExec;
+use crate::catalog::{StreamScanExec, StreamTable};
 use crate::error::{Construct, Result, SqlError};
 use crate::session::{RuntimeMode, StreamingConfig};
 
+mod late_rows;
 mod sink_cast;
 mod top_n;
 
+pub use late_rows::late_rows_to_sink;
 pub use sink_cast::cast_to_sink;
 
 /// A lowered subplan: the node producing it and its schema.
@@ -101,6 +104,24 @@ pub struct Lowering<'a> {
     bounds_output: bool,
     /// The session's runtime mode, mini-batch and state TTL settings.
     streaming: StreamingConfig,
+    /// Operators whose late rows go to a sink table.
+    late_rows: Vec<LateRowsOutput>,
+}
+
+/// An operator's late rows, to be written to a sink table: the session
+/// connects the operator's [`OutputPort::LateRows`](weir_engine::OutputPort)
+/// to that table once the query is lowered.
+#[derive(Debug, Clone)]
+pub struct LateRowsOutput {
+    /// The operator that refuses them.
+    pub node: NodeId,
+    /// Their columns: the operator's input, then `late_operator` and
+    /// `late_watermark`.
+    pub schema: SchemaRef,
+    /// The table the rows were read from.
+    pub table: String,
+    /// The sink table they go to.
+    pub sink: String,
 }
 
 fn physical(
@@ -123,7 +144,24 @@ impl<'a> Lowering<'a> {
             graph,
             bounds_output: true,
             streaming: StreamingConfig::default(),
+            late_rows: Vec::new(),
         }
+    }
+
+    /// The operators whose late rows go to a sink table, once lowered.
+    pub fn late_rows_outputs(&self) -> &[LateRowsOutput] {
+        &self.late_rows
+    }
+
+    /// Where the late rows of `table` go: its own option, or the session's.
+    fn late_records_sink(&self, table: &StreamTable) -> Option<String> {
+        table
+            .descriptor
+            .options
+            .get(LATE_RECORDS_SINK_OPTION)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.streaming.late_records_sink.clone())
     }
 
     /// Lowers with the session's streaming settings.
@@ -497,7 +535,14 @@ impl<'a> Lowering<'a> {
             output_schema: agg.schema(),
             input_schema: Arc::clone(&input.schema),
         });
-        let window = find_window(input_plan);
+        let window_scan = find_window_scan(input_plan);
+        let window = window_scan
+            .and_then(|scan| scan.window.as_ref())
+            .map(|w| w.kind);
+        let late_sink = window_scan.and_then(|scan| {
+            self.late_records_sink(&scan.table)
+                .map(|sink| (scan.table.descriptor.name.clone(), sink))
+        });
         if window.is_some() && input.changelog_mode().is_updating() {
             return Err(over_updates(
                 Construct::Word("window_start".into()),
@@ -517,28 +562,36 @@ impl<'a> Lowering<'a> {
         let key_exprs: Vec<usize> = (0..group_exprs.len())
             .filter(|i| !window_groups.contains(i))
             .collect();
+        let late = late_sink.is_some();
         let factory: Arc<dyn OperatorFactory> = match (window, start, end) {
-            (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => Arc::new(
-                SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms),
-            ),
+            (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => {
+                let factory = SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms);
+                Arc::new(if late {
+                    factory.with_late_rows()
+                } else {
+                    factory
+                })
+            }
             (Some(WindowKind::Session { .. }), _, _) => {
                 return Err(SqlError::unsupported(
                     "a SESSION window aggregate must GROUP BY both window_start and window_end",
                 ));
             }
-            (Some(_), _, Some(e)) => Arc::new(
+            (Some(_), _, Some(e)) => Arc::new(with_late_rows(
                 WindowAggregateFactory::new(Arc::clone(&spec), e, 0)
                     .with_key_columns(key_exprs.clone()),
-            ),
+                late,
+            )),
             (Some(kind), Some(s), None) => {
                 let size = match kind {
                     WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
                     WindowKind::Session { gap_ms } => gap_ms,
                 };
-                Arc::new(
+                Arc::new(with_late_rows(
                     WindowAggregateFactory::new(Arc::clone(&spec), s, size)
                         .with_key_columns(key_exprs.clone()),
-                )
+                    late,
+                ))
             }
             _ => self.group_aggregate(&spec, input_plan, input.changelog_mode())?,
         };
@@ -587,14 +640,38 @@ impl<'a> Lowering<'a> {
                         Arc::new(Schema::new(fields)),
                     )),
                 )?;
+                // Chained to its input (a rebalance first would let rows
+                // overtake watermarks on the way to the shuffle).
+                let parallelism = self.graph.node(input.node).parallelism;
+                self.graph.set_parallelism(keyed.node, parallelism);
             }
-            let _ = &keyed;
-            return self.connect_keyed(keyed, factory, EdgeKind::Hash(key_columns));
+            let lowered = self.connect_keyed(keyed, factory, EdgeKind::Hash(key_columns))?;
+            self.note_late_rows(&lowered, &input, late_sink);
+            return Ok(lowered);
         };
         let schema = factory.output_schema();
         let node = self.graph.add_operator(factory, parallelism);
         self.graph.connect(input.node, node, edge)?;
-        Ok(Lowered { node, schema })
+        let lowered = Lowered { node, schema };
+        self.note_late_rows(&lowered, &input, late_sink);
+        Ok(lowered)
+    }
+
+    /// Records that `window`'s late rows (of `input`'s columns) go to a sink.
+    fn note_late_rows(
+        &mut self,
+        window: &Lowered,
+        input: &Lowered,
+        late_sink: Option<(String, String)>,
+    ) {
+        if let Some((table, sink)) = late_sink {
+            self.late_rows.push(LateRowsOutput {
+                node: window.node,
+                schema: Arc::clone(LateRows::new(&input.schema).schema()),
+                table,
+                sink,
+            });
+        }
     }
 
     /// A `GROUP BY` without a window: final rows at the end of bounded
@@ -693,15 +770,24 @@ impl<'a> Lowering<'a> {
     }
 }
 
-/// The window kind of the window scan feeding a plan, if any.
-fn find_window(plan: &Arc<dyn ExecutionPlan>) -> Option<WindowKind> {
+/// The window scan feeding a plan, if any.
+fn find_window_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&StreamScanExec> {
     if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
-        return scan.window.as_ref().map(|w| w.kind);
+        return scan.window.is_some().then_some(scan);
     }
     if plan.is::<AggregateExec>() {
         return None;
     }
-    plan.children().into_iter().find_map(find_window)
+    plan.children().into_iter().find_map(find_window_scan)
+}
+
+/// `factory`, emitting late rows when `late`.
+fn with_late_rows(factory: WindowAggregateFactory, late: bool) -> WindowAggregateFactory {
+    if late {
+        factory.with_late_rows()
+    } else {
+        factory
+    }
 }
 
 /// True when every table the plan reads ends by itself.

@@ -24,6 +24,7 @@ use crate::view::SharedViews;
 use crate::window_tvf::{SharedTables, WindowFunction, WindowRelationNamer, WindowTableFunction};
 
 mod ddl;
+mod late_rows;
 mod streaming;
 mod views;
 
@@ -322,7 +323,14 @@ impl Session {
     }
 
     /// Plans a query with DataFusion and lowers it into `graph`.
-    async fn lower_query(&self, sql: &str, graph: &mut LogicalGraph) -> Result<Lowered> {
+    /// Lowers `sql` into `graph`, with the sinks of its late rows; `into`
+    /// is the table the query writes, if any.
+    async fn lower_query(
+        &self,
+        sql: &str,
+        graph: &mut LogicalGraph,
+        into: Option<&str>,
+    ) -> Result<Lowered> {
         let state = self.ctx.state();
         let logical = state
             .create_logical_plan(sql)
@@ -330,7 +338,11 @@ impl Session {
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
         let config = StreamingConfig::from_settings(&self.settings)?;
-        Lowering::new(graph).with_streaming(config).lower(&physical)
+        let mut lowering = Lowering::new(graph).with_streaming(config);
+        let lowered = lowering.lower(&physical)?;
+        let late_rows = lowering.late_rows_outputs().to_vec();
+        self.connect_late_rows(graph, &late_rows, into)?;
+        Ok(lowered)
     }
 
     /// A query that reads no table (`SELECT 1 + 1`, `VALUES …`), answered
@@ -418,7 +430,9 @@ impl Session {
     async fn plan_insert(&mut self, table_name: &str, query: &str) -> Result<JobPlan> {
         let table = self.table(table_name)?;
         let mut graph = LogicalGraph::new();
-        let mut lowered = self.lower_query(query, &mut graph).await?;
+        let mut lowered = self
+            .lower_query(query, &mut graph, Some(table_name))
+            .await?;
         let mut descriptor = table.descriptor.clone();
         if table.declared_columns {
             if let Some(cast) = cast_to_sink(&lowered.schema, &table.descriptor.schema, table_name)?
@@ -483,7 +497,7 @@ impl Session {
 
     async fn plan_select(&mut self, query: &str) -> Result<QueryPlan> {
         let mut graph = LogicalGraph::new();
-        let lowered = self.lower_query(query, &mut graph).await?;
+        let lowered = self.lower_query(query, &mut graph, None).await?;
         let (tx, rx) = mpsc::channel(16);
         let sink = graph.add_operator(Arc::new(ChannelSinkNode::new(tx, "console")), None);
         graph.connect(lowered.node, sink, weir_engine::EdgeKind::Forward)?;

@@ -1,5 +1,6 @@
 //! The `SET` keys that shape how a query runs as a stream, with Flink's
-//! names: the runtime mode, mini-batching and the state TTL.
+//! names: the runtime mode, mini-batching and the state TTL; and where
+//! late rows go.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,9 @@ pub const MINI_BATCH_LATENCY_KEY: &str = "table.exec.mini-batch.allow-latency";
 pub const MINI_BATCH_SIZE_KEY: &str = "table.exec.mini-batch.size";
 /// `table.exec.state.ttl`.
 pub const STATE_TTL_KEY: &str = "table.exec.state.ttl";
+/// `table.exec.late-records.sink`: the sink table for rows that windows
+/// refuse as late (Weir's; Flink drops them).
+pub const LATE_RECORDS_SINK_KEY: &str = "table.exec.late-records.sink";
 
 /// The keys this module reads.
 pub const STREAMING_KEYS: &[&str] = &[
@@ -27,6 +31,7 @@ pub const STREAMING_KEYS: &[&str] = &[
     MINI_BATCH_LATENCY_KEY,
     MINI_BATCH_SIZE_KEY,
     STATE_TTL_KEY,
+    LATE_RECORDS_SINK_KEY,
 ];
 
 /// How results are produced (`execution.runtime-mode`).
@@ -45,7 +50,7 @@ pub enum RuntimeMode {
 }
 
 /// The streaming settings of a session, parsed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamingConfig {
     /// `execution.runtime-mode`.
     pub runtime_mode: RuntimeMode,
@@ -53,6 +58,9 @@ pub struct StreamingConfig {
     pub mini_batch: Option<MiniBatch>,
     /// `table.exec.state.ttl` in ms (`None`: state is kept forever).
     pub state_ttl_ms: Option<i64>,
+    /// `table.exec.late-records.sink`: the table late rows go to, unless
+    /// the table read says otherwise (`None`: they are dropped).
+    pub late_records_sink: Option<String>,
 }
 
 fn config_error(message: String) -> SqlError {
@@ -158,10 +166,15 @@ impl StreamingConfig {
             .map(|v| parse_duration_ms(STATE_TTL_KEY, v))
             .transpose()?
             .filter(|&ms| ms > 0);
+        let late_records_sink = settings
+            .get(LATE_RECORDS_SINK_KEY)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
         Ok(Self {
             runtime_mode,
             mini_batch,
             state_ttl_ms,
+            late_records_sink,
         })
     }
 }

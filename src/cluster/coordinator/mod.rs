@@ -331,7 +331,7 @@ impl Coordinator {
 
     fn deploy(&self, job: PlannedJob) -> Result<pb::JobSummary, Status> {
         let slices = slices(&job.graph);
-        let sink_parallelism = job.graph.vertices().last().map_or(0, |v| v.parallelism);
+        let sink_parallelism = job.graph.output_vertex().map_or(0, |v| v.parallelism);
         let job_id = new_job_id(&self.state());
         let mut entry = self.job_entry(&job_id, job)?;
         let mut state = self.state();

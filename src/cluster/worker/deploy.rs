@@ -81,9 +81,9 @@ impl Worker {
                 Some(address.to_string())
             };
         }
-        let last_vertex = vertices.len().saturating_sub(1);
-        let hosts_results = table
-            .get(last_vertex)
+        let hosts_results = graph
+            .output_vertex()
+            .and_then(|v| table.get(v.id))
             .is_some_and(|v| v.iter().any(Option::is_none));
         let vertex_names = (0..vertices.len()).map(|v| graph.vertex_name(v)).collect();
         let local: std::collections::BTreeSet<(usize, usize)> = table
