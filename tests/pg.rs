@@ -154,6 +154,7 @@ CREATE TABLE u (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000', 'scan.batch-size' = '50');
 SET 'execution.runtime-mode' = 'streaming';
 SELECT 'updating', id % 4, COUNT(*), MAX(id) FROM u GROUP BY id % 4;
+SELECT 'snapshot', v % 3, COUNT(*) > 0 FROM endless GROUP BY v % 3 LIMIT 2;
 "
     );
     let (out, err) = psql(&pg, &script, None);
@@ -191,6 +192,20 @@ SELECT 'updating', id % 4, COUNT(*), MAX(id) FROM u GROUP BY id % 4;
             "updating|2|250|998",
             "updating|3|250|999",
         ],
+        "{context}"
+    );
+    // LIMIT over an unbounded updating result answers with the first rows
+    // there and ends the job (the script would hang otherwise).
+    let snapshot: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("snapshot|"))
+        .collect();
+    assert_eq!(snapshot.len(), 2, "{context}");
+    assert!(
+        snapshot
+            .iter()
+            .all(|l| ["snapshot|0|t", "snapshot|1|t", "snapshot|2|t"].contains(l)),
         "{context}"
     );
     assert!(

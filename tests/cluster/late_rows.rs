@@ -32,9 +32,14 @@ fn is_late(id: u64) -> bool {
 
 /// Timestamps as the CSV sink writes them (ms since the epoch, UTC).
 fn timestamp(ms: u64) -> String {
-    format!("1970-01-01 00:{:02}:{:02}.{:03}", ms / 60_000, ms / 1_000 % 60, ms % 1_000)
-        .trim_end_matches(".000")
-        .to_string()
+    format!(
+        "1970-01-01 00:{:02}:{:02}.{:03}",
+        ms / 60_000,
+        ms / 1_000 % 60,
+        ms % 1_000
+    )
+    .trim_end_matches(".000")
+    .to_string()
 }
 
 fn script(out: &std::path::Path) -> String {
@@ -108,7 +113,14 @@ async fn late_rows_survive_worker_kills_exactly_once() {
         assert!(leftovers.is_empty(), "{table}: {leftovers:?}");
     }
     assert!(
-        client.job(&jobs[0]).await.unwrap().summary.unwrap().restarts >= 1,
+        client
+            .job(&jobs[0])
+            .await
+            .unwrap()
+            .summary
+            .unwrap()
+            .restarts
+            >= 1,
         "the job never restarted"
     );
 }

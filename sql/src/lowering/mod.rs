@@ -39,8 +39,9 @@ use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LateRows, LimitOperator, OperatorFactory,
-    ProjectionOperator, SessionWindowAggregateFactory, SortOperator, UpdatingAggregateFactory,
-    WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator, WindowKind,
+    ProjectionOperator, SessionWindowAggregateFactory, SnapshotAt, SortOperator,
+    UpdatingAggregateFactory, UpdatingLimitFactory, WatermarkGeneratorOperator,
+    WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::{StreamScanExec, StreamTable};
@@ -202,7 +203,7 @@ impl<'a> Lowering<'a> {
         if let Some(limit) = any.downcast_ref::<GlobalLimitExec>() {
             let input = self.lower(limit.input())?;
             if input.changelog_mode().is_updating() {
-                return Err(over_updates(Construct::Keyword(Keyword::LIMIT), "LIMIT"));
+                return self.updating_limit(limit, input);
             }
             let mut op = LimitOperator::new(limit.skip(), limit.fetch(), Arc::clone(&input.schema));
             if self.bounds_output && limit.fetch().is_some() {
@@ -672,6 +673,35 @@ impl<'a> Lowering<'a> {
                 sink,
             });
         }
+    }
+
+    /// `LIMIT` over an updating result: a snapshot of its rows, at the end
+    /// of a bounded input or as soon as enough rows are there.
+    fn updating_limit(&mut self, limit: &GlobalLimitExec, input: Lowered) -> Result<Lowered> {
+        let Some(fetch) = limit.fetch() else {
+            return Err(over_updates(
+                Construct::Keyword(Keyword::OFFSET),
+                "OFFSET without LIMIT",
+            ));
+        };
+        let at = if reads_only_bounded_tables(limit.input()) {
+            SnapshotAt::EndOfInput
+        } else {
+            SnapshotAt::FirstRows
+        };
+        let mut factory = UpdatingLimitFactory::new(limit.skip(), fetch, at, &input.schema);
+        if self.bounds_output {
+            factory = factory.ending_the_job();
+        }
+        let schema = factory.output_schema();
+        // One subtask applies every change; forward keeps a key's changes in order.
+        let node = self.graph.add_operator(Arc::new(factory), Some(1));
+        let edge = match self.graph.node(input.node).parallelism {
+            Some(1) => EdgeKind::Forward,
+            _ => EdgeKind::Rebalance,
+        };
+        self.graph.connect(input.node, node, edge)?;
+        Ok(Lowered { node, schema })
     }
 
     /// A `GROUP BY` without a window: final rows at the end of bounded
