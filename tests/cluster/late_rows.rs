@@ -27,7 +27,7 @@ fn event_time(id: u64) -> u64 {
 /// Every late row is far enough behind that its window has fired: the
 /// watermark is the newest time less one second, and batches hold 500 rows.
 fn is_late(id: u64) -> bool {
-    id % 100 == 0 && id > 10_000
+    id.is_multiple_of(100) && id > 10_000
 }
 
 /// Timestamps as the CSV sink writes them (ms since the epoch, UTC).
