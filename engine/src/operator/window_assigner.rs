@@ -1,7 +1,11 @@
-//! Window assignment: the `TUMBLE`, `HOP` and `SESSION` table functions.
+//! Window assignment: the `TUMBLE`, `HOP`, `CUMULATE` and `SESSION` table
+//! functions.
 //!
 //! Appends `window_start` and `window_end` to every row. A hopping window of
 //! size `n × slide` repeats each row `n` times, once per window it falls in.
+//! A cumulating window of size `n × step` repeats each row once per
+//! cumulative window of its size-aligned period that ends after it: a row
+//! in the period's first step is in all `n`, one in its last step in one.
 //! For sessions each row gets its own `[ts, ts + gap)` window; the session
 //! aggregate merges overlapping ones.
 
@@ -33,6 +37,14 @@ pub enum WindowKind {
         /// Window length.
         size_ms: i64,
     },
+    /// Windows `[start, start + k × step_ms)` for `k` in `1..=size_ms /
+    /// step_ms`, with `start` aligned to `size_ms` (Flink's `CUMULATE`).
+    Cumulate {
+        /// Growth of the window between firings.
+        step_ms: i64,
+        /// Length of the largest window; a multiple of `step_ms`.
+        size_ms: i64,
+    },
     /// Windows per key that close after `gap_ms` without events.
     Session {
         /// Inactivity gap.
@@ -46,6 +58,14 @@ impl WindowKind {
         let ok = match *self {
             WindowKind::Tumble { size_ms } => size_ms > 0,
             WindowKind::Hop { slide_ms, size_ms } => slide_ms > 0 && size_ms > 0,
+            WindowKind::Cumulate { step_ms, size_ms } => {
+                if step_ms > 0 && size_ms > 0 && size_ms % step_ms != 0 {
+                    return Err(Error::Config(format!(
+                        "the size of a CUMULATE window must be a multiple of its step: {self}"
+                    )));
+                }
+                step_ms > 0 && size_ms > 0
+            }
             WindowKind::Session { gap_ms } => gap_ms > 0,
         };
         if ok {
@@ -56,6 +76,17 @@ impl WindowKind {
             )))
         }
     }
+
+    /// The longest a window of this kind lasts from its start (a
+    /// session's gap: sessions grow from there).
+    pub fn size_ms(&self) -> i64 {
+        match *self {
+            WindowKind::Tumble { size_ms }
+            | WindowKind::Hop { size_ms, .. }
+            | WindowKind::Cumulate { size_ms, .. } => size_ms,
+            WindowKind::Session { gap_ms } => gap_ms,
+        }
+    }
 }
 
 impl fmt::Display for WindowKind {
@@ -64,6 +95,9 @@ impl fmt::Display for WindowKind {
             WindowKind::Tumble { size_ms } => write!(f, "TUMBLE(size={size_ms}ms)"),
             WindowKind::Hop { slide_ms, size_ms } => {
                 write!(f, "HOP(slide={slide_ms}ms, size={size_ms}ms)")
+            }
+            WindowKind::Cumulate { step_ms, size_ms } => {
+                write!(f, "CUMULATE(step={step_ms}ms, size={size_ms}ms)")
             }
             WindowKind::Session { gap_ms } => write!(f, "SESSION(gap={gap_ms}ms)"),
         }
@@ -96,11 +130,20 @@ impl WindowAssignerOperator {
         starts: Int64Array,
         size_ms: i64,
     ) -> Result<RecordBatch> {
+        let ends: Int64Array = starts.unary(|s| s.saturating_add(size_ms));
+        self.with_bounds(batch, starts, ends)
+    }
+
+    fn with_bounds(
+        &self,
+        batch: &RecordBatch,
+        starts: Int64Array,
+        ends: Int64Array,
+    ) -> Result<RecordBatch> {
         let window_type = self
             .schema
             .field(self.schema.fields().len() - 1)
             .data_type();
-        let ends: Int64Array = starts.unary(|s| s.saturating_add(size_ms));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(from_epoch_millis(starts, window_type)?);
         columns.push(from_epoch_millis(ends, window_type)?);
@@ -152,6 +195,25 @@ impl Operator for WindowAssignerOperator {
                         .map(|(t, s)| Some(*t < s + size_ms))
                         .collect();
                     let with = self.with_window(&batch, starts, size_ms)?;
+                    out.collect(filter_record_batch(&with, &inside)?);
+                }
+            }
+            WindowKind::Cumulate { step_ms, size_ms } => {
+                let starts = ts.unary(|t| t - t.rem_euclid(size_ms));
+                // The k-th copy goes to [start, start + k × step): rows of
+                // the period's later steps are in fewer windows.
+                for k in 1..=size_ms / step_ms {
+                    let ends: Int64Array = starts.unary(|s: i64| s.saturating_add(k * step_ms));
+                    let inside: BooleanArray = ts
+                        .values()
+                        .iter()
+                        .zip(ends.values().iter())
+                        .map(|(t, e)| Some(t < e))
+                        .collect();
+                    if inside.true_count() == 0 {
+                        continue;
+                    }
+                    let with = self.with_bounds(&batch, starts.clone(), ends)?;
                     out.collect(filter_record_batch(&with, &inside)?);
                 }
             }
@@ -216,6 +278,32 @@ mod tests {
         )
         .await;
         assert_eq!(rows, vec!["9,0,10", "9,4,14", "9,8,18"]);
+    }
+
+    #[tokio::test]
+    async fn cumulate_assigns_every_cumulative_window_ending_after_the_row() {
+        let kind = WindowKind::Cumulate {
+            step_ms: 5,
+            size_ms: 15,
+        };
+        let rows = assign(kind, vec![3, 7, 14, 15, -1]).await;
+        assert_eq!(
+            rows,
+            vec![
+                "-1,-15,0", "14,0,15", "15,15,20", "15,15,25", "15,15,30", "3,0,10", "3,0,15",
+                "3,0,5", "7,0,10", "7,0,15",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_a_cumulate_size_that_is_not_a_multiple_of_the_step() {
+        let kind = WindowKind::Cumulate {
+            step_ms: 4,
+            size_ms: 10,
+        };
+        let err = kind.validate().unwrap_err().to_string();
+        assert!(err.contains("must be a multiple of its step"), "{err}");
     }
 
     #[test]

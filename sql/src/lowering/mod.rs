@@ -530,16 +530,16 @@ impl<'a> Lowering<'a> {
                 WindowAggregateFactory::new(Arc::clone(&spec), e, 0)
                     .with_key_columns(key_exprs.clone()),
             ),
-            (Some(kind), Some(s), None) => {
-                let size = match kind {
-                    WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
-                    WindowKind::Session { gap_ms } => gap_ms,
-                };
-                Arc::new(
-                    WindowAggregateFactory::new(Arc::clone(&spec), s, size)
-                        .with_key_columns(key_exprs.clone()),
-                )
+            (Some(WindowKind::Cumulate { .. }), Some(_), None) => {
+                return Err(SqlError::unsupported(
+                    "a CUMULATE window aggregate must GROUP BY window_end (its windows share \
+                     their window_start)",
+                ));
             }
+            (Some(kind), Some(s), None) => Arc::new(
+                WindowAggregateFactory::new(Arc::clone(&spec), s, kind.size_ms())
+                    .with_key_columns(key_exprs.clone()),
+            ),
             _ => self.group_aggregate(&spec, input_plan, input.changelog_mode())?,
         };
         // Partition by the non-window keys; with none, one subtask sees everything.

@@ -156,6 +156,7 @@ impl Session {
         for (name, f) in [
             ("tumble", WindowFunction::Tumble),
             ("hop", WindowFunction::Hop),
+            ("cumulate", WindowFunction::Cumulate),
             ("session", WindowFunction::Session),
         ] {
             ctx.register_udtf(
