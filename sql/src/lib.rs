@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod error;
 pub mod flink_syntax;
 pub mod functions;
+pub mod group_window;
 pub mod lowering;
 mod messages;
 pub mod session;

@@ -325,8 +325,7 @@ impl Session {
     /// Plans a query with DataFusion and lowers it into `graph`.
     async fn lower_query(&self, sql: &str, graph: &mut LogicalGraph) -> Result<Lowered> {
         let state = self.ctx.state();
-        let logical = state
-            .create_logical_plan(sql)
+        let logical = crate::group_window::logical_plan(&state, sql)
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
@@ -340,8 +339,7 @@ impl Session {
         use datafusion::common::tree_node::TreeNode;
         use datafusion::logical_expr::LogicalPlan;
         let state = self.ctx.state();
-        let logical = state
-            .create_logical_plan(sql)
+        let logical = crate::group_window::logical_plan(&state, sql)
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let reads_tables = logical.exists(|node| Ok(matches!(node, LogicalPlan::TableScan(_))))?;
