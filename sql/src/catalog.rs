@@ -72,6 +72,17 @@ impl StreamTable {
         self.descriptor.schema.fields().len()
     }
 
+    /// Whether column `index` is a processing-time attribute: a computed
+    /// column `name AS PROCTIME()`.
+    pub fn is_processing_time(&self, index: usize) -> bool {
+        index
+            .checked_sub(self.physical_len())
+            .and_then(|i| self.computed.get(i))
+            .is_some_and(|c| {
+                matches!(&c.expr, Expr::ScalarFunction(f) if f.name() == crate::functions::PROCTIME)
+            })
+    }
+
     /// The schema with `window_start` and `window_end` (of the time column's type) appended.
     pub fn windowed_schema(&self, time_type: &DataType) -> SchemaRef {
         let mut fields: Vec<Field> = self

@@ -38,8 +38,9 @@ use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LimitOperator, OperatorFactory,
-    ProjectionOperator, SessionWindowAggregateFactory, SortOperator, UpdatingAggregateFactory,
-    WatermarkGeneratorOperator, WindowAggregateFactory, WindowAssignerOperator, WindowKind,
+    ProcessingTimeWatermarkOperator, ProjectionOperator, SessionWindowAggregateFactory,
+    SortOperator, UpdatingAggregateFactory, WatermarkGeneratorOperator, WindowAggregateFactory,
+    WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::StreamScanExec;
@@ -419,6 +420,12 @@ impl<'a> Lowering<'a> {
                 false,
             ));
             fields.push(arrow::datatypes::Field::new("window_end", time_type, false));
+            if table.is_processing_time(w.time_column) {
+                // Processing-time windows close on the wall clock.
+                let name = table.schema.field(w.time_column).name();
+                let op = ProcessingTimeWatermarkOperator::new(name, Arc::clone(&current.schema));
+                current = self.chain(&current, Arc::new(op))?;
+            }
             let op = WindowAssignerOperator::new(w.kind, time, Arc::new(Schema::new(fields)))?;
             current = self.chain(&current, Arc::new(op))?;
         }
