@@ -6,8 +6,7 @@
 //! window table functions ([`group_window`]), queries are planned by
 //! DataFusion with Weir's tables, window table functions (`TUMBLE`, `HOP`,
 //! `CUMULATE`, `SESSION`) and Flink-compatible functions, and the physical
-//! plan is lowered
-//! ([`lowering`]) to a `weir_engine` dataflow graph:
+//! plan is lowered ([`lowering`]) to a `weir_engine` dataflow graph:
 //!
 //! ```text
 //! SQL text ─> Statement ─> DataFusion LogicalPlan ─> ExecutionPlan ─> LogicalGraph ─> PhysicalGraph

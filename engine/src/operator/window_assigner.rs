@@ -1,7 +1,8 @@
 //! Window assignment: the `TUMBLE`, `HOP`, `CUMULATE` and `SESSION` table
 //! functions.
 //!
-//! Appends `window_start` and `window_end` to every row. A hopping window of
+//! Appends `window_start`, `window_end` and `window_time` (the window's
+//! last millisecond, `window_end - 1`, as in Flink) to every row. A hopping window of
 //! size `n × slide` repeats each row `n` times, once per window it falls in.
 //! A cumulating window of size `n × step` repeats each row once per
 //! cumulative window of its size-aligned period that ends after it: a row
@@ -104,7 +105,8 @@ impl fmt::Display for WindowKind {
     }
 }
 
-/// Appends `window_start` and `window_end` computed from a time column.
+/// Appends `window_start`, `window_end` and `window_time` computed from a
+/// time column.
 #[derive(Debug, Clone)]
 pub struct WindowAssignerOperator {
     kind: WindowKind,
@@ -113,8 +115,8 @@ pub struct WindowAssignerOperator {
 }
 
 impl WindowAssignerOperator {
-    /// `schema` is the input schema plus the two window columns (of the time
-    /// column's type) at the end.
+    /// `schema` is the input schema plus the three window columns (of the
+    /// time column's type) at the end.
     pub fn new(kind: WindowKind, time_column: usize, schema: SchemaRef) -> Result<Self> {
         kind.validate()?;
         Ok(Self {
@@ -144,9 +146,11 @@ impl WindowAssignerOperator {
             .schema
             .field(self.schema.fields().len() - 1)
             .data_type();
+        let times: Int64Array = ends.unary(|e| e.saturating_sub(1));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(from_epoch_millis(starts, window_type)?);
         columns.push(from_epoch_millis(ends, window_type)?);
+        columns.push(from_epoch_millis(times, window_type)?);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }
@@ -237,6 +241,7 @@ mod tests {
             Field::new("ts", DataType::Int64, false),
             Field::new("window_start", DataType::Int64, false),
             Field::new("window_end", DataType::Int64, false),
+            Field::new("window_time", DataType::Int64, false),
         ]));
         (input, output)
     }
@@ -255,7 +260,10 @@ mod tests {
     #[tokio::test]
     async fn tumble_assigns_one_window() {
         let rows = assign(WindowKind::Tumble { size_ms: 10 }, vec![0, 9, 10, -1]).await;
-        assert_eq!(rows, vec!["-1,-10,0", "0,0,10", "10,10,20", "9,0,10"]);
+        assert_eq!(
+            rows,
+            vec!["-1,-10,0,-1", "0,0,10,9", "10,10,20,19", "9,0,10,9"]
+        );
     }
 
     #[tokio::test]
@@ -268,7 +276,7 @@ mod tests {
             vec![7],
         )
         .await;
-        assert_eq!(rows, vec!["7,0,10", "7,5,15"]);
+        assert_eq!(rows, vec!["7,0,10,9", "7,5,15,14"]);
         let rows = assign(
             WindowKind::Hop {
                 slide_ms: 4,
@@ -277,7 +285,7 @@ mod tests {
             vec![9],
         )
         .await;
-        assert_eq!(rows, vec!["9,0,10", "9,4,14", "9,8,18"]);
+        assert_eq!(rows, vec!["9,0,10,9", "9,4,14,13", "9,8,18,17"]);
     }
 
     #[tokio::test]
@@ -290,8 +298,16 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                "-1,-15,0", "14,0,15", "15,15,20", "15,15,25", "15,15,30", "3,0,10", "3,0,15",
-                "3,0,5", "7,0,10", "7,0,15",
+                "-1,-15,0,-1",
+                "14,0,15,14",
+                "15,15,20,19",
+                "15,15,25,24",
+                "15,15,30,29",
+                "3,0,10,9",
+                "3,0,15,14",
+                "3,0,5,4",
+                "7,0,10,9",
+                "7,0,15,14",
             ]
         );
     }

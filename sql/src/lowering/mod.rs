@@ -43,7 +43,7 @@ use weir_engine::operator::{
     WindowAssignerOperator, WindowKind,
 };
 
-use crate::catalog::StreamScanExec;
+use crate::catalog::{StreamScanExec, window_fields};
 use crate::error::{Construct, Result, SqlError};
 use crate::session::{RuntimeMode, StreamingConfig};
 
@@ -414,12 +414,7 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .map(|f| f.as_ref().clone())
                 .collect();
-            fields.push(arrow::datatypes::Field::new(
-                "window_start",
-                time_type.clone(),
-                false,
-            ));
-            fields.push(arrow::datatypes::Field::new("window_end", time_type, false));
+            fields.extend(window_fields(&time_type));
             if table.is_processing_time(w.time_column) {
                 // Processing-time windows close on the wall clock.
                 let name = table.schema.field(w.time_column).name();
@@ -516,14 +511,29 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.name() == name))
         };
-        let (start, end) = match window {
-            Some(_) => (column_named("window_start"), column_named("window_end")),
-            None => (None, None),
+        let (start, end, time) = match window {
+            Some(_) => (
+                column_named("window_start"),
+                column_named("window_end"),
+                column_named("window_time"),
+            ),
+            None => (None, None, None),
         };
-        let window_groups: Vec<usize> = start.iter().chain(end.iter()).copied().collect();
+        let window_groups: Vec<usize> = start.iter().chain(&end).chain(&time).copied().collect();
         let key_exprs: Vec<usize> = (0..group_exprs.len())
             .filter(|i| !window_groups.contains(i))
             .collect();
+        if let (Some(WindowKind::Session { .. }), Some(_)) = (window, time) {
+            return Err(SqlError::unsupported(
+                "a SESSION window aggregate cannot GROUP BY window_time (sessions grow as \
+                 they merge); select window_end - INTERVAL '1' MILLISECOND instead",
+            ));
+        }
+        // Grouped by window_time but not window_end: it ends a millisecond later.
+        let (end, end_offset) = match (end, time) {
+            (None, Some(t)) => (Some(t), 1),
+            (end, _) => (end, 0),
+        };
         let factory: Arc<dyn OperatorFactory> = match (window, start, end) {
             (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => Arc::new(
                 SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms),
@@ -534,7 +544,7 @@ impl<'a> Lowering<'a> {
                 ));
             }
             (Some(_), _, Some(e)) => Arc::new(
-                WindowAggregateFactory::new(Arc::clone(&spec), e, 0)
+                WindowAggregateFactory::new(Arc::clone(&spec), e, end_offset)
                     .with_key_columns(key_exprs.clone()),
             ),
             (Some(WindowKind::Cumulate { .. }), Some(_), None) => {
