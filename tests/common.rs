@@ -12,6 +12,20 @@ pub fn slt_dir() -> std::path::PathBuf {
         .join("slt")
 }
 
+/// Whether the corpus file `path` is to run: all of them, or with
+/// `WEIR_SLT_FILES=cumulate,group` set, those whose name contains one of
+/// the words (to iterate on a few files).
+pub fn slt_selected(path: &std::path::Path) -> bool {
+    let Ok(words) = std::env::var("WEIR_SLT_FILES") else {
+        return true;
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    words.split(',').any(|w| name.contains(w.trim()))
+}
+
 fn format_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();

@@ -65,6 +65,29 @@ async fn explain_session_window() {
 }
 
 #[tokio::test]
+async fn explain_cumulating_window_aggregate() {
+    insta::assert_snapshot!(
+        explain(
+            "EXPLAIN SELECT window_start, window_end, bidder, COUNT(*), SUM(price) \
+             FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '1' MINUTE)) \
+             GROUP BY window_start, window_end, bidder"
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn explain_legacy_group_window() {
+    insta::assert_snapshot!(
+        explain(
+            "EXPLAIN SELECT bidder, HOP_START(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) AS s, COUNT(*) \
+             FROM bids GROUP BY bidder, HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)"
+        )
+        .await
+    );
+}
+
+#[tokio::test]
 async fn error_unknown_column_suggests_a_name() {
     insta::assert_snapshot!(error_of("SELECT bidr FROM bids").await);
 }

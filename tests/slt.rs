@@ -2,6 +2,7 @@
 //! at parallelism 1 and 4: both must give the expected rows. An updating
 //! query (a changelog) is checked by its final state: the changes applied.
 //!
+//! `WEIR_SLT_FILES=cumulate` runs only the files whose name has that word.
 //! `WEIR_SLT_UPDATE=1 cargo test slt` rewrites the expected results from
 //! the engine's output (review the diff, and let the oracle test check it).
 
@@ -12,7 +13,7 @@ use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use weir::{Engine, Executed};
 use weir_engine::changelog::{data_schema, materialize};
 
-use crate::common::{rows_of, slt_dir, type_letters};
+use crate::common::{rows_of, slt_dir, slt_selected, type_letters};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -106,7 +107,7 @@ pub async fn run_corpus_with(
 ) {
     let update = std::env::var("WEIR_SLT_UPDATE").is_ok_and(|v| v == "1") && may_update;
     let mut failures = Vec::new();
-    for file in slt_files() {
+    for file in slt_files().into_iter().filter(|f| slt_selected(f)) {
         let make = make.clone();
         let mut runner = Runner::new(move || {
             let engine = make();

@@ -159,6 +159,13 @@ impl OperatorHarness {
         self.keep(out)
     }
 
+    /// An idle tick of the source (see [`Operator::on_idle`]).
+    pub async fn idle(&mut self) -> Result<()> {
+        let mut out = Collector::new();
+        self.operator.on_idle(&mut self.ctx, &mut out).await?;
+        self.keep(out)
+    }
+
     /// Takes the batches emitted so far.
     pub fn take_batches(&mut self) -> Vec<RecordBatch> {
         let (batches, rest): (Vec<_>, Vec<_>) = self

@@ -72,7 +72,18 @@ impl StreamTable {
         self.descriptor.schema.fields().len()
     }
 
-    /// The schema with `window_start` and `window_end` (of the time column's type) appended.
+    /// Whether column `index` is a processing-time attribute: a computed
+    /// column `name AS PROCTIME()`.
+    pub fn is_processing_time(&self, index: usize) -> bool {
+        index
+            .checked_sub(self.physical_len())
+            .and_then(|i| self.computed.get(i))
+            .is_some_and(|c| {
+                matches!(&c.expr, Expr::ScalarFunction(f) if f.name() == crate::functions::PROCTIME)
+            })
+    }
+
+    /// The schema with the [`WINDOW_COLUMNS`] (of the time column's type) appended.
     pub fn windowed_schema(&self, time_type: &DataType) -> SchemaRef {
         let mut fields: Vec<Field> = self
             .schema
@@ -80,10 +91,21 @@ impl StreamTable {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        fields.push(Field::new("window_start", time_type.clone(), false));
-        fields.push(Field::new("window_end", time_type.clone(), false));
+        fields.extend(window_fields(time_type));
         Arc::new(Schema::new(fields))
     }
+}
+
+/// The columns a window table function appends, as in Flink: the window's
+/// bounds and `window_time`, its last millisecond (`window_end - 1`).
+pub const WINDOW_COLUMNS: [&str; 3] = ["window_start", "window_end", "window_time"];
+
+/// The [`WINDOW_COLUMNS`] of a window over a time column of `time_type`.
+pub fn window_fields(time_type: &DataType) -> Vec<Field> {
+    WINDOW_COLUMNS
+        .iter()
+        .map(|name| Field::new(*name, time_type.clone(), false))
+        .collect()
 }
 
 /// A window table function applied to a table.

@@ -6,7 +6,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use crate::statement::{is_trivia, offset_of, tokenize};
 
 /// Rewrites Flink's window syntax `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), …))`
-/// to Weir's `TUMBLE(t, ts, …)` (also `HOP` and `SESSION`; a `PARTITION BY`
+/// to Weir's `TUMBLE(t, ts, …)` (also `HOP`, `CUMULATE` and `SESSION`; a `PARTITION BY`
 /// inside `SESSION` is dropped, as the `GROUP BY` keys define sessions).
 /// Text without that syntax is returned unchanged.
 pub fn rewrite_flink_windows(sql: &str) -> String {
@@ -93,7 +93,7 @@ pub fn rewrite_flink_windows(sql: &str) -> String {
             let lower = w.value.to_ascii_lowercase();
             if w.quote_style.is_none()
                 && lower != w.value
-                && ["tumble", "hop", "session"].contains(&lower.as_str())
+                && ["tumble", "hop", "cumulate", "session"].contains(&lower.as_str())
                 && is(k + 1, Token::LParen)
             {
                 edits.push((at(k), after(k), lower));

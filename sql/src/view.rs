@@ -9,7 +9,7 @@
 //! comes back, the view plans again.
 //!
 //! A window table function over a view ([`window_over_view`]) windows the
-//! table the view reads, and passes `window_start` and `window_end` up
+//! table the view reads, and passes `window_start`, `window_end` and `window_time` up
 //! through the view's projections and filters.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use datafusion::logical_expr::{
     Expr, Filter, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
 };
 
-use crate::catalog::{StreamTableProvider, WindowSpec};
+use crate::catalog::{StreamTableProvider, WINDOW_COLUMNS, WindowSpec};
 use crate::statement::CreateView;
 use weir_engine::operator::WindowKind;
 
@@ -80,7 +80,7 @@ impl UnusableView {
 
 /// The plan of `view` with the window `kind` over its column `time`: the
 /// table it reads is windowed on the column `time` comes from, and
-/// `window_start` and `window_end` are appended to the view's columns.
+/// `window_start`, `window_end` and `window_time` are appended to the view's columns.
 /// The view must read one table through projections and filters, and pass
 /// the time column through unchanged (renaming is fine).
 pub(crate) fn window_over_view(
@@ -113,10 +113,12 @@ pub(crate) fn window_over_view(
             let full_len = table.schema.fields().len();
             let windowed =
                 StreamTableProvider::windowed(Arc::clone(table), WindowSpec { kind, time_column });
-            let projection = scan
-                .projection
-                .as_ref()
-                .map(|p| p.iter().copied().chain([full_len, full_len + 1]).collect());
+            let projection = scan.projection.as_ref().map(|p| {
+                p.iter()
+                    .copied()
+                    .chain(full_len..full_len + WINDOW_COLUMNS.len())
+                    .collect()
+            });
             LogicalPlanBuilder::scan_with_filters(
                 scan.table_name.clone(),
                 provider_as_source(Arc::new(windowed)),
@@ -148,7 +150,7 @@ pub(crate) fn window_over_view(
             let schema = input.schema();
             let n = schema.fields().len();
             let mut exprs = p.expr.clone();
-            for i in [n - 2, n - 1] {
+            for i in n - WINDOW_COLUMNS.len()..n {
                 exprs.push(Expr::Column(Column::from(schema.qualified_field(i))));
             }
             Ok(LogicalPlan::Projection(Projection::try_new(

@@ -1,5 +1,6 @@
-//! The window table functions `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`
-//! and `SESSION(t, ts, gap)`, as RisingWave writes them: each returns the
+//! The window table functions `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`,
+//! `CUMULATE(t, ts, step, size)` and `SESSION(t, ts, gap)`, as RisingWave
+//! writes them: each returns the
 //! table's rows with `window_start` and `window_end` appended. The relation
 //! is named after its table ([`WindowRelationNamer`]), so `TUMBLE(bids, …)`
 //! has columns `bids.price`, not DataFusion's `tumble().price`.
@@ -18,7 +19,7 @@ use datafusion::logical_expr::planner::{
     RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableAlias, TableFactor,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, Spanned, TableAlias, TableFactor,
 };
 use weir_engine::operator::WindowKind;
 use weir_engine::sql_type_name;
@@ -38,6 +39,8 @@ pub enum WindowFunction {
     Tumble,
     /// `HOP(table, time_col, slide, size)`.
     Hop,
+    /// `CUMULATE(table, time_col, step, size)`.
+    Cumulate,
     /// `SESSION(table, time_col, gap)`.
     Session,
 }
@@ -47,7 +50,28 @@ impl WindowFunction {
         match self {
             WindowFunction::Tumble => "TUMBLE",
             WindowFunction::Hop => "HOP",
+            WindowFunction::Cumulate => "CUMULATE",
             WindowFunction::Session => "SESSION",
+        }
+    }
+
+    /// The function of a (case-insensitive) name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            WindowFunction::Tumble,
+            WindowFunction::Hop,
+            WindowFunction::Cumulate,
+            WindowFunction::Session,
+        ]
+        .into_iter()
+        .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// How many arguments it takes.
+    fn arity(self) -> usize {
+        match self {
+            WindowFunction::Hop | WindowFunction::Cumulate => 4,
+            WindowFunction::Tumble | WindowFunction::Session => 3,
         }
     }
 
@@ -55,6 +79,9 @@ impl WindowFunction {
         match self {
             WindowFunction::Tumble => "TUMBLE(table, time_column, INTERVAL 'n' SECOND)",
             WindowFunction::Hop => "HOP(table, time_column, slide INTERVAL, size INTERVAL)",
+            WindowFunction::Cumulate => {
+                "CUMULATE(table, time_column, step INTERVAL, max size INTERVAL)"
+            }
             WindowFunction::Session => "SESSION(table, time_column, gap INTERVAL)",
         }
     }
@@ -101,6 +128,15 @@ impl WindowTableFunction {
                 slide_ms: millis[0],
                 size_ms: millis[1],
             },
+            WindowFunction::Cumulate => {
+                let kind = WindowKind::Cumulate {
+                    step_ms: millis[0],
+                    size_ms: millis[1],
+                };
+                kind.validate()
+                    .map_err(|e| plan_datafusion_err!("{}", config_message(e)))?;
+                kind
+            }
             WindowFunction::Session => WindowKind::Session { gap_ms: millis[0] },
         })
     }
@@ -168,6 +204,14 @@ impl WindowTableFunction {
     }
 }
 
+/// An engine configuration error's message, without its prefix.
+fn config_message(e: weir_engine::Error) -> String {
+    match e {
+        weir_engine::Error::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
 /// Milliseconds of an interval literal.
 pub fn interval_millis(expr: &Expr) -> Option<i64> {
     match expr {
@@ -192,7 +236,7 @@ impl TableFunctionImpl for WindowTableFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         let f = self.function;
-        let expected = if f == WindowFunction::Hop { 4 } else { 3 };
+        let expected = f.arity();
         if exprs.len() != expected {
             return plan_err!("{} takes {expected} arguments: {}", f.name(), f.usage());
         }
@@ -291,19 +335,65 @@ fn at_column(
     }
 }
 
-/// Names the relation of `TUMBLE(bids, …)` (also `HOP`, `SESSION`) `bids`
-/// when the query gives it no alias. DataFusion would call it `tumble()`,
-/// and that name would reach messages (`Did you mean 'tumble().price'?`) and
-/// EXPLAIN (`sum(tumble().price)`).
+/// Names the relation of `TUMBLE(bids, …)` (also `HOP`, `CUMULATE`,
+/// `SESSION`) `bids` when the query gives it no alias. DataFusion would call
+/// it `tumble()`, and that name would reach messages (`Did you mean
+/// 'tumble().price'?`) and EXPLAIN (`sum(tumble().price)`).
+///
+/// It also checks what needs the SQL text to point at: a `CUMULATE` size
+/// that is not a multiple of its step.
 #[derive(Debug)]
 pub struct WindowRelationNamer;
+
+/// Checks that the size of `CUMULATE(t, ts, step, size)` is a multiple of
+/// its step, pointing at the size when it is not.
+fn check_cumulate_sizes(
+    relation: &TableFactor,
+    context: &mut dyn RelationPlannerContext,
+) -> Result<()> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        ..
+    } = relation
+    else {
+        return Ok(());
+    };
+    let is_cumulate = matches!(name.0.as_slice(), [f] if f.as_ident().is_some_and(|f| f.value.eq_ignore_ascii_case("cumulate")));
+    let [_, _, step, size] = args.args.as_slice() else {
+        return Ok(());
+    };
+    if !is_cumulate {
+        return Ok(());
+    }
+    let millis = |arg: &FunctionArg, context: &mut dyn RelationPlannerContext| match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => context
+            .sql_to_expr(e.clone(), &datafusion::common::DFSchema::empty())
+            .ok()
+            .and_then(|e| interval_millis(&e)),
+        _ => None,
+    };
+    let (Some(step_ms), Some(size_ms)) = (millis(step, context), millis(size, context)) else {
+        // Not intervals: the table function says what it takes.
+        return Ok(());
+    };
+    if step_ms <= 0 || size_ms <= 0 || size_ms % step_ms == 0 {
+        return Ok(());
+    }
+    let message = format!(
+        "the size of a CUMULATE window ({size_ms}ms) must be a multiple of its step ({step_ms}ms)"
+    );
+    let span = datafusion::common::Span::try_from_sqlparser_span(size.span());
+    Err(plan_datafusion_err!("{message}").with_diagnostic(Diagnostic::new_error(message, span)))
+}
 
 impl RelationPlanner for WindowRelationNamer {
     fn plan_relation(
         &self,
         mut relation: TableFactor,
-        _context: &mut dyn RelationPlannerContext,
+        context: &mut dyn RelationPlannerContext,
     ) -> Result<RelationPlanning> {
+        check_cumulate_sizes(&relation, context)?;
         if let TableFactor::Table {
             name,
             alias: alias @ None,
@@ -312,7 +402,8 @@ impl RelationPlanner for WindowRelationNamer {
         } = &mut relation
             && let [function] = name.0.as_slice()
             && function.as_ident().is_some_and(|f| {
-                ["tumble", "hop", "session"].contains(&f.value.to_ascii_lowercase().as_str())
+                ["tumble", "hop", "cumulate", "session"]
+                    .contains(&f.value.to_ascii_lowercase().as_str())
             })
             && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(table)))) =
                 args.args.first()

@@ -49,7 +49,7 @@ fn script(out: &std::path::Path) -> String {
         CREATE TABLE src (id BIGINT,
           ts AS TO_TIMESTAMP_LTZ(CASE WHEN id % 100 = 0 AND id > 10000 THEN id - 5000 ELSE id END, 3),
           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-        WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '12000',
+        WITH ('connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '8000',
               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}',
               'scan.batch-size' = '500', 'scan.parallelism' = '1');
         CREATE TABLE win (we TIMESTAMP(3), c BIGINT, s BIGINT, m TIMESTAMP(3))
@@ -92,7 +92,8 @@ fn expected() -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
 async fn late_rows_survive_worker_kills_exactly_once() {
     let out = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start(3, 4).await;
-    let jobs = submit_script(&cluster, &script(out.path()), 2).await;
+    // Parallelism 3: a slice on each worker, so every kill hits the job.
+    let jobs = submit_script(&cluster, &script(out.path()), 3).await;
     wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 1).await;
     let landed = kill_randomly(&mut cluster, &jobs, 2).await;
     assert!(landed >= 1, "no kill landed");

@@ -47,6 +47,7 @@ mod group_slots;
 mod grouped_state;
 mod late_rows;
 mod limit;
+mod processing_time;
 mod projection;
 mod retractable;
 mod session_spill;
@@ -69,6 +70,7 @@ pub use grouped_state::{
 };
 pub use late_rows::{LATE_OPERATOR_COLUMN, LATE_WATERMARK_COLUMN, LateRows};
 pub use limit::LimitOperator;
+pub use processing_time::ProcessingTimeWatermarkOperator;
 pub use projection::ProjectionOperator;
 pub use retractable::{UPDATING_AGGREGATE_FUNCTIONS, check_updating_aggregate};
 pub use session_window_aggregate::{SessionWindowAggregateFactory, SessionWindowAggregateOperator};
@@ -367,6 +369,14 @@ pub trait Operator: Send {
         _checkpoint: CheckpointId,
         _ctx: &mut OperatorContext,
     ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The source of this operator's chain has nothing to read for now
+    /// (called at most every half second while it waits): work driven by
+    /// processing time rather than by input, such as
+    /// [`ProcessingTimeWatermarkOperator`]'s watermark.
+    async fn on_idle(&mut self, _ctx: &mut OperatorContext, _out: &mut Collector) -> Result<()> {
         Ok(())
     }
 

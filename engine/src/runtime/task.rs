@@ -152,6 +152,7 @@ impl Task {
                     SourcePoll::Idle(wait) => {
                         metrics.set_bad_records(source.bad_records());
                         idle = Some(wait.min(Duration::from_millis(500)));
+                        self.idle_tick().await?;
                     }
                     SourcePoll::Finished => {
                         exhausted = true;
@@ -166,6 +167,20 @@ impl Task {
                 .await?;
         }
         self.close().await
+    }
+
+    /// The source has nothing to read: lets the chain's operators do their
+    /// processing-time work ([`Operator::on_idle`]).
+    async fn idle_tick(&mut self) -> Result<()> {
+        for i in 0..self.operators.len() {
+            let (op, ctx, _) = &mut self.operators[i];
+            let mut out = Collector::new();
+            op.on_idle(ctx, &mut out).await?;
+            if !out.is_empty() {
+                self.forward(i, out).await?;
+            }
+        }
+        Ok(())
     }
 
     /// With checkpointing, the end of a source's input: every window may

@@ -1,6 +1,7 @@
 //! Flink's function names where DataFusion's differ, so Flink users can
 //! paste their SQL: `TO_TIMESTAMP_LTZ`, `DATE_FORMAT` (Java patterns), `MOD`,
-//! and (in [`flink`]) `SPLIT_INDEX`, `REGEXP_EXTRACT` and the time parts.
+//! `PROCTIME()`, and (in [`flink`]) `SPLIT_INDEX`, `REGEXP_EXTRACT` and the
+//! time parts.
 
 mod flink;
 
@@ -23,10 +24,49 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(ToTimestampLtz::new()));
     ctx.register_udf(ScalarUDF::from(DateFormat::new()));
     ctx.register_udf(ScalarUDF::from(Mod::new()));
+    ctx.register_udf(ScalarUDF::from(Proctime::new()));
     ctx.register_udf(ScalarUDF::from(flink::SplitIndex::new()));
     ctx.register_udf(ScalarUDF::from(flink::RegexpExtract::new()));
     for part in flink::TimePart::all() {
         ctx.register_udf(ScalarUDF::from(part));
+    }
+}
+
+/// The name of the `PROCTIME()` function.
+pub const PROCTIME: &str = "proctime";
+
+/// `PROCTIME()`: the wall clock when the row is computed, as a timestamp.
+/// A computed column `pt AS PROCTIME()` is a processing-time attribute:
+/// windows over it close on the wall clock.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Proctime {
+    signature: Signature,
+}
+
+impl Proctime {
+    fn new() -> Self {
+        Self {
+            // Volatile: planning must not fold it into a constant.
+            signature: Signature::nullary(Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Proctime {
+    fn name(&self) -> &str {
+        PROCTIME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use weir_engine::clock::Clock;
+        let now = weir_engine::clock::SystemClock.now_millis();
+        let ts = TimestampMillisecondArray::from_value(now, args.number_rows);
+        Ok(ColumnarValue::Array(Arc::new(ts)))
     }
 }
 

@@ -39,12 +39,12 @@ use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
     AggregateSpec, FilterOperator, GroupAggregateFactory, LateRows, LimitOperator, OperatorFactory,
-    ProjectionOperator, SessionWindowAggregateFactory, SnapshotAt, SortOperator,
-    UpdatingAggregateFactory, UpdatingLimitFactory, WatermarkGeneratorOperator,
+    ProcessingTimeWatermarkOperator, ProjectionOperator, SessionWindowAggregateFactory, SnapshotAt,
+    SortOperator, UpdatingAggregateFactory, UpdatingLimitFactory, WatermarkGeneratorOperator,
     WindowAggregateFactory, WindowAssignerOperator, WindowKind,
 };
 
-use crate::catalog::{StreamScanExec, StreamTable};
+use crate::catalog::{StreamScanExec, StreamTable, window_fields};
 use crate::error::{Construct, Result, SqlError};
 use crate::session::{RuntimeMode, StreamingConfig};
 
@@ -452,12 +452,13 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .map(|f| f.as_ref().clone())
                 .collect();
-            fields.push(arrow::datatypes::Field::new(
-                "window_start",
-                time_type.clone(),
-                false,
-            ));
-            fields.push(arrow::datatypes::Field::new("window_end", time_type, false));
+            fields.extend(window_fields(&time_type));
+            if table.is_processing_time(w.time_column) {
+                // Processing-time windows close on the wall clock.
+                let name = table.schema.field(w.time_column).name();
+                let op = ProcessingTimeWatermarkOperator::new(name, Arc::clone(&current.schema));
+                current = self.chain(&current, Arc::new(op))?;
+            }
             let op = WindowAssignerOperator::new(w.kind, time, Arc::new(Schema::new(fields)))?;
             current = self.chain(&current, Arc::new(op))?;
         }
@@ -555,15 +556,30 @@ impl<'a> Lowering<'a> {
                 .iter()
                 .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.name() == name))
         };
-        let (start, end) = match window {
-            Some(_) => (column_named("window_start"), column_named("window_end")),
-            None => (None, None),
+        let (start, end, time) = match window {
+            Some(_) => (
+                column_named("window_start"),
+                column_named("window_end"),
+                column_named("window_time"),
+            ),
+            None => (None, None, None),
         };
-        let window_groups: Vec<usize> = start.iter().chain(end.iter()).copied().collect();
+        let window_groups: Vec<usize> = start.iter().chain(&end).chain(&time).copied().collect();
         let key_exprs: Vec<usize> = (0..group_exprs.len())
             .filter(|i| !window_groups.contains(i))
             .collect();
         let late = late_sink.is_some();
+        if let (Some(WindowKind::Session { .. }), Some(_)) = (window, time) {
+            return Err(SqlError::unsupported(
+                "a SESSION window aggregate cannot GROUP BY window_time (sessions grow as \
+                 they merge); select window_end - INTERVAL '1' MILLISECOND instead",
+            ));
+        }
+        // Grouped by window_time but not window_end: it ends a millisecond later.
+        let (end, end_offset) = match (end, time) {
+            (None, Some(t)) => (Some(t), 1),
+            (end, _) => (end, 0),
+        };
         let factory: Arc<dyn OperatorFactory> = match (window, start, end) {
             (Some(WindowKind::Session { gap_ms }), Some(s), Some(e)) => {
                 let factory = SessionWindowAggregateFactory::new(Arc::clone(&spec), s, e, gap_ms);
@@ -579,21 +595,20 @@ impl<'a> Lowering<'a> {
                 ));
             }
             (Some(_), _, Some(e)) => Arc::new(with_late_rows(
-                WindowAggregateFactory::new(Arc::clone(&spec), e, 0)
+                WindowAggregateFactory::new(Arc::clone(&spec), e, end_offset)
                     .with_key_columns(key_exprs.clone()),
                 late,
             )),
-            (Some(kind), Some(s), None) => {
-                let size = match kind {
-                    WindowKind::Tumble { size_ms } | WindowKind::Hop { size_ms, .. } => size_ms,
-                    WindowKind::Session { gap_ms } => gap_ms,
-                };
-                Arc::new(with_late_rows(
-                    WindowAggregateFactory::new(Arc::clone(&spec), s, size)
-                        .with_key_columns(key_exprs.clone()),
-                    late,
-                ))
+            (Some(WindowKind::Cumulate { .. }), Some(_), None) => {
+                return Err(SqlError::unsupported(
+                    "a CUMULATE window aggregate must GROUP BY window_end (its windows share \
+                     their window_start)",
+                ));
             }
+            (Some(kind), Some(s), None) => Arc::new(
+                WindowAggregateFactory::new(Arc::clone(&spec), s, kind.size_ms())
+                    .with_key_columns(key_exprs.clone()),
+            ),
             _ => self.group_aggregate(&spec, input_plan, input.changelog_mode())?,
         };
         // Partition by the non-window keys; with none, one subtask sees everything.

@@ -157,6 +157,7 @@ impl Session {
         for (name, f) in [
             ("tumble", WindowFunction::Tumble),
             ("hop", WindowFunction::Hop),
+            ("cumulate", WindowFunction::Cumulate),
             ("session", WindowFunction::Session),
         ] {
             ctx.register_udtf(
@@ -332,8 +333,7 @@ impl Session {
         into: Option<&str>,
     ) -> Result<Lowered> {
         let state = self.ctx.state();
-        let logical = state
-            .create_logical_plan(sql)
+        let logical = crate::group_window::logical_plan(&state, sql)
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let physical = state.create_physical_plan(&logical).await?;
@@ -351,8 +351,7 @@ impl Session {
         use datafusion::common::tree_node::TreeNode;
         use datafusion::logical_expr::LogicalPlan;
         let state = self.ctx.state();
-        let logical = state
-            .create_logical_plan(sql)
+        let logical = crate::group_window::logical_plan(&state, sql)
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         let reads_tables = logical.exists(|node| Ok(matches!(node, LogicalPlan::TableScan(_))))?;

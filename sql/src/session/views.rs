@@ -103,10 +103,7 @@ impl Session {
                 position: Some(Position { line: 1, column: 1 }),
             });
         }
-        let plan = self
-            .ctx
-            .state()
-            .create_logical_plan(&create.query)
+        let plan = crate::group_window::logical_plan(&self.ctx.state(), &create.query)
             .await
             .map_err(|e| self.explain_missing_table(e))?;
         if create.columns.is_empty() {
