@@ -15,6 +15,19 @@
 //!                                                | 1 | x |  -U            |
 //!                                                | 1 | y |  +U            |
 //! ```
+//!
+//! ## Upsert streams
+//!
+//! A source of upserts (a compacted topic read by `upsert-kafka`, whose
+//! connector reports an [`crate::Connector::upsert_key`]) does not know a
+//! key's previous row, so it cannot emit a retract changelog itself. It
+//! emits an *upsert stream* with the same trailing column
+//! ([`upsert_schema`]): `+U` is the latest row of its key (an insert or an
+//! update), `-D` the deletion of its key and carries only the key columns
+//! (the others are null, which is why they are all nullable there). Only a
+//! `ChangelogNormalize` operator, keyed by the key, reads an upsert stream:
+//! it remembers each key's last row and emits the retract changelog
+//! (`+I`, `-U old`/`+U new`, `-D old`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -78,6 +91,28 @@ pub fn updating_schema(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(row_kind_field());
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The schema of an upsert stream over `schema` (see the module docs):
+/// every column but the `key` ones nullable, then the row-kind column.
+pub fn upsert_schema(schema: &SchemaRef, key: &[usize]) -> SchemaRef {
+    let fields: Vec<Field> = data_schema(schema)
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let field = f.as_ref().clone();
+            if key.contains(&i) {
+                field
+            } else {
+                field.with_nullable(true)
+            }
+        })
+        .collect();
+    updating_schema(&Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
 }
 
 /// `schema` without the row-kind column.
