@@ -50,16 +50,28 @@ pub enum ChangelogMode {
     /// Inserts, updates and deletes, an update as a `-U` of the old row
     /// followed by a `+U` of the new one.
     Retract,
+    /// An upsert source's rows before they are normalized: `+U` is the
+    /// latest row of its key, `-D` deletes its key (see "Upsert streams").
+    Upsert,
 }
+
+/// The schema metadata key that marks an upsert stream ([`upsert_schema`]).
+pub const CHANGELOG_METADATA_KEY: &str = "weir.changelog";
 
 impl ChangelogMode {
     /// The mode of a stream with `schema`: updating when it has the
-    /// row-kind column.
+    /// row-kind column, upserts when [`upsert_schema`] marked it so.
     pub fn of(schema: &Schema) -> Self {
-        if schema.index_of(ROW_KIND_COLUMN).is_ok() {
-            ChangelogMode::Retract
-        } else {
+        if schema.index_of(ROW_KIND_COLUMN).is_err() {
             ChangelogMode::AppendOnly
+        } else if schema
+            .metadata()
+            .get(CHANGELOG_METADATA_KEY)
+            .is_some_and(|m| m == "upsert")
+        {
+            ChangelogMode::Upsert
+        } else {
+            ChangelogMode::Retract
         }
     }
 
@@ -74,6 +86,7 @@ impl fmt::Display for ChangelogMode {
         f.write_str(match self {
             ChangelogMode::AppendOnly => "append-only",
             ChangelogMode::Retract => "retract",
+            ChangelogMode::Upsert => "upsert",
         })
     }
 }
@@ -109,10 +122,9 @@ pub fn upsert_schema(schema: &SchemaRef, key: &[usize]) -> SchemaRef {
             }
         })
         .collect();
-    updating_schema(&Arc::new(Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )))
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(CHANGELOG_METADATA_KEY.into(), "upsert".into());
+    updating_schema(&Arc::new(Schema::new_with_metadata(fields, metadata)))
 }
 
 /// `schema` without the row-kind column.

@@ -153,11 +153,12 @@ impl UpsertOptions {
             k.starts_with("properties.") || is_format_option(k)
         })?;
         if table.primary_key.is_empty() {
-            return Err(Error::Config(format!(
-                "table '{}': connector 'upsert-kafka' needs a primary key, the key of its \
-                 records: declare PRIMARY KEY (…) NOT ENFORCED",
-                table.name
-            )));
+            // The caller names the table.
+            return Err(Error::Config(
+                "connector 'upsert-kafka' needs a primary key, the key of its records: \
+                 declare PRIMARY KEY (…) NOT ENFORCED"
+                    .into(),
+            ));
         }
         let topic = options.require("topic")?.trim().to_string();
         if topic.is_empty() || topic.contains(';') {

@@ -63,7 +63,8 @@ fn options_follow_flink() {
 
     let missing = error(&upsert_table(&[], &[]));
     assert!(
-        missing.contains("table 't'") && missing.contains("PRIMARY KEY (…) NOT ENFORCED"),
+        missing.contains("'upsert-kafka' needs a primary key")
+            && missing.contains("PRIMARY KEY (…) NOT ENFORCED"),
         "{missing}"
     );
     let typo = error(&upsert_table(&["id"], &[("value.fields-includ", "ALL")]));
