@@ -19,6 +19,10 @@ use crate::cluster::fault::{kill_randomly, submit_script};
 use crate::cluster::harness::{TestCluster, wait_for_end};
 
 type Record = (Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
+/// A change: the row before and the row after (as Debezium's envelope).
+type Change = (Option<Value>, Option<Value>);
+/// A record's key and value.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A topic compacted by key: the last value of each key, tombstones
 /// deleting it. Keys and values as JSON.
@@ -114,16 +118,16 @@ const BASE: i64 = 1_700_000_000_000;
 const END: i64 = BASE + 1_000_000;
 
 /// The change records of one id, in order, as (before, after) rows.
-fn history(id: u64) -> Vec<(Option<Value>, Option<Value>)> {
+fn history(id: u64) -> Vec<Change> {
     let created = json!({"id": id, "k": id % 7, "v": id});
     let mut out = vec![(None, Some(created.clone()))];
     let mut now = created;
-    if id % 3 == 0 {
+    if id.is_multiple_of(3) {
         let updated = json!({"id": id, "k": (id / 3) % 7, "v": id * 2});
         out.push((Some(now.clone()), Some(updated.clone())));
         now = updated;
     }
-    if id % 5 == 0 {
+    if id.is_multiple_of(5) {
         out.push((Some(now), None));
     }
     out
@@ -142,8 +146,7 @@ fn envelope(before: &Option<Value>, after: &Option<Value>) -> Vec<u8> {
 
 /// Every id's changes, each id on partition `id % 4`, interleaved by round.
 fn cluster_input() -> Vec<Record> {
-    let histories: Vec<(u64, Vec<(Option<Value>, Option<Value>)>)> =
-        (1..=IDS).map(|id| (id, history(id))).collect();
+    let histories: Vec<(u64, Vec<Change>)> = (1..=IDS).map(|id| (id, history(id))).collect();
     let mut records = Vec::new();
     for round in 0..3 {
         for (id, changes) in &histories {
@@ -420,12 +423,11 @@ async fn bad_upsert_records_follow_the_policy() {
     assert!(output.status.success(), "{stderr}");
     assert_eq!(written_state(&out), expected);
     let letters = consume_all(&bootstrap, "dlq", true, Duration::from_secs(30));
-    let mut got: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = letters
+    let mut got: Vec<KeyValue> = letters
         .iter()
         .map(|r| (r.key.clone(), r.value.clone()))
         .collect();
-    let mut want: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> =
-        bad.iter().map(|r| (r.1.clone(), r.2.clone())).collect();
+    let mut want: Vec<KeyValue> = bad.iter().map(|r| (r.1.clone(), r.2.clone())).collect();
     got.sort();
     want.sort();
     assert_eq!(got, want);
