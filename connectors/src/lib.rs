@@ -90,7 +90,8 @@ mod tests {
                 "filesystem",
                 "kafka",
                 "nexmark",
-                "print"
+                "print",
+                "upsert-kafka"
             ]
         );
         let err = registry.get("datagn").unwrap_err().to_string();
