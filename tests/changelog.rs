@@ -116,7 +116,8 @@ fn an_insert_only_sink_is_refused_by_name() {
     assert!(!output.status.success());
     assert!(
         stderr.contains("table 'out' (connector 'filesystem', format 'csv') takes only inserts")
-            && stderr.contains("'format' = 'debezium-json'"),
+            && stderr.contains("'format' = 'debezium-json'")
+            && stderr.contains("'connector' = 'upsert-kafka'"),
         "{stderr}"
     );
 }

@@ -254,6 +254,28 @@ const CORPUS: &[(&str, &str, &str)] = &[
         "CREATE TABLE flags (id BIGINT, flag BOOLEAN) WITH ('connector' = 'blackhole');",
         "INSERT INTO flags SELECT id, ts FROM bids",
     ),
+    (
+        "primary_key_of_an_unknown_column",
+        "",
+        "CREATE TABLE t (\n  amount BIGINT,\n  PRIMARY KEY (amuont) NOT ENFORCED\n) WITH ('connector' = 'blackhole')",
+    ),
+    (
+        "primary_key_without_not_enforced",
+        "",
+        "CREATE TABLE t (\n  id BIGINT PRIMARY KEY,\n  v BIGINT\n) WITH ('connector' = 'blackhole')",
+    ),
+    (
+        "upsert_kafka_without_a_primary_key",
+        "",
+        "CREATE TABLE totals (k STRING, n BIGINT)\nWITH ('connector' = 'upsert-kafka', 'topic' = 'totals',\n  \
+         'properties.bootstrap.servers' = 'localhost:9092', 'key.format' = 'json', 'value.format' = 'json')",
+    ),
+    (
+        "updating_query_into_an_insert_only_sink",
+        "CREATE TABLE counts (k BIGINT, n BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '/tmp/weir-never-written', 'format' = 'csv');",
+        "INSERT INTO counts SELECT id % 10, COUNT(*) FROM ticks GROUP BY id % 10",
+    ),
 ];
 
 /// The message a user sees when `sql` fails after `setup` ran: the
@@ -351,6 +373,26 @@ async fn error_csv_row_that_does_not_parse() {
 #[tokio::test]
 async fn error_cast_a_sink_cannot_take() {
     assert_corpus_case("cast_a_sink_cannot_take").await;
+}
+
+#[tokio::test]
+async fn error_primary_key_of_an_unknown_column() {
+    assert_corpus_case("primary_key_of_an_unknown_column").await;
+}
+
+#[tokio::test]
+async fn error_primary_key_without_not_enforced() {
+    assert_corpus_case("primary_key_without_not_enforced").await;
+}
+
+#[tokio::test]
+async fn error_upsert_kafka_without_a_primary_key() {
+    assert_corpus_case("upsert_kafka_without_a_primary_key").await;
+}
+
+#[tokio::test]
+async fn error_updating_query_into_an_insert_only_sink() {
+    assert_corpus_case("updating_query_into_an_insert_only_sink").await;
 }
 
 /// A table with a column of every type Weir declares, and computed columns.
@@ -465,4 +507,38 @@ async fn explain_late_rows_sink() {
         Ok(_) => panic!("EXPLAIN returned no text"),
         Err(e) => panic!("EXPLAIN failed: {e}"),
     }
+}
+
+/// An upsert-kafka source is followed by a ChangelogNormalize keyed by its
+/// primary key (after a hash exchange); its key is read even where the
+/// query does not need it, and DESCRIBE shows the key.
+#[tokio::test]
+async fn explain_upsert_kafka_source_and_sink() {
+    let mut engine = engine().await;
+    engine
+        .execute_script(
+            "CREATE TABLE users (id BIGINT, name STRING, score BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'users',
+                   'properties.bootstrap.servers' = '127.0.0.1:9092',
+                   'key.format' = 'json', 'value.format' = 'json');
+             CREATE TABLE scores (name STRING, total BIGINT, PRIMARY KEY (name) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'scores',
+                   'properties.bootstrap.servers' = '127.0.0.1:9092',
+                   'key.format' = 'json', 'value.format' = 'json',
+                   'sink.delivery-guarantee' = 'exactly-once');",
+        )
+        .await
+        .expect("tables are valid");
+    let text = match engine
+        .execute("EXPLAIN INSERT INTO scores SELECT name, SUM(score) FROM users GROUP BY name")
+        .await
+    {
+        Ok(Executed::Explain(text)) => text,
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    };
+    insta::assert_snapshot!(text);
+    let described = engine.query("DESCRIBE users").await.unwrap();
+    let rows = weir_engine::testing::format_rows(&described[0]);
+    assert_eq!(rows[0], "id,BIGINT,false,PRIMARY KEY NOT ENFORCED");
 }

@@ -17,6 +17,7 @@
 //! | `nexmark`    | yes   |        | with `nexmark.event.num`                  |
 //! | `filesystem` | yes   | yes    | always                                    |
 //! | `kafka`      | yes   | yes    | with `scan.bounded.mode`                  |
+//! | `upsert-kafka` | yes | yes    | with `scan.bounded.mode`                  |
 //! | `print`      |       | yes    |                                           |
 //! | `blackhole`  |       | yes    |                                           |
 //!
@@ -30,7 +31,10 @@
 //! [`weir_engine::Connector::accepts_updates`]: `print`, `blackhole`, and
 //! `filesystem` and `kafka` with `'format' = 'debezium-json'`. Those two
 //! also read `debezium-json` as a changelog
-//! ([`weir_engine::Connector::produces_updates`], [`debezium`]).
+//! ([`weir_engine::Connector::produces_updates`], [`debezium`]). So does
+//! `upsert-kafka` ([`kafka::upsert`]), whose records are upserts keyed by
+//! the table's primary key: its source emits an upsert stream that the
+//! planner normalizes ([`weir_engine::Connector::upsert_key`]).
 
 use std::sync::Arc;
 
@@ -49,6 +53,7 @@ pub use blackhole::BlackholeConnector;
 pub use datagen::DatagenConnector;
 pub use filesystem::FilesystemConnector;
 pub use kafka::KafkaConnector;
+pub use kafka::upsert::UpsertKafkaConnector;
 pub use nexmark::NexmarkConnector;
 pub use print::PrintConnector;
 
@@ -58,6 +63,7 @@ pub fn register_all(registry: &mut ConnectorRegistry) {
     registry.register(Arc::new(NexmarkConnector));
     registry.register(Arc::new(FilesystemConnector));
     registry.register(Arc::new(KafkaConnector));
+    registry.register(Arc::new(UpsertKafkaConnector));
     registry.register(Arc::new(PrintConnector));
     registry.register(Arc::new(BlackholeConnector));
 }
@@ -84,7 +90,8 @@ mod tests {
                 "filesystem",
                 "kafka",
                 "nexmark",
-                "print"
+                "print",
+                "upsert-kafka"
             ]
         );
         let err = registry.get("datagn").unwrap_err().to_string();

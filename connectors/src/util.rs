@@ -202,13 +202,11 @@ pub mod test_support {
 
     /// A table with `fields` and `options`.
     pub fn table(fields: Vec<Field>, options: &[(&str, &str)]) -> TableDescriptor {
-        TableDescriptor {
-            name: "t".into(),
-            schema: Arc::new(Schema::new(fields)),
-            options: ConnectorOptions::new(
-                options.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            ),
-        }
+        TableDescriptor::new(
+            "t",
+            Arc::new(Schema::new(fields)),
+            ConnectorOptions::new(options.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+        )
     }
 
     /// Subtask `subtask` of `parallelism`.

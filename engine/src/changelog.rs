@@ -15,6 +15,19 @@
 //!                                                | 1 | x |  -U            |
 //!                                                | 1 | y |  +U            |
 //! ```
+//!
+//! ## Upsert streams
+//!
+//! A source of upserts (a compacted topic read by `upsert-kafka`, whose
+//! connector reports an [`crate::Connector::upsert_key`]) does not know a
+//! key's previous row, so it cannot emit a retract changelog itself. It
+//! emits an *upsert stream* with the same trailing column
+//! ([`upsert_schema`]): `+U` is the latest row of its key (an insert or an
+//! update), `-D` the deletion of its key and carries only the key columns
+//! (the others are null, which is why they are all nullable there). Only a
+//! `ChangelogNormalize` operator, keyed by the key, reads an upsert stream:
+//! it remembers each key's last row and emits the retract changelog
+//! (`+I`, `-U old`/`+U new`, `-D old`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,16 +50,28 @@ pub enum ChangelogMode {
     /// Inserts, updates and deletes, an update as a `-U` of the old row
     /// followed by a `+U` of the new one.
     Retract,
+    /// An upsert source's rows before they are normalized: `+U` is the
+    /// latest row of its key, `-D` deletes its key (see "Upsert streams").
+    Upsert,
 }
+
+/// The schema metadata key that marks an upsert stream ([`upsert_schema`]).
+pub const CHANGELOG_METADATA_KEY: &str = "weir.changelog";
 
 impl ChangelogMode {
     /// The mode of a stream with `schema`: updating when it has the
-    /// row-kind column.
+    /// row-kind column, upserts when [`upsert_schema`] marked it so.
     pub fn of(schema: &Schema) -> Self {
-        if schema.index_of(ROW_KIND_COLUMN).is_ok() {
-            ChangelogMode::Retract
-        } else {
+        if schema.index_of(ROW_KIND_COLUMN).is_err() {
             ChangelogMode::AppendOnly
+        } else if schema
+            .metadata()
+            .get(CHANGELOG_METADATA_KEY)
+            .is_some_and(|m| m == "upsert")
+        {
+            ChangelogMode::Upsert
+        } else {
+            ChangelogMode::Retract
         }
     }
 
@@ -61,6 +86,7 @@ impl fmt::Display for ChangelogMode {
         f.write_str(match self {
             ChangelogMode::AppendOnly => "append-only",
             ChangelogMode::Retract => "retract",
+            ChangelogMode::Upsert => "upsert",
         })
     }
 }
@@ -78,6 +104,27 @@ pub fn updating_schema(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(row_kind_field());
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The schema of an upsert stream over `schema` (see the module docs):
+/// every column but the `key` ones nullable, then the row-kind column.
+pub fn upsert_schema(schema: &SchemaRef, key: &[usize]) -> SchemaRef {
+    let fields: Vec<Field> = data_schema(schema)
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let field = f.as_ref().clone();
+            if key.contains(&i) {
+                field
+            } else {
+                field.with_nullable(true)
+            }
+        })
+        .collect();
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(CHANGELOG_METADATA_KEY.into(), "upsert".into());
+    updating_schema(&Arc::new(Schema::new_with_metadata(fields, metadata)))
 }
 
 /// `schema` without the row-kind column.

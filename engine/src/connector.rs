@@ -114,15 +114,46 @@ impl ConnectorOptions {
 /// session's `table.exec.late-records.sink` is the default).
 pub const LATE_RECORDS_SINK_OPTION: &str = "late-records.sink";
 
-/// A table as connectors see it: name, physical columns and options.
+/// A table as connectors see it: name, physical columns, primary key and options.
 #[derive(Debug, Clone)]
 pub struct TableDescriptor {
     /// The table's name.
     pub name: String,
     /// The columns the connector reads or writes (computed columns excluded).
     pub schema: SchemaRef,
+    /// `PRIMARY KEY (…) NOT ENFORCED`: the key's columns, in key order
+    /// (empty when the table declares none). Not checked by Weir, as in
+    /// Flink; an upsert connector keys its records by it.
+    pub primary_key: Vec<String>,
     /// The `WITH (…)` options.
     pub options: ConnectorOptions,
+}
+
+impl TableDescriptor {
+    /// A table without a primary key.
+    pub fn new(name: impl Into<String>, schema: SchemaRef, options: ConnectorOptions) -> Self {
+        Self {
+            name: name.into(),
+            schema,
+            primary_key: Vec::new(),
+            options,
+        }
+    }
+
+    /// The indices of the primary key's columns in [`TableDescriptor::schema`].
+    pub fn primary_key_indices(&self) -> Result<Vec<usize>> {
+        self.primary_key
+            .iter()
+            .map(|name| {
+                self.schema.index_of(name).map_err(|_| {
+                    Error::Config(format!(
+                        "table '{}': primary key column '{name}' is not a physical column",
+                        self.name
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// What a [`Source`] has for the runtime.
@@ -258,6 +289,16 @@ pub trait Connector: fmt::Debug + Send + Sync {
     /// the row-kind column last (see [`crate::changelog`]).
     fn produces_updates(&self, _table: &TableDescriptor) -> bool {
         false
+    }
+
+    /// The key of a source table whose rows are upserts (Flink's
+    /// `upsert-kafka`): each row is the latest version of its key, a
+    /// deletion carries only the key. Its sources emit an upsert stream
+    /// ([`crate::changelog::upsert_schema`]), and the planner puts a
+    /// `ChangelogNormalize` keyed by these columns after them, which turns
+    /// it into a retract changelog. `None` (the default) for other sources.
+    fn upsert_key(&self, _table: &TableDescriptor) -> Option<Vec<String>> {
+        None
     }
 
     /// True when the table's source ends by itself.

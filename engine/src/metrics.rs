@@ -23,6 +23,9 @@ pub struct TaskMetrics {
     pub state_spilled_bytes: AtomicU64,
     /// Groups (or keys) whose state was dropped past the state TTL.
     pub state_expired: AtomicU64,
+    /// Deletions of keys without a row (an upsert source's tombstone for a
+    /// key never seen), dropped by `ChangelogNormalize`.
+    pub unmatched_deletes: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -43,6 +46,7 @@ impl TaskMetrics {
             bad_records: self.bad_records.load(Ordering::Relaxed),
             state_spilled_bytes: self.state_spilled_bytes.load(Ordering::Relaxed),
             state_expired: self.state_expired.load(Ordering::Relaxed),
+            unmatched_deletes: self.unmatched_deletes.load(Ordering::Relaxed),
         }
     }
     /// Sets the bad-records counter to a source's own count.
@@ -57,6 +61,11 @@ impl TaskMetrics {
     /// Adds to the expired-state counter.
     pub fn add_state_expired(&self, keys: usize) {
         self.state_expired.fetch_add(keys as u64, Ordering::Relaxed);
+    }
+    /// Adds to the unmatched-deletes counter.
+    pub fn add_unmatched_deletes(&self, rows: usize) {
+        self.unmatched_deletes
+            .fetch_add(rows as u64, Ordering::Relaxed);
     }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
@@ -80,6 +89,8 @@ pub struct TaskMetricsSnapshot {
     pub state_spilled_bytes: u64,
     /// See [`TaskMetrics::state_expired`].
     pub state_expired: u64,
+    /// See [`TaskMetrics::unmatched_deletes`].
+    pub unmatched_deletes: u64,
 }
 
 /// Counters by (operator, subtask).
@@ -147,7 +158,7 @@ impl MetricsRegistry {
     pub fn to_prometheus(&self) -> String {
         let snapshot = self.snapshot();
         let mut out = String::new();
-        let series: [Series; 6] = [
+        let series: [Series; 7] = [
             (
                 "weir_records_in_total",
                 "Rows received by a subtask.",
@@ -177,6 +188,11 @@ impl MetricsRegistry {
                 "weir_state_expired_keys_total",
                 "Keys whose state an operator dropped because it was idle past table.exec.state.ttl.",
                 |m| m.state_expired,
+            ),
+            (
+                "weir_unmatched_deletes_total",
+                "Deletions of keys without a row (an upsert source's tombstone for an unknown key), dropped.",
+                |m| m.unmatched_deletes,
             ),
         ];
         for (name, help, field) in series {

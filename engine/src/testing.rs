@@ -144,6 +144,41 @@ impl OperatorHarness {
         })
     }
 
+    /// A harness around `operator` running as `task`, restored from the
+    /// `snapshots` of the old subtasks as a restore at another parallelism
+    /// would: the keyed state of the key groups `task` owns now, and the
+    /// operator state of old subtask `i` if `i` maps to `task`.
+    pub fn restored_as(
+        mut operator: Box<dyn Operator>,
+        task: crate::operator::TaskInfo,
+        snapshots: &[crate::operator::OperatorSnapshot],
+    ) -> Result<Self> {
+        let mut ctx = OperatorContext::for_test("under-test");
+        let owned = task.key_groups();
+        let mut restore = crate::operator::OperatorRestore::default();
+        for (old, snapshot) in snapshots.iter().enumerate() {
+            restore.keyed.extend(
+                snapshot
+                    .keyed
+                    .iter()
+                    .filter(|(kg, _)| owned.contains(kg))
+                    .filter_map(|(kg, v)| v.clone().map(|v| (*kg, v))),
+            );
+            if old % task.parallelism.max(1) == task.subtask
+                && let Some(state) = &snapshot.operator
+            {
+                restore.operator.push((old as u32, state.clone()));
+            }
+        }
+        ctx.task = task;
+        operator.restore_state(&ctx, restore)?;
+        Ok(Self {
+            operator,
+            ctx,
+            output: Vec::new(),
+        })
+    }
+
     /// Checkpoint `id` completed: the operator commits.
     pub async fn commit(&mut self, id: crate::message::CheckpointId) -> Result<()> {
         if let Some(spill) = &mut self.ctx.spill {

@@ -28,5 +28,6 @@ pub mod window_tvf;
 pub use error::{Construct, Position, Result, SqlError};
 pub use session::{JobControl, JobOutput, JobPlan, Outcome, QueryPlan, Session};
 pub use statement::{
-    CreateTable, CreateView, Statement, StatementText, parse_statement, split_statements,
+    CreateTable, CreateView, PrimaryKey, Statement, StatementText, parse_statement,
+    split_statements,
 };

@@ -14,7 +14,7 @@ use crate::cluster::harness::weir;
 type Record = (Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
 
 /// The envelope of a change record (bare or in Debezium's `payload`).
-fn envelope(value: &[u8]) -> Value {
+pub(super) fn envelope(value: &[u8]) -> Value {
     let v: Value = serde_json::from_slice(value).unwrap();
     match v.get("payload") {
         Some(payload) if v.get("op").is_none() => payload.clone(),
@@ -24,7 +24,7 @@ fn envelope(value: &[u8]) -> Value {
 
 /// The change records of `tests/data/cdc.json`, each on partition `id % 2`
 /// (so every row's changes stay in order).
-fn changes() -> Vec<Record> {
+pub(super) fn changes() -> Vec<Record> {
     let text = std::fs::read_to_string("tests/data/cdc.json").unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -48,7 +48,7 @@ fn changes() -> Vec<Record> {
 
 /// Applies Debezium envelopes in order: the rows left (as JSON) and how
 /// many of each. A retraction of a row that is not there fails the test.
-fn apply<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, i64> {
+pub(super) fn apply<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, i64> {
     let mut rows: BTreeMap<String, i64> = BTreeMap::new();
     for value in values {
         let e = envelope(value);
@@ -71,7 +71,7 @@ fn apply<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, i64
     rows
 }
 
-fn run(dir: &Path, name: &str, script: &str, parallelism: &str) -> std::process::Output {
+pub(super) fn run(dir: &Path, name: &str, script: &str, parallelism: &str) -> std::process::Output {
     let path = dir.join(format!("{name}.sql"));
     std::fs::write(&path, script).unwrap();
     weir()
@@ -87,7 +87,7 @@ fn run(dir: &Path, name: &str, script: &str, parallelism: &str) -> std::process:
         .unwrap()
 }
 
-fn final_state(rows: &[&str]) -> BTreeMap<String, i64> {
+pub(super) fn final_state(rows: &[&str]) -> BTreeMap<String, i64> {
     rows.iter().map(|r| (r.to_string(), 1)).collect()
 }
 
@@ -192,7 +192,7 @@ fn bad_script(bootstrap: &str, out: &Path, policy: &str) -> String {
 }
 
 /// The final state of the changelog files the filesystem sink wrote.
-fn written_state(dir: &Path) -> BTreeMap<String, i64> {
+pub(super) fn written_state(dir: &Path) -> BTreeMap<String, i64> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         if !entry.file_name().to_string_lossy().starts_with('.') {

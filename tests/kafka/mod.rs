@@ -7,3 +7,4 @@ mod cdc;
 mod pipeline;
 mod records;
 mod schema_registry;
+mod upsert;

@@ -103,6 +103,42 @@ pub struct BadRecord {
     pub reason: String,
 }
 
+/// Decodes a poll's records into one batch for a Kafka source: the
+/// values of a plain or changelog format ([`RecordDecoder`]), or keys and
+/// values of upserts (`upsert-kafka`).
+pub trait BatchDecoder: Send {
+    /// The schema of the batches.
+    fn schema(&self) -> &SchemaRef;
+
+    /// True when the records' keys are needed.
+    fn needs_keys(&self) -> bool;
+
+    /// True when the records' headers are needed.
+    fn needs_headers(&self) -> bool;
+
+    /// The batch of the good records, in order, and the bad ones with
+    /// their reasons.
+    fn decode(&mut self, records: &RecordBuffer) -> Result<(RecordBatch, Vec<BadRecord>)>;
+}
+
+impl BatchDecoder for RecordDecoder {
+    fn schema(&self) -> &SchemaRef {
+        RecordDecoder::schema(self)
+    }
+
+    fn needs_keys(&self) -> bool {
+        RecordDecoder::needs_keys(self)
+    }
+
+    fn needs_headers(&self) -> bool {
+        RecordDecoder::needs_headers(self)
+    }
+
+    fn decode(&mut self, records: &RecordBuffer) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        RecordDecoder::decode(self, records)
+    }
+}
+
 /// Decodes [`RecordBuffer`]s into batches of the table's projected columns.
 pub struct RecordDecoder {
     format: KafkaFormat,

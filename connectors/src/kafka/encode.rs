@@ -15,10 +15,40 @@ use crate::debezium::DebeziumOptions;
 pub struct OutRecord {
     /// The key.
     pub key: Option<Vec<u8>>,
-    /// The value.
-    pub value: Vec<u8>,
+    /// The value; `None` is a tombstone (an upsert sink's deletion).
+    pub value: Option<Vec<u8>>,
     /// The timestamp (epoch milliseconds).
     pub timestamp: Option<i64>,
+}
+
+/// Turns the batches a Kafka sink takes (inserts, or changes) into records:
+/// a plain format or a changelog format ([`RecordEncoder`]), or upserts
+/// (`upsert-kafka`).
+pub trait ChangeEncoder: Send + Sync {
+    /// The records of `batch`'s data rows, in order; `kinds` are the rows'
+    /// kinds (`None`: inserts).
+    fn encode_changes(
+        &self,
+        batch: &RecordBatch,
+        kinds: Option<&[RowKind]>,
+    ) -> Result<Vec<OutRecord>>;
+
+    /// True when the encoder takes updates and deletes, not only inserts.
+    fn takes_updates(&self) -> bool;
+}
+
+impl ChangeEncoder for RecordEncoder {
+    fn encode_changes(
+        &self,
+        batch: &RecordBatch,
+        kinds: Option<&[RowKind]>,
+    ) -> Result<Vec<OutRecord>> {
+        RecordEncoder::encode_changes(self, batch, kinds)
+    }
+
+    fn takes_updates(&self) -> bool {
+        self.value_format.is_changelog()
+    }
 }
 
 /// Encodes rows of the sink's input into records.
@@ -183,7 +213,7 @@ impl RecordEncoder {
             .zip(timestamps)
             .map(|((value, key), timestamp)| OutRecord {
                 key,
-                value,
+                value: Some(value),
                 timestamp,
             })
             .collect())
@@ -322,8 +352,13 @@ pub fn frame_records(records: &[OutRecord], out: &mut Vec<u8>) {
                 out.extend_from_slice(k);
             }
         }
-        out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&r.value);
+        match &r.value {
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
         out.extend_from_slice(&r.timestamp.unwrap_or(i64::MIN).to_le_bytes());
     }
 }
@@ -339,8 +374,12 @@ pub fn unframe_records(input: &mut &[u8]) -> Result<Vec<OutRecord>> {
         } else {
             Some(take(input, key_len as usize)?.to_vec())
         };
-        let value_len = take_u32(input)? as usize;
-        let value = take(input, value_len)?.to_vec();
+        let value_len = take_u32(input)?;
+        let value = if value_len == u32::MAX {
+            None
+        } else {
+            Some(take(input, value_len as usize)?.to_vec())
+        };
         let timestamp = i64::from_le_bytes(take(input, 8)?.try_into().map_err(|_| truncated())?);
         records.push(OutRecord {
             key,

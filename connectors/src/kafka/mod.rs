@@ -32,6 +32,7 @@ mod producer;
 pub mod registry;
 pub mod sink;
 pub mod source;
+pub mod upsert;
 
 use std::time::Duration;
 
@@ -377,6 +378,79 @@ fn choice(
     ))
 }
 
+/// `'scan.bounded.mode'` (and its timestamp).
+fn bounded_mode(options: &ConnectorOptions) -> Result<BoundedMode> {
+    Ok(
+        match choice(
+            options,
+            "scan.bounded.mode",
+            &["unbounded", "latest-offset", "timestamp"],
+        )? {
+            None | Some("unbounded") => BoundedMode::Unbounded,
+            Some("latest-offset") => BoundedMode::LatestOffset,
+            Some(_) => BoundedMode::Timestamp(millis_option(
+                options,
+                "scan.bounded.timestamp-millis",
+                "timestamp",
+            )?),
+        },
+    )
+}
+
+/// `'scan.bad-record-policy'` (and its dead-letter topic); `ignore` is
+/// what a format's `ignore-parse-errors` asks for when no policy is set.
+fn bad_record_policy(options: &ConnectorOptions, ignore: bool) -> Result<BadRecordPolicy> {
+    let policy = match choice(
+        options,
+        "scan.bad-record-policy",
+        &["fail", "drop", "dead-letter"],
+    )? {
+        None if ignore => BadRecordPolicy::Drop,
+        None | Some("fail") => BadRecordPolicy::Fail,
+        Some("drop") => BadRecordPolicy::Drop,
+        Some(_) => {
+            BadRecordPolicy::DeadLetter(options.require("scan.dead-letter-topic")?.to_string())
+        }
+    };
+    if options.get("scan.dead-letter-topic").is_some()
+        && !matches!(policy, BadRecordPolicy::DeadLetter(_))
+    {
+        return Err(Error::invalid_option(
+            "scan.dead-letter-topic",
+            "option 'scan.dead-letter-topic' needs 'scan.bad-record-policy' = 'dead-letter'",
+        ));
+    }
+    Ok(policy)
+}
+
+/// `'sink.delivery-guarantee'`.
+fn delivery_guarantee(options: &ConnectorOptions) -> Result<DeliveryGuarantee> {
+    Ok(
+        match choice(
+            options,
+            "sink.delivery-guarantee",
+            &["at-least-once", "exactly-once", "none"],
+        )? {
+            None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
+            Some("exactly-once") => DeliveryGuarantee::ExactlyOnce,
+            Some(_) => DeliveryGuarantee::None,
+        },
+    )
+}
+
+/// A sink's `properties.*`: no `transactional.id` of its own.
+fn sink_properties(options: &ConnectorOptions) -> Result<Vec<(String, String)>> {
+    let properties = properties(options)?;
+    if properties.iter().any(|(k, _)| k == "transactional.id") {
+        return Err(Error::Config(
+            "set 'sink.transactional-id-prefix' rather than 'properties.transactional.id': \
+             every sink subtask needs its own id"
+                .into(),
+        ));
+    }
+    Ok(properties)
+}
+
 fn millis_option(options: &ConnectorOptions, key: &str, mode: &str) -> Result<i64> {
     options.parse::<i64>(key)?.ok_or_else(|| {
         Error::invalid_option(
@@ -466,19 +540,7 @@ impl SourceOptions {
                 "timestamp",
             )?),
         };
-        let bounded = match choice(
-            options,
-            "scan.bounded.mode",
-            &["unbounded", "latest-offset", "timestamp"],
-        )? {
-            None | Some("unbounded") => BoundedMode::Unbounded,
-            Some("latest-offset") => BoundedMode::LatestOffset,
-            Some(_) => BoundedMode::Timestamp(millis_option(
-                options,
-                "scan.bounded.timestamp-millis",
-                "timestamp",
-            )?),
-        };
+        let bounded = bounded_mode(options)?;
         let properties = properties(options)?;
         if startup == StartupMode::GroupOffsets && !properties.iter().any(|(k, _)| k == "group.id")
         {
@@ -501,26 +563,7 @@ impl SourceOptions {
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .any(|v| v == Some(true));
-        let bad_records = match choice(
-            options,
-            "scan.bad-record-policy",
-            &["fail", "drop", "dead-letter"],
-        )? {
-            None if ignore => BadRecordPolicy::Drop,
-            None | Some("fail") => BadRecordPolicy::Fail,
-            Some("drop") => BadRecordPolicy::Drop,
-            Some(_) => {
-                BadRecordPolicy::DeadLetter(options.require("scan.dead-letter-topic")?.to_string())
-            }
-        };
-        if options.get("scan.dead-letter-topic").is_some()
-            && !matches!(bad_records, BadRecordPolicy::DeadLetter(_))
-        {
-            return Err(Error::invalid_option(
-                "scan.dead-letter-topic",
-                "option 'scan.dead-letter-topic' needs 'scan.bad-record-policy' = 'dead-letter'",
-            ));
-        }
+        let bad_records = bad_record_policy(options, ignore)?;
         Ok(SourceOptions {
             topics,
             properties,
@@ -582,15 +625,7 @@ impl SinkOptions {
                 Some((fields, key_format))
             }
         };
-        let guarantee = match choice(
-            options,
-            "sink.delivery-guarantee",
-            &["at-least-once", "exactly-once", "none"],
-        )? {
-            None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
-            Some("exactly-once") => DeliveryGuarantee::ExactlyOnce,
-            Some(_) => DeliveryGuarantee::None,
-        };
+        let guarantee = delivery_guarantee(options)?;
         let partitioner = match choice(
             options,
             "sink.partitioner",
@@ -600,14 +635,7 @@ impl SinkOptions {
             Some("fixed") => Partitioner::Fixed,
             Some(_) => Partitioner::RoundRobin,
         };
-        let properties = properties(options)?;
-        if properties.iter().any(|(k, _)| k == "transactional.id") {
-            return Err(Error::Config(
-                "set 'sink.transactional-id-prefix' rather than 'properties.transactional.id': \
-                 every sink subtask needs its own id"
-                    .into(),
-            ));
-        }
+        let properties = sink_properties(options)?;
         Ok(SinkOptions {
             topic,
             properties,

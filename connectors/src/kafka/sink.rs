@@ -44,7 +44,9 @@ use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_engine::{CheckpointId, Error, Result, RowKind, Sink, TableDescriptor, TaskInfo};
 
-use super::encode::{OutRecord, RecordEncoder, frame_records, take, take_u64, unframe_records};
+use super::encode::{
+    ChangeEncoder, OutRecord, RecordEncoder, frame_records, take, take_u64, unframe_records,
+};
 use super::producer::TrackedProducer;
 use super::{
     DeliveryGuarantee, LOOKUP_TIMEOUT, Partitioner, SinkOptions, client_config, kafka_error,
@@ -74,7 +76,7 @@ struct Epoch {
 /// One subtask of a Kafka sink.
 pub struct KafkaSink {
     options: SinkOptions,
-    encoder: RecordEncoder,
+    encoder: Box<dyn ChangeEncoder>,
     table: String,
     subtask: usize,
     transactional_id: String,
@@ -104,12 +106,23 @@ impl KafkaSink {
             .as_ref()
             .map(|(fields, format)| (fields.as_slice(), format.clone()));
         let encoder = RecordEncoder::new(&table.schema, options.format.clone(), key)?;
+        Ok(Self::with_encoder(options, table, task, Box::new(encoder)))
+    }
+
+    /// The sink for `task`, turning rows into records with `encoder`
+    /// (`options.format` and `options.key` then only name the formats).
+    pub fn with_encoder(
+        options: SinkOptions,
+        table: &TableDescriptor,
+        task: &TaskInfo,
+        encoder: Box<dyn ChangeEncoder>,
+    ) -> Self {
         let prefix = options
             .transactional_id_prefix
             .clone()
             .unwrap_or_else(|| format!("weir-{}-{}", task.job, table.name));
         let transactional_id = format!("{prefix}-{}", task.subtask);
-        Ok(KafkaSink {
+        KafkaSink {
             writer: format!("{transactional_id}@{}", task.job),
             transactional_id,
             options,
@@ -123,7 +136,7 @@ impl KafkaSink {
             pending: BTreeMap::new(),
             recommit: false,
             markers: HashMap::new(),
-        })
+        }
     }
 
     fn exactly_once(&self) -> bool {
@@ -540,7 +553,7 @@ fn commit_epoch(
                 topic,
                 route.partition(seq_number),
                 record.key.as_deref(),
-                Some(&record.value),
+                record.value.as_deref(),
                 record.timestamp,
                 Some(headers),
             )?;
@@ -593,7 +606,7 @@ impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
         self.recommit_restored().await?;
         let (batch, kinds) = split_row_kinds(&batch)?;
-        if !self.options.format.is_changelog()
+        if !self.encoder.takes_updates()
             && kinds
                 .as_ref()
                 .is_some_and(|k| k.iter().any(|k| *k != RowKind::Insert))
@@ -618,7 +631,7 @@ impl Sink for KafkaSink {
                 &self.options.topic,
                 partition,
                 record.key.as_deref(),
-                Some(&record.value),
+                record.value.as_deref(),
                 record.timestamp,
                 None,
             )?;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use weir_engine::{Error, Result, Source, SourcePoll, TableDescriptor, TaskInfo};
 
-use super::decode::{BadRecord, RecordBuffer, RecordDecoder};
+use super::decode::{BadRecord, BatchDecoder, RecordBuffer, RecordDecoder};
 use super::producer::TrackedProducer;
 use super::{
     BadRecordPolicy, BoundedMode, LOOKUP_TIMEOUT, SourceOptions, StartupMode, Topics,
@@ -83,7 +83,7 @@ impl Assigned {
 /// One subtask of a Kafka source.
 pub struct KafkaSource {
     options: SourceOptions,
-    decoder: RecordDecoder,
+    decoder: Box<dyn BatchDecoder>,
     task: TaskInfo,
     table: String,
     restored: Option<Position>,
@@ -115,6 +115,23 @@ impl KafkaSource {
         task: &TaskInfo,
     ) -> Result<Self> {
         let projection = projection_indices(&table.schema, projection);
+        let decoder = RecordDecoder::new(
+            options.format.clone(),
+            table,
+            &projection,
+            options.max_record_bytes,
+        )?;
+        Self::with_decoder(options, table, Box::new(decoder), task)
+    }
+
+    /// The source for `task`'s share of the table, turning records into
+    /// rows with `decoder` (`options.format` then only names the format).
+    pub fn with_decoder(
+        options: SourceOptions,
+        table: &TableDescriptor,
+        decoder: Box<dyn BatchDecoder>,
+        task: &TaskInfo,
+    ) -> Result<Self> {
         let idle_key = "scan.watermark.idle-timeout";
         let idle_tick = table
             .options
@@ -122,12 +139,6 @@ impl KafkaSource {
             .map(|v| weir_engine::time::parse_duration_ms(idle_key, v))
             .transpose()?
             .map(|ms| Duration::from_millis((ms as u64 / 2).clamp(10, 200)));
-        let decoder = RecordDecoder::new(
-            options.format.clone(),
-            table,
-            &projection,
-            options.max_record_bytes,
-        )?;
         let dead_letters = match &options.bad_records {
             BadRecordPolicy::DeadLetter(_) => {
                 let mut config = client_config(&options.properties);

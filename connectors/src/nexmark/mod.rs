@@ -383,11 +383,7 @@ mod tests {
         options.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let options = ConnectorOptions::new(options);
         let schema = NexmarkConnector.defined_schema(&options).unwrap().unwrap();
-        TableDescriptor {
-            name: table_type.into(),
-            schema,
-            options,
-        }
+        TableDescriptor::new(table_type, schema, options)
     }
 
     async fn read(

@@ -33,7 +33,20 @@ impl SourceNode {
             Some(p) => Arc::new(table.schema.project(p)?),
             None => Arc::clone(&table.schema),
         };
-        if connector.produces_updates(&table) {
+        if let Some(key) = connector.upsert_key(&table) {
+            let key: Vec<usize> = key
+                .iter()
+                .map(|k| {
+                    schema.index_of(k).map_err(|_| {
+                        Error::internal(format!(
+                            "table '{}': the upsert key column '{k}' is not read by the source",
+                            table.name
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            schema = crate::changelog::upsert_schema(&schema, &key);
+        } else if connector.produces_updates(&table) {
             schema = crate::changelog::updating_schema(&schema);
         }
         Ok(Self {

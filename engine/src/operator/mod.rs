@@ -41,6 +41,7 @@ macro_rules! self_factory {
     };
 }
 
+mod changelog_normalize;
 mod filter;
 mod group_aggregate;
 mod group_slots;
@@ -63,6 +64,7 @@ mod watermark_generator;
 mod window_aggregate;
 mod window_assigner;
 
+pub use changelog_normalize::{ChangelogNormalizeFactory, ChangelogNormalizeOperator};
 pub use filter::FilterOperator;
 pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
 pub use grouped_state::{

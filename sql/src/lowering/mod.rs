@@ -6,7 +6,8 @@
 //! AggregateExec over a window scan   -> Hash(keys) -> WindowAggregate | SessionWindowAggregate
 //! AggregateExec over bounded tables   -> Hash(keys) -> GroupAggregate (emits at end of input)
 //! AggregateExec otherwise             -> Hash(keys) -> UpdatingAggregate (a changelog)
-//! StreamScanExec                     -> Source -> computed columns -> WatermarkGenerator
+//! StreamScanExec                     -> Source [-> Hash(key) -> ChangelogNormalize, for
+//!                                       upserts] -> computed columns -> WatermarkGenerator
 //!                                       -> WindowAssigner -> Projection
 //! ```
 //!
@@ -38,10 +39,11 @@ use weir_engine::LATE_RECORDS_SINK_OPTION;
 use weir_engine::changelog::{ChangelogMode, ROW_KIND_COLUMN, updating_schema};
 use weir_engine::graph::{EdgeKind, LogicalGraph, NodeId, SourceNode};
 use weir_engine::operator::{
-    AggregateSpec, FilterOperator, GroupAggregateFactory, LateRows, LimitOperator, OperatorFactory,
-    ProcessingTimeWatermarkOperator, ProjectionOperator, SessionWindowAggregateFactory, SnapshotAt,
-    SortOperator, UpdatingAggregateFactory, UpdatingLimitFactory, WatermarkGeneratorOperator,
-    WindowAggregateFactory, WindowAssignerOperator, WindowKind,
+    AggregateSpec, ChangelogNormalizeFactory, FilterOperator, GroupAggregateFactory, LateRows,
+    LimitOperator, OperatorFactory, ProcessingTimeWatermarkOperator, ProjectionOperator,
+    SessionWindowAggregateFactory, SnapshotAt, SortOperator, UpdatingAggregateFactory,
+    UpdatingLimitFactory, WatermarkGeneratorOperator, WindowAggregateFactory,
+    WindowAssignerOperator, WindowKind,
 };
 
 use crate::catalog::{StreamScanExec, StreamTable, window_fields};
@@ -385,6 +387,13 @@ impl<'a> Lowering<'a> {
             // Nothing read (e.g. COUNT(*)): read one column so batches carry their row count.
             physical_needed.insert(0);
         }
+        let upsert_key = table.connector.upsert_key(&table.descriptor);
+        if let Some(key) = &upsert_key {
+            // An upsert source's rows are told apart by their key.
+            for column in key {
+                physical_needed.insert(table.descriptor.schema.index_of(column)?);
+            }
+        }
         let physical_needed: Vec<usize> = physical_needed.into_iter().collect();
         let needed: Vec<usize> = needed.into_iter().collect();
         let source = SourceNode::new(
@@ -396,6 +405,10 @@ impl<'a> Lowering<'a> {
             schema: source.output_schema(),
             node: self.graph.add_source(source, None),
         };
+        if let Some(key) = upsert_key {
+            let read = Arc::new(table.descriptor.schema.project(&physical_needed)?);
+            current = self.normalize_upserts(current, &key, &read)?;
+        }
         // Bring the batch to the needed table columns, in table order.
         if needed != physical_needed {
             let schema = Arc::new(table.schema.project(&needed)?);
@@ -800,6 +813,23 @@ impl<'a> Lowering<'a> {
         let mut exprs = exprs;
         exprs.push(Arc::new(Column::new(ROW_KIND_COLUMN, index)));
         Ok((exprs, updating_schema(&schema)))
+    }
+
+    /// A `ChangelogNormalize` keyed by `key` after an upsert source whose
+    /// rows are `read`: the retract changelog of its upserts.
+    fn normalize_upserts(
+        &mut self,
+        source: Lowered,
+        key: &[String],
+        read: &SchemaRef,
+    ) -> Result<Lowered> {
+        let key_columns = key
+            .iter()
+            .map(|k| read.index_of(k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let factory = ChangelogNormalizeFactory::new(&source.schema, key_columns.clone(), read)?
+            .with_state_ttl(self.streaming.state_ttl_ms);
+        self.connect_keyed(source, Arc::new(factory), EdgeKind::Hash(key_columns))
     }
 
     fn connect_keyed(

@@ -58,6 +58,12 @@ impl Session {
             .registry
             .get(connector_name)
             .map_err(|e| option_error(e, &create))?;
+        // Key columns are NOT NULL, as in Flink.
+        let primary_key: Vec<String> = create
+            .primary_key
+            .as_ref()
+            .map(|k| k.columns.clone())
+            .unwrap_or_default();
         let mut physical = Vec::new();
         for c in &create.columns {
             let field = match c {
@@ -65,7 +71,11 @@ impl Session {
                     name,
                     data_type,
                     nullable,
-                } => Field::new(name, data_type.clone(), *nullable),
+                } => Field::new(
+                    name,
+                    data_type.clone(),
+                    *nullable && !primary_key.contains(name),
+                ),
                 ColumnDef::Metadata {
                     name,
                     data_type,
@@ -175,6 +185,7 @@ impl Session {
         let descriptor = TableDescriptor {
             name: create.name.clone(),
             schema: physical_schema,
+            primary_key,
             options,
         };
         if !physical.is_empty() {
@@ -256,6 +267,9 @@ impl Session {
             let mut extra = String::new();
             if i >= table.physical_len() {
                 extra = format!("AS {}", table.computed[i - table.physical_len()].sql);
+            }
+            if table.descriptor.primary_key.contains(f.name()) {
+                extra = "PRIMARY KEY NOT ENFORCED".into();
             }
             if let Some(wm) = table.watermark.as_ref().filter(|w| &w.column == f.name()) {
                 if !extra.is_empty() {

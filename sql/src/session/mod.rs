@@ -557,8 +557,8 @@ fn sink_takes_no_updates(
             "table '{table}' (connector '{connector}'{format}) takes only inserts, but the query \
              produces updates: its GROUP BY over an unbounded stream changes rows it already \
              emitted. Write it to a table that takes a changelog: 'format' = 'debezium-json' \
-             (filesystem, kafka) or 'connector' = 'print'; or aggregate over windows, whose rows \
-             are final"
+             (filesystem, kafka), 'connector' = 'upsert-kafka' (with a PRIMARY KEY) or \
+             'connector' = 'print'; or aggregate over windows, whose rows are final"
         ),
         position: None,
     }

@@ -131,6 +131,18 @@ pub enum ColumnDef {
     },
 }
 
+/// `PRIMARY KEY (…) NOT ENFORCED` of `CREATE TABLE` (the table constraint,
+/// or the column form `id BIGINT PRIMARY KEY NOT ENFORCED`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryKey {
+    /// `CONSTRAINT name`, when given.
+    pub name: Option<String>,
+    /// The key's columns, in key order.
+    pub columns: Vec<String>,
+    /// Where each column is named, in the order of `columns`.
+    pub positions: Vec<Position>,
+}
+
 /// A parsed `CREATE TABLE`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateTable {
@@ -145,6 +157,8 @@ pub struct CreateTable {
     pub columns: Vec<ColumnDef>,
     /// `WATERMARK FOR column AS expr`.
     pub watermark: Option<(String, String)>,
+    /// `PRIMARY KEY (…) NOT ENFORCED`, checked against the columns.
+    pub primary_key: Option<PrimaryKey>,
     /// `WITH (…)` options.
     pub options: Vec<(String, String)>,
     /// Where each option's key is written, in the order of `options`.
