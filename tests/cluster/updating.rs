@@ -1,6 +1,6 @@
 //! Updating results under faults, with real processes: a coordinator and
 //! three workers run a `GROUP BY` without a window, an aggregate of its
-//! changelog and a Top-N, written as `debezium-json` by filesystem sinks
+//! changelog, a Top-N and a Top-N of the `GROUP BY`'s changelog, written as `debezium-json` by filesystem sinks
 //! that commit with checkpoints, while workers are SIGKILLed or the jobs
 //! rescaled.
 //!
@@ -42,18 +42,24 @@ fn script(out: &Path, source_options: &str) -> String {
         WITH ('connector' = 'filesystem', 'path' = '{best}', 'format' = 'debezium-json');
         INSERT INTO best SELECT k, id, rn FROM (
           SELECT k, id, ROW_NUMBER() OVER (PARTITION BY k ORDER BY id DESC) AS rn
-          FROM (SELECT id % {KEYS} AS k, id FROM src)) WHERE rn <= 3;",
+          FROM (SELECT id % {KEYS} AS k, id FROM src)) WHERE rn <= 3;
+        CREATE TABLE leaders (k BIGINT, c BIGINT, rn BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{leaders}', 'format' = 'debezium-json');
+        INSERT INTO leaders SELECT k, c, rn FROM (
+          SELECT k, c, ROW_NUMBER() OVER (ORDER BY c DESC, k) AS rn
+          FROM (SELECT id % {KEYS} AS k, COUNT(*) AS c FROM src GROUP BY id % {KEYS})) WHERE rn <= 3;",
         source = checkpointed_source(ROWS, 12_000, source_options),
         totals = out.join("totals").display(),
         spread = out.join("spread").display(),
         best = out.join("best").display(),
+        leaders = out.join("leaders").display(),
     )
 }
 
 /// The final answers, computed here from the ids.
 type Rows = BTreeMap<String, i64>;
 
-fn expected() -> (Rows, Rows, Rows) {
+fn expected() -> [(&'static str, Rows); 4] {
     let mut per_key: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     for id in 1..=ROWS {
         let entry = per_key.entry(id % KEYS).or_default();
@@ -92,7 +98,24 @@ fn expected() -> (Rows, Rows, Rows) {
             best.insert(row.to_string(), 1);
         }
     }
-    (totals, spread, best)
+    // The three keys with the most rows (a Top-N over the updating counts).
+    let mut by_count: Vec<(u64, u64)> = per_key.iter().map(|(&k, &(c, _, _))| (c, k)).collect();
+    by_count.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let leaders = by_count
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(rank, (c, k))| {
+            let row = serde_json::json!({"k": k, "c": c, "rn": rank + 1});
+            (row.to_string(), 1)
+        })
+        .collect();
+    [
+        ("totals", totals),
+        ("spread", spread),
+        ("best", best),
+        ("leaders", leaders),
+    ]
 }
 
 /// The committed changes of a debezium-json sink, netted out per row.
@@ -132,8 +155,7 @@ async fn check(cluster: &TestCluster, jobs: &[String], out: &Path) {
             cluster.logs()
         );
     }
-    let (totals, spread, best) = expected();
-    for (sink, expected) in [("totals", totals), ("spread", spread), ("best", best)] {
+    for (sink, expected) in expected() {
         let got = net_rows(&out.join(sink));
         assert!(
             got == expected,

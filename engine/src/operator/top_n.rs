@@ -1,10 +1,15 @@
-//! Top-N per key over an append-only stream: `ROW_NUMBER() OVER (PARTITION
-//! BY … ORDER BY …)` filtered to `rn <= N`, as Flink's `AppendOnlyTopN`.
-//! With `N = 1` it is deduplication: ordered by time ascending it keeps the
-//! first row of each key, descending the last.
+//! Top-N per key: `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` filtered
+//! to `rn <= N`, as Flink's `AppendOnlyTopN` over an append-only stream and
+//! its `RetractableTopN` over an updating one (the top 3 of a running
+//! `GROUP BY`). With `N = 1` it is deduplication: ordered by time ascending
+//! it keeps the first row of each key, descending the last.
 //!
-//! Each partition keeps its best `N` rows (a row pushed out of the top `N`
-//! of an append-only input can never come back). After a batch, the new
+//! Over an append-only input each partition keeps its best `N` rows (a row
+//! pushed out of the top `N` can never come back); over an updating input it
+//! keeps every row, since a retraction of a top row brings the next one in.
+//! A retraction takes back one equal row (the earliest of equal ones), and
+//! one of a row the partition does not hold (expired state) is skipped, as
+//! in Flink. After a batch, the new
 //! top `N` of every partition it touched is compared with the old one,
 //! position by position: a position whose row changed emits `-U` of the old
 //! row and `+U` of the new one (`-D` or `+I` where only one exists), each
@@ -24,7 +29,9 @@ use datafusion::physical_expr::PhysicalSortExpr;
 
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
-use crate::changelog::{RowKind, updating_schema, with_row_kinds};
+use crate::changelog::{
+    ChangelogMode, RowKind, data_schema, split_row_kinds, updating_schema, with_row_kinds,
+};
 use crate::error::{Error, Result};
 
 /// How rows are numbered within a partition.
@@ -57,10 +64,39 @@ fn rank_numbers<'a>(keys: impl Iterator<Item = &'a RankKey>, function: RankFunct
     ranks
 }
 
+/// The rows of `ranked` within the top `limit` under `function` (with
+/// ties, `RANK` and `DENSE_RANK` may give more than `limit`).
+fn top_rows(ranked: &Ranked, limit: usize, function: RankFunction) -> Vec<(&RankKey, &Vec<u8>)> {
+    if function == RankFunction::RowNumber {
+        return ranked.iter().take(limit).collect();
+    }
+    let mut top = Vec::new();
+    let mut previous: Option<&Vec<u8>> = None;
+    let mut rank = 0;
+    for (i, entry) in ranked.iter().enumerate() {
+        if previous != Some(&entry.0.0) {
+            rank = match function {
+                RankFunction::DenseRank => rank + 1,
+                _ => i as u64 + 1,
+            };
+        }
+        if rank > limit as u64 {
+            break;
+        }
+        previous = Some(&entry.0.0);
+        top.push(entry);
+    }
+    top
+}
+
 /// Creates [`TopNOperator`]s.
 #[derive(Debug, Clone)]
 pub struct TopNFactory {
     input_schema: SchemaRef,
+    /// The input's data columns (without the row kind of an updating input).
+    data_schema: SchemaRef,
+    /// The input is updating: every row is kept, retractions take rows back.
+    updating: bool,
     /// Input columns that partition the rows (what the shuffle hashes).
     partition_columns: Vec<usize>,
     order: Vec<PhysicalSortExpr>,
@@ -73,8 +109,8 @@ pub struct TopNFactory {
 
 impl TopNFactory {
     /// The best `limit` rows of each partition by `order`. The output is the
-    /// input's columns, then the row number (`rank_field`), as an updating
-    /// stream.
+    /// input's data columns, then the row number (`rank_field`), as an
+    /// updating stream. The input may be updating itself.
     pub fn new(
         input_schema: SchemaRef,
         partition_columns: Vec<usize>,
@@ -85,11 +121,8 @@ impl TopNFactory {
         if limit == 0 {
             return Err(Error::Config("a Top-N must keep at least one row".into()));
         }
-        let mut fields: Vec<_> = input_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let data = data_schema(&input_schema);
+        let mut fields: Vec<_> = data.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(rank_field.with_nullable(false));
         let output = Arc::new(arrow::datatypes::Schema::new(fields));
         let label = format!(
@@ -115,6 +148,8 @@ impl TopNFactory {
         );
         Ok(Self {
             output_schema: updating_schema(&output),
+            updating: ChangelogMode::of(&input_schema).is_updating(),
+            data_schema: data,
             input_schema,
             partition_columns,
             order,
@@ -143,6 +178,9 @@ impl TopNFactory {
 impl fmt::Display for TopNFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TopN: {}", self.label)?;
+        if self.updating {
+            write!(f, ", input=retract")?;
+        }
         if self.function != RankFunction::RowNumber {
             write!(f, ", {:?}", self.function)?;
         }
@@ -247,7 +285,7 @@ impl TopNOperator {
                 .collect::<Result<Vec<_>>>()?,
         )?;
         let rows = RowConverter::new(
-            schema
+            spec.data_schema
                 .fields()
                 .iter()
                 .map(|f| SortField::new(f.data_type().clone()))
@@ -282,24 +320,33 @@ impl TopNOperator {
             .collect()
     }
 
-    /// Inserts rows, keeping the best `limit` per partition; `arrivals`
-    /// are their arrival numbers. Returns, per partition first touched, its
-    /// top rows before.
-    fn insert(&mut self, batch: &RecordBatch, arrivals: Option<&UInt64Array>) -> Result<Before> {
+    /// Applies rows: inserts them (over an append-only input keeping only
+    /// the best `limit` per partition) and takes back the rows that an
+    /// updating input's `-U`/`-D` retract; `arrivals` are the rows' arrival
+    /// numbers (restored state). Returns, per partition first touched, its
+    /// top rows before, and how many retractions found no row.
+    fn apply(
+        &mut self,
+        batch: &RecordBatch,
+        arrivals: Option<&UInt64Array>,
+    ) -> Result<(Before, usize)> {
+        let (batch, kinds) = split_row_kinds(batch)?;
+        let (limit, function) = (self.spec.limit, self.spec.function);
         // Without PARTITION BY every row is in the one partition.
         let keys = if self.spec.partition_columns.is_empty() {
             None
         } else {
             Some(
                 self.partitions_keys
-                    .convert_columns(&self.partition_columns(batch))?,
+                    .convert_columns(&self.partition_columns(&batch))?,
             )
         };
         let order = self
             .order_keys
-            .convert_columns(&self.order_columns(batch)?)?;
+            .convert_columns(&self.order_columns(&batch)?)?;
         let data = self.rows.convert_columns(batch.columns())?;
         let mut before = Vec::new();
+        let mut unmatched = 0;
         let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         for row in 0..batch.num_rows() {
             let key = keys
@@ -307,11 +354,29 @@ impl TopNOperator {
                 .map_or_else(Vec::new, |k| k.row(row).as_ref().to_vec());
             let ranked = self.partitions.entry(key.clone()).or_default();
             if seen.insert(key.clone()) {
-                let old = ranked
-                    .iter()
+                let old = top_rows(ranked, limit, function)
+                    .into_iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect::<Vec<_>>();
                 before.push((key, old));
+            }
+            let order_key = order.row(row).as_ref().to_vec();
+            let retracts = kinds
+                .as_ref()
+                .is_some_and(|k| matches!(k[row], RowKind::UpdateBefore | RowKind::Delete));
+            if retracts {
+                let value = data.row(row);
+                let found = ranked
+                    .range((order_key.clone(), 0)..=(order_key, u64::MAX))
+                    .find(|(_, v)| v.as_slice() == value.as_ref())
+                    .map(|(k, _)| k.clone());
+                match found {
+                    Some(k) => {
+                        ranked.remove(&k);
+                    }
+                    None => unmatched += 1,
+                }
+                continue;
             }
             let arrival = match arrivals {
                 Some(a) => a.value(row),
@@ -320,22 +385,23 @@ impl TopNOperator {
                     self.arrivals
                 }
             };
-            let sort = (order.row(row).as_ref().to_vec(), arrival);
-            if self.spec.function != RankFunction::RowNumber {
+            let sort = (order_key, arrival);
+            if self.spec.updating {
+                // A retraction may bring any row into the top N: keep all.
+                ranked.insert(sort, data.row(row).as_ref().to_vec());
+                continue;
+            }
+            if function != RankFunction::RowNumber {
                 // Ties may keep more than N rows: drop what ranks past N.
                 ranked.insert(sort, data.row(row).as_ref().to_vec());
-                let ranks = rank_numbers(ranked.keys(), self.spec.function);
-                let keep = ranks
-                    .iter()
-                    .take_while(|&&r| r <= self.spec.limit as u64)
-                    .count();
+                let keep = top_rows(ranked, limit, function).len();
                 while ranked.len() > keep {
                     ranked.pop_last();
                 }
                 continue;
             }
             // Not better than the last of a full top N: it never ranks.
-            if ranked.len() >= self.spec.limit
+            if ranked.len() >= limit
                 && ranked
                     .last_key_value()
                     .is_some_and(|(last, _)| *last < sort)
@@ -343,11 +409,11 @@ impl TopNOperator {
                 continue;
             }
             ranked.insert(sort, data.row(row).as_ref().to_vec());
-            while ranked.len() > self.spec.limit {
+            while ranked.len() > limit {
                 ranked.pop_last();
             }
         }
-        Ok(before)
+        Ok((before, unmatched))
     }
 
     /// The changes from `old` to `new` row by row: a row whose rank moved
@@ -396,15 +462,17 @@ impl TopNOperator {
         }
     }
 
-    fn emit(&self, before: Before, out: &mut Collector) -> Result<()> {
+    fn emit(&self, before: &Before, out: &mut Collector) -> Result<()> {
         let mut picked: Vec<&[u8]> = Vec::new();
         let mut ranks: Vec<u64> = Vec::new();
         let mut kinds: Vec<RowKind> = Vec::new();
-        for (key, old) in &before {
-            let Some(new) = self.partitions.get(key) else {
-                continue;
-            };
-            let new: Vec<(&RankKey, &Vec<u8>)> = new.iter().collect();
+        for (key, old) in before {
+            // A partition whose every row was taken back has none.
+            let new: Vec<(&RankKey, &Vec<u8>)> = self
+                .partitions
+                .get(key)
+                .map(|ranked| top_rows(ranked, self.spec.limit, self.spec.function))
+                .unwrap_or_default();
             if self.spec.function != RankFunction::RowNumber {
                 Self::diff_by_row(
                     old,
@@ -464,14 +532,27 @@ impl Operator for TopNOperator {
             return Ok(());
         }
         self.expire(ctx);
-        let before = self.insert(&batch, None)?;
+        let (before, unmatched) = self.apply(&batch, None)?;
+        if unmatched > 0 {
+            tracing::debug!(
+                unmatched,
+                "skipped retractions of rows the Top-N does not hold"
+            );
+        }
         if self.spec.state_ttl_ms.is_some() {
             let now = ctx.clock.now_millis();
             for (key, _) in &before {
                 self.touched_at.insert(key.clone(), now);
             }
         }
-        self.emit(before, out)
+        self.emit(&before, out)?;
+        for (key, _) in &before {
+            if self.partitions.get(key).is_some_and(BTreeMap::is_empty) {
+                self.partitions.remove(key);
+                self.touched_at.remove(key);
+            }
+        }
+        Ok(())
     }
 
     async fn handle_checkpoint(
@@ -522,7 +603,7 @@ impl Operator for TopNOperator {
                 .map_err(|_| Error::internal("checkpointed Top-N counter is not 8 bytes"))?;
             self.arrivals = self.arrivals.max(u64::from_le_bytes(counter));
         }
-        let width = self.spec.input_schema.fields().len();
+        let width = self.spec.data_schema.fields().len();
         for (_, bytes) in restore.keyed {
             for (columns, rows) in decode_batches(&bytes)? {
                 if columns.len() != width + 1 {
@@ -533,12 +614,12 @@ impl Operator for TopNOperator {
                     )));
                 }
                 let batch = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.spec.input_schema),
+                    Arc::clone(&self.spec.data_schema),
                     columns[..width].to_vec(),
                     &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
                 )?;
                 let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
-                for (key, _) in self.insert(&batch, Some(&arrivals))? {
+                for (key, _) in self.apply(&batch, Some(&arrivals))?.0 {
                     self.touched_at.insert(key, now);
                 }
             }
@@ -605,6 +686,87 @@ mod tests {
                 "+U,1,10,5,2",
             ]
         );
+    }
+
+    /// `(key, time, value)` changes of an updating input.
+    fn updates(rows: &[(i64, i64, i64, RowKind)]) -> RecordBatch {
+        let schema = updating_schema(&input_schema());
+        let plain = batch(
+            &rows
+                .iter()
+                .map(|&(k, t, v, _)| (k, t, v))
+                .collect::<Vec<_>>(),
+        );
+        with_row_kinds(
+            &schema,
+            plain.columns().to_vec(),
+            rows.iter().map(|r| r.3).collect(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn over_updates_a_retracted_top_row_brings_the_next_one_back() {
+        let order = vec![PhysicalSortExpr {
+            expr: Arc::new(Column::new("value", 2)),
+            options: SortOptions {
+                descending: true,
+                nulls_first: false,
+            },
+        }];
+        let factory = TopNFactory::new(
+            updating_schema(&input_schema()),
+            vec![0],
+            order,
+            1,
+            Field::new("rn", DataType::UInt64, false),
+        )
+        .unwrap();
+        assert!(factory.to_string().contains("input=retract"));
+        let mut h = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+        h.process(updates(&[
+            (1, 10, 5, RowKind::Insert),
+            (1, 11, 7, RowKind::Insert),
+        ]))
+        .await
+        .unwrap();
+        // 7 is updated to 3: 5 (kept though out of the top 1) comes back.
+        h.process(updates(&[
+            (1, 11, 7, RowKind::UpdateBefore),
+            (1, 11, 3, RowKind::UpdateAfter),
+        ]))
+        .await
+        .unwrap();
+        // A retraction of a row never seen is skipped; deleting the last
+        // rows empties the partition.
+        h.process(updates(&[
+            (1, 99, 1, RowKind::Delete),
+            (1, 10, 5, RowKind::Delete),
+            (1, 11, 3, RowKind::Delete),
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(
+            changes(&mut h),
+            vec!["+I,1,11,7,1", "-U,1,11,7,1", "+U,1,10,5,1", "-D,1,10,5,1",]
+        );
+        // Snapshot and restore of the kept rows: a later insert ranks among them.
+        let mut h2 = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+        h2.process(updates(&[
+            (2, 1, 4, RowKind::Insert),
+            (2, 2, 6, RowKind::Insert),
+        ]))
+        .await
+        .unwrap();
+        let _ = h2.take_batches();
+        let snapshot = h2.snapshot().await.unwrap();
+        let mut h3 =
+            OperatorHarness::restored(factory.create(&TaskInfo::single("topn")).unwrap(), snapshot)
+                .unwrap();
+        h3.process(updates(&[(2, 2, 6, RowKind::Delete)]))
+            .await
+            .unwrap();
+        assert_eq!(changes(&mut h3), vec!["-U,2,2,6,1", "+U,2,1,4,1"]);
     }
 
     #[tokio::test]

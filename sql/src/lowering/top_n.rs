@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use weir_engine::graph::EdgeKind;
 use weir_engine::operator::{OperatorFactory, ProjectionOperator, RankFunction, TopNFactory};
 
-use super::{Lowered, Lowering, over_updates};
+use super::{Lowered, Lowering};
 use crate::error::{Construct, Result, SqlError};
 
 /// The name of a window expression's function (`row_number`, `rank`, …).
@@ -145,13 +145,9 @@ impl Lowering<'_> {
                 "a Top-N needs ORDER BY in its OVER (…) clause",
             ));
         }
+        // Over an updating input (the top N of a running GROUP BY) the
+        // Top-N keeps every row, as Flink's RetractableTopN.
         let input = self.lower(window_input)?;
-        if input.changelog_mode().is_updating() {
-            return Err(over_updates(
-                Construct::Word("ROW_NUMBER".into()),
-                "A Top-N",
-            ));
-        }
         let partition_columns =
             expr.partition_by()
                 .iter()
