@@ -30,6 +30,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 
+use super::key_ttl::KeyTtl;
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{RowKind, data_schema, split_row_kinds, updating_schema, with_row_kinds};
@@ -121,10 +122,8 @@ pub struct ChangelogNormalizeOperator {
     rows: RowConverter,
     /// Encoded key -> encoded last row.
     last: HashMap<Vec<u8>, Vec<u8>>,
-    /// With a state TTL: when each key was last touched, and when expired
-    /// keys were last looked for.
-    touched_at: HashMap<Vec<u8>, i64>,
-    last_expiry: i64,
+    /// With a state TTL: when each key was last touched.
+    ttl: KeyTtl,
 }
 
 impl fmt::Debug for ChangelogNormalizeOperator {
@@ -152,12 +151,11 @@ impl ChangelogNormalizeOperator {
                 .collect(),
         )?;
         Ok(Self {
+            ttl: KeyTtl::new(spec.state_ttl_ms),
             spec,
             keys,
             rows,
             last: HashMap::new(),
-            touched_at: HashMap::new(),
-            last_expiry: 0,
         })
     }
 
@@ -174,33 +172,6 @@ impl ChangelogNormalizeOperator {
             self.rows.convert_columns(data.columns())?,
         ))
     }
-
-    /// Forgets the keys untouched for longer than the state TTL (at most
-    /// once a second), without retracting their rows.
-    fn expire(&mut self, ctx: &OperatorContext) {
-        let Some(ttl) = self.spec.state_ttl_ms else {
-            return;
-        };
-        let now = ctx.clock.now_millis();
-        if now - self.last_expiry < ttl.min(1000) {
-            return;
-        }
-        self.last_expiry = now;
-        let before = self.last.len();
-        let touched_at = &mut self.touched_at;
-        self.last.retain(|key, _| {
-            let live = touched_at.get(key).is_some_and(|&t| now - t < ttl);
-            if !live {
-                touched_at.remove(key);
-            }
-            live
-        });
-        let expired = before - self.last.len();
-        if expired > 0 {
-            ctx.metrics.add_state_expired(expired);
-            tracing::debug!(expired, "ChangelogNormalize forgot keys past the state TTL");
-        }
-    }
 }
 
 #[async_trait]
@@ -214,7 +185,8 @@ impl Operator for ChangelogNormalizeOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.expire(ctx);
+        self.ttl
+            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys");
         let (data, kinds) = split_row_kinds(&batch)?;
         let (keys, rows) = self.encode(&data)?;
         let now = ctx.clock.now_millis();
@@ -241,13 +213,11 @@ impl Operator for ChangelogNormalizeOperator {
                             emitted_kinds.push(RowKind::Insert);
                         }
                     }
-                    if self.spec.state_ttl_ms.is_some() {
-                        self.touched_at.insert(key.as_ref().to_vec(), now);
-                    }
+                    self.ttl.touch(key.as_ref(), now);
                 }
                 RowKind::Delete => match self.last.remove(key.as_ref()) {
                     Some(old) => {
-                        self.touched_at.remove(key.as_ref());
+                        self.ttl.forget(key.as_ref());
                         emitted.push(old);
                         emitted_kinds.push(RowKind::Delete);
                     }
@@ -285,7 +255,8 @@ impl Operator for ChangelogNormalizeOperator {
         ctx: &mut OperatorContext,
         _out: &mut Collector,
     ) -> Result<()> {
-        self.expire(ctx);
+        self.ttl
+            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys");
         Ok(())
     }
 
@@ -329,9 +300,7 @@ impl Operator for ChangelogNormalizeOperator {
                 let (keys, encoded) = self.encode(&batch)?;
                 for i in 0..rows {
                     let key = keys.row(i).as_ref().to_vec();
-                    if self.spec.state_ttl_ms.is_some() {
-                        self.touched_at.insert(key.clone(), now);
-                    }
+                    self.ttl.touch(&key, now);
                     self.last.insert(key, encoded.row(i).as_ref().to_vec());
                 }
             }

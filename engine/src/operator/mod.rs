@@ -46,6 +46,7 @@ mod filter;
 mod group_aggregate;
 mod group_slots;
 mod grouped_state;
+mod key_ttl;
 mod late_rows;
 mod limit;
 mod processing_time;

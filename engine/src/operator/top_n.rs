@@ -27,6 +27,7 @@ use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalSortExpr;
 
+use super::key_ttl::KeyTtl;
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{
@@ -220,10 +221,8 @@ pub struct TopNOperator {
     rows: RowConverter,
     partitions: HashMap<Vec<u8>, Ranked>,
     arrivals: u64,
-    /// With a state TTL: when each partition was last touched, and when
-    /// expired partitions were last looked for.
-    touched_at: HashMap<Vec<u8>, i64>,
-    last_expiry: i64,
+    /// With a state TTL: when each partition was last touched.
+    ttl: KeyTtl,
 }
 
 impl fmt::Debug for TopNOperator {
@@ -235,33 +234,6 @@ impl fmt::Debug for TopNOperator {
 }
 
 impl TopNOperator {
-    /// Drops the partitions untouched for longer than the state TTL (at
-    /// most once a second), without retracting their rows, as Flink does.
-    fn expire(&mut self, ctx: &OperatorContext) {
-        let Some(ttl) = self.spec.state_ttl_ms else {
-            return;
-        };
-        let now = ctx.clock.now_millis();
-        if now - self.last_expiry < ttl.min(1000) {
-            return;
-        }
-        self.last_expiry = now;
-        let before = self.partitions.len();
-        let touched_at = &mut self.touched_at;
-        self.partitions.retain(|key, _| {
-            let live = touched_at.get(key).is_some_and(|&t| now - t < ttl);
-            if !live {
-                touched_at.remove(key);
-            }
-            live
-        });
-        let expired = before - self.partitions.len();
-        if expired > 0 {
-            ctx.metrics.add_state_expired(expired);
-            tracing::debug!(expired, "dropped Top-N partitions past the state TTL");
-        }
-    }
-
     fn new(spec: TopNFactory) -> Result<Self> {
         let schema = &spec.input_schema;
         let partitions_keys = RowConverter::new(
@@ -292,14 +264,13 @@ impl TopNOperator {
                 .collect(),
         )?;
         Ok(Self {
+            ttl: KeyTtl::new(spec.state_ttl_ms),
             spec,
             partitions_keys,
             order_keys,
             rows,
             partitions: HashMap::new(),
             arrivals: 0,
-            touched_at: HashMap::new(),
-            last_expiry: 0,
         })
     }
 
@@ -531,7 +502,8 @@ impl Operator for TopNOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.expire(ctx);
+        self.ttl
+            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions");
         let (before, unmatched) = self.apply(&batch, None)?;
         if unmatched > 0 {
             tracing::debug!(
@@ -539,17 +511,15 @@ impl Operator for TopNOperator {
                 "skipped retractions of rows the Top-N does not hold"
             );
         }
-        if self.spec.state_ttl_ms.is_some() {
-            let now = ctx.clock.now_millis();
-            for (key, _) in &before {
-                self.touched_at.insert(key.clone(), now);
-            }
+        let now = ctx.clock.now_millis();
+        for (key, _) in &before {
+            self.ttl.touch(key, now);
         }
         self.emit(&before, out)?;
         for (key, _) in &before {
             if self.partitions.get(key).is_some_and(BTreeMap::is_empty) {
                 self.partitions.remove(key);
-                self.touched_at.remove(key);
+                self.ttl.forget(key);
             }
         }
         Ok(())
@@ -561,7 +531,8 @@ impl Operator for TopNOperator {
         ctx: &mut OperatorContext,
         _out: &mut Collector,
     ) -> Result<()> {
-        self.expire(ctx);
+        self.ttl
+            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions");
         Ok(())
     }
 
@@ -620,7 +591,7 @@ impl Operator for TopNOperator {
                 )?;
                 let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
                 for (key, _) in self.apply(&batch, Some(&arrivals))?.0 {
-                    self.touched_at.insert(key, now);
+                    self.ttl.touch(&key, now);
                 }
             }
         }
