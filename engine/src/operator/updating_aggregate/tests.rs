@@ -316,7 +316,7 @@ async fn evicted_groups_reload_and_give_the_unbounded_changelog() {
             let id = i as u64 / 10 + 1;
             bounded.checkpoint(barrier(id)).await.unwrap();
             bounded.snapshot().await.unwrap();
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 bounded.commit(id).await.unwrap();
             }
         }
