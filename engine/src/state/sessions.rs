@@ -12,6 +12,9 @@
 //! writer had passed, and a restore of checkpoint `c` takes only entries of
 //! epoch `< c`. Entries are copied verbatim: a restored subtask starts its
 //! epochs at `c`, so its own writes never collide with copied ones.
+//!
+//! The updating aggregate's evicted groups share the fragment's key layout
+//! under their own kind byte (see [`super::EvictedGroup`]).
 
 use std::ops::Range;
 
