@@ -149,11 +149,37 @@ impl OperatorHarness {
     /// would: the keyed state of the key groups `task` owns now, and the
     /// operator state of old subtask `i` if `i` maps to `task`.
     pub fn restored_as(
-        mut operator: Box<dyn Operator>,
+        operator: Box<dyn Operator>,
         task: crate::operator::TaskInfo,
         snapshots: &[crate::operator::OperatorSnapshot],
     ) -> Result<Self> {
+        Self::restore_into(operator, task, snapshots, None)
+    }
+
+    /// [`OperatorHarness::restored_as`] spilling past `budget` bytes into
+    /// `store`, into which the restore of checkpoint `restored_from` copied
+    /// the spilled state of `task`'s key groups (as operator node 1).
+    pub fn restored_spilling(
+        operator: Box<dyn Operator>,
+        task: crate::operator::TaskInfo,
+        snapshots: &[crate::operator::OperatorSnapshot],
+        store: crate::state::JobStore,
+        budget: usize,
+        restored_from: crate::message::CheckpointId,
+    ) -> Result<Self> {
+        let spill =
+            crate::operator::StateSpill::new(store, 1, &task, budget).restored_from(restored_from);
+        Self::restore_into(operator, task, snapshots, Some(spill))
+    }
+
+    fn restore_into(
+        mut operator: Box<dyn Operator>,
+        task: crate::operator::TaskInfo,
+        snapshots: &[crate::operator::OperatorSnapshot],
+        spill: Option<crate::operator::StateSpill>,
+    ) -> Result<Self> {
         let mut ctx = OperatorContext::for_test("under-test");
+        ctx.spill = spill;
         let owned = task.key_groups();
         let mut restore = crate::operator::OperatorRestore::default();
         for (old, snapshot) in snapshots.iter().enumerate() {

@@ -304,7 +304,8 @@ pub(super) async fn load_restore(
         restored_from: checkpoint_id,
         ..CheckpointSetup::default()
     };
-    // Spilled runs go straight into the new attempt's store, streamed.
+    // Spilled runs, session fragments and evicted groups go straight into
+    // the new attempt's store, streamed.
     let mut run_seq = 0;
     let mut run_bytes = 0;
     for w in wanted {
@@ -321,6 +322,9 @@ pub(super) async fn load_restore(
                     .map_err(read)?;
                 run_bytes += snapshot
                     .copy_session_state(store, w.node as u32, &w.range)
+                    .map_err(read)?;
+                run_bytes += snapshot
+                    .copy_evicted_groups(store, w.node as u32, &w.range)
                     .map_err(read)?;
             }
             for &old in &w.old_operator {

@@ -3,7 +3,8 @@
 //! to RocksDB, checkpoint it, copy it into the new attempt on restore, and
 //! emit from it. With random worker kills, and rescaled, the output is
 //! exactly the hand-computed aggregate and the undisturbed (unspilled) run's
-//! windows and sessions.
+//! windows and sessions. The updating aggregate evicts its groups and loads
+//! them back; its changelog nets out to the hand-computed answer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use super::fault::{
     wait_for_checkpoints,
 };
 use super::harness::{TestCluster, wait_for_end};
+use super::updating::{difference_signed, net_rows};
 use weir_proto as pb;
 
 const ROWS: u64 = 200_000;
@@ -178,4 +180,81 @@ async fn spilled_state_rescales_two_to_three_to_one() {
         seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
     }
     check_outputs(&cluster, &jobs, out.path(), &expected).await;
+}
+
+/// Groups of the updating aggregate: three rows each.
+const UPDATING_KEYS: u64 = 50_000;
+const UPDATING_ROWS: u64 = 3 * UPDATING_KEYS;
+
+/// A `GROUP BY` over 50,000 keys as a changelog: each key's three rows come
+/// 50,000 rows apart, so with a 16 KiB budget every group is evicted to
+/// RocksDB before its next row, which must load it back.
+fn updating_script(out: &Path) -> String {
+    format!(
+        "{source}
+        SET 'execution.runtime-mode' = 'streaming';
+        CREATE TABLE totals (k BIGINT, c BIGINT, lo BIGINT, hi BIGINT, d BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{totals}', 'format' = 'debezium-json');
+        INSERT INTO totals SELECT id % {UPDATING_KEYS}, COUNT(*), MIN(id), MAX(id), COUNT(DISTINCT id % 7)
+        FROM src GROUP BY id % {UPDATING_KEYS};",
+        source = checkpointed_source(UPDATING_ROWS, 15_000, ""),
+        totals = out.join("totals").display(),
+    )
+}
+
+/// The final answer of [`updating_script`], computed here.
+fn expected_updating() -> BTreeMap<String, i64> {
+    let mut groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for id in 1..=UPDATING_ROWS {
+        groups.entry(id % UPDATING_KEYS).or_default().push(id);
+    }
+    groups
+        .into_iter()
+        .map(|(k, ids)| {
+            let sevens: std::collections::BTreeSet<u64> = ids.iter().map(|id| id % 7).collect();
+            let row = serde_json::json!({
+                "k": k,
+                "c": ids.len(),
+                "lo": ids.iter().min(),
+                "hi": ids.iter().max(),
+                "d": sevens.len(),
+            });
+            (row.to_string(), 1)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_groups_past_the_memory_budget_are_evicted_and_survive_worker_kills() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let jobs = submit_script(&cluster, &updating_script(out.path()), 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 3).await;
+    assert!(landed >= 2, "only {landed} kills landed");
+    let client = cluster.client().await;
+    for job in &jobs {
+        let summary = wait_for_end(&client, job, std::time::Duration::from_secs(150)).await;
+        assert_eq!(
+            summary.state(),
+            pb::JobState::Finished,
+            "job {job}: {}\n{}",
+            summary.failure,
+            cluster.logs()
+        );
+        assert!(summary.state_spilled_bytes > 0, "{summary:?}");
+        assert!(summary.restarts >= 1, "{summary:?}");
+    }
+    let expected = expected_updating();
+    let got = net_rows(&out.path().join("totals"));
+    assert!(
+        got == expected,
+        "totals: {}",
+        difference_signed(&expected, &got)
+    );
+    assert!(
+        cluster.logs_contain("restored spilled state"),
+        "no restore found evicted groups to copy\n{}",
+        cluster.logs()
+    );
 }

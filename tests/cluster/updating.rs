@@ -119,7 +119,7 @@ fn expected() -> [(&'static str, Rows); 4] {
 }
 
 /// The committed changes of a debezium-json sink, netted out per row.
-fn net_rows(dir: &Path) -> BTreeMap<String, i64> {
+pub(super) fn net_rows(dir: &Path) -> BTreeMap<String, i64> {
     let mut net: BTreeMap<String, i64> = BTreeMap::new();
     let mut changes = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -167,7 +167,10 @@ async fn check(cluster: &TestCluster, jobs: &[String], out: &Path) {
     }
 }
 
-fn difference_signed(expected: &BTreeMap<String, i64>, got: &BTreeMap<String, i64>) -> String {
+pub(super) fn difference_signed(
+    expected: &BTreeMap<String, i64>,
+    got: &BTreeMap<String, i64>,
+) -> String {
     let as_counts = |m: &BTreeMap<String, i64>| -> BTreeMap<String, usize> {
         m.iter()
             .map(|(k, v)| (format!("{k} (net {v})"), 1))

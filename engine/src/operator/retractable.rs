@@ -64,6 +64,9 @@ pub(crate) trait RetractableAccumulator: Send + fmt::Debug {
 
     /// Approximate bytes held.
     fn size(&self) -> usize;
+
+    /// Approximate bytes one group's state takes (what evicting it frees).
+    fn group_size(&self, group: usize) -> usize;
 }
 
 /// The functions an updating aggregate computes, for error messages.
@@ -195,6 +198,10 @@ impl RetractableAccumulator for CountAccumulator {
 
     fn size(&self) -> usize {
         self.counts.capacity() * 8
+    }
+
+    fn group_size(&self, _group: usize) -> usize {
+        8
     }
 }
 
@@ -406,6 +413,10 @@ impl RetractableAccumulator for SumAccumulator {
         };
         sums + self.counts.capacity() * 8
     }
+
+    fn group_size(&self, _group: usize) -> usize {
+        24
+    }
 }
 
 /// Values with their multiplicities, per group, in row format.
@@ -527,6 +538,10 @@ impl<M: CountMap> ValueCounts<M> {
     fn size(&self) -> usize {
         self.groups.iter().map(|m| m.bytes() + 48).sum()
     }
+
+    fn group_size(&self, group: usize) -> usize {
+        self.groups.get(group).map_or(0, |m| m.bytes()) + 48
+    }
 }
 
 /// `MIN(x)` or `MAX(x)`.
@@ -631,6 +646,10 @@ impl RetractableAccumulator for ExtremeAccumulator {
     fn size(&self) -> usize {
         self.values.size()
     }
+
+    fn group_size(&self, group: usize) -> usize {
+        self.values.group_size(group)
+    }
 }
 
 /// `COUNT(DISTINCT x)`: the non-null values with their multiplicities.
@@ -686,5 +705,9 @@ impl RetractableAccumulator for DistinctCountAccumulator {
 
     fn size(&self) -> usize {
         self.values.size()
+    }
+
+    fn group_size(&self, group: usize) -> usize {
+        self.values.group_size(group)
     }
 }

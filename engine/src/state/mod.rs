@@ -7,8 +7,9 @@
 //! their state as [`StateWrites`] under [`StateKey`]s: keyed state per
 //! (operator, key group), operator state per (operator, subtask). Operators
 //! past their memory budget also write spilled state straight into it: runs
-//! of aggregate state (see [`RunKey`]) and session fragments with timers (see
-//! [`SessionFragment`]).
+//! of aggregate state (see [`RunKey`]), session fragments with timers (see
+//! [`SessionFragment`]) and the updating aggregate's evicted groups (see
+//! [`EvictedGroup`]).
 //!
 //! A checkpoint goes through three steps:
 //!
@@ -33,6 +34,7 @@
 //! `state::before-manifest`; the `return` action makes the step fail.
 
 mod backend;
+mod groups;
 mod key;
 mod manifest;
 mod retain;
@@ -44,6 +46,7 @@ mod storage;
 mod tests;
 
 pub use backend::{JobStore, LocalSnapshot, RestoredSnapshot, StateBackend, StateConfig};
+pub use groups::EvictedGroup;
 pub use key::{StateKey, StateWrites};
 pub use manifest::{CheckpointManifest, SnapshotFile, WorkerSnapshot};
 pub use retain::RetainStats;

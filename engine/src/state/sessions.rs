@@ -12,6 +12,9 @@
 //! writer had passed, and a restore of checkpoint `c` takes only entries of
 //! epoch `< c`. Entries are copied verbatim: a restored subtask starts its
 //! epochs at `c`, so its own writes never collide with copied ones.
+//!
+//! The updating aggregate's evicted groups share the fragment's key layout
+//! under their own kind byte (see [`super::EvictedGroup`]).
 
 use std::ops::Range;
 
@@ -44,7 +47,7 @@ impl FragmentId {
         out.extend_from_slice(&self.seq.to_be_bytes());
     }
 
-    fn decode(key: &[u8]) -> Result<FragmentId> {
+    pub(super) fn decode(key: &[u8]) -> Result<FragmentId> {
         let start = key
             .len()
             .checked_sub(SUFFIX_LEN)
@@ -73,7 +76,7 @@ pub struct SessionFragment {
     pub ends: Vec<i64>,
 }
 
-fn prefix(kind: u8, node: u32, key_group: u32) -> Vec<u8> {
+pub(super) fn prefix(kind: u8, node: u32, key_group: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(kind);
     out.extend_from_slice(&node.to_be_bytes());
@@ -87,15 +90,23 @@ fn push_key(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(key);
 }
 
-/// The prefix of every fragment of one session key.
-fn fragment_prefix(node: u32, key_group: u32, key: &[u8]) -> Vec<u8> {
-    let mut out = prefix(FRAGMENT, node, key_group);
+/// The prefix of every entry of `kind` of one key (a session key's
+/// fragments, say).
+fn entry_prefix(kind: u8, node: u32, key_group: u32, key: &[u8]) -> Vec<u8> {
+    let mut out = prefix(kind, node, key_group);
     push_key(&mut out, key);
     out
 }
 
-fn fragment_key(node: u32, key_group: u32, key: &[u8], id: FragmentId) -> Vec<u8> {
-    let mut out = fragment_prefix(node, key_group, key);
+/// The key of one entry of `kind`: `[kind][node][key group][len][key][id]`.
+pub(super) fn entry_key(
+    kind: u8,
+    node: u32,
+    key_group: u32,
+    key: &[u8],
+    id: FragmentId,
+) -> Vec<u8> {
+    let mut out = entry_prefix(kind, node, key_group, key);
     id.encode(&mut out);
     out
 }
@@ -157,7 +168,7 @@ impl JobStore {
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
         for f in fragments {
-            batch.put(fragment_key(node, f.key_group, &f.key, id), &f.value);
+            batch.put(entry_key(FRAGMENT, node, f.key_group, &f.key, id), &f.value);
             for &end in &f.ends {
                 batch.put(timer_key(node, f.key_group, end, &f.key, id), []);
             }
@@ -210,11 +221,24 @@ impl JobStore {
         key_group: u32,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Vec<StoredFragment>>> {
+        self.entries_of(FRAGMENT, node, key_group, keys)
+    }
+
+    /// Every entry of `kind` of each of `keys` (of one key group), in the
+    /// order of `keys`: one iterator, one seek per key (sorted keys make
+    /// the seeks move forward only).
+    pub(super) fn entries_of(
+        &self,
+        kind: u8,
+        node: u32,
+        key_group: u32,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Vec<StoredFragment>>> {
         let db = self.db();
         let mut iter = db.raw_iterator();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let prefix = fragment_prefix(node, key_group, key);
+            let prefix = entry_prefix(kind, node, key_group, key);
             let mut fragments = Vec::new();
             iter.seek(&prefix);
             while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
@@ -229,7 +253,7 @@ impl JobStore {
                 iter.next();
             }
             iter.status()
-                .map_err(|e| super::backend::rocks("scanning sessions in", db.path(), e))?;
+                .map_err(|e| super::backend::rocks("reading spilled state in", db.path(), e))?;
             out.push(fragments);
         }
         Ok(out)
@@ -250,18 +274,27 @@ impl JobStore {
 
     /// Whether any fragment of `node` is in `key_groups`.
     pub fn has_session_fragments(&self, node: u32, key_groups: &Range<u32>) -> Result<bool> {
+        self.has_entries(FRAGMENT, node, key_groups)
+    }
+
+    /// Whether any entry of `kind` of `node` is in `key_groups`.
+    pub(super) fn has_entries(&self, kind: u8, node: u32, key_groups: &Range<u32>) -> Result<bool> {
         if key_groups.is_empty() {
             return Ok(false);
         }
         let db = self.db();
-        let start = prefix(FRAGMENT, node, key_groups.start);
+        let start = prefix(kind, node, key_groups.start);
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(prefix(FRAGMENT, node, key_groups.end));
+        read.set_iterate_upper_bound(prefix(kind, node, key_groups.end));
         let mut iter = db.iterator_opt(IteratorMode::From(&start, Direction::Forward), read);
         match iter.next() {
             None => Ok(false),
             Some(Ok(_)) => Ok(true),
-            Some(Err(e)) => Err(super::backend::rocks("scanning sessions in", db.path(), e)),
+            Some(Err(e)) => Err(super::backend::rocks(
+                "reading spilled state in",
+                db.path(),
+                e,
+            )),
         }
     }
 
@@ -297,11 +330,24 @@ impl RestoredSnapshot {
         node: u32,
         key_groups: &Range<u32>,
     ) -> Result<u64> {
+        self.copy_entries(store, &[FRAGMENT, TIMER], node, key_groups)
+    }
+
+    /// Copies the entries of `kinds` (keyed as [`entry_key`]) of `node` in
+    /// `key_groups` that this checkpoint covers, as
+    /// [`RestoredSnapshot::copy_session_state`] does.
+    pub(super) fn copy_entries(
+        &self,
+        store: &JobStore,
+        kinds: &[u8],
+        node: u32,
+        key_groups: &Range<u32>,
+    ) -> Result<u64> {
         const BATCH_BYTES: usize = 4 << 20;
         let db = self.db();
         let mut copied = 0u64;
         let mut batch = WriteBatch::default();
-        for kind in [FRAGMENT, TIMER] {
+        for &kind in kinds {
             if key_groups.is_empty() {
                 break;
             }
@@ -309,8 +355,9 @@ impl RestoredSnapshot {
             let mut read = ReadOptions::default();
             read.set_iterate_upper_bound(prefix(kind, node, key_groups.end));
             for item in db.iterator_opt(IteratorMode::From(&start, Direction::Forward), read) {
-                let (k, v) =
-                    item.map_err(|e| super::backend::rocks("copying sessions from", db.path(), e))?;
+                let (k, v) = item.map_err(|e| {
+                    super::backend::rocks("copying spilled state from", db.path(), e)
+                })?;
                 if FragmentId::decode(&k)?.epoch >= self.checkpoint_id() {
                     continue;
                 }

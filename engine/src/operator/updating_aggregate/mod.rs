@@ -12,11 +12,12 @@
 //! not one per row. An update that changes nothing is not emitted.
 //!
 //! State is keyed by group and checkpointed by key group, so a restore at
-//! another parallelism hands each group to its new owner. With a state TTL
+//! another parallelism hands each group to its new owner. Past the
+//! operator's memory budget the least recently touched groups are evicted
+//! to RocksDB and loaded back when touched (see `evict.rs`). With a state TTL
 //! (`table.exec.state.ttl`), a group untouched for that long is dropped
 //! without a retraction, as Flink does, and counted.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 
+use self::evict::GroupCodec;
 use super::group_slots::Groups;
 use super::grouped_state::AggregateSpecRef;
 use super::retractable::retractable_accumulator;
@@ -131,6 +133,12 @@ pub struct UpdatingAggregateOperator {
     buffered_since: i64,
     state_ttl_ms: Option<i64>,
     last_expiry: i64,
+    /// Encodes evicted groups; `None` when their state cannot be.
+    codec: Option<GroupCodec>,
+    /// Whether groups may be on disk: set by an eviction or a restore.
+    evicted: bool,
+    /// When evicted groups were last swept for ones past the TTL.
+    last_sweep: i64,
 }
 
 impl fmt::Debug for UpdatingAggregateOperator {
@@ -170,16 +178,8 @@ impl UpdatingAggregateOperator {
         )?;
         Ok(Self {
             output_schema: Arc::clone(&factory.output_schema),
-            groups: Groups {
-                keys,
-                slot_of: HashMap::new(),
-                key_of: Vec::new(),
-                rows: Vec::new(),
-                touched_at: Vec::new(),
-                stamp: Vec::new(),
-                free: Vec::new(),
-                accumulators,
-            },
+            codec: GroupCodec::new(&accumulators)?,
+            groups: Groups::new(keys, accumulators),
             spec,
             values,
             batches_seen: 0,
@@ -189,6 +189,8 @@ impl UpdatingAggregateOperator {
             buffered_since: 0,
             state_ttl_ms: factory.state_ttl_ms,
             last_expiry: 0,
+            evicted: false,
+            last_sweep: 0,
         })
     }
 
@@ -200,7 +202,7 @@ impl UpdatingAggregateOperator {
     fn fold(
         &mut self,
         batch: &RecordBatch,
-        ctx: &OperatorContext,
+        ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
         let rows = batch.num_rows();
@@ -216,6 +218,9 @@ impl UpdatingAggregateOperator {
             Some(keys) => Some(keys.convert_columns(&input.keys)?),
             None => None,
         };
+        if let Some(encoded) = &encoded {
+            self.load_evicted(&input.keys, encoded, ctx)?;
+        }
         self.batches_seen += 1;
         let stamp = self.batches_seen;
         let now = ctx.clock.now_millis();
@@ -295,12 +300,13 @@ impl UpdatingAggregateOperator {
             .collect();
         let after = self.evaluate(&after_slots)?;
         self.emit_changes(&touched, &live_before, &before, &after, out)?;
+        self.groups.measure(&after_slots);
         for &slot in &touched {
             if self.groups.rows[slot] == 0 {
                 self.groups.release(slot);
             }
         }
-        Ok(())
+        self.evict_if_over_budget(ctx)
     }
 
     /// The aggregate values of `slots`, and their encoding for comparison
@@ -399,7 +405,7 @@ impl UpdatingAggregateOperator {
     }
 
     /// Folds in what the mini-batch buffered.
-    fn flush(&mut self, ctx: &OperatorContext, out: &mut Collector) -> Result<()> {
+    fn flush(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
         if self.buffered.is_empty() {
             return Ok(());
         }
@@ -409,31 +415,30 @@ impl UpdatingAggregateOperator {
         self.fold(&batch, ctx, out)
     }
 
-    /// Drops the groups untouched for longer than the state TTL, at most
-    /// once a second.
-    fn expire(&mut self, ctx: &OperatorContext) {
+    /// Drops the groups untouched for longer than the state TTL: those in
+    /// memory at most once a second, evicted ones as `evict.rs` says.
+    fn expire(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let Some(ttl) = self.state_ttl_ms else {
-            return;
+            return Ok(());
         };
         let now = ctx.clock.now_millis();
-        if now - self.last_expiry < ttl.min(1000) {
-            return;
+        if now - self.last_expiry >= ttl.min(1000) {
+            self.last_expiry = now;
+            let expired: Vec<usize> = self
+                .groups
+                .live_slots()
+                .into_iter()
+                .filter(|&s| now - self.groups.touched_at[s] >= ttl)
+                .collect();
+            if !expired.is_empty() {
+                for &slot in &expired {
+                    self.groups.release(slot);
+                }
+                ctx.metrics.add_state_expired(expired.len());
+                tracing::debug!(expired = expired.len(), "dropped groups past the state TTL");
+            }
         }
-        self.last_expiry = now;
-        let expired: Vec<usize> = self
-            .groups
-            .live_slots()
-            .into_iter()
-            .filter(|&s| now - self.groups.touched_at[s] >= ttl)
-            .collect();
-        if expired.is_empty() {
-            return;
-        }
-        for &slot in &expired {
-            self.groups.release(slot);
-        }
-        ctx.metrics.add_state_expired(expired.len());
-        tracing::debug!(expired = expired.len(), "dropped groups past the state TTL");
+        self.sweep_evicted(ctx, ttl)
     }
 }
 
@@ -445,7 +450,7 @@ impl Operator for UpdatingAggregateOperator {
         ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()> {
-        self.expire(ctx);
+        self.expire(ctx)?;
         let Some(mini_batch) = self.mini_batch else {
             return self.fold(&batch, ctx, out);
         };
@@ -482,8 +487,7 @@ impl Operator for UpdatingAggregateOperator {
         out: &mut Collector,
     ) -> Result<()> {
         self.flush(ctx, out)?;
-        self.expire(ctx);
-        Ok(())
+        self.expire(ctx)
     }
 
     async fn snapshot_state(
@@ -550,7 +554,15 @@ impl Operator for UpdatingAggregateOperator {
                     acc.restore(&columns[at..at + width], &slots, total)?;
                     at += width;
                 }
+                self.groups.measure(&slots);
             }
+        }
+        // Groups evicted before the checkpoint were copied into the store
+        // by key group; they come back when touched.
+        if let Some(spill) = &ctx.spill {
+            self.evicted = spill
+                .store()
+                .has_evicted_groups(spill.node(), spill.key_groups())?;
         }
         Ok(())
     }
@@ -567,5 +579,6 @@ impl UpdatingAggregateOperator {
     }
 }
 
+mod evict;
 #[cfg(test)]
 mod tests;

@@ -246,3 +246,223 @@ async fn the_changelog_applies_to_the_final_answer() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+/// Changes over `keys` groups that only take back rows they added:
+/// `batches` batches of 40, from a fixed seed.
+fn retracting_changes(keys: i64, batches: usize) -> Vec<RecordBatch> {
+    use RowKind::*;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut live: Vec<Vec<i64>> = vec![Vec::new(); keys as usize];
+    (0..batches)
+        .map(|_| {
+            let rows: Vec<(i64, i64, RowKind)> = (0..40)
+                .map(|_| {
+                    let key = next(keys as u64) as usize;
+                    let values = &mut live[key];
+                    if !values.is_empty() && next(3) == 0 {
+                        let value = values.swap_remove(next(values.len() as u64) as usize);
+                        let kind = if next(2) == 0 { Delete } else { UpdateBefore };
+                        (key as i64, value, kind)
+                    } else {
+                        let value = next(20) as i64;
+                        values.push(value);
+                        let kind = if next(2) == 0 { Insert } else { UpdateAfter };
+                        (key as i64, value, kind)
+                    }
+                })
+                .collect();
+            changes(&rows)
+        })
+        .collect()
+}
+
+fn barrier(id: u64) -> CheckpointBarrier {
+    CheckpointBarrier {
+        id,
+        timestamp_ms: 0,
+        then_stop: false,
+    }
+}
+
+fn spilled_bytes(h: &OperatorHarness) -> u64 {
+    h.context()
+        .metrics
+        .state_spilled_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Room for a few dozen of [`retracting_changes`]' groups, of 300.
+const TINY_BUDGET: usize = 16 << 10;
+
+#[tokio::test]
+async fn evicted_groups_reload_and_give_the_unbounded_changelog() {
+    let factory = operator(extremes(), ChangelogMode::Retract);
+    let input = retracting_changes(300, 150);
+    let mut unbounded = OperatorHarness::new(create(&factory));
+    let store = crate::testing::TestStore::new();
+    let mut bounded =
+        OperatorHarness::new(create(&factory)).with_spill(store.store.clone(), TINY_BUDGET);
+    for (i, batch) in input.iter().enumerate() {
+        unbounded.process(batch.clone()).await.unwrap();
+        bounded.process(batch.clone()).await.unwrap();
+        // Checkpoints defer the deletes of loaded entries, completions run them.
+        if i % 10 == 9 {
+            let id = i as u64 / 10 + 1;
+            bounded.checkpoint(barrier(id)).await.unwrap();
+            bounded.snapshot().await.unwrap();
+            if id.is_multiple_of(2) {
+                bounded.commit(id).await.unwrap();
+            }
+        }
+    }
+    let expected = kinds_and_rows(&mut unbounded);
+    assert!(expected.iter().any(|r| r.starts_with("-U")));
+    assert!(expected.iter().any(|r| r.starts_with("-D")));
+    assert_eq!(kinds_and_rows(&mut bounded), expected);
+    // Most groups went to RocksDB, and were read back.
+    assert!(
+        spilled_bytes(&bounded) > 100_000,
+        "{}",
+        spilled_bytes(&bounded)
+    );
+}
+
+/// The key group of each row's key.
+fn key_groups_of_keys(batch: &RecordBatch) -> Vec<u32> {
+    let keys = [Arc::clone(batch.column(0))];
+    crate::operator::session_spill::key_groups_of(
+        &keys,
+        true,
+        batch.num_rows(),
+        crate::partition::DEFAULT_MAX_KEY_GROUPS,
+    )
+    .unwrap()
+}
+
+fn subtask(index: usize, parallelism: usize) -> TaskInfo {
+    TaskInfo {
+        subtask: index,
+        parallelism,
+        ..TaskInfo::single("agg")
+    }
+}
+
+#[tokio::test]
+async fn evicted_groups_are_restored_by_key_group_at_another_parallelism() {
+    let factory = operator(extremes(), ChangelogMode::Retract);
+    let input = retracting_changes(300, 120);
+    let (before, after) = input.split_at(60);
+    // What the changes after the checkpoint must be.
+    let mut unbounded = OperatorHarness::new(create(&factory));
+    for batch in before {
+        unbounded.process(batch.clone()).await.unwrap();
+    }
+    unbounded.take_batches();
+    for batch in after {
+        unbounded.process(batch.clone()).await.unwrap();
+    }
+    let mut expected = kinds_and_rows(&mut unbounded);
+    expected.sort();
+
+    let old = crate::testing::TestStore::new();
+    let mut h = OperatorHarness::new(create(&factory)).with_spill(old.store.clone(), TINY_BUDGET);
+    for batch in before {
+        h.process(batch.clone()).await.unwrap();
+    }
+    h.checkpoint(barrier(1)).await.unwrap();
+    let snapshot = h.snapshot().await.unwrap();
+    // The subtask goes on past the barrier before the local snapshot is
+    // taken: its later evictions and loads land in the snapshot too, and
+    // the restore must take the state as of the barrier.
+    let spilled = spilled_bytes(&h);
+    for batch in &after[..20] {
+        h.process(batch.clone()).await.unwrap();
+    }
+    assert!(
+        spilled_bytes(&h) > spilled,
+        "nothing evicted past the barrier"
+    );
+    let local = old.store.snapshot(1).unwrap();
+    let restored = crate::state::RestoredSnapshot::open(&local.dir, 1).unwrap();
+
+    let mut got = Vec::new();
+    for index in 0..2 {
+        let task = subtask(index, 2);
+        let new = crate::testing::TestStore::new();
+        let copied = restored
+            .copy_evicted_groups(&new.store, 1, &task.key_groups())
+            .unwrap();
+        assert!(copied > 0, "subtask {index} found no evicted groups");
+        let mut h = OperatorHarness::restored_spilling(
+            create(&factory),
+            task.clone(),
+            std::slice::from_ref(&snapshot),
+            new.store.clone(),
+            TINY_BUDGET,
+            1,
+        )
+        .unwrap();
+        for batch in after {
+            let mine = BooleanArray::from_iter(
+                key_groups_of_keys(batch)
+                    .into_iter()
+                    .map(|kg| Some(task.key_groups().contains(&kg))),
+            );
+            let mine = arrow::compute::filter_record_batch(batch, &mine).unwrap();
+            h.process(mine).await.unwrap();
+        }
+        got.extend(kinds_and_rows(&mut h));
+    }
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn evicted_groups_expire_past_the_state_ttl() {
+    let clock = ManualClock::new(1_000);
+    let factory =
+        operator(count_sum(&[("key", 0)]), ChangelogMode::AppendOnly).with_state_ttl(Some(5_000));
+    let store = crate::testing::TestStore::new();
+    let mut h = OperatorHarness::new(create(&factory))
+        .with_clock(clock.clone())
+        .with_spill(store.store.clone(), 4 << 10);
+    // 200 groups: most are evicted.
+    let rows: Vec<(i64, i64, i64)> = (0..200).map(|k| (k, 0, 1)).collect();
+    for chunk in rows.chunks(20) {
+        h.process(batch(chunk)).await.unwrap();
+    }
+    assert!(spilled_bytes(&h) > 0);
+    clock.advance(3_000);
+    h.process(batch(&[(0, 0, 1)])).await.unwrap();
+    clock.advance(3_000);
+    // Group 0 (evicted, then loaded and touched 3 s ago) lives on; group 1,
+    // evicted and idle 6 s, is dropped when loaded and starts afresh.
+    h.take_batches();
+    h.process(batch(&[(0, 0, 1), (1, 0, 7)])).await.unwrap();
+    assert_eq!(
+        kinds_and_rows(&mut h),
+        vec!["-U,0,2,2", "+U,0,3,3", "+I,1,1,7"]
+    );
+    let expired = |h: &OperatorHarness| {
+        h.context()
+            .metrics
+            .state_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(expired(&h) >= 1);
+    // The sweep finds the evicted groups never touched again: each of the
+    // 200 groups expired once, and group 1 twice.
+    clock.advance(super::evict::SWEEP_MIN_INTERVAL_MS);
+    h.process(batch(&[(500, 0, 1)])).await.unwrap();
+    assert_eq!(expired(&h), 201);
+    // What expired is gone from disk: the next sweep finds nothing more.
+    clock.advance(super::evict::SWEEP_MIN_INTERVAL_MS);
+    h.process(batch(&[(501, 0, 1)])).await.unwrap();
+    assert_eq!(expired(&h), 202, "group 500, in memory");
+}
