@@ -225,11 +225,6 @@ impl WindowTopNOperator {
         })
     }
 
-    /// Windows whose rows are held.
-    pub fn open_windows(&self) -> usize {
-        self.windows.len()
-    }
-
     /// Adds the rows of `batch` to their windows, numbering them from
     /// `arrivals` or the operator's counter. With `late_after`, rows of a
     /// window ending there or before are not added: their indices are
@@ -466,30 +461,27 @@ mod tests {
 
     use super::*;
     use crate::graph::OutputPort;
+    use crate::message::Message;
     use crate::testing::OperatorHarness;
     use crate::testing::fixtures::{batch, input_schema};
 
     /// The best `n` rows by value (descending) per key and window; the
     /// `time` column holds the window's end.
     fn factory(n: usize, function: RankFunction) -> WindowTopNFactory {
-        let order = vec![PhysicalSortExpr {
-            expr: Arc::new(Column::new("value", 2)),
-            options: SortOptions {
-                descending: true,
-                nulls_first: false,
-            },
-        }];
-        WindowTopNFactory::new(
-            input_schema(),
-            1,
-            0,
-            vec![0],
-            order,
-            n,
-            Field::new("rn", DataType::UInt64, false),
-        )
-        .unwrap()
-        .with_rank_function(function)
+        windowed(n, 0, vec![0], true).with_rank_function(function)
+    }
+
+    /// The best `n` rows by value per window, told by the `time` column
+    /// plus `offset`, and `keys`.
+    fn windowed(n: usize, offset: i64, keys: Vec<usize>, descending: bool) -> WindowTopNFactory {
+        let options = SortOptions {
+            descending,
+            nulls_first: false,
+        };
+        let expr = Arc::new(Column::new("value", 2));
+        let order = vec![PhysicalSortExpr { expr, options }];
+        let rank = Field::new("rn", DataType::UInt64, false);
+        WindowTopNFactory::new(input_schema(), 1, offset, keys, order, n, rank).unwrap()
     }
 
     fn top(n: usize) -> Box<dyn Operator> {
@@ -545,17 +537,13 @@ mod tests {
             crate::testing::format_rows(&side[0].1),
             vec!["1,10,8,WindowTopN (subtask 0),1970-01-01T00:00:00.009"]
         );
-        let main: Vec<String> = out
-            .drain()
-            .unwrap()
-            .into_iter()
-            .filter_map(|m| match m {
-                crate::message::Message::Data(b) => Some(crate::testing::format_rows(&b)),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(main, vec!["1,10,5,1", "1,20,2,1"]);
+        let main = out.drain().unwrap();
+        assert!(
+            matches!(&main[..], [Message::Data(a), Message::Data(b)]
+                if crate::testing::format_rows(a) == ["1,10,5,1"]
+                    && crate::testing::format_rows(b) == ["1,20,2,1"]),
+            "{main:?}"
+        );
         let late = ctx
             .metrics
             .late_records_dropped
@@ -593,21 +581,9 @@ mod tests {
     #[tokio::test]
     async fn an_end_offset_fires_windows_told_by_their_start() {
         // The `time` column holds the start of 10 ms windows.
-        let op = WindowTopNFactory::new(
-            input_schema(),
-            1,
-            10,
-            vec![],
-            vec![PhysicalSortExpr {
-                expr: Arc::new(Column::new("value", 2)),
-                options: SortOptions::default(),
-            }],
-            1,
-            Field::new("rn", DataType::UInt64, false),
-        )
-        .unwrap()
-        .create(&TaskInfo::single("wtopn"))
-        .unwrap();
+        let op = windowed(1, 10, vec![], false)
+            .create(&TaskInfo::single("wtopn"))
+            .unwrap();
         let mut h = OperatorHarness::new(op);
         h.process(batch(&[(1, 0, 5), (2, 0, 3), (3, 10, 1)]))
             .await
