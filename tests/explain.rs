@@ -486,6 +486,32 @@ async fn explain_updating_aggregate_and_top_n() {
     insta::assert_snapshot!(texts.join("\n"));
 }
 
+/// Window Top-N: over a window function's rows (keyed by the auction) and
+/// over a window aggregate's output (no other key: one subtask), each
+/// emitting a window's top rows when the watermark passes its end.
+#[tokio::test]
+async fn explain_window_top_n() {
+    let mut engine = engine().await;
+    let mut texts = Vec::new();
+    for sql in [
+        "EXPLAIN SELECT window_start, auction, price FROM (SELECT window_start, auction, price, \
+         ROW_NUMBER() OVER (PARTITION BY window_start, window_end, auction ORDER BY price DESC) AS rn \
+         FROM TUMBLE(bids, ts, INTERVAL '10' SECOND)) WHERE rn <= 3",
+        "EXPLAIN SELECT * FROM (SELECT window_end, bidder, c, \
+         RANK() OVER (PARTITION BY window_start, window_end ORDER BY c DESC) AS r \
+         FROM (SELECT window_start, window_end, bidder, COUNT(*) AS c \
+         FROM HOP(bids, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) \
+         GROUP BY window_start, window_end, bidder)) WHERE r <= 2",
+    ] {
+        match engine.execute(sql).await {
+            Ok(Executed::Explain(text)) => texts.push(text),
+            Ok(_) => panic!("EXPLAIN returned no text"),
+            Err(e) => panic!("EXPLAIN failed: {e}"),
+        }
+    }
+    insta::assert_snapshot!(texts.join("\n"));
+}
+
 /// A window whose late rows go to a table: its late-rows output feeds a
 /// projection to that table's columns and the table's sink, kept apart
 /// from the job's own output.

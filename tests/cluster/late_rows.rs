@@ -31,7 +31,7 @@ fn is_late(id: u64) -> bool {
 }
 
 /// Timestamps as the CSV sink writes them (ms since the epoch, UTC).
-fn timestamp(ms: u64) -> String {
+pub(super) fn timestamp(ms: u64) -> String {
     format!(
         "1970-01-01 00:{:02}:{:02}.{:03}",
         ms / 60_000,

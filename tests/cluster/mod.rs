@@ -8,6 +8,7 @@ mod moto;
 mod spill;
 mod updating;
 mod views;
+mod window_top_n;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

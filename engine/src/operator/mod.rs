@@ -64,6 +64,7 @@ mod updating_limit;
 mod watermark_generator;
 mod window_aggregate;
 mod window_assigner;
+mod window_top_n;
 
 pub use changelog_normalize::{ChangelogNormalizeFactory, ChangelogNormalizeOperator};
 pub use filter::FilterOperator;
@@ -90,6 +91,7 @@ pub use updating_limit::{SnapshotAt, UpdatingLimitFactory, UpdatingLimitOperator
 pub use watermark_generator::WatermarkGeneratorOperator;
 pub use window_aggregate::{WindowAggregateFactory, WindowAggregateOperator};
 pub use window_assigner::{WindowAssignerOperator, WindowKind};
+pub use window_top_n::{WindowTopNFactory, WindowTopNOperator};
 
 /// Where a subtask runs in its job.
 #[derive(Debug, Clone)]

@@ -48,7 +48,10 @@ pub enum RankFunction {
 }
 
 /// The rank of each of `keys` (in order) under `function`.
-fn rank_numbers<'a>(keys: impl Iterator<Item = &'a RankKey>, function: RankFunction) -> Vec<u64> {
+pub(super) fn rank_numbers<'a>(
+    keys: impl Iterator<Item = &'a RankKey>,
+    function: RankFunction,
+) -> Vec<u64> {
     let mut ranks: Vec<u64> = Vec::new();
     let mut previous: Option<&Vec<u8>> = None;
     for (i, (order, _)) in keys.enumerate() {
@@ -205,10 +208,10 @@ impl OperatorFactory for TopNFactory {
 }
 
 /// Where a row ranks: its encoded order key, then its arrival.
-type RankKey = (Vec<u8>, u64);
+pub(super) type RankKey = (Vec<u8>, u64);
 
 /// One partition's best rows: rank key -> encoded row.
-type Ranked = BTreeMap<RankKey, Vec<u8>>;
+pub(super) type Ranked = BTreeMap<RankKey, Vec<u8>>;
 
 /// Per partition touched by a batch: its key and its best rows before.
 type Before = Vec<(Vec<u8>, Vec<(RankKey, Vec<u8>)>)>;

@@ -53,6 +53,7 @@ use crate::session::{RuntimeMode, StreamingConfig};
 mod late_rows;
 mod sink_cast;
 mod top_n;
+mod window_top_n;
 
 pub use late_rows::late_rows_to_sink;
 pub use sink_cast::cast_to_sink;

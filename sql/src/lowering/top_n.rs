@@ -2,7 +2,8 @@
 //! `OVER (PARTITION BY … ORDER BY …)`
 //! under a filter that bounds the row number (`rn <= N`, `rn < N`,
 //! `rn = 1`), as Flink plans them, becomes a [`TopNFactory`] keyed by the
-//! partition columns.
+//! partition columns. When the partition holds the window of a window
+//! table function, it is a window Top-N instead (see [`super::window_top_n`]).
 //!
 //! ```text
 //! FilterExec(rn <= N)                       Filter(rn <= N)
@@ -25,6 +26,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use weir_engine::graph::EdgeKind;
 use weir_engine::operator::{OperatorFactory, ProjectionOperator, RankFunction, TopNFactory};
 
+use super::window_top_n::Ranking;
 use super::{Lowered, Lowering};
 use crate::error::{Construct, Result, SqlError};
 
@@ -145,9 +147,6 @@ impl Lowering<'_> {
                 "a Top-N needs ORDER BY in its OVER (…) clause",
             ));
         }
-        // Over an updating input (the top N of a running GROUP BY) the
-        // Top-N keeps every row, as Flink's RetractableTopN.
-        let input = self.lower(window_input)?;
         let partition_columns =
             expr.partition_by()
                 .iter()
@@ -160,13 +159,26 @@ impl Lowering<'_> {
                 })
                 })
                 .collect::<Result<Vec<_>>>()?;
-        let rank_field = window_schema.field(first_window_column).clone();
+        // Over an updating input (the top N of a running GROUP BY) the
+        // Top-N keeps every row, as Flink's RetractableTopN.
+        let input = self.lower(window_input)?;
+        let ranking = Ranking {
+            order: expr.order_by().to_vec(),
+            rows,
+            function,
+            rank_field: window_schema.field(first_window_column).clone(),
+        };
+        if let Some(ranked) =
+            self.lower_window_top_n(window_input, &input, &partition_columns, &ranking)?
+        {
+            return self.finish_top_n(filter, &projections, ranked).map(Some);
+        }
         let factory = TopNFactory::new(
             std::sync::Arc::clone(&input.schema),
             partition_columns.clone(),
-            expr.order_by().to_vec(),
+            ranking.order,
             rows,
-            rank_field,
+            ranking.rank_field,
         )?
         .with_state_ttl(self.streaming.state_ttl_ms)
         .with_rank_function(function);
@@ -178,10 +190,22 @@ impl Lowering<'_> {
         };
         let node_id = self.graph.add_operator(Arc::new(factory), parallelism);
         self.graph.connect(input.node, node_id, edge)?;
-        let mut current = Lowered {
+        let ranked = Lowered {
             node: node_id,
             schema,
         };
+        self.finish_top_n(filter, &projections, ranked).map(Some)
+    }
+
+    /// The projections between a Top-N's filter and its window function,
+    /// then the filter, over the lowered Top-N `ranked`.
+    fn finish_top_n(
+        &mut self,
+        filter: &FilterExec,
+        projections: &[&ProjectionExec],
+        ranked: Lowered,
+    ) -> Result<Lowered> {
+        let mut current = ranked;
         for p in projections.iter().rev() {
             let exprs = p.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
             let (exprs, schema) = current.keeping_row_kind(exprs, p.schema())?;
@@ -189,6 +213,6 @@ impl Lowering<'_> {
         }
         // The bound holds for every row the Top-N emits; the filter stays
         // for the rest of its predicate's plan (its projection).
-        self.lower_filter_over(filter, current).map(Some)
+        self.lower_filter_over(filter, current)
     }
 }
