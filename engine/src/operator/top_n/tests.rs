@@ -1,0 +1,249 @@
+//! Unit tests of the Top-N: append-only and updating input, ranks, restore.
+
+use arrow::datatypes::{DataType, Field};
+use datafusion::physical_expr::expressions::Column;
+
+use super::*;
+use crate::testing::OperatorHarness;
+use crate::testing::fixtures::{batch, input_schema};
+
+fn top(n: usize, descending: bool) -> Box<dyn Operator> {
+    let order = vec![PhysicalSortExpr {
+        expr: Arc::new(Column::new("value", 2)),
+        options: SortOptions {
+            descending,
+            nulls_first: false,
+        },
+    }];
+    TopNFactory::new(
+        input_schema(),
+        vec![0],
+        order,
+        n,
+        Field::new("rn", DataType::UInt64, false),
+    )
+    .unwrap()
+    .create(&TaskInfo::single("topn"))
+    .unwrap()
+}
+
+fn changes(h: &mut OperatorHarness) -> Vec<String> {
+    h.take_batches()
+        .iter()
+        .flat_map(|b| crate::testing::format_rows(&crate::changelog::for_display(b).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn keeps_the_best_rows_of_each_key_and_shifts_ranks() {
+    let mut h = OperatorHarness::new(top(2, true));
+    h.process(batch(&[(1, 10, 5), (2, 11, 7), (1, 12, 3)]))
+        .await
+        .unwrap();
+    // 9 enters first, pushes 5 to second place and 3 out.
+    h.process(batch(&[(1, 13, 9)])).await.unwrap();
+    // 1 is worse than the top two: nothing changes.
+    h.process(batch(&[(1, 14, 1)])).await.unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec![
+            "+I,1,10,5,1",
+            "+I,1,12,3,2",
+            "+I,2,11,7,1",
+            "-U,1,10,5,1",
+            "+U,1,13,9,1",
+            "-U,1,12,3,2",
+            "+U,1,10,5,2",
+        ]
+    );
+}
+
+/// `(key, time, value)` changes of an updating input.
+fn updates(rows: &[(i64, i64, i64, RowKind)]) -> RecordBatch {
+    let schema = updating_schema(&input_schema());
+    let plain = batch(
+        &rows
+            .iter()
+            .map(|&(k, t, v, _)| (k, t, v))
+            .collect::<Vec<_>>(),
+    );
+    with_row_kinds(
+        &schema,
+        plain.columns().to_vec(),
+        rows.iter().map(|r| r.3).collect(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn over_updates_a_retracted_top_row_brings_the_next_one_back() {
+    let order = vec![PhysicalSortExpr {
+        expr: Arc::new(Column::new("value", 2)),
+        options: SortOptions {
+            descending: true,
+            nulls_first: false,
+        },
+    }];
+    let factory = TopNFactory::new(
+        updating_schema(&input_schema()),
+        vec![0],
+        order,
+        1,
+        Field::new("rn", DataType::UInt64, false),
+    )
+    .unwrap();
+    assert!(factory.to_string().contains("input=retract"));
+    let mut h = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+    h.process(updates(&[
+        (1, 10, 5, RowKind::Insert),
+        (1, 11, 7, RowKind::Insert),
+    ]))
+    .await
+    .unwrap();
+    // 7 is updated to 3: 5 (kept though out of the top 1) comes back.
+    h.process(updates(&[
+        (1, 11, 7, RowKind::UpdateBefore),
+        (1, 11, 3, RowKind::UpdateAfter),
+    ]))
+    .await
+    .unwrap();
+    // A retraction of a row never seen is skipped; deleting the last
+    // rows empties the partition.
+    h.process(updates(&[
+        (1, 99, 1, RowKind::Delete),
+        (1, 10, 5, RowKind::Delete),
+        (1, 11, 3, RowKind::Delete),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec!["+I,1,11,7,1", "-U,1,11,7,1", "+U,1,10,5,1", "-D,1,10,5,1",]
+    );
+    // Snapshot and restore of the kept rows: a later insert ranks among them.
+    let mut h2 = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+    h2.process(updates(&[
+        (2, 1, 4, RowKind::Insert),
+        (2, 2, 6, RowKind::Insert),
+    ]))
+    .await
+    .unwrap();
+    let _ = h2.take_batches();
+    let snapshot = h2.snapshot().await.unwrap();
+    let mut h3 =
+        OperatorHarness::restored(factory.create(&TaskInfo::single("topn")).unwrap(), snapshot)
+            .unwrap();
+    h3.process(updates(&[(2, 2, 6, RowKind::Delete)]))
+        .await
+        .unwrap();
+    assert_eq!(changes(&mut h3), vec!["-U,2,2,6,1", "+U,2,1,4,1"]);
+}
+
+#[tokio::test]
+async fn deduplication_keeps_the_first_row_on_ties() {
+    let mut h = OperatorHarness::new(top(1, false));
+    h.process(batch(&[(1, 10, 5), (1, 11, 5)])).await.unwrap();
+    h.process(batch(&[(1, 12, 5), (1, 13, 4)])).await.unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec!["+I,1,10,5,1", "-U,1,10,5,1", "+U,1,13,4,1"]
+    );
+}
+
+#[tokio::test]
+async fn rank_and_dense_rank_keep_ties() {
+    let make = |function| {
+        let order = vec![PhysicalSortExpr {
+            expr: Arc::new(Column::new("value", 2)),
+            options: SortOptions {
+                descending: true,
+                nulls_first: false,
+            },
+        }];
+        TopNFactory::new(
+            input_schema(),
+            vec![0],
+            order,
+            2,
+            Field::new("r", DataType::UInt64, false),
+        )
+        .unwrap()
+        .with_rank_function(function)
+        .create(&TaskInfo::single("topn"))
+        .unwrap()
+    };
+    let mut rank = OperatorHarness::new(make(RankFunction::Rank));
+    rank.process(batch(&[(1, 10, 5), (1, 11, 5), (1, 12, 3)]))
+        .await
+        .unwrap();
+    // A better row: the tied pair moves to rank 2, both stay.
+    rank.process(batch(&[(1, 13, 9)])).await.unwrap();
+    assert_eq!(
+        changes(&mut rank),
+        vec![
+            "+I,1,10,5,1",
+            "+I,1,11,5,1",
+            "-U,1,10,5,1",
+            "+U,1,10,5,2",
+            "-U,1,11,5,1",
+            "+U,1,11,5,2",
+            "+I,1,13,9,1",
+        ]
+    );
+    let mut dense = OperatorHarness::new(make(RankFunction::DenseRank));
+    dense
+        .process(batch(&[(1, 10, 5), (1, 11, 5), (1, 12, 3), (1, 13, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        changes(&mut dense),
+        vec!["+I,1,10,5,1", "+I,1,11,5,1", "+I,1,12,3,2"]
+    );
+}
+
+#[tokio::test]
+async fn idle_partitions_expire_past_the_state_ttl() {
+    let clock = crate::clock::ManualClock::new(1_000);
+    let order = vec![PhysicalSortExpr {
+        expr: Arc::new(Column::new("value", 2)),
+        options: SortOptions::default(),
+    }];
+    let op = TopNFactory::new(
+        input_schema(),
+        vec![0],
+        order,
+        1,
+        Field::new("rn", DataType::UInt64, false),
+    )
+    .unwrap()
+    .with_state_ttl(Some(5_000))
+    .create(&TaskInfo::single("topn"))
+    .unwrap();
+    let mut h = OperatorHarness::new(op).with_clock(clock.clone());
+    h.process(batch(&[(1, 10, 5), (2, 11, 5)])).await.unwrap();
+    clock.advance(3_000);
+    h.process(batch(&[(2, 12, 9)])).await.unwrap();
+    clock.advance(3_000);
+    // Key 1 was idle 6 s: forgotten, so its next row ranks first again.
+    h.process(batch(&[(1, 13, 7), (2, 14, 8)])).await.unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec!["+I,1,10,5,1", "+I,2,11,5,1", "+I,1,13,7,1"]
+    );
+    let expired = h
+        .context()
+        .metrics
+        .state_expired
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(expired, 1);
+}
+
+#[tokio::test]
+async fn a_restored_top_n_continues() {
+    let mut h = OperatorHarness::new(top(2, true));
+    h.process(batch(&[(1, 10, 5), (1, 11, 7)])).await.unwrap();
+    let snapshot = h.snapshot().await.unwrap();
+    let mut restored = OperatorHarness::restored(top(2, true), snapshot).unwrap();
+    restored.process(batch(&[(1, 12, 6)])).await.unwrap();
+    assert_eq!(changes(&mut restored), vec!["-U,1,10,5,2", "+U,1,12,6,2"]);
+}
