@@ -326,8 +326,9 @@ async fn crash_at(failpoint: &str) {
 /// Restarts worker w2 with `failpoint` armed to fire the third time.
 pub async fn arm_failpoint(cluster: &mut TestCluster, failpoint: &str) {
     let failpoints = format!("{failpoint}=2*off->1*return");
+    let old = worker_address(cluster, "w2").await;
     cluster.replace_worker("w2", &[("FAILPOINTS", failpoints.as_str())]);
-    wait_for_new_registration(cluster, "w2").await;
+    wait_for_new_registration(cluster, "w2", old).await;
 }
 
 /// Waits for w2's failpoint to crash it, then brings w2 back without it.
@@ -341,27 +342,32 @@ pub async fn await_crash_and_restart(cluster: &mut TestCluster, failpoint: &str)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let old = worker_address(cluster, "w2").await;
     cluster.replace_worker("w2", &[]);
-    wait_for_new_registration(cluster, "w2").await;
+    wait_for_new_registration(cluster, "w2", old).await;
 }
 
-/// Waits until the worker `id` that was just replaced has registered again
-/// (a new process: a new data address).
-async fn wait_for_new_registration(cluster: &TestCluster, id: &str) {
-    let client = cluster.client().await;
-    let address = || async {
-        client
-            .workers()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|w| w.worker_id == id)
-            .map(|w| w.data_address)
-    };
-    let old = address().await;
+/// The data address the coordinator lists for worker `id`, if any.
+async fn worker_address(cluster: &TestCluster, id: &str) -> Option<String> {
+    cluster
+        .client()
+        .await
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.worker_id == id)
+        .map(|w| w.data_address)
+}
+
+/// Waits until the worker `id`, replaced while the coordinator listed it
+/// at `old`, has registered again (a new process: a new data address).
+/// `old` is read before the replacement: read after, a new process quick
+/// to register would already be `old`, and the wait would never end.
+async fn wait_for_new_registration(cluster: &TestCluster, id: &str, old: Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now = address().await;
+        let now = worker_address(cluster, id).await;
         if now.is_some() && now != old {
             return;
         }
