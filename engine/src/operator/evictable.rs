@@ -35,7 +35,6 @@ use super::snapshot::take_rows;
 use crate::error::{Error, Result};
 use crate::state::EvictedGroup;
 
-#[cfg(doc)]
 use super::StateSpill;
 
 /// The shortest time between two sweeps of the evicted keys for ones past
@@ -173,34 +172,9 @@ impl EvictableKeys {
                 tracing::debug!(expired, "{what} past the state TTL");
             }
         }
-        self.sweep_evicted(ctx, ttl, what)
-    }
-
-    fn sweep_evicted(&mut self, ctx: &mut OperatorContext, ttl: i64, what: &str) -> Result<()> {
-        let Some(spill) = ctx.spill.as_mut() else {
-            return Ok(());
-        };
-        let now = ctx.clock.now_millis();
-        if !self.evicted || now - self.last_evicted_sweep < ttl.max(SWEEP_MIN_INTERVAL_MS) {
-            return Ok(());
+        if self.evicted {
+            sweep_evicted(ctx, ttl, &mut self.last_evicted_sweep, what)?;
         }
-        self.last_evicted_sweep = now;
-        let mut expired = Vec::new();
-        spill
-            .store()
-            .for_each_evicted_group(spill.node(), spill.key_groups(), |key, value| {
-                if !spill.is_consumed(key) && now - split_value(value)?.0 >= ttl {
-                    expired.push(key.to_vec());
-                }
-                Ok(())
-            })?;
-        if expired.is_empty() {
-            return Ok(());
-        }
-        let count = expired.len();
-        spill.consume(expired)?;
-        ctx.metrics.add_state_expired(count);
-        tracing::debug!(expired = count, "{what} evicted past the state TTL");
         Ok(())
     }
 
@@ -231,43 +205,19 @@ impl EvictableKeys {
         if missing.is_empty() {
             return Ok(());
         }
-        let columns = take_rows(keys, missing.clone())?;
-        let kgs = key_groups_of(&columns, true, missing.len(), spill.max_key_groups())?;
-        let mut by_key_group: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for (&row, kg) in missing.iter().zip(kgs) {
-            by_key_group
-                .entry(kg)
-                .or_default()
-                .push(encoded.row(row as usize).data().to_vec());
-        }
         let now = ctx.clock.now_millis();
-        let mut consumed = Vec::new();
-        let mut loaded = Vec::new();
-        let mut expired = 0;
-        for (kg, mut keys) in by_key_group {
-            keys.sort_unstable();
-            let entries = spill.store().evicted_groups(spill.node(), kg, &keys)?;
-            for (key, entries) in keys.into_iter().zip(entries) {
-                let mut live = entries.into_iter().filter(|e| !spill.is_consumed(&e.key));
-                let Some(entry) = live.next() else {
-                    continue;
-                };
-                if live.next().is_some() {
-                    return Err(Error::internal(format!(
-                        "a key of key group {kg} was evicted twice without being loaded back"
-                    )));
-                }
-                consumed.push(entry.key);
-                let (touched_at, value) = split_value(&entry.value)?;
-                if self.ttl_ms.is_some_and(|ttl| now - touched_at >= ttl) {
-                    expired += 1;
-                    continue;
-                }
-                loaded.push((key, touched_at, V::decode(value)?));
-            }
+        let (loaded, expired) = take_evicted(spill, keys, encoded, &missing, self.ttl_ms, now)?;
+        if expired > 0 {
+            ctx.metrics.add_state_expired(expired);
         }
         let count = loaded.len();
-        for (key, touched_at, value) in loaded {
+        for TakenEntry {
+            key,
+            touched_at,
+            value,
+        } in loaded
+        {
+            let value = V::decode(&value)?;
             self.seq += 1;
             let meta = Meta {
                 touched_at,
@@ -279,12 +229,6 @@ impl EvictableKeys {
                 self.held -= old.bytes;
             }
             state.insert(key, value);
-        }
-        if !consumed.is_empty() {
-            spill.consume(consumed)?;
-        }
-        if expired > 0 {
-            ctx.metrics.add_state_expired(expired);
         }
         tracing::trace!(
             loaded = count,
@@ -378,8 +322,113 @@ impl EvictableKeys {
     }
 }
 
+/// An evicted key read back by [`take_evicted`].
+pub(super) struct TakenEntry {
+    /// The encoded key.
+    pub(super) key: Vec<u8>,
+    /// When it was last touched, in processing time.
+    pub(super) touched_at: i64,
+    /// Its encoded value.
+    pub(super) value: Vec<u8>,
+}
+
+/// Reads the evicted entries of the rows `missing` of a batch's keys
+/// (`keys`, encoded as `encoded`; rows of distinct keys not in memory), one
+/// key group at a time with one seek per key, and consumes them. Returns
+/// each key found with when it was last touched and its encoded value, and
+/// how many were past `ttl_ms` (dropped).
+pub(super) fn take_evicted(
+    spill: &mut StateSpill,
+    keys: &[ArrayRef],
+    encoded: &Rows,
+    missing: &[u32],
+    ttl_ms: Option<i64>,
+    now: i64,
+) -> Result<(Vec<TakenEntry>, usize)> {
+    let columns = take_rows(keys, missing.to_vec())?;
+    let kgs = key_groups_of(&columns, true, missing.len(), spill.max_key_groups())?;
+    let mut by_key_group: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    for (&row, kg) in missing.iter().zip(kgs) {
+        by_key_group
+            .entry(kg)
+            .or_default()
+            .push(encoded.row(row as usize).data().to_vec());
+    }
+    let mut consumed = Vec::new();
+    let mut found = Vec::new();
+    let mut expired = 0;
+    for (kg, mut keys) in by_key_group {
+        keys.sort_unstable();
+        let entries = spill.store().evicted_groups(spill.node(), kg, &keys)?;
+        for (key, entries) in keys.into_iter().zip(entries) {
+            let mut live = entries.into_iter().filter(|e| !spill.is_consumed(&e.key));
+            let Some(mut entry) = live.next() else {
+                continue;
+            };
+            if live.next().is_some() {
+                return Err(Error::internal(format!(
+                    "a key of key group {kg} was evicted twice without being loaded back"
+                )));
+            }
+            let touched_at = split_value(&entry.value)?.0;
+            consumed.push(entry.key);
+            if ttl_ms.is_some_and(|ttl| now - touched_at >= ttl) {
+                expired += 1;
+                continue;
+            }
+            entry.value.drain(..8);
+            found.push(TakenEntry {
+                key,
+                touched_at,
+                value: entry.value,
+            });
+        }
+    }
+    if !consumed.is_empty() {
+        spill.consume(consumed)?;
+    }
+    Ok((found, expired))
+}
+
+/// Drops the evicted keys of the subtask untouched for longer than `ttl`,
+/// reading them all: at most once per `ttl` and per
+/// [`SWEEP_MIN_INTERVAL_MS`] since `last_sweep`. Counts them, says so as
+/// `what`.
+pub(super) fn sweep_evicted(
+    ctx: &mut OperatorContext,
+    ttl: i64,
+    last_sweep: &mut i64,
+    what: &str,
+) -> Result<()> {
+    let Some(spill) = ctx.spill.as_mut() else {
+        return Ok(());
+    };
+    let now = ctx.clock.now_millis();
+    if now - *last_sweep < ttl.max(SWEEP_MIN_INTERVAL_MS) {
+        return Ok(());
+    }
+    *last_sweep = now;
+    let mut expired = Vec::new();
+    spill
+        .store()
+        .for_each_evicted_group(spill.node(), spill.key_groups(), |key, value| {
+            if !spill.is_consumed(key) && now - split_value(value)?.0 >= ttl {
+                expired.push(key.to_vec());
+            }
+            Ok(())
+        })?;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let count = expired.len();
+    spill.consume(expired)?;
+    ctx.metrics.add_state_expired(count);
+    tracing::debug!(expired = count, "{what} evicted past the state TTL");
+    Ok(())
+}
+
 /// An entry value's last-touched time and encoded value.
-fn split_value(value: &[u8]) -> Result<(i64, &[u8])> {
+pub(super) fn split_value(value: &[u8]) -> Result<(i64, &[u8])> {
     let (touched, rest) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| corrupt("truncated"))?;
