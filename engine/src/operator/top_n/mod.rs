@@ -261,11 +261,16 @@ impl EvictableValue for Ranked {
         Ok(ranked)
     }
 
+    /// Estimated from the first and last rows, since it is asked after
+    /// every batch that touches the partition, which over an updating input
+    /// may hold any number of rows.
     fn heap_size(&self) -> usize {
         // Per row: its two byte strings, the arrival, the B-tree's share.
-        self.iter()
-            .map(|((order, _), row)| order.len() + row.len() + 64)
-            .sum()
+        let size = |((order, _), row): (&RankKey, &Vec<u8>)| order.len() + row.len() + 64;
+        match (self.first_key_value(), self.last_key_value()) {
+            (Some(first), Some(last)) => self.len() * (size(first) + size(last)) / 2,
+            _ => 0,
+        }
     }
 }
 
