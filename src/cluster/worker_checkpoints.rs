@@ -304,8 +304,9 @@ pub(super) async fn load_restore(
         restored_from: checkpoint_id,
         ..CheckpointSetup::default()
     };
-    // Spilled runs, session fragments and evicted groups go straight into
-    // the new attempt's store, streamed.
+    // Spilled runs, session fragments and evicted keys (of every operator
+    // that evicts: aggregate groups, last rows, Top-N partitions) go
+    // straight into the new attempt's store, streamed.
     let mut run_seq = 0;
     let mut run_bytes = 0;
     for w in wanted {

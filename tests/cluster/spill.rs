@@ -4,7 +4,8 @@
 //! emit from it. With random worker kills, and rescaled, the output is
 //! exactly the hand-computed aggregate and the undisturbed (unspilled) run's
 //! windows and sessions. The updating aggregate evicts its groups and loads
-//! them back; its changelog nets out to the hand-computed answer.
+//! them back, and so does a Top-N over it its partitions; their changelogs
+//! net out to the hand-computed answers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -196,10 +197,47 @@ fn updating_script(out: &Path) -> String {
         CREATE TABLE totals (k BIGINT, c BIGINT, lo BIGINT, hi BIGINT, d BIGINT)
         WITH ('connector' = 'filesystem', 'path' = '{totals}', 'format' = 'debezium-json');
         INSERT INTO totals SELECT id % {UPDATING_KEYS}, COUNT(*), MIN(id), MAX(id), COUNT(DISTINCT id % 7)
-        FROM src GROUP BY id % {UPDATING_KEYS};",
+        FROM src GROUP BY id % {UPDATING_KEYS};
+        CREATE TABLE tops (p BIGINT, k BIGINT, hi BIGINT, rn BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{tops}', 'format' = 'debezium-json');
+        INSERT INTO tops SELECT p, k, hi, rn FROM (
+          SELECT p, k, hi, ROW_NUMBER() OVER (PARTITION BY p ORDER BY hi DESC) AS rn
+          FROM (SELECT id % {UPDATING_KEYS} AS k, id % {TOP_PARTITIONS} AS p, MAX(id) AS hi
+                FROM src GROUP BY id % {UPDATING_KEYS}, id % {TOP_PARTITIONS})) WHERE rn <= 2;",
         source = checkpointed_source(UPDATING_ROWS, 15_000, ""),
         totals = out.join("totals").display(),
+        tops = out.join("tops").display(),
     )
+}
+
+/// Partitions of the Top-N over the updating aggregate: five keys each, so
+/// with a 16 KiB budget most partitions are evicted between their rows.
+const TOP_PARTITIONS: u64 = 10_000;
+
+/// The final answer of the Top-N of [`updating_script`]: per partition the
+/// two keys with the largest ids, ranked.
+fn expected_tops() -> BTreeMap<String, i64> {
+    let mut hi: BTreeMap<u64, u64> = BTreeMap::new();
+    for id in 1..=UPDATING_ROWS {
+        let h = hi.entry(id % UPDATING_KEYS).or_default();
+        *h = (*h).max(id);
+    }
+    let mut partitions: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for (k, h) in hi {
+        partitions
+            .entry(k % TOP_PARTITIONS)
+            .or_default()
+            .push((h, k));
+    }
+    let mut rows = BTreeMap::new();
+    for (p, mut keys) in partitions {
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        for (rank, (h, k)) in keys.into_iter().take(2).enumerate() {
+            let row = serde_json::json!({"p": p, "k": k, "hi": h, "rn": rank + 1});
+            rows.insert(row.to_string(), 1);
+        }
+    }
+    rows
 }
 
 /// The final answer of [`updating_script`], computed here.
@@ -250,6 +288,20 @@ async fn updating_groups_past_the_memory_budget_are_evicted_and_survive_worker_k
     assert!(
         got == expected,
         "totals: {}",
+        difference_signed(&expected, &got)
+    );
+    // The Top-N evicted too (its first eviction per subtask is logged).
+    let logs = cluster.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("task=TopN") && l.contains("passed its memory budget")),
+        "the Top-N evicted nothing\n{logs}"
+    );
+    let expected = expected_tops();
+    let got = net_rows(&out.path().join("tops"));
+    assert!(
+        got == expected,
+        "tops: {}",
         difference_signed(&expected, &got)
     );
     assert!(

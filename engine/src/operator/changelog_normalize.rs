@@ -19,18 +19,20 @@
 //! checkpointed by key group, so a restore at another parallelism hands each
 //! key to its new owner. With a state TTL (`table.exec.state.ttl`) a key
 //! untouched for that long is forgotten without a retraction, as Flink does,
-//! and counted.
+//! and counted. Past the operator's memory budget the least recently
+//! touched keys are evicted to RocksDB and loaded back when touched (see
+//! [`super::evictable`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 
-use super::key_ttl::KeyTtl;
+use super::evictable::EvictableKeys;
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{RowKind, data_schema, split_row_kinds, updating_schema, with_row_kinds};
@@ -122,8 +124,8 @@ pub struct ChangelogNormalizeOperator {
     rows: RowConverter,
     /// Encoded key -> encoded last row.
     last: HashMap<Vec<u8>, Vec<u8>>,
-    /// With a state TTL: when each key was last touched.
-    ttl: KeyTtl,
+    /// When each key was last touched, its size; eviction past the budget.
+    keyed: EvictableKeys,
 }
 
 impl fmt::Debug for ChangelogNormalizeOperator {
@@ -151,7 +153,7 @@ impl ChangelogNormalizeOperator {
                 .collect(),
         )?;
         Ok(Self {
-            ttl: KeyTtl::new(spec.state_ttl_ms),
+            keyed: EvictableKeys::new(spec.state_ttl_ms),
             spec,
             keys,
             rows,
@@ -159,16 +161,18 @@ impl ChangelogNormalizeOperator {
         })
     }
 
-    /// The encoded keys and rows of `data` (input data columns).
-    fn encode(&self, data: &RecordBatch) -> Result<(arrow::row::Rows, arrow::row::Rows)> {
-        let key_columns: Vec<_> = self
-            .spec
+    fn key_columns(&self, data: &RecordBatch) -> Vec<ArrayRef> {
+        self.spec
             .key_columns
             .iter()
             .map(|&k| Arc::clone(data.column(k)))
-            .collect();
+            .collect()
+    }
+
+    /// The encoded keys and rows of `data` (input data columns).
+    fn encode(&self, data: &RecordBatch) -> Result<(arrow::row::Rows, arrow::row::Rows)> {
         Ok((
-            self.keys.convert_columns(&key_columns)?,
+            self.keys.convert_columns(&self.key_columns(data))?,
             self.rows.convert_columns(data.columns())?,
         ))
     }
@@ -185,11 +189,12 @@ impl Operator for ChangelogNormalizeOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.ttl
-            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys");
+        self.keyed
+            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys")?;
         let (data, kinds) = split_row_kinds(&batch)?;
         let (keys, rows) = self.encode(&data)?;
-        let now = ctx.clock.now_millis();
+        let key_columns = self.key_columns(&data);
+        self.keyed.load(&mut self.last, &key_columns, &keys, ctx)?;
         let mut emitted: Vec<Vec<u8>> = Vec::new();
         let mut emitted_kinds: Vec<RowKind> = Vec::new();
         let mut unmatched = 0;
@@ -213,11 +218,11 @@ impl Operator for ChangelogNormalizeOperator {
                             emitted_kinds.push(RowKind::Insert);
                         }
                     }
-                    self.ttl.touch(key.as_ref(), now);
+                    self.keyed.touch(key.as_ref(), row.len(), ctx);
                 }
                 RowKind::Delete => match self.last.remove(key.as_ref()) {
                     Some(old) => {
-                        self.ttl.forget(key.as_ref());
+                        self.keyed.forget(key.as_ref());
                         emitted.push(old);
                         emitted_kinds.push(RowKind::Delete);
                     }
@@ -234,19 +239,19 @@ impl Operator for ChangelogNormalizeOperator {
                 "ChangelogNormalize dropped deletions of unknown keys"
             );
         }
-        if emitted.is_empty() {
-            return Ok(());
+        if !emitted.is_empty() {
+            let parser = self.rows.parser();
+            let columns = self
+                .rows
+                .convert_rows(emitted.iter().map(|r| parser.parse(r)))?;
+            out.collect(with_row_kinds(
+                &self.spec.output_schema,
+                columns,
+                emitted_kinds,
+            )?);
         }
-        let parser = self.rows.parser();
-        let columns = self
-            .rows
-            .convert_rows(emitted.iter().map(|r| parser.parse(r)))?;
-        out.collect(with_row_kinds(
-            &self.spec.output_schema,
-            columns,
-            emitted_kinds,
-        )?);
-        Ok(())
+        self.keyed
+            .evict_if_over_budget(&mut self.last, &self.keys, ctx)
     }
 
     async fn handle_checkpoint(
@@ -255,9 +260,8 @@ impl Operator for ChangelogNormalizeOperator {
         ctx: &mut OperatorContext,
         _out: &mut Collector,
     ) -> Result<()> {
-        self.ttl
-            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys");
-        Ok(())
+        self.keyed
+            .sweep(&mut self.last, ctx, "ChangelogNormalize forgot keys")
     }
 
     async fn snapshot_state(
@@ -282,7 +286,6 @@ impl Operator for ChangelogNormalizeOperator {
     }
 
     fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
-        let now = ctx.clock.now_millis();
         let width = self.spec.input_data.fields().len();
         for (_, bytes) in restore.keyed {
             for (columns, rows) in decode_batches(&bytes)? {
@@ -300,12 +303,15 @@ impl Operator for ChangelogNormalizeOperator {
                 let (keys, encoded) = self.encode(&batch)?;
                 for i in 0..rows {
                     let key = keys.row(i).as_ref().to_vec();
-                    self.ttl.touch(&key, now);
-                    self.last.insert(key, encoded.row(i).as_ref().to_vec());
+                    let row = encoded.row(i).as_ref().to_vec();
+                    self.keyed.touch(&key, row.len(), ctx);
+                    self.last.insert(key, row);
                 }
             }
         }
-        Ok(())
+        // Keys evicted before the checkpoint were copied into the store by
+        // key group; they come back when touched.
+        self.keyed.restored(ctx)
     }
 }
 
@@ -462,6 +468,100 @@ mod tests {
         let mut want: Vec<String> = (0..50).map(|id| format!("-D,{id},x,{}", id * 10)).collect();
         want.sort();
         assert_eq!(all, want);
+    }
+
+    /// 60 batches of 20 upserts and deletions over 300 keys: every key is
+    /// touched again long after it was evicted.
+    fn churn() -> Vec<RecordBatch> {
+        let names = ["a", "bb", "ccc"];
+        (0..60i64)
+            .map(|b| {
+                let rows: Vec<(i64, Option<(&str, i64)>)> = (0..20i64)
+                    .map(|i| {
+                        let id = (b * 37 + i * 13) % 300;
+                        let row =
+                            ((b + i) % 7 != 0).then(|| (names[(b % 3) as usize], b * 100 + i));
+                        (id, row)
+                    })
+                    .collect();
+                upserts(&rows)
+            })
+            .collect()
+    }
+
+    /// Room for a few dozen keys, of 300.
+    const TINY_BUDGET: usize = 4 << 10;
+
+    fn create_as(task: &TaskInfo) -> Box<dyn Operator> {
+        factory().create(task).unwrap()
+    }
+
+    #[tokio::test]
+    async fn evicted_keys_reload_and_give_the_in_memory_changelog() {
+        let got = crate::operator::evictable::check::evicting_gives_the_in_memory_output(
+            &create_as,
+            &churn(),
+            TINY_BUDGET,
+        )
+        .await;
+        for kind in ["+I", "-U", "+U", "-D"] {
+            assert!(got.iter().any(|r| r.starts_with(kind)), "no {kind}");
+        }
+    }
+
+    #[tokio::test]
+    async fn evicted_keys_are_restored_by_key_group_at_another_parallelism() {
+        let input = churn();
+        let (before, after) = input.split_at(30);
+        crate::operator::evictable::check::evicted_keys_restore_at_another_parallelism(
+            &create_as,
+            before,
+            after,
+            0,
+            TINY_BUDGET,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn evicted_keys_expire_past_the_state_ttl() {
+        let clock = crate::clock::ManualClock::new(1_000);
+        let store = crate::testing::TestStore::new();
+        let op = factory()
+            .with_state_ttl(Some(5_000))
+            .create(&TaskInfo::single("normalize"))
+            .unwrap();
+        let mut h = OperatorHarness::new(op)
+            .with_clock(clock.clone())
+            .with_spill(store.store.clone(), TINY_BUDGET);
+        let rows: Vec<(i64, Option<(&str, i64)>)> =
+            (0..200).map(|id| (id, Some(("x", id)))).collect();
+        for chunk in rows.chunks(20) {
+            h.process(upserts(chunk)).await.unwrap();
+        }
+        assert!(crate::operator::evictable::check::spilled_bytes(&h) > 0);
+        clock.advance(3_000);
+        h.process(upserts(&[(0, Some(("y", 0)))])).await.unwrap();
+        clock.advance(3_000);
+        h.take_batches();
+        // Key 0 (evicted, loaded and touched 3 s ago) lives on; key 1,
+        // evicted and idle 6 s, is dropped when loaded: an insert again.
+        h.process(upserts(&[(0, Some(("z", 0))), (1, Some(("z", 1)))]))
+            .await
+            .unwrap();
+        assert_eq!(changes(&mut h), vec!["-U,0,y,0", "+U,0,z,0", "+I,1,z,1"]);
+        let expired = |h: &OperatorHarness| {
+            h.context()
+                .metrics
+                .state_expired
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(expired(&h) >= 1);
+        // The sweep finds the evicted keys never touched again: each of the
+        // 200 keys expired once, key 1 twice.
+        clock.advance(crate::operator::evictable::SWEEP_MIN_INTERVAL_MS);
+        h.process(upserts(&[(500, Some(("x", 1)))])).await.unwrap();
+        assert_eq!(expired(&h), 201);
     }
 
     #[tokio::test]

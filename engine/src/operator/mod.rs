@@ -42,11 +42,11 @@ macro_rules! self_factory {
 }
 
 mod changelog_normalize;
+mod evictable;
 mod filter;
 mod group_aggregate;
 mod group_slots;
 mod grouped_state;
-mod key_ttl;
 mod late_rows;
 mod limit;
 mod processing_time;

@@ -1,5 +1,7 @@
-//! Groups the updating aggregate evicted past its memory budget: one entry
-//! per group, keyed as session fragments are (see [`super::sessions`]),
+//! Keys an operator evicted past its memory budget (the updating
+//! aggregate's groups, ChangelogNormalize's last rows, Top-N partitions; see
+//! `operator/evictable.rs`): one entry per key, keyed as session fragments
+//! are (see [`super::sessions`]), the node telling the operators apart,
 //!
 //! ```text
 //! group  [6][node u32][key group u32][len u32][group key][epoch u64][writer u32][seq u32]

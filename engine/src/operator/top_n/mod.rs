@@ -15,6 +15,11 @@
 //! row and `+U` of the new one (`-D` or `+I` where only one exists), each
 //! with its row number. Rows that tie on the order keep their arrival
 //! order, as in Flink.
+//!
+//! Past the operator's memory budget the least recently touched partitions
+//! are evicted to RocksDB, each as one entry of its kept rows with their
+//! rank keys, and loaded back when touched (see [`super::evictable`]); the
+//! single partition of a Top-N without `PARTITION BY` stays in memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -27,7 +32,7 @@ use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalSortExpr;
 
-use super::key_ttl::KeyTtl;
+use super::evictable::{EvictableKeys, EvictableValue, corrupt};
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{
@@ -213,6 +218,62 @@ pub(super) type RankKey = (Vec<u8>, u64);
 /// One partition's best rows: rank key -> encoded row.
 pub(super) type Ranked = BTreeMap<RankKey, Vec<u8>>;
 
+/// A partition's rows, evicted: their count, then per row its order key,
+/// arrival and encoded row, each byte string after its length (u32 BE).
+impl EvictableValue for Ranked {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u32).to_be_bytes());
+        for ((order, arrival), row) in self {
+            out.extend_from_slice(&(order.len() as u32).to_be_bytes());
+            out.extend_from_slice(order);
+            out.extend_from_slice(&arrival.to_be_bytes());
+            out.extend_from_slice(&(row.len() as u32).to_be_bytes());
+            out.extend_from_slice(row);
+        }
+    }
+
+    fn decode(mut bytes: &[u8]) -> Result<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+            let (head, tail) = bytes
+                .split_at_checked(n)
+                .ok_or_else(|| corrupt("a Top-N partition is truncated"))?;
+            *bytes = tail;
+            Ok(head)
+        }
+        fn u32_of(bytes: &mut &[u8]) -> Result<usize> {
+            let b = take(bytes, 4)?;
+            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        }
+        let count = u32_of(&mut bytes)?;
+        let mut ranked = Ranked::new();
+        for _ in 0..count {
+            let len = u32_of(&mut bytes)?;
+            let order = take(&mut bytes, len)?.to_vec();
+            let mut arrival = [0u8; 8];
+            arrival.copy_from_slice(take(&mut bytes, 8)?);
+            let len = u32_of(&mut bytes)?;
+            let row = take(&mut bytes, len)?.to_vec();
+            ranked.insert((order, u64::from_be_bytes(arrival)), row);
+        }
+        if !bytes.is_empty() {
+            return Err(corrupt("a Top-N partition has trailing bytes"));
+        }
+        Ok(ranked)
+    }
+
+    /// Estimated from the first and last rows, since it is asked after
+    /// every batch that touches the partition, which over an updating input
+    /// may hold any number of rows.
+    fn heap_size(&self) -> usize {
+        // Per row: its two byte strings, the arrival, the B-tree's share.
+        let size = |((order, _), row): (&RankKey, &Vec<u8>)| order.len() + row.len() + 64;
+        match (self.first_key_value(), self.last_key_value()) {
+            (Some(first), Some(last)) => self.len() * (size(first) + size(last)) / 2,
+            _ => 0,
+        }
+    }
+}
+
 /// Per partition touched by a batch: its key and its best rows before.
 type Before = Vec<(Vec<u8>, Vec<(RankKey, Vec<u8>)>)>;
 
@@ -224,8 +285,9 @@ pub struct TopNOperator {
     rows: RowConverter,
     partitions: HashMap<Vec<u8>, Ranked>,
     arrivals: u64,
-    /// With a state TTL: when each partition was last touched.
-    ttl: KeyTtl,
+    /// When each partition was last touched, its size; eviction past the
+    /// budget.
+    keyed: EvictableKeys,
 }
 
 impl fmt::Debug for TopNOperator {
@@ -267,7 +329,7 @@ impl TopNOperator {
                 .collect(),
         )?;
         Ok(Self {
-            ttl: KeyTtl::new(spec.state_ttl_ms),
+            keyed: EvictableKeys::new(spec.state_ttl_ms),
             spec,
             partitions_keys,
             order_keys,
@@ -505,8 +567,15 @@ impl Operator for TopNOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.ttl
-            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions");
+        self.keyed
+            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions")?;
+        if self.keyed.may_have_evicted() && !self.spec.partition_columns.is_empty() {
+            let (data, _) = split_row_kinds(&batch)?;
+            let columns = self.partition_columns(&data);
+            let keys = self.partitions_keys.convert_columns(&columns)?;
+            self.keyed
+                .load(&mut self.partitions, &columns, &keys, ctx)?;
+        }
         let (before, unmatched) = self.apply(&batch, None)?;
         if unmatched > 0 {
             tracing::debug!(
@@ -514,18 +583,22 @@ impl Operator for TopNOperator {
                 "skipped retractions of rows the Top-N does not hold"
             );
         }
-        let now = ctx.clock.now_millis();
-        for (key, _) in &before {
-            self.ttl.touch(key, now);
-        }
         self.emit(&before, out)?;
         for (key, _) in &before {
-            if self.partitions.get(key).is_some_and(BTreeMap::is_empty) {
-                self.partitions.remove(key);
-                self.ttl.forget(key);
+            match self.partitions.get(key) {
+                Some(ranked) if ranked.is_empty() => {
+                    self.partitions.remove(key);
+                    self.keyed.forget(key);
+                }
+                Some(ranked) => self.keyed.touch(key, ranked.heap_size(), ctx),
+                None => {}
             }
         }
-        Ok(())
+        if self.spec.partition_columns.is_empty() {
+            return Ok(());
+        }
+        self.keyed
+            .evict_if_over_budget(&mut self.partitions, &self.partitions_keys, ctx)
     }
 
     async fn handle_checkpoint(
@@ -534,9 +607,8 @@ impl Operator for TopNOperator {
         ctx: &mut OperatorContext,
         _out: &mut Collector,
     ) -> Result<()> {
-        self.ttl
-            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions");
-        Ok(())
+        self.keyed
+            .sweep(&mut self.partitions, ctx, "dropped Top-N partitions")
     }
 
     async fn snapshot_state(
@@ -568,7 +640,6 @@ impl Operator for TopNOperator {
     }
 
     fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
-        let now = ctx.clock.now_millis();
         // Arrival numbers continue past every old subtask's.
         for (_, bytes) in &restore.operator {
             let counter: [u8; 8] = bytes
@@ -594,11 +665,15 @@ impl Operator for TopNOperator {
                 )?;
                 let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
                 for (key, _) in self.apply(&batch, Some(&arrivals))?.0 {
-                    self.ttl.touch(&key, now);
+                    if let Some(ranked) = self.partitions.get(&key) {
+                        self.keyed.touch(&key, ranked.heap_size(), ctx);
+                    }
                 }
             }
         }
-        Ok(())
+        // Partitions evicted before the checkpoint were copied into the
+        // store by key group; they come back when touched.
+        self.keyed.restored(ctx)
     }
 }
 

@@ -247,3 +247,106 @@ async fn a_restored_top_n_continues() {
     restored.process(batch(&[(1, 12, 6)])).await.unwrap();
     assert_eq!(changes(&mut restored), vec!["-U,1,10,5,2", "+U,1,12,6,2"]);
 }
+
+/// A top 2 by value, descending, partitioned by key, over input of
+/// `schema` (append-only or updating).
+fn top_two_factory(schema: SchemaRef) -> TopNFactory {
+    let order = vec![PhysicalSortExpr {
+        expr: Arc::new(Column::new("value", 2)),
+        options: SortOptions {
+            descending: true,
+            nulls_first: false,
+        },
+    }];
+    TopNFactory::new(
+        schema,
+        vec![0],
+        order,
+        2,
+        Field::new("rn", DataType::UInt64, false),
+    )
+    .unwrap()
+}
+
+/// The changelog of a running `GROUP BY key, sub` (`sub` in the time
+/// column) over 200 keys of 4 subs each: 60 batches of 20 changes, with
+/// updates and deletions, every partition touched again long after.
+fn grouped_changes() -> Vec<RecordBatch> {
+    let mut current: HashMap<(i64, i64), i64> = HashMap::new();
+    (0..60i64)
+        .map(|b| {
+            let mut rows = Vec::new();
+            for i in 0..20i64 {
+                let (key, sub) = ((b * 31 + i * 7) % 200, (b + i) % 4);
+                let value = (b * 17 + i * 29) % 50;
+                match current.get(&(key, sub)).copied() {
+                    Some(old) if (b * i) % 11 == 0 => {
+                        rows.push((key, sub, old, RowKind::Delete));
+                        current.remove(&(key, sub));
+                    }
+                    Some(old) => {
+                        rows.push((key, sub, old, RowKind::UpdateBefore));
+                        rows.push((key, sub, value, RowKind::UpdateAfter));
+                        current.insert((key, sub), value);
+                    }
+                    None => {
+                        rows.push((key, sub, value, RowKind::Insert));
+                        current.insert((key, sub), value);
+                    }
+                }
+            }
+            updates(&rows)
+        })
+        .collect()
+}
+
+/// Room for a few dozen partitions, of 200.
+const TINY_BUDGET: usize = 8 << 10;
+
+#[tokio::test]
+async fn evicted_partitions_of_an_updating_input_reload_and_give_the_in_memory_changes() {
+    let factory = top_two_factory(updating_schema(&input_schema()));
+    let got = crate::operator::evictable::check::evicting_gives_the_in_memory_output(
+        &|task| factory.create(task).unwrap(),
+        &grouped_changes(),
+        TINY_BUDGET,
+    )
+    .await;
+    for kind in ["+I", "-U", "+U", "-D"] {
+        assert!(got.iter().any(|r| r.starts_with(kind)), "no {kind}");
+    }
+}
+
+#[tokio::test]
+async fn evicted_partitions_of_an_append_only_input_reload() {
+    let factory = top_two_factory(input_schema());
+    let input: Vec<RecordBatch> = (0..60i64)
+        .map(|b| {
+            let rows: Vec<(i64, i64, i64)> = (0..20i64)
+                .map(|i| ((b * 37 + i * 13) % 300, b * 100 + i, (b * 17 + i * 29) % 50))
+                .collect();
+            batch(&rows)
+        })
+        .collect();
+    crate::operator::evictable::check::evicting_gives_the_in_memory_output(
+        &|task| factory.create(task).unwrap(),
+        &input,
+        TINY_BUDGET / 2,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn evicted_partitions_are_restored_by_key_group_at_another_parallelism() {
+    let factory = top_two_factory(updating_schema(&input_schema()));
+    let input = grouped_changes();
+    let (before, after) = input.split_at(30);
+    crate::operator::evictable::check::evicted_keys_restore_at_another_parallelism(
+        &|task| factory.create(task).unwrap(),
+        before,
+        after,
+        0,
+        TINY_BUDGET,
+    )
+    .await;
+}

@@ -21,10 +21,12 @@
 //! and its accumulators' checkpoint columns
 //! ([`RetractableAccumulator::state`]) as one row of Arrow's row format.
 //! With a state TTL, an evicted group past it is dropped when loaded, and a
-//! sweep of the evicted groups (at most once per TTL, and per
-//! [`SWEEP_MIN_INTERVAL_MS`]) drops those never touched again.
+//! sweep of the evicted groups (at most once per TTL, and per 10 s) drops
+//! those never touched again. Reading entries back and the sweep are shared
+//! with the other operators that evict keys (`operator/evictable.rs`); the
+//! groups' slots and codec are this operator's own.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array};
@@ -34,18 +36,14 @@ use arrow::row::{RowConverter, Rows, SortField};
 use super::UpdatingAggregateOperator;
 use crate::error::{Error, Result};
 use crate::operator::OperatorContext;
+use crate::operator::evictable::{sweep_evicted, take_evicted};
 use crate::operator::group_slots::Groups;
 use crate::operator::retractable::RetractableAccumulator;
 use crate::operator::session_spill::key_groups_of;
-use crate::operator::snapshot::take_rows;
 use crate::state::EvictedGroup;
 
 #[cfg(doc)]
 use crate::operator::StateSpill;
-
-/// The shortest time between two sweeps of the evicted groups for ones
-/// past the state TTL: a sweep reads every evicted group.
-pub(super) const SWEEP_MIN_INTERVAL_MS: i64 = 10_000;
 
 /// Groups written per RocksDB write batch.
 const WRITE_CHUNK: usize = 4096;
@@ -100,7 +98,8 @@ impl GroupCodec {
             .collect())
     }
 
-    /// Loads entry values (their state, after [`split_value`]) into `slots`.
+    /// Loads entry values (their state, after the last-touched time) into
+    /// `slots`.
     fn load(&self, groups: &mut Groups, states: &[&[u8]], slots: &[usize]) -> Result<()> {
         let parser = self.rows.parser();
         let columns = self
@@ -123,14 +122,6 @@ impl GroupCodec {
         }
         Ok(())
     }
-}
-
-/// An entry value's last-touched time and encoded state.
-fn split_value(value: &[u8]) -> Result<(i64, &[u8])> {
-    let (touched, state) = value
-        .split_first_chunk::<8>()
-        .ok_or_else(|| corrupt("truncated"))?;
-    Ok((i64::from_be_bytes(*touched), state))
 }
 
 fn corrupt(why: &str) -> Error {
@@ -163,56 +154,20 @@ impl UpdatingAggregateOperator {
         if missing.is_empty() {
             return Ok(());
         }
-        let columns = take_rows(keys, missing.clone())?;
-        let kgs = key_groups_of(&columns, true, missing.len(), spill.max_key_groups())?;
-        let mut by_key_group: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for (&row, kg) in missing.iter().zip(kgs) {
-            by_key_group
-                .entry(kg)
-                .or_default()
-                .push(encoded.row(row as usize).data().to_vec());
-        }
         let now = ctx.clock.now_millis();
-        let mut consumed = Vec::new();
-        let mut found: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut expired = 0;
-        for (kg, mut keys) in by_key_group {
-            keys.sort_unstable();
-            let entries = spill.store().evicted_groups(spill.node(), kg, &keys)?;
-            for (key, entries) in keys.into_iter().zip(entries) {
-                let mut live = entries.into_iter().filter(|e| !spill.is_consumed(&e.key));
-                let Some(entry) = live.next() else {
-                    continue;
-                };
-                if live.next().is_some() {
-                    return Err(Error::internal(format!(
-                        "a group of key group {kg} was evicted twice without being loaded back"
-                    )));
-                }
-                consumed.push(entry.key);
-                let (touched_at, _) = split_value(&entry.value)?;
-                if self.state_ttl_ms.is_some_and(|ttl| now - touched_at >= ttl) {
-                    expired += 1;
-                    continue;
-                }
-                found.push((key, entry.value));
-            }
-        }
+        let (found, expired) =
+            take_evicted(spill, keys, encoded, &missing, self.state_ttl_ms, now)?;
         let mut slots = Vec::with_capacity(found.len());
         let mut states = Vec::with_capacity(found.len());
-        for (key, value) in &found {
-            let (touched_at, state) = split_value(value)?;
-            let slot = self.groups.slot(key);
-            self.groups.touched_at[slot] = touched_at;
+        for entry in &found {
+            let slot = self.groups.slot(&entry.key);
+            self.groups.touched_at[slot] = entry.touched_at;
             slots.push(slot);
-            states.push(state);
+            states.push(entry.value.as_slice());
         }
         if !slots.is_empty() {
             codec.load(&mut self.groups, &states, &slots)?;
             self.groups.measure(&slots);
-        }
-        if !consumed.is_empty() {
-            spill.consume(consumed)?;
         }
         if expired > 0 {
             ctx.metrics.add_state_expired(expired);
@@ -281,33 +236,12 @@ impl UpdatingAggregateOperator {
         Ok(())
     }
 
-    /// Drops the evicted groups untouched for longer than `ttl`, reading
-    /// them all: at most once per `ttl` and per [`SWEEP_MIN_INTERVAL_MS`].
+    /// Drops the evicted groups untouched for longer than `ttl` (see
+    /// [`sweep_evicted`]).
     pub(super) fn sweep_evicted(&mut self, ctx: &mut OperatorContext, ttl: i64) -> Result<()> {
-        let Some(spill) = ctx.spill.as_mut() else {
-            return Ok(());
-        };
-        let now = ctx.clock.now_millis();
-        if !self.evicted || now - self.last_sweep < ttl.max(SWEEP_MIN_INTERVAL_MS) {
+        if !self.evicted {
             return Ok(());
         }
-        self.last_sweep = now;
-        let mut expired = Vec::new();
-        spill
-            .store()
-            .for_each_evicted_group(spill.node(), spill.key_groups(), |key, value| {
-                if !spill.is_consumed(key) && now - split_value(value)?.0 >= ttl {
-                    expired.push(key.to_vec());
-                }
-                Ok(())
-            })?;
-        if expired.is_empty() {
-            return Ok(());
-        }
-        let count = expired.len();
-        spill.consume(expired)?;
-        ctx.metrics.add_state_expired(count);
-        tracing::debug!(expired = count, "dropped evicted groups past the state TTL");
-        Ok(())
+        sweep_evicted(ctx, ttl, &mut self.last_sweep, "dropped groups")
     }
 }

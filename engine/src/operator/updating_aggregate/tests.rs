@@ -458,11 +458,11 @@ async fn evicted_groups_expire_past_the_state_ttl() {
     assert!(expired(&h) >= 1);
     // The sweep finds the evicted groups never touched again: each of the
     // 200 groups expired once, and group 1 twice.
-    clock.advance(super::evict::SWEEP_MIN_INTERVAL_MS);
+    clock.advance(crate::operator::evictable::SWEEP_MIN_INTERVAL_MS);
     h.process(batch(&[(500, 0, 1)])).await.unwrap();
     assert_eq!(expired(&h), 201);
     // What expired is gone from disk: the next sweep finds nothing more.
-    clock.advance(super::evict::SWEEP_MIN_INTERVAL_MS);
+    clock.advance(crate::operator::evictable::SWEEP_MIN_INTERVAL_MS);
     h.process(batch(&[(501, 0, 1)])).await.unwrap();
     assert_eq!(expired(&h), 202, "group 500, in memory");
 }
