@@ -366,7 +366,13 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
 }
 
 fn log_file(dir: &tempfile::TempDir, name: &str) -> std::fs::File {
-    std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap()
+    // Appended to: a worker restarted under the same id keeps what its
+    // killed predecessor logged.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join(format!("{name}.log")))
+        .unwrap()
 }
 
 /// Peak resident memory of a process, in bytes (Linux).
