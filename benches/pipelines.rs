@@ -1,6 +1,7 @@
 //! End-to-end pipeline benchmarks: the four Bid-shaped `datagen` queries of
-//! `../shared/peers/flink/` (source, filter, window, groupagg), run on the
-//! embedded engine.
+//! `../shared/peers/flink/` (source, filter, window, groupagg), and an
+//! unbounded Top-N (`topn`, Flink's side in `benches/peers/flink_top_n.py`),
+//! run on the embedded engine.
 //!
 //! Criterion is given CPU time (user + system of the whole process) rather
 //! than wall time, so its throughput figure reads directly as **events per
@@ -28,7 +29,7 @@ fn parallelism() -> usize {
         .unwrap_or(1)
 }
 
-const QUERIES: [(&str, &str); 4] = [
+const QUERIES: [(&str, &str); 5] = [
     (
         "source",
         "INSERT INTO sink SELECT id, auction, bidder, price, channel FROM bid",
@@ -48,6 +49,16 @@ const QUERIES: [(&str, &str); 4] = [
          SET 'table.exec.mini-batch.allow-latency' = '2 s';
          SET 'table.exec.mini-batch.size' = '5000';
          INSERT INTO sink SELECT id % 1000000, COUNT(*), SUM(price), MAX(price) FROM bid GROUP BY id % 1000000",
+    ),
+    // An unbounded Top-N (the three highest bids of each of 1,000
+    // auctions), a changelog on both sides; Flink's side is
+    // `benches/peers/flink_top_n.py`.
+    (
+        "topn",
+        "SET 'execution.runtime-mode' = 'streaming';
+         INSERT INTO sink SELECT auction, price, id, rn FROM (
+           SELECT auction, price, id, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn
+           FROM bid) WHERE rn <= 3",
     ),
 ];
 
