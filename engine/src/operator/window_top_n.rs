@@ -20,7 +20,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
-use arrow::compute::SortOptions;
 use arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
@@ -31,7 +30,7 @@ use super::snapshot::{
     KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, decode_watermark,
     encode_watermark,
 };
-use super::top_n::{RankKey, Ranked, rank_numbers};
+use super::top_n::{RankKey, Ranked, order_converter, order_label, rank_numbers};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, RankFunction, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
@@ -117,19 +116,6 @@ impl WindowTopNFactory {
 impl fmt::Display for WindowTopNFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = |c: usize| self.input_schema.field(c).name().as_str();
-        let order: Vec<String> = self
-            .order
-            .iter()
-            .map(|o| {
-                let text = o.expr.to_string();
-                let bare = text.split('@').next().unwrap_or(&text).to_string();
-                if o.options.descending {
-                    format!("{bare} DESC")
-                } else {
-                    bare
-                }
-            })
-            .collect();
         write!(
             f,
             "WindowTopN: window={}, partition_by=[{}], order_by=[{}], n={}",
@@ -139,7 +125,7 @@ impl fmt::Display for WindowTopNFactory {
                 .map(|&c| name(c))
                 .collect::<Vec<_>>()
                 .join(", "),
-            order.join(", "),
+            order_label(&self.order),
             self.limit
         )?;
         if self.function != RankFunction::RowNumber {
@@ -197,20 +183,7 @@ impl WindowTopNOperator {
                 .map(|&c| sort_field(c))
                 .collect(),
         )?;
-        let order_keys = RowConverter::new(
-            spec.order
-                .iter()
-                .map(|o| {
-                    Ok(SortField::new_with_options(
-                        o.expr.data_type(schema)?,
-                        SortOptions {
-                            descending: o.options.descending,
-                            nulls_first: o.options.nulls_first,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?,
-        )?;
+        let order_keys = order_converter(&spec.order, schema)?;
         let rows = RowConverter::new((0..schema.fields().len()).map(sort_field).collect())?;
         let late_rows = spec.late_rows.then(|| LateRows::new(schema));
         Ok(Self {
@@ -456,6 +429,7 @@ impl Operator for WindowTopNOperator {
 
 #[cfg(test)]
 mod tests {
+    use arrow::compute::SortOptions;
     use arrow::datatypes::DataType;
     use datafusion::physical_expr::expressions::Column;
 

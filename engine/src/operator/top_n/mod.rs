@@ -73,6 +73,45 @@ pub(super) fn rank_numbers<'a>(
     ranks
 }
 
+/// `ORDER BY` keys as EXPLAIN prints them: `price DESC, id`.
+pub(super) fn order_label(order: &[PhysicalSortExpr]) -> String {
+    order
+        .iter()
+        .map(|o| {
+            let text = o.expr.to_string();
+            let bare = text.split('@').next().unwrap_or(&text).to_string();
+            if o.options.descending {
+                format!("{bare} DESC")
+            } else {
+                bare
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Encodes `order`'s keys of rows of `schema` so that bytes compare as the
+/// rows rank.
+pub(super) fn order_converter(
+    order: &[PhysicalSortExpr],
+    schema: &arrow::datatypes::Schema,
+) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        order
+            .iter()
+            .map(|o| {
+                Ok(SortField::new_with_options(
+                    o.expr.data_type(schema)?,
+                    SortOptions {
+                        descending: o.options.descending,
+                        nulls_first: o.options.nulls_first,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    )?)
+}
+
 /// The rows of `ranked` within the top `limit` under `function` (with
 /// ties, `RANK` and `DENSE_RANK` may give more than `limit`).
 fn top_rows(ranked: &Ranked, limit: usize, function: RankFunction) -> Vec<(&RankKey, &Vec<u8>)> {
@@ -141,19 +180,7 @@ impl TopNFactory {
                 .map(|&c| input_schema.field(c).name().as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            order
-                .iter()
-                .map(|o| {
-                    let text = o.expr.to_string();
-                    let bare = text.split('@').next().unwrap_or(&text).to_string();
-                    if o.options.descending {
-                        format!("{bare} DESC")
-                    } else {
-                        bare
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            order_label(&order)
         );
         Ok(Self {
             output_schema: updating_schema(&output),
@@ -307,20 +334,7 @@ impl TopNOperator {
                 .map(|&c| SortField::new(schema.field(c).data_type().clone()))
                 .collect(),
         )?;
-        let order_keys = RowConverter::new(
-            spec.order
-                .iter()
-                .map(|o| {
-                    Ok(SortField::new_with_options(
-                        o.expr.data_type(schema)?,
-                        SortOptions {
-                            descending: o.options.descending,
-                            nulls_first: o.options.nulls_first,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?,
-        )?;
+        let order_keys = order_converter(&spec.order, schema)?;
         let rows = RowConverter::new(
             spec.data_schema
                 .fields()
