@@ -16,6 +16,12 @@
 
 pub mod cluster;
 mod cluster_session;
+
+/// Every Weir process allocates through mimalloc: the operators allocate
+/// and free many small buffers per batch (group keys, row-format values),
+/// where it is several times faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod pg;
 mod running_job;
 

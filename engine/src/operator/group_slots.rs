@@ -5,21 +5,84 @@
 //! an estimate of the bytes its live groups take, which the updating
 //! aggregate holds to its memory budget.
 
-use std::collections::HashMap;
-
 use arrow::array::ArrayRef;
 use arrow::row::RowConverter;
+use hashbrown::HashTable;
 
 use super::retractable::RetractableAccumulator;
 use crate::error::Result;
+
+/// The group keys of every slot, in one buffer: a key is a span of it. A
+/// freed slot's bytes are reused by the next key that fits, and the buffer
+/// is compacted once more than half of it is free, so a million groups
+/// are a few allocations rather than a million.
+#[derive(Default)]
+struct KeyArena {
+    bytes: Vec<u8>,
+    /// Per slot: where its key starts, its length, and the room it has.
+    spans: Vec<(usize, usize, usize)>,
+    /// Bytes no live key uses.
+    free: usize,
+}
+
+impl KeyArena {
+    fn key(&self, slot: usize) -> &[u8] {
+        let (start, len, _) = self.spans[slot];
+        &self.bytes[start..start + len]
+    }
+
+    /// Sets slot `slot` (new, or freed) to `key`.
+    fn set(&mut self, slot: usize, key: &[u8]) {
+        if slot == self.spans.len() {
+            self.spans.push((self.bytes.len(), 0, 0));
+        }
+        let (start, _, room) = self.spans[slot];
+        if key.len() <= room {
+            self.bytes[start..start + key.len()].copy_from_slice(key);
+            self.spans[slot] = (start, key.len(), room);
+            self.free -= key.len();
+            return;
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.spans[slot] = (start, key.len(), key.len());
+    }
+
+    /// Frees slot `slot`'s key; its room stays for the next key there.
+    fn clear(&mut self, slot: usize) {
+        let (start, len, room) = self.spans[slot];
+        self.free += len;
+        self.spans[slot] = (start, 0, room);
+        if self.free > 1 << 20 && self.free * 2 > self.bytes.len() {
+            self.compact();
+        }
+    }
+
+    /// Copies the live keys into a buffer of their size.
+    fn compact(&mut self) {
+        let mut bytes = Vec::with_capacity(self.bytes.len() - self.free);
+        for span in &mut self.spans {
+            let (start, len, _) = *span;
+            let at = bytes.len();
+            bytes.extend_from_slice(&self.bytes[start..start + len]);
+            *span = (at, len, len);
+        }
+        self.bytes = bytes;
+        self.free = 0;
+    }
+}
 
 /// The groups of one subtask: a slot per live group.
 pub(super) struct Groups {
     /// Encodes group keys; `None` for a global aggregate (one group).
     pub(super) keys: Option<RowConverter>,
-    pub(super) slot_of: HashMap<Vec<u8>, usize>,
-    /// Per slot: its key, its live row count, when it was last touched.
-    pub(super) key_of: Vec<Vec<u8>>,
+    /// The live slots, found by their key's hash.
+    table: HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
+    /// Per slot: its key's hash, its key.
+    hashes: Vec<u64>,
+    arena: KeyArena,
+    /// Per slot: its live row count, when it was last touched.
     pub(super) rows: Vec<i64>,
     pub(super) touched_at: Vec<i64>,
     /// The batch that last touched each slot, to list a batch's groups once.
@@ -40,8 +103,10 @@ impl Groups {
     ) -> Self {
         Self {
             keys,
-            slot_of: HashMap::new(),
-            key_of: Vec::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            hashes: Vec::new(),
+            arena: KeyArena::default(),
             rows: Vec::new(),
             touched_at: Vec::new(),
             stamp: Vec::new(),
@@ -52,31 +117,64 @@ impl Groups {
         }
     }
 
+    /// The hash of group key `key`, for [`Groups::find`] and
+    /// [`Groups::insert`].
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    /// The slot of the live group `key` (of hash `hash`).
+    pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.table
+            .find(hash, |&slot| self.arena.key(slot) == key)
+            .copied()
+    }
+
+    /// How many groups are live.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The key of live slot `slot`.
+    pub(super) fn key(&self, slot: usize) -> &[u8] {
+        self.arena.key(slot)
+    }
+
     /// The slot of the group `key`, taken from the free ones if new.
     pub(super) fn slot(&mut self, key: &[u8]) -> usize {
-        if let Some(&slot) = self.slot_of.get(key) {
-            return slot;
+        let hash = self.hash(key);
+        match self.find(hash, key) {
+            Some(slot) => slot,
+            None => self.insert(hash, key),
         }
+    }
+
+    /// A slot for the new group `key` (of hash `hash`, not live yet).
+    pub(super) fn insert(&mut self, hash: u64, key: &[u8]) -> usize {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.key_of.push(Vec::new());
+                self.hashes.push(0);
                 self.rows.push(0);
                 self.touched_at.push(0);
                 self.stamp.push(0);
                 self.sizes.push(0);
-                self.key_of.len() - 1
+                self.hashes.len() - 1
             }
         };
-        self.key_of[slot] = key.to_vec();
-        self.slot_of.insert(key.to_vec(), slot);
+        self.arena.set(slot, key);
+        self.hashes[slot] = hash;
+        let hashes = &self.hashes;
+        self.table.insert_unique(hash, slot, |&s| hashes[s]);
         slot
     }
 
     /// Frees a slot whose group's rows were all taken back (or expired).
     pub(super) fn release(&mut self, slot: usize) {
-        self.slot_of.remove(&self.key_of[slot]);
-        self.key_of[slot] = Vec::new();
+        if let Ok(entry) = self.table.find_entry(self.hashes[slot], |&s| s == slot) {
+            entry.remove();
+        }
+        self.arena.clear(slot);
         self.rows[slot] = 0;
         self.held -= self.sizes[slot];
         self.sizes[slot] = 0;
@@ -88,12 +186,12 @@ impl Groups {
 
     /// How many slots there are, live or free.
     pub(super) fn total(&self) -> usize {
-        self.key_of.len()
+        self.hashes.len()
     }
 
     /// The slots of live groups, in slot order.
     pub(super) fn live_slots(&self) -> Vec<usize> {
-        let mut slots: Vec<usize> = self.slot_of.values().copied().collect();
+        let mut slots: Vec<usize> = self.table.iter().copied().collect();
         slots.sort_unstable();
         slots
     }
@@ -104,13 +202,13 @@ impl Groups {
             return Ok(Vec::new());
         };
         let parser = keys.parser();
-        Ok(keys.convert_rows(slots.iter().map(|&s| parser.parse(&self.key_of[s])))?)
+        Ok(keys.convert_rows(slots.iter().map(|&s| parser.parse(self.arena.key(s))))?)
     }
 
     /// Measures the groups of `slots` again, after they changed.
     pub(super) fn measure(&mut self, slots: &[usize]) {
         for &slot in slots {
-            let size = 2 * self.key_of[slot].len()
+            let size = self.arena.key(slot).len()
                 + 64
                 + self
                     .accumulators
@@ -144,7 +242,9 @@ impl Groups {
 
     /// Approximate bytes held, with the capacity of every slot.
     pub(super) fn size(&self) -> usize {
-        self.slot_of.keys().map(|k| 2 * k.len() + 64).sum::<usize>()
+        self.arena.bytes.capacity()
+            + self.table.capacity() * 8
+            + self.hashes.len() * 64
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
     }
 }

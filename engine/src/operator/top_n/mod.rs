@@ -21,11 +21,11 @@
 //! rank keys, and loaded back when touched (see [`super::evictable`]); the
 //! single partition of a Top-N without `PARTITION BY` stays in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use arrow::row::{RowConverter, SortField};
@@ -370,6 +370,54 @@ impl TopNOperator {
             .collect()
     }
 
+    /// Over an append-only input, the rows that may enter their
+    /// partition's top `N` (`None`: all of them). A row ranks behind every
+    /// kept row of a full partition when its order key is worse than the
+    /// last one's (or equal, for `ROW_NUMBER`, since it arrived later): it
+    /// can never rank, and is dropped before any state is touched, as
+    /// Flink's `AppendOnlyTopNFunction` does. A partition not in memory
+    /// (new, or evicted) keeps its rows. `DENSE_RANK` keeps ties past `N`
+    /// rows, so its rows are all kept.
+    fn rows_that_may_rank(&self, batch: &RecordBatch) -> Result<Option<UInt32Array>> {
+        let (limit, function) = (self.spec.limit, self.spec.function);
+        if self.spec.updating || function == RankFunction::DenseRank || self.partitions.is_empty() {
+            return Ok(None);
+        }
+        let keys = if self.spec.partition_columns.is_empty() {
+            None
+        } else {
+            Some(
+                self.partitions_keys
+                    .convert_columns(&self.partition_columns(batch))?,
+            )
+        };
+        let order = self
+            .order_keys
+            .convert_columns(&self.order_columns(batch)?)?;
+        let rows = batch.num_rows();
+        let kept: Vec<u32> = (0..rows)
+            .filter(|&row| {
+                let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
+                let Some(ranked) = self.partitions.get(key) else {
+                    return true;
+                };
+                let Some(((last, _), _)) = ranked.last_key_value() else {
+                    return true;
+                };
+                if ranked.len() < limit {
+                    return true;
+                }
+                let order = order.row(row).data();
+                match function {
+                    RankFunction::RowNumber => order < last.as_slice(),
+                    _ => order <= last.as_slice(),
+                }
+            })
+            .map(|row| row as u32)
+            .collect();
+        Ok((kept.len() < rows).then(|| UInt32Array::from(kept)))
+    }
+
     /// Applies rows: inserts them (over an append-only input keeping only
     /// the best `limit` per partition) and takes back the rows that an
     /// updating input's `-U`/`-D` retract; `arrivals` are the rows' arrival
@@ -397,18 +445,22 @@ impl TopNOperator {
         let data = self.rows.convert_columns(batch.columns())?;
         let mut before = Vec::new();
         let mut unmatched = 0;
-        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
         for row in 0..batch.num_rows() {
-            let key = keys
-                .as_ref()
-                .map_or_else(Vec::new, |k| k.row(row).as_ref().to_vec());
-            let ranked = self.partitions.entry(key.clone()).or_default();
-            if seen.insert(key.clone()) {
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
+            if !self.partitions.contains_key(key) {
+                self.partitions.insert(key.to_vec(), Ranked::new());
+            }
+            let ranked = self
+                .partitions
+                .get_mut(key)
+                .ok_or_else(|| Error::internal("a Top-N partition vanished while applied"))?;
+            if seen.insert(key) {
                 let old = top_rows(ranked, limit, function)
                     .into_iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect::<Vec<_>>();
-                before.push((key, old));
+                before.push((key.to_vec(), old));
             }
             let order_key = order.row(row).as_ref().to_vec();
             let retracts = kinds
@@ -583,6 +635,11 @@ impl Operator for TopNOperator {
         }
         self.keyed
             .sweep(&mut self.partitions, ctx, "dropped Top-N partitions")?;
+        let batch = match self.rows_that_may_rank(&batch)? {
+            Some(kept) if kept.is_empty() => return Ok(()),
+            Some(kept) => arrow::compute::take_record_batch(&batch, &kept)?,
+            None => batch,
+        };
         if self.keyed.may_have_evicted() && !self.spec.partition_columns.is_empty() {
             let (data, _) = split_row_kinds(&batch)?;
             let columns = self.partition_columns(&data);

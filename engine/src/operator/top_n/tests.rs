@@ -222,13 +222,21 @@ async fn idle_partitions_expire_past_the_state_ttl() {
     let mut h = OperatorHarness::new(op).with_clock(clock.clone());
     h.process(batch(&[(1, 10, 5), (2, 11, 5)])).await.unwrap();
     clock.advance(3_000);
-    h.process(batch(&[(2, 12, 9)])).await.unwrap();
+    // Key 1's row cannot rank: it does not touch key 1, as in Flink,
+    // whose state TTL is refreshed on writes.
+    h.process(batch(&[(2, 12, 4), (1, 15, 6)])).await.unwrap();
     clock.advance(3_000);
     // Key 1 was idle 6 s: forgotten, so its next row ranks first again.
     h.process(batch(&[(1, 13, 7), (2, 14, 8)])).await.unwrap();
     assert_eq!(
         changes(&mut h),
-        vec!["+I,1,10,5,1", "+I,2,11,5,1", "+I,1,13,7,1"]
+        vec![
+            "+I,1,10,5,1",
+            "+I,2,11,5,1",
+            "-U,2,11,5,1",
+            "+U,2,12,4,1",
+            "+I,1,13,7,1"
+        ]
     );
     let expired = h
         .context()
@@ -236,6 +244,34 @@ async fn idle_partitions_expire_past_the_state_ttl() {
         .state_expired
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(expired, 1);
+}
+
+#[tokio::test]
+async fn rows_that_cannot_rank_are_dropped_and_those_that_can_still_rank() {
+    let mut h = OperatorHarness::new(top(2, false));
+    h.process(batch(&[(1, 10, 5), (1, 11, 7), (2, 12, 9)]))
+        .await
+        .unwrap();
+    // Key 1 is full: a tie with its last row arrived later and ranks
+    // behind it, a worse row never ranks; key 2 has room, key 3 is new.
+    h.process(batch(&[(1, 13, 7), (1, 14, 8), (2, 15, 10), (3, 16, 1)]))
+        .await
+        .unwrap();
+    // A better row pushes the last one out; after it a row equal to the new
+    // last one still ranks behind it.
+    h.process(batch(&[(1, 17, 6), (1, 18, 6)])).await.unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec![
+            "+I,1,10,5,1",
+            "+I,1,11,7,2",
+            "+I,2,12,9,1",
+            "+I,2,15,10,2",
+            "+I,3,16,1,1",
+            "-U,1,11,7,2",
+            "+U,1,17,6,2"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ impl UpdatingAggregateOperator {
         let missing: Vec<u32> = (0..encoded.num_rows())
             .filter(|&row| {
                 let key = encoded.row(row).data();
-                !self.groups.slot_of.contains_key(key) && seen.insert(key)
+                self.groups.find(self.groups.hash(key), key).is_none() && seen.insert(key)
             })
             .map(|row| row as u32)
             .collect();
@@ -207,7 +207,7 @@ impl UpdatingAggregateOperator {
             .zip(kgs)
             .zip(values)
             .map(|((&slot, key_group), value)| {
-                let key = self.groups.key_of[slot].clone();
+                let key = self.groups.key(slot).to_vec();
                 written += key.len() + value.len();
                 EvictedGroup {
                     key_group,

@@ -144,7 +144,7 @@ pub struct UpdatingAggregateOperator {
 impl fmt::Debug for UpdatingAggregateOperator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpdatingAggregateOperator")
-            .field("groups", &self.groups.slot_of.len())
+            .field("groups", &self.groups.len())
             .finish()
     }
 }
@@ -234,8 +234,8 @@ impl UpdatingAggregateOperator {
                 Some(e) => e.row(row).data(),
                 None => &[],
             };
-            let existing = self.groups.slot_of.get(key).copied();
-            let slot = match existing {
+            let hash = self.groups.hash(key);
+            let slot = match self.groups.find(hash, key) {
                 Some(slot) => slot,
                 // A retraction of a group this subtask does not hold (its
                 // state expired, say): nothing to take back.
@@ -245,7 +245,7 @@ impl UpdatingAggregateOperator {
                     slots.push(0);
                     continue;
                 }
-                None => self.groups.slot(key),
+                None => self.groups.insert(hash, key),
             };
             if self.groups.stamp[slot] != stamp {
                 self.groups.stamp[slot] = stamp;

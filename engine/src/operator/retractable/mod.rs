@@ -10,11 +10,14 @@
 //! - `AVG`: the same, divided at read time.
 //! - `MIN`, `MAX`: every value with its multiplicity, ordered, as Flink's
 //!   `MinWithRetractAggFunction` keeps them, so a retracted minimum gives
-//!   way to the next one. Over append-only input only the extreme is kept.
+//!   way to the next one. Over append-only input only the extreme is kept:
+//!   for a fixed-width type in one flat buffer ([`append_only_extreme`]).
 //! - `COUNT(DISTINCT …)`: every value with its multiplicity.
 //!
 //! Values are kept in Arrow's row format, whose bytes compare as the
 //! values do.
+
+mod append_only_extreme;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -113,6 +116,21 @@ pub(crate) fn retractable_accumulator(
         ("count", true) => Box::new(DistinctCountAccumulator::new(arg_type)?),
         ("sum", false) => Box::new(SumAccumulator::new(output, false)?),
         ("avg" | "mean", false) => Box::new(SumAccumulator::new(output, true)?),
+        ("min" | "max", _) if append_only => {
+            match append_only_extreme::AppendOnlyExtreme::new(
+                arg_type.clone(),
+                output.clone(),
+                name == "max",
+            )? {
+                Some(extreme) => Box::new(extreme),
+                None => Box::new(ExtremeAccumulator::new(
+                    arg_type,
+                    output,
+                    name == "max",
+                    true,
+                )?),
+            }
+        }
         ("min" | "max", _) => Box::new(ExtremeAccumulator::new(
             arg_type,
             output,
