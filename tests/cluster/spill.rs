@@ -5,7 +5,10 @@
 //! exactly the hand-computed aggregate and the undisturbed (unspilled) run's
 //! windows and sessions. The updating aggregate evicts its groups and loads
 //! them back, and so does a Top-N over it its partitions; their changelogs
-//! net out to the hand-computed answers.
+//! net out to the hand-computed answers. The window Top-N evicts the
+//! partitions of its open windows, loads them back for their rows and reads
+//! them back to fire: killed and rescaled, it ranks every window exactly
+//! once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +19,7 @@ use super::fault::{
 };
 use super::harness::{TestCluster, wait_for_end};
 use super::updating::{difference_signed, net_rows};
+use super::window_top_n::TopQuery;
 use weir_proto as pb;
 
 const ROWS: u64 = 200_000;
@@ -309,4 +313,64 @@ async fn updating_groups_past_the_memory_budget_are_evicted_and_survive_worker_k
         "no restore found evicted groups to copy\n{}",
         cluster.logs()
     );
+}
+
+/// The two best rows of each 10 s window and of 2,000 keys: with a 16 KiB
+/// budget nearly every (window, key) is evicted before the key's next row
+/// (2,000 rows later), and most of a window is on disk when it fires.
+const SPILLED_TOP: TopQuery = TopQuery {
+    rows: 200_000,
+    keys: 2_000,
+    window_ms: 10_000,
+    top: 2,
+};
+
+/// Checks that the window Top-N of `job` evicted and, restored, found
+/// evicted keys to copy; then its output.
+async fn check_spilled_top(cluster: &TestCluster, job: &str, out: &Path) {
+    SPILLED_TOP.check(cluster, job, out).await;
+    let client = cluster.client().await;
+    let summary = client.job(job).await.unwrap().summary.unwrap();
+    assert!(summary.state_spilled_bytes > 0, "{summary:?}");
+    let logs = cluster.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("task=WindowTopN") && l.contains("passed its memory budget")),
+        "the window Top-N evicted nothing\n{logs}"
+    );
+    assert!(
+        cluster.logs_contain("restored spilled state"),
+        "no restore found evicted keys to copy\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_top_n_keys_past_the_memory_budget_are_evicted_and_survive_worker_kills() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let script = SPILLED_TOP.script(out.path(), 15_000, "");
+    let jobs = submit_script(&cluster, &script, 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 3).await;
+    assert!(landed >= 2, "only {landed} kills landed");
+    check_spilled_top(&cluster, &jobs[0], out.path()).await;
+    let client = cluster.client().await;
+    let summary = client.job(&jobs[0]).await.unwrap().summary.unwrap();
+    assert!(summary.restarts >= 1, "{summary:?}");
+}
+
+/// Evicted window Top-N keys move by key group: 2 → 3 → 1 subtasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_top_n_evicted_keys_rescale_two_to_three_to_one() {
+    let out = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let script = SPILLED_TOP.script(out.path(), 15_000, ", 'scan.parallelism' = '2'");
+    let jobs = submit_script(&cluster, &script, 2).await;
+    let client = cluster.client().await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    for parallelism in [3, 1] {
+        client.rescale(&jobs[0], parallelism).await.unwrap();
+        seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
+    }
+    check_spilled_top(&cluster, &jobs[0], out.path()).await;
 }

@@ -1,6 +1,7 @@
 //! Keys an operator evicted past its memory budget (the updating
-//! aggregate's groups, ChangelogNormalize's last rows, Top-N partitions; see
-//! `operator/evictable.rs`): one entry per key, keyed as session fragments
+//! aggregate's groups, ChangelogNormalize's last rows, Top-N partitions,
+//! the window Top-N's partitions of each window; see
+//! `operator/evictable/`): one entry per key, keyed as session fragments
 //! are (see [`super::sessions`]), the node telling the operators apart,
 //!
 //! ```text
@@ -22,7 +23,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use super::backend::{JobStore, RestoredSnapshot};
 use super::sessions::{entry_key, prefix};
 use super::{FragmentId, StoredFragment};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Kind byte of an evicted group.
 const GROUP: u8 = 6;
@@ -91,6 +92,68 @@ impl JobStore {
         }
         Ok(())
     }
+
+    /// Calls `f` with the store key, group key and value of every evicted
+    /// group of `node` in `key_groups` whose group key sorts below `upper`
+    /// (every one without), in store order. A key group's entries are
+    /// ordered by key length first, then key: this reads the run of each
+    /// length up to `upper` and seeks past the rest, so an operator whose
+    /// keys start with a time (the window Top-N's window end) reads only
+    /// the due ones.
+    pub fn for_each_evicted_group_below(
+        &self,
+        node: u32,
+        key_groups: &Range<u32>,
+        upper: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if key_groups.is_empty() {
+            return Ok(());
+        }
+        let db = self.db();
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(prefix(GROUP, node, key_groups.end));
+        let mut iter = db.raw_iterator_opt(read);
+        iter.seek(prefix(GROUP, node, key_groups.start));
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            let (key_group, key) = group_key_of(k)?;
+            if upper.is_none_or(|upper| key < upper) {
+                f(k, key, v)?;
+                iter.next();
+                continue;
+            }
+            // Every longer key of this key group may still be below.
+            let next = match u32::try_from(key.len() + 1) {
+                Ok(len) => {
+                    let mut next = prefix(GROUP, node, key_group);
+                    next.extend_from_slice(&len.to_be_bytes());
+                    next
+                }
+                Err(_) => prefix(GROUP, node, key_group.saturating_add(1)),
+            };
+            iter.seek(next);
+        }
+        iter.status()
+            .map_err(|e| super::backend::rocks("scanning evicted groups in", db.path(), e))
+    }
+}
+
+/// The key group and group key of an evicted group's store key.
+fn group_key_of(entry: &[u8]) -> Result<(u32, &[u8])> {
+    let bad = || Error::state("decoding an evicted group's key", format!("{entry:02x?}"));
+    // kind, node, then the key group and the key's length.
+    let at = 1 + 4;
+    let u32_at = |i: usize| -> Result<u32> {
+        let bytes: [u8; 4] = entry
+            .get(i..i + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        Ok(u32::from_be_bytes(bytes))
+    };
+    let key_group = u32_at(at)?;
+    let len = u32_at(at + 4)? as usize;
+    let key = entry.get(at + 8..at + 8 + len).ok_or_else(bad)?;
+    Ok((key_group, key))
 }
 
 impl RestoredSnapshot {

@@ -23,7 +23,7 @@
 //! With a state TTL, an evicted group past it is dropped when loaded, and a
 //! sweep of the evicted groups (at most once per TTL, and per 10 s) drops
 //! those never touched again. Reading entries back and the sweep are shared
-//! with the other operators that evict keys (`operator/evictable.rs`); the
+//! with the other operators that evict keys (`operator/evictable/`); the
 //! groups' slots and codec are this operator's own.
 
 use std::collections::HashSet;

@@ -1,7 +1,11 @@
 //! Per-key state in a map, larger than memory, for the operators that keep
-//! a value per key (ChangelogNormalize's last rows, Top-N partitions), as
-//! the updating aggregate keeps its groups (see `updating_aggregate/evict.rs`,
-//! whose store layer, [`crate::state::EvictedGroup`], this shares):
+//! a value per key (ChangelogNormalize's last rows, Top-N partitions, the
+//! window Top-N's partitions of each window), as the updating aggregate
+//! keeps its groups (see `updating_aggregate/evict.rs`, whose store layer,
+//! [`crate::state::EvictedGroup`], this shares). The map is a hash map or,
+//! where key order matters, a B-tree map ([`KeyedMap`]); a key's key group
+//! is that of the columns it encodes ([`KeyGroupsOf`]), which for most
+//! operators are the whole key:
 //!
 //! - Flink's state TTL (`table.exec.state.ttl`): when each key was last
 //!   touched, in processing time, and a sweep, at most once a second, that
@@ -18,6 +22,9 @@
 //!   One past the TTL is dropped when loaded; a sweep of the evicted keys
 //!   (at most once per TTL and per [`SWEEP_MIN_INTERVAL_MS`]) drops those
 //!   never touched again.
+//! - An operator whose keys start with a time (the window Top-N: window end,
+//!   then partition) loads back the due ones, all at once, when the
+//!   watermark passes them ([`EvictableKeys::load_below`]).
 //!
 //! A checkpoint writes the keys in memory as keyed state; the evicted ones
 //! are in the RocksDB snapshot, and a restore copies the entries of the key
@@ -33,6 +40,7 @@ use super::OperatorContext;
 use super::session_spill::key_groups_of;
 use super::snapshot::take_rows;
 use crate::error::{Error, Result};
+use crate::partition::KeyGroup;
 use crate::state::EvictedGroup;
 
 use super::StateSpill;
@@ -68,6 +76,75 @@ impl EvictableValue for Vec<u8> {
     }
     fn heap_size(&self) -> usize {
         self.len()
+    }
+}
+
+/// The map an operator keeps its values in, by encoded key: a hash map, or
+/// a B-tree map where the keys' order matters (the window Top-N's keys
+/// start with their window's end, so windows fire in order).
+pub(super) trait KeyedMap<V> {
+    /// Whether `key` is in the map.
+    fn has(&self, key: &[u8]) -> bool;
+    /// Puts `value` under `key`; returns the value it replaced.
+    fn put(&mut self, key: Vec<u8>, value: V) -> Option<V>;
+    /// Takes the value of `key` out.
+    fn take(&mut self, key: &[u8]) -> Option<V>;
+    /// Keeps only the keys `keep` says to.
+    fn keep(&mut self, keep: impl FnMut(&Vec<u8>) -> bool);
+    /// How many keys the map holds.
+    fn count(&self) -> usize;
+}
+
+impl<V> KeyedMap<V> for HashMap<Vec<u8>, V> {
+    fn has(&self, key: &[u8]) -> bool {
+        self.contains_key(key)
+    }
+    fn put(&mut self, key: Vec<u8>, value: V) -> Option<V> {
+        self.insert(key, value)
+    }
+    fn take(&mut self, key: &[u8]) -> Option<V> {
+        self.remove(key)
+    }
+    fn keep(&mut self, mut keep: impl FnMut(&Vec<u8>) -> bool) {
+        self.retain(|key, _| keep(key));
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<V> KeyedMap<V> for BTreeMap<Vec<u8>, V> {
+    fn has(&self, key: &[u8]) -> bool {
+        self.contains_key(key)
+    }
+    fn put(&mut self, key: Vec<u8>, value: V) -> Option<V> {
+        self.insert(key, value)
+    }
+    fn take(&mut self, key: &[u8]) -> Option<V> {
+        self.remove(key)
+    }
+    fn keep(&mut self, mut keep: impl FnMut(&Vec<u8>) -> bool) {
+        self.retain(|key, _| keep(key));
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// How an operator's map keys map to key groups: as the job's shuffle
+/// hashes the columns they encode.
+pub(super) trait KeyGroupsOf {
+    /// The key group of each of `keys` (encoded map keys), out of
+    /// `max_key_groups`.
+    fn key_groups_of(&self, keys: &[&[u8]], max_key_groups: u32) -> Result<Vec<KeyGroup>>;
+}
+
+/// Keys that are rows of the key columns, encoded by this converter.
+impl KeyGroupsOf for RowConverter {
+    fn key_groups_of(&self, keys: &[&[u8]], max_key_groups: u32) -> Result<Vec<KeyGroup>> {
+        let parser = self.parser();
+        let columns = self.convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        key_groups_of(&columns, true, keys.len(), max_key_groups)
     }
 }
 
@@ -147,7 +224,7 @@ impl EvictableKeys {
     /// counts them and says so as `what`.
     pub(super) fn sweep<V>(
         &mut self,
-        state: &mut HashMap<Vec<u8>, V>,
+        state: &mut impl KeyedMap<V>,
         ctx: &mut OperatorContext,
         what: &str,
     ) -> Result<()> {
@@ -157,16 +234,16 @@ impl EvictableKeys {
         let now = ctx.clock.now_millis();
         if now - self.last_sweep >= ttl.min(1000) {
             self.last_sweep = now;
-            let before = state.len();
+            let before = state.count();
             let (meta, held) = (&mut self.meta, &mut self.held);
-            state.retain(|key, _| {
+            state.keep(|key| {
                 let live = meta.get(key).is_some_and(|m| now - m.touched_at < ttl);
                 if !live && let Some(m) = meta.remove(key) {
                     *held -= m.bytes;
                 }
                 live
             });
-            let expired = before - state.len();
+            let expired = before - state.count();
             if expired > 0 {
                 ctx.metrics.add_state_expired(expired);
                 tracing::debug!(expired, "{what} past the state TTL");
@@ -183,7 +260,7 @@ impl EvictableKeys {
     /// applied.
     pub(super) fn load<V: EvictableValue>(
         &mut self,
-        state: &mut HashMap<Vec<u8>, V>,
+        state: &mut impl KeyedMap<V>,
         keys: &[ArrayRef],
         encoded: &Rows,
         ctx: &mut OperatorContext,
@@ -198,7 +275,7 @@ impl EvictableKeys {
         let missing: Vec<u32> = (0..encoded.num_rows())
             .filter(|&row| {
                 let key = encoded.row(row).data();
-                !state.contains_key(key) && seen.insert(key)
+                !state.has(key) && seen.insert(key)
             })
             .map(|row| row as u32)
             .collect();
@@ -207,6 +284,86 @@ impl EvictableKeys {
         }
         let now = ctx.clock.now_millis();
         let (loaded, expired) = take_evicted(spill, keys, encoded, &missing, self.ttl_ms, now)?;
+        self.admit(state, loaded, expired, ctx)
+    }
+
+    /// Loads the evicted ones among `keys` (distinct encoded keys not in
+    /// `state`, by key group) back into `state`: for an operator whose map
+    /// keys are not rows of the columns that give their key groups.
+    pub(super) fn load_keys<V: EvictableValue>(
+        &mut self,
+        state: &mut impl KeyedMap<V>,
+        keys: BTreeMap<KeyGroup, Vec<Vec<u8>>>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        if !self.evicted || keys.is_empty() {
+            return Ok(());
+        }
+        let Some(spill) = ctx.spill.as_mut() else {
+            return Ok(());
+        };
+        let now = ctx.clock.now_millis();
+        let (loaded, expired) = take_evicted_keys(spill, keys, self.ttl_ms, now)?;
+        self.admit(state, loaded, expired, ctx)
+    }
+
+    /// Loads every evicted key that sorts below `upper` (every one
+    /// without) back into `state`: for an operator whose keys start with a
+    /// time, the ones that are due. Reads only those (see
+    /// [`crate::state::JobStore::for_each_evicted_group_below`]).
+    pub(super) fn load_below<V: EvictableValue>(
+        &mut self,
+        state: &mut impl KeyedMap<V>,
+        upper: Option<&[u8]>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        if !self.evicted {
+            return Ok(());
+        }
+        let Some(spill) = ctx.spill.as_mut() else {
+            return Ok(());
+        };
+        let now = ctx.clock.now_millis();
+        let mut consumed = Vec::new();
+        let mut loaded = Vec::new();
+        let mut expired = 0;
+        spill.store().for_each_evicted_group_below(
+            spill.node(),
+            spill.key_groups(),
+            upper,
+            |entry, key, value| {
+                if spill.is_consumed(entry) {
+                    return Ok(());
+                }
+                consumed.push(entry.to_vec());
+                let (touched_at, value) = split_value(value)?;
+                if self.ttl_ms.is_some_and(|ttl| now - touched_at >= ttl) {
+                    expired += 1;
+                    return Ok(());
+                }
+                loaded.push(TakenEntry {
+                    key: key.to_vec(),
+                    touched_at,
+                    value: value.to_vec(),
+                });
+                Ok(())
+            },
+        )?;
+        if !consumed.is_empty() {
+            spill.consume(consumed)?;
+        }
+        self.admit(state, loaded, expired, ctx)
+    }
+
+    /// Puts keys read back from disk into `state`, touched when they were
+    /// evicted; counts the `expired` ones dropped instead.
+    fn admit<V: EvictableValue>(
+        &mut self,
+        state: &mut impl KeyedMap<V>,
+        loaded: Vec<TakenEntry>,
+        expired: usize,
+        ctx: &OperatorContext,
+    ) -> Result<()> {
         if expired > 0 {
             ctx.metrics.add_state_expired(expired);
         }
@@ -228,7 +385,11 @@ impl EvictableKeys {
             if let Some(old) = self.meta.insert(key.clone(), meta) {
                 self.held -= old.bytes;
             }
-            state.insert(key, value);
+            if state.put(key, value).is_some() {
+                return Err(Error::internal(
+                    "a key loaded back from disk was in memory too",
+                ));
+            }
         }
         tracing::trace!(
             loaded = count,
@@ -238,14 +399,49 @@ impl EvictableKeys {
         Ok(())
     }
 
+    /// Calls `f` with every evicted key of this subtask (after a restore:
+    /// an operator that indexes its evicted keys rebuilds the index).
+    pub(super) fn for_each_evicted_key(
+        &self,
+        ctx: &OperatorContext,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(spill) = ctx.spill.as_ref().filter(|_| self.evicted) else {
+            return Ok(());
+        };
+        spill.store().for_each_evicted_group_below(
+            spill.node(),
+            spill.key_groups(),
+            None,
+            |entry, key, _| {
+                if spill.is_consumed(entry) {
+                    return Ok(());
+                }
+                f(key)
+            },
+        )
+    }
+
     /// Past the memory budget, evicts the least recently touched keys of
     /// `state` (encoded by `converter`) until a quarter of the budget is
     /// free again.
     pub(super) fn evict_if_over_budget<V: EvictableValue>(
         &mut self,
-        state: &mut HashMap<Vec<u8>, V>,
-        converter: &RowConverter,
+        state: &mut impl KeyedMap<V>,
+        keys: &impl KeyGroupsOf,
         ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        self.evict_noting(state, keys, ctx, |_| Ok(()))
+    }
+
+    /// [`EvictableKeys::evict_if_over_budget`], calling `evicted` with each
+    /// key it evicts (an operator that indexes its evicted keys notes them).
+    pub(super) fn evict_noting<V: EvictableValue>(
+        &mut self,
+        state: &mut impl KeyedMap<V>,
+        keys: &impl KeyGroupsOf,
+        ctx: &mut OperatorContext,
+        mut evicted: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let Some(spill) = ctx.spill.as_mut() else {
             return Ok(());
@@ -266,9 +462,8 @@ impl EvictableKeys {
             freed += meta.bytes;
             victims.push((key.clone(), meta.touched_at));
         }
-        let parser = converter.parser();
-        let columns = converter.convert_rows(victims.iter().map(|(k, _)| parser.parse(k)))?;
-        let kgs = key_groups_of(&columns, true, victims.len(), spill.max_key_groups())?;
+        let victim_keys: Vec<&[u8]> = victims.iter().map(|(k, _)| k.as_slice()).collect();
+        let kgs = keys.key_groups_of(&victim_keys, spill.max_key_groups())?;
         if let Some(kg) = kgs.iter().find(|kg| !spill.key_groups().contains(kg)) {
             return Err(Error::internal(format!(
                 "an evicted key in key group {kg}, outside this subtask's key groups {:?}",
@@ -278,7 +473,7 @@ impl EvictableKeys {
         let mut written = 0;
         let mut entries = Vec::with_capacity(victims.len());
         for ((key, touched_at), key_group) in victims.into_iter().zip(kgs) {
-            let Some(value) = state.remove(&key) else {
+            let Some(value) = state.take(&key) else {
                 return Err(Error::internal(
                     "a key tracked for eviction has no state in memory",
                 ));
@@ -287,6 +482,7 @@ impl EvictableKeys {
             value.encode(&mut encoded);
             written += key.len() + encoded.len();
             self.forget(&key);
+            evicted(&key)?;
             entries.push(EvictedGroup {
                 key_group,
                 key,
@@ -354,6 +550,16 @@ pub(super) fn take_evicted(
             .or_default()
             .push(encoded.row(row as usize).data().to_vec());
     }
+    take_evicted_keys(spill, by_key_group, ttl_ms, now)
+}
+
+/// [`take_evicted`] of distinct encoded keys, by key group.
+fn take_evicted_keys(
+    spill: &mut StateSpill,
+    by_key_group: BTreeMap<KeyGroup, Vec<Vec<u8>>>,
+    ttl_ms: Option<i64>,
+    now: i64,
+) -> Result<(Vec<TakenEntry>, usize)> {
     let mut consumed = Vec::new();
     let mut found = Vec::new();
     let mut expired = 0;
@@ -440,164 +646,6 @@ pub(super) fn corrupt(why: &str) -> Error {
     Error::state("decoding an evicted key", why.to_string())
 }
 
-/// Checks shared by the tests of the operators that evict keys: the same
-/// output as in memory, and a restore at another parallelism that finds the
-/// evicted keys by key group.
+/// Checks shared by the tests of the operators that evict keys.
 #[cfg(test)]
-pub(super) mod check {
-    use arrow::array::{BooleanArray, RecordBatch};
-
-    use crate::message::CheckpointBarrier;
-    use crate::operator::{Operator, TaskInfo};
-    use crate::testing::{OperatorHarness, TestStore};
-
-    /// Creates the operator under test as a subtask.
-    pub(crate) type Create<'a> = &'a dyn Fn(&TaskInfo) -> Box<dyn Operator>;
-
-    fn barrier(id: u64) -> CheckpointBarrier {
-        CheckpointBarrier {
-            id,
-            timestamp_ms: 0,
-            then_stop: false,
-        }
-    }
-
-    fn changes(h: &mut OperatorHarness) -> Vec<String> {
-        h.take_batches()
-            .iter()
-            .flat_map(|b| crate::testing::format_rows(&crate::changelog::for_display(b).unwrap()))
-            .collect()
-    }
-
-    pub(crate) fn spilled_bytes(h: &OperatorHarness) -> u64 {
-        h.context()
-            .metrics
-            .state_spilled_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn subtask(index: usize, parallelism: usize) -> TaskInfo {
-        TaskInfo {
-            subtask: index,
-            parallelism,
-            ..TaskInfo::single("keyed")
-        }
-    }
-
-    /// The rows of `batch` whose key (column `key_column`) `task` owns.
-    fn owned(batch: &RecordBatch, key_column: usize, task: &TaskInfo) -> RecordBatch {
-        let keys = [std::sync::Arc::clone(batch.column(key_column))];
-        let kgs = super::key_groups_of(
-            &keys,
-            true,
-            batch.num_rows(),
-            crate::partition::DEFAULT_MAX_KEY_GROUPS,
-        )
-        .unwrap();
-        let mine = BooleanArray::from_iter(
-            kgs.into_iter()
-                .map(|kg| Some(task.key_groups().contains(&kg))),
-        );
-        arrow::compute::filter_record_batch(batch, &mine).unwrap()
-    }
-
-    /// Run under `budget` bytes with checkpoints (which defer the deletes of
-    /// loaded entries) and commits, `input` gives the output of a run in
-    /// memory, and most of the state went to RocksDB. Returns that output.
-    pub(crate) async fn evicting_gives_the_in_memory_output(
-        create: Create<'_>,
-        input: &[RecordBatch],
-        budget: usize,
-    ) -> Vec<String> {
-        let task = TaskInfo::single("keyed");
-        let mut unbounded = OperatorHarness::new(create(&task));
-        let store = TestStore::new();
-        let mut bounded =
-            OperatorHarness::new(create(&task)).with_spill(store.store.clone(), budget);
-        for (i, batch) in input.iter().enumerate() {
-            unbounded.process(batch.clone()).await.unwrap();
-            bounded.process(batch.clone()).await.unwrap();
-            if i % 10 == 9 {
-                let id = i as u64 / 10 + 1;
-                bounded.checkpoint(barrier(id)).await.unwrap();
-                bounded.snapshot().await.unwrap();
-                if id.is_multiple_of(2) {
-                    bounded.commit(id).await.unwrap();
-                }
-            }
-        }
-        let expected = changes(&mut unbounded);
-        assert_eq!(changes(&mut bounded), expected);
-        let spilled = spilled_bytes(&bounded);
-        assert!(spilled > 8 * budget as u64, "spilled {spilled}");
-        expected
-    }
-
-    /// Checkpointed after `before` with keys evicted, then run on past the
-    /// barrier (evicting and loading more) before the local snapshot,
-    /// restored at parallelism 2 with the evicted keys of each subtask's
-    /// key groups copied: `after` gives what it gives in memory.
-    pub(crate) async fn evicted_keys_restore_at_another_parallelism(
-        create: Create<'_>,
-        before: &[RecordBatch],
-        after: &[RecordBatch],
-        key_column: usize,
-        budget: usize,
-    ) {
-        let single = TaskInfo::single("keyed");
-        let mut unbounded = OperatorHarness::new(create(&single));
-        for batch in before {
-            unbounded.process(batch.clone()).await.unwrap();
-        }
-        unbounded.take_batches();
-        for batch in after {
-            unbounded.process(batch.clone()).await.unwrap();
-        }
-        let mut expected = changes(&mut unbounded);
-        expected.sort();
-
-        let old = TestStore::new();
-        let mut h = OperatorHarness::new(create(&single)).with_spill(old.store.clone(), budget);
-        for batch in before {
-            h.process(batch.clone()).await.unwrap();
-        }
-        h.checkpoint(barrier(1)).await.unwrap();
-        let snapshot = h.snapshot().await.unwrap();
-        let spilled = spilled_bytes(&h);
-        assert!(spilled > 0, "nothing evicted before the barrier");
-        for batch in &after[..after.len() / 2] {
-            h.process(batch.clone()).await.unwrap();
-        }
-        assert!(
-            spilled_bytes(&h) > spilled,
-            "nothing evicted past the barrier"
-        );
-        let local = old.store.snapshot(1).unwrap();
-        let restored = crate::state::RestoredSnapshot::open(&local.dir, 1).unwrap();
-
-        let mut got = Vec::new();
-        for index in 0..2 {
-            let task = subtask(index, 2);
-            let new = TestStore::new();
-            let copied = restored
-                .copy_evicted_groups(&new.store, 1, &task.key_groups())
-                .unwrap();
-            assert!(copied > 0, "subtask {index} found no evicted keys");
-            let mut h = OperatorHarness::restored_spilling(
-                create(&task),
-                task.clone(),
-                std::slice::from_ref(&snapshot),
-                new.store.clone(),
-                budget,
-                1,
-            )
-            .unwrap();
-            for batch in after {
-                h.process(owned(batch, key_column, &task)).await.unwrap();
-            }
-            got.extend(changes(&mut h));
-        }
-        got.sort();
-        assert_eq!(got, expected);
-    }
-}
+pub(super) mod check;
