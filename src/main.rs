@@ -268,11 +268,12 @@ async fn run_script(
     }
     let mut summaries = Vec::new();
     let mut failures = Vec::new();
-    let (mut late, mut bad) = (0, 0);
+    let (mut late, mut bad, mut unmatched) = (0, 0, 0);
     for job in jobs {
         let counters = job.counters();
         late += counters.late;
         bad += counters.bad;
+        unmatched += counters.unmatched;
         let line = match job.output() {
             JobOutput::Caller => format!(
                 "  {}: {} rows read, {} rows printed",
@@ -325,6 +326,12 @@ async fn run_script(
     if bad > 0 {
         eprintln!(
             "{bad} bad records skipped (dropped or dead-lettered by 'scan.bad-record-policy')."
+        );
+    }
+    if unmatched > 0 {
+        eprintln!(
+            "{unmatched} deletions of rows never seen dropped (counted in \
+             weir_unmatched_deletes_total; see 'table.exec.source.cdc-events-duplicate')."
         );
     }
     if !failures.is_empty() {

@@ -50,6 +50,8 @@ pub struct JobCounters {
     pub late: u64,
     /// Records sources dropped or dead-lettered as undecodable.
     pub bad: u64,
+    /// Deletions and retractions of rows operators did not hold, dropped.
+    pub unmatched: u64,
 }
 
 impl RunningJob {
@@ -120,6 +122,7 @@ impl RunningJob {
                 written: h.metrics().rows_written(),
                 late: h.metrics().late_rows_dropped(),
                 bad: h.metrics().bad_records(),
+                unmatched: h.metrics().unmatched_deletes(),
             },
             Run::Remote(r) => {
                 let s = r.progress.borrow();
@@ -128,6 +131,7 @@ impl RunningJob {
                     written: s.records_written,
                     late: s.late_records_dropped,
                     bad: s.bad_records,
+                    unmatched: s.unmatched_deletes,
                 }
             }
         }

@@ -271,6 +271,13 @@ const CORPUS: &[(&str, &str, &str)] = &[
          'properties.bootstrap.servers' = 'localhost:9092', 'key.format' = 'json', 'value.format' = 'json')",
     ),
     (
+        "cdc_events_duplicate_without_a_primary_key",
+        "SET 'table.exec.source.cdc-events-duplicate' = 'true';
+         CREATE TABLE changes (id BIGINT, k STRING)
+         WITH ('connector' = 'filesystem', 'path' = 'tests/data/cdc.json', 'format' = 'debezium-json');",
+        "SELECT k, COUNT(*) FROM changes GROUP BY k",
+    ),
+    (
         "updating_query_into_an_insert_only_sink",
         "CREATE TABLE counts (k BIGINT, n BIGINT)
          WITH ('connector' = 'filesystem', 'path' = '/tmp/weir-never-written', 'format' = 'csv');",
@@ -388,6 +395,11 @@ async fn error_primary_key_without_not_enforced() {
 #[tokio::test]
 async fn error_upsert_kafka_without_a_primary_key() {
     assert_corpus_case("upsert_kafka_without_a_primary_key").await;
+}
+
+#[tokio::test]
+async fn error_cdc_events_duplicate_without_a_primary_key() {
+    assert_corpus_case("cdc_events_duplicate_without_a_primary_key").await;
 }
 
 #[tokio::test]
@@ -567,4 +579,46 @@ async fn explain_upsert_kafka_source_and_sink() {
     let described = engine.query("DESCRIBE users").await.unwrap();
     let rows = weir_engine::testing::format_rows(&described[0]);
     assert_eq!(rows[0], "id,BIGINT,false,PRIMARY KEY NOT ENFORCED");
+}
+
+/// With `table.exec.source.cdc-events-duplicate`, a `debezium-json` source
+/// with a primary key is followed by a ChangelogNormalize keyed by it (after
+/// a hash exchange), as an upsert source is; its key is read even where the
+/// query does not need it.
+#[tokio::test]
+async fn explain_cdc_events_duplicate_normalizes_a_changelog_source() {
+    let mut engine = engine().await;
+    engine
+        .execute_script(
+            "SET 'table.exec.source.cdc-events-duplicate' = 'true';
+             CREATE TABLE changes (id BIGINT, k STRING, v BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+             WITH ('connector' = 'kafka', 'topic' = 'changes', 'format' = 'debezium-json',
+                   'properties.bootstrap.servers' = '127.0.0.1:9092',
+                   'scan.startup.mode' = 'earliest-offset');",
+        )
+        .await
+        .expect("the table is valid");
+    let text = match engine
+        .execute("EXPLAIN INSERT INTO out SELECT k, SUM(v) FROM changes GROUP BY k")
+        .await
+    {
+        Ok(Executed::Explain(text)) => text,
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    };
+    insta::assert_snapshot!(text);
+    // Without the option, no ChangelogNormalize.
+    engine
+        .execute_script("RESET 'table.exec.source.cdc-events-duplicate';")
+        .await
+        .expect("RESET works");
+    let text = match engine
+        .execute("EXPLAIN INSERT INTO out SELECT k, SUM(v) FROM changes GROUP BY k")
+        .await
+    {
+        Ok(Executed::Explain(text)) => text,
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    };
+    assert!(!text.contains("ChangelogNormalize"), "{text}");
 }

@@ -23,9 +23,53 @@ pub struct TaskMetrics {
     pub state_spilled_bytes: AtomicU64,
     /// Groups (or keys) whose state was dropped past the state TTL.
     pub state_expired: AtomicU64,
-    /// Deletions of keys without a row (an upsert source's tombstone for a
-    /// key never seen), dropped by `ChangelogNormalize`.
+    /// Deletions and retractions of rows an operator does not hold (a
+    /// tombstone or a CDC `d` for a key never seen, a `-U`/`-D` of a group
+    /// or row not in the state), dropped: by `ChangelogNormalize`, the
+    /// updating aggregate or the Top-N.
     pub unmatched_deletes: AtomicU64,
+    /// When [`Self::add_unmatched_retractions`] last warned, per operator kind.
+    unmatched_warnings: Mutex<BTreeMap<UnmatchedAt, WarningThrottle>>,
+}
+
+/// How long a subtask stays quiet after warning about unmatched retractions.
+pub const UNMATCHED_WARNING_INTERVAL_MS: i64 = 10_000;
+
+/// The operator that dropped a retraction of something it does not hold,
+/// where that may mean a wrong result and deserves a warning.
+/// (`ChangelogNormalize` only counts its own: a tombstone or a duplicated
+/// delete of a key it does not hold is expected there.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UnmatchedAt {
+    /// The updating aggregate: a retraction of a group it does not hold.
+    UpdatingAggregate,
+    /// The Top-N: a retraction of a row it does not hold.
+    TopN,
+}
+
+impl UnmatchedAt {
+    /// What was dropped, for the warning.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::UpdatingAggregate => {
+                "the updating aggregate skipped retractions of groups it does not hold \
+                 (expired state, or a changelog source deleting rows it never inserted: \
+                 see 'table.exec.source.cdc-events-duplicate')"
+            }
+            Self::TopN => {
+                "the Top-N skipped retractions of rows it does not hold \
+                 (expired state, or a changelog source deleting rows it never inserted: \
+                 see 'table.exec.source.cdc-events-duplicate')"
+            }
+        }
+    }
+}
+
+/// Rows dropped since the last warning, and when that was.
+#[derive(Debug, Default)]
+struct WarningThrottle {
+    last_warned_ms: Option<i64>,
+    pending: u64,
 }
 
 impl TaskMetrics {
@@ -66,6 +110,33 @@ impl TaskMetrics {
     pub fn add_unmatched_deletes(&self, rows: usize) {
         self.unmatched_deletes
             .fetch_add(rows as u64, Ordering::Relaxed);
+    }
+    /// Counts `rows` retractions `at` could not match in
+    /// [`Self::unmatched_deletes`]. Returns how many to warn about now:
+    /// every one since the last warning, at most once per
+    /// [`UNMATCHED_WARNING_INTERVAL_MS`] of `now_ms`, so a stream of them
+    /// does not flood the log.
+    pub fn add_unmatched_retractions(
+        &self,
+        at: UnmatchedAt,
+        rows: u64,
+        now_ms: i64,
+    ) -> Option<u64> {
+        self.unmatched_deletes.fetch_add(rows, Ordering::Relaxed);
+        let mut warnings = self
+            .unmatched_warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let throttle = warnings.entry(at).or_default();
+        throttle.pending += rows;
+        let due = throttle
+            .last_warned_ms
+            .is_none_or(|last| now_ms.saturating_sub(last) >= UNMATCHED_WARNING_INTERVAL_MS);
+        if !due || throttle.pending == 0 {
+            return None;
+        }
+        throttle.last_warned_ms = Some(now_ms);
+        Some(std::mem::take(&mut throttle.pending))
     }
     /// Adds to the late-rows counter.
     pub fn add_late(&self, rows: usize) {
@@ -149,6 +220,11 @@ impl MetricsRegistry {
         self.total(|_| true, |m| m.bad_records)
     }
 
+    /// Deletions and retractions of rows not held, dropped anywhere in the job.
+    pub fn unmatched_deletes(&self) -> u64 {
+        self.total(|_| true, |m| m.unmatched_deletes)
+    }
+
     /// Rows dropped as late anywhere in the job.
     pub fn late_rows_dropped(&self) -> u64 {
         self.total(|_| true, |m| m.late_records_dropped)
@@ -191,7 +267,7 @@ impl MetricsRegistry {
             ),
             (
                 "weir_unmatched_deletes_total",
-                "Deletions of keys without a row (an upsert source's tombstone for an unknown key), dropped.",
+                "Deletions and retractions of rows or groups an operator does not hold (a tombstone or CDC delete of an unknown key, a retraction of state that expired), dropped.",
                 |m| m.unmatched_deletes,
             ),
         ];
@@ -207,5 +283,27 @@ impl MetricsRegistry {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmatched_retractions_are_counted_and_warned_about_at_most_every_interval() {
+        let m = TaskMetrics::default();
+        let at = UnmatchedAt::UpdatingAggregate;
+        assert_eq!(m.add_unmatched_retractions(at, 2, 1_000), Some(2));
+        assert_eq!(m.add_unmatched_retractions(at, 3, 1_500), None);
+        // The Top-N's warnings are throttled apart from the aggregate's.
+        assert_eq!(
+            m.add_unmatched_retractions(UnmatchedAt::TopN, 1, 1_600),
+            Some(1)
+        );
+        assert_eq!(m.add_unmatched_retractions(at, 1, 10_999), None);
+        // Due again: everything since the last warning.
+        assert_eq!(m.add_unmatched_retractions(at, 4, 11_000), Some(8));
+        assert_eq!(m.snapshot().unmatched_deletes, 2 + 3 + 1 + 1 + 4);
     }
 }

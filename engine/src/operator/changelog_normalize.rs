@@ -15,7 +15,11 @@
 //!   -U                            -> ignored (the +U that follows carries the row)
 //! ```
 //!
-//! An append-only input is a stream of upserts. State (one row per key) is
+//! An append-only input is a stream of upserts. A retract changelog (a
+//! `debezium-json` source under `table.exec.source.cdc-events-duplicate`,
+//! keyed by its primary key) is one too, read through its `+I`/`+U`/`-D`:
+//! repeated change events then change nothing, and a deletion of a row
+//! never inserted goes no further. State (one row per key) is
 //! checkpointed by key group, so a restore at another parallelism hands each
 //! key to its new owner. With a state TTL (`table.exec.state.ttl`) a key
 //! untouched for that long is forgotten without a retraction, as Flink does,

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::error::Result;
 use crate::graph::OutputPort;
 use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
-use crate::metrics::TaskMetrics;
+use crate::metrics::{TaskMetrics, UnmatchedAt};
 use crate::partition::{KeyGroup, key_group_range};
 
 /// Implements [`OperatorFactory`] for a stateless operator that is its own
@@ -189,6 +189,23 @@ impl JobStop {
 }
 
 impl OperatorContext {
+    /// Counts `rows` retractions `at` dropped because it does not hold what
+    /// they retract (`weir_unmatched_deletes_total`), and warns about them,
+    /// at most once per [`UNMATCHED_WARNING_INTERVAL_MS`](crate::metrics::UNMATCHED_WARNING_INTERVAL_MS)
+    /// of processing time per subtask.
+    pub fn unmatched_retractions(&self, at: UnmatchedAt, rows: u64) {
+        let now = self.clock.now_millis();
+        if let Some(dropped) = self.metrics.add_unmatched_retractions(at, rows, now) {
+            tracing::warn!(
+                operator = %self.task.operator,
+                subtask = self.task.subtask,
+                dropped,
+                "{} (counted in weir_unmatched_deletes_total)",
+                at.description()
+            );
+        }
+    }
+
     /// A context for tests.
     pub fn for_test(operator: &str) -> Self {
         OperatorContext {

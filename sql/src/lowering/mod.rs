@@ -11,7 +11,8 @@
 //!                                       window_top_n.rs)
 //! GlobalLimitExec                    -> Limit | UpdatingLimit (over a changelog)
 //! StreamScanExec                     -> Source [-> Hash(key) -> ChangelogNormalize, for
-//!                                       upserts] -> computed columns -> WatermarkGenerator
+//!                                       upserts, and changelogs with
+//!                                       cdc-events-duplicate] -> computed columns -> WatermarkGenerator
 //!                                       -> WindowAssigner -> Projection
 //! ```
 //!
@@ -50,7 +51,7 @@ use weir_engine::operator::{
 
 use crate::catalog::{StreamScanExec, StreamTable, window_fields};
 use crate::error::{Construct, Result, SqlError};
-use crate::session::StreamingConfig;
+use crate::session::{CDC_EVENTS_DUPLICATE_KEY, StreamingConfig};
 
 mod aggregate;
 mod late_rows;
@@ -391,9 +392,9 @@ impl<'a> Lowering<'a> {
             // Nothing read (e.g. COUNT(*)): read one column so batches carry their row count.
             physical_needed.insert(0);
         }
-        let upsert_key = table.connector.upsert_key(&table.descriptor);
-        if let Some(key) = &upsert_key {
-            // An upsert source's rows are told apart by their key.
+        let normalize_key = self.normalize_key(table)?;
+        if let Some(key) = &normalize_key {
+            // The rows are told apart by their key.
             for column in key {
                 physical_needed.insert(table.descriptor.schema.index_of(column)?);
             }
@@ -409,9 +410,9 @@ impl<'a> Lowering<'a> {
             schema: source.output_schema(),
             node: self.graph.add_source(source, None),
         };
-        if let Some(key) = upsert_key {
+        if let Some(key) = normalize_key {
             let read = Arc::new(table.descriptor.schema.project(&physical_needed)?);
-            current = self.normalize_upserts(current, &key, &read)?;
+            current = self.normalize(current, &key, &read)?;
         }
         // Bring the batch to the needed table columns, in table order.
         if needed != physical_needed {
@@ -548,14 +549,35 @@ impl<'a> Lowering<'a> {
         Ok((exprs, updating_schema(&schema)))
     }
 
-    /// A `ChangelogNormalize` keyed by `key` after an upsert source whose
-    /// rows are `read`: the retract changelog of its upserts.
-    fn normalize_upserts(
-        &mut self,
-        source: Lowered,
-        key: &[String],
-        read: &SchemaRef,
-    ) -> Result<Lowered> {
+    /// The key of the `ChangelogNormalize` that follows `table`'s source,
+    /// as Flink plans it: an upsert source's key; with
+    /// `table.exec.source.cdc-events-duplicate`, a changelog source's
+    /// primary key (its change events may come twice, and a deletion of a
+    /// row never seen must not reach the aggregates). `None`: no
+    /// `ChangelogNormalize`.
+    fn normalize_key(&self, table: &StreamTable) -> Result<Option<Vec<String>>> {
+        let descriptor = &table.descriptor;
+        if let Some(key) = table.connector.upsert_key(descriptor) {
+            return Ok(Some(key));
+        }
+        if !self.streaming.cdc_events_duplicate || !table.connector.produces_updates(descriptor) {
+            return Ok(None);
+        }
+        if descriptor.primary_key.is_empty() {
+            return Err(SqlError::plan(format!(
+                "'{CDC_EVENTS_DUPLICATE_KEY}' is true, so the changelog table '{}' needs a \
+                 PRIMARY KEY (…) NOT ENFORCED to deduplicate its change events by, as in Flink; \
+                 declare one or set '{CDC_EVENTS_DUPLICATE_KEY}' = 'false'",
+                descriptor.name
+            )));
+        }
+        Ok(Some(descriptor.primary_key.clone()))
+    }
+
+    /// A `ChangelogNormalize` keyed by `key` after a source whose rows are
+    /// `read`: the retract changelog of its upserts, or its changelog
+    /// without repeated change events and deletions of rows never seen.
+    fn normalize(&mut self, source: Lowered, key: &[String], read: &SchemaRef) -> Result<Lowered> {
         let key_columns = key
             .iter()
             .map(|k| read.index_of(k))

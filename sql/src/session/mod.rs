@@ -28,6 +28,7 @@ mod late_rows;
 mod streaming;
 mod views;
 
+pub(crate) use streaming::CDC_EVENTS_DUPLICATE_KEY;
 pub use streaming::{RuntimeMode, StreamingConfig};
 
 /// The `SET` key for the default parallelism of jobs (Flink's name).

@@ -1,6 +1,6 @@
 //! The `SET` keys that shape how a query runs as a stream, with Flink's
-//! names: the runtime mode, mini-batching and the state TTL; and where
-//! late rows go.
+//! names: the runtime mode, mini-batching, the state TTL and whether
+//! changelog sources may repeat change events; and where late rows go.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,10 @@ pub const MINI_BATCH_LATENCY_KEY: &str = "table.exec.mini-batch.allow-latency";
 pub const MINI_BATCH_SIZE_KEY: &str = "table.exec.mini-batch.size";
 /// `table.exec.state.ttl`.
 pub const STATE_TTL_KEY: &str = "table.exec.state.ttl";
+/// `table.exec.source.cdc-events-duplicate`: changelog sources may repeat
+/// change events (at-least-once CDC), so the planner deduplicates them by
+/// the table's primary key with a `ChangelogNormalize`, as Flink does.
+pub const CDC_EVENTS_DUPLICATE_KEY: &str = "table.exec.source.cdc-events-duplicate";
 /// `table.exec.late-records.sink`: the sink table for rows that windows
 /// refuse as late (Weir's; Flink drops them).
 pub const LATE_RECORDS_SINK_KEY: &str = "table.exec.late-records.sink";
@@ -31,6 +35,7 @@ pub const STREAMING_KEYS: &[&str] = &[
     MINI_BATCH_LATENCY_KEY,
     MINI_BATCH_SIZE_KEY,
     STATE_TTL_KEY,
+    CDC_EVENTS_DUPLICATE_KEY,
     LATE_RECORDS_SINK_KEY,
 ];
 
@@ -58,6 +63,9 @@ pub struct StreamingConfig {
     pub mini_batch: Option<MiniBatch>,
     /// `table.exec.state.ttl` in ms (`None`: state is kept forever).
     pub state_ttl_ms: Option<i64>,
+    /// `table.exec.source.cdc-events-duplicate`: a changelog source is
+    /// followed by a `ChangelogNormalize` keyed by its primary key.
+    pub cdc_events_duplicate: bool,
     /// `table.exec.late-records.sink`: the table late rows go to, unless
     /// the table read says otherwise (`None`: they are dropped).
     pub late_records_sink: Option<String>,
@@ -166,6 +174,11 @@ impl StreamingConfig {
             .map(|v| parse_duration_ms(STATE_TTL_KEY, v))
             .transpose()?
             .filter(|&ms| ms > 0);
+        let cdc_events_duplicate = settings
+            .get(CDC_EVENTS_DUPLICATE_KEY)
+            .map(|v| parse_bool(CDC_EVENTS_DUPLICATE_KEY, v))
+            .transpose()?
+            .unwrap_or(false);
         let late_records_sink = settings
             .get(LATE_RECORDS_SINK_KEY)
             .map(|v| v.trim().to_string())
@@ -174,6 +187,7 @@ impl StreamingConfig {
             runtime_mode,
             mini_batch,
             state_ttl_ms,
+            cdc_events_duplicate,
             late_records_sink,
         })
     }
@@ -200,6 +214,7 @@ mod tests {
             (MINI_BATCH_LATENCY_KEY, "2 s"),
             (MINI_BATCH_SIZE_KEY, "5000"),
             (STATE_TTL_KEY, "1 h"),
+            (CDC_EVENTS_DUPLICATE_KEY, "TRUE"),
         ])
         .unwrap();
         assert_eq!(c.runtime_mode, RuntimeMode::Streaming);
@@ -211,6 +226,7 @@ mod tests {
             })
         );
         assert_eq!(c.state_ttl_ms, Some(3_600_000));
+        assert!(c.cdc_events_duplicate);
         assert_eq!(config(&[]).unwrap(), StreamingConfig::default());
     }
 
@@ -225,5 +241,11 @@ mod tests {
         assert!(err.to_string().contains(MINI_BATCH_LATENCY_KEY), "{err}");
         let err = check_setting(MINI_BATCH_SIZE_KEY, "0").unwrap_err();
         assert!(err.to_string().contains("positive number of rows"), "{err}");
+        let err = check_setting(CDC_EVENTS_DUPLICATE_KEY, "yes").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'table.exec.source.cdc-events-duplicate' must be 'true' or 'false'"),
+            "{err}"
+        );
     }
 }

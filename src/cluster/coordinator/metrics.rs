@@ -97,6 +97,11 @@ impl Coordinator {
                 "Bytes of keyed state a job's operators spilled to RocksDB past their memory budget.",
                 |s| s.state_spilled_bytes,
             ),
+            (
+                "weir_job_unmatched_deletes_total",
+                "Deletions and retractions of rows a job's operators did not hold, dropped.",
+                |s| s.unmatched_deletes,
+            ),
         ] {
             family(
                 &mut out,

@@ -127,6 +127,7 @@ impl JobEntry {
             records_written: self.committed_before.written + sum(|c| c.records_written),
             late_records_dropped: sum(|c| c.late_records_dropped),
             bad_records: sum(|c| c.bad_records),
+            unmatched_deletes: sum(|c| c.unmatched_deletes),
             state_spilled_bytes: sum(|c| c.state_spilled_bytes),
             restarts: self.restarts.len() as u32,
             last_checkpoint: self

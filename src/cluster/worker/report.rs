@@ -96,6 +96,7 @@ pub(super) fn add_counters(heartbeat: &mut pb::Heartbeat, job_id: &str, part: &R
         records_written: metrics.rows_written(),
         late_records_dropped: metrics.late_rows_dropped(),
         bad_records: metrics.bad_records(),
+        unmatched_deletes: metrics.unmatched_deletes(),
         state_spilled_bytes: metrics.total(|_| true, |m| m.state_spilled_bytes),
         attempt: part.attempt,
     });

@@ -649,10 +649,7 @@ impl Operator for TopNOperator {
         }
         let (before, unmatched) = self.apply(&batch, None)?;
         if unmatched > 0 {
-            tracing::debug!(
-                unmatched,
-                "skipped retractions of rows the Top-N does not hold"
-            );
+            ctx.unmatched_retractions(crate::metrics::UnmatchedAt::TopN, unmatched as u64);
         }
         self.emit(&before, out)?;
         for (key, _) in &before {

@@ -386,3 +386,31 @@ async fn evicted_partitions_are_restored_by_key_group_at_another_parallelism() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn retractions_of_rows_not_held_are_skipped_and_counted() {
+    let factory = top_two_factory(updating_schema(&input_schema()));
+    let mut h = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+    h.process(updates(&[
+        (1, 10, 5, RowKind::Insert),
+        (1, 11, 7, RowKind::Insert),
+    ]))
+    .await
+    .unwrap();
+    // A row never seen, a known time with another value, and a partition
+    // never seen: nothing to take back, nothing changes.
+    h.process(updates(&[
+        (1, 99, 1, RowKind::Delete),
+        (1, 10, 6, RowKind::UpdateBefore),
+        (2, 1, 1, RowKind::Delete),
+    ]))
+    .await
+    .unwrap();
+    let unmatched = h
+        .context()
+        .metrics
+        .unmatched_deletes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(unmatched, 3);
+    assert_eq!(changes(&mut h), vec!["+I,1,11,7,1", "+I,1,10,5,2"]);
+}

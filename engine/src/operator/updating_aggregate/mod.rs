@@ -267,7 +267,7 @@ impl UpdatingAggregateOperator {
             slots.push(slot);
         }
         if unknown > 0 {
-            tracing::debug!(unknown, "retractions of groups not held were skipped");
+            ctx.unmatched_retractions(crate::metrics::UnmatchedAt::UpdatingAggregate, unknown);
         }
         let before_slots: Vec<usize> = touched
             .iter()

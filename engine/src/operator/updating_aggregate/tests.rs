@@ -466,3 +466,31 @@ async fn evicted_groups_expire_past_the_state_ttl() {
     h.process(batch(&[(501, 0, 1)])).await.unwrap();
     assert_eq!(expired(&h), 202, "group 500, in memory");
 }
+
+fn unmatched_deletes(h: &OperatorHarness) -> u64 {
+    h.context()
+        .metrics
+        .unmatched_deletes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn retractions_of_groups_not_held_are_skipped_and_counted() {
+    use RowKind::*;
+    let factory = operator(extremes(), ChangelogMode::Retract);
+    let mut h = OperatorHarness::new(create(&factory));
+    h.process(changes(&[(1, 5, Insert), (1, 9, Insert)]))
+        .await
+        .unwrap();
+    // Groups 2 and 3 were never seen.
+    h.process(changes(&[(2, 1, Delete), (3, 4, UpdateBefore)]))
+        .await
+        .unwrap();
+    assert_eq!(unmatched_deletes(&h), 2);
+    // Group 1 empties; a third retraction of it has nothing to take back.
+    h.process(changes(&[(1, 5, Delete), (1, 9, Delete), (1, 9, Delete)]))
+        .await
+        .unwrap();
+    assert_eq!(unmatched_deletes(&h), 3);
+    assert_eq!(kinds_and_rows(&mut h), vec!["+I,1,5,9,2", "-D,1,5,9,2"]);
+}
