@@ -220,10 +220,10 @@ impl OperatorHarness {
         self.keep(out)
     }
 
-    /// An idle tick of the source (see [`Operator::on_idle`]).
-    pub async fn idle(&mut self) -> Result<()> {
+    /// A processing-time tick (see [`Operator::on_tick`]).
+    pub async fn tick(&mut self) -> Result<()> {
         let mut out = Collector::new();
-        self.operator.on_idle(&mut self.ctx, &mut out).await?;
+        self.operator.on_tick(&mut self.ctx, &mut out).await?;
         self.keep(out)
     }
 

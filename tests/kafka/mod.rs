@@ -4,6 +4,7 @@
 mod avro;
 pub mod brokers;
 mod cdc;
+mod mini_batch;
 mod pipeline;
 mod records;
 mod schema_registry;

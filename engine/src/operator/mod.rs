@@ -394,11 +394,13 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// The source of this operator's chain has nothing to read for now
-    /// (called at most every half second while it waits): work driven by
-    /// processing time rather than by input, such as
-    /// [`ProcessingTimeWatermarkOperator`]'s watermark.
-    async fn on_idle(&mut self, _ctx: &mut OperatorContext, _out: &mut Collector) -> Result<()> {
+    /// Processing time passed: work driven by the clock rather than by
+    /// input, such as [`ProcessingTimeWatermarkOperator`]'s watermark or a
+    /// mini-batch's latency. A task with inputs calls it every
+    /// [`crate::runtime::PROCESSING_TIME_TICK`], busy or not; a source's
+    /// task while its source has nothing to read (at most every half
+    /// second), since while it reads every batch passes the chain anyway.
+    async fn on_tick(&mut self, _ctx: &mut OperatorContext, _out: &mut Collector) -> Result<()> {
         Ok(())
     }
 

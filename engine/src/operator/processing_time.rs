@@ -4,7 +4,7 @@
 //! when event time does. This operator, chained after the projection that
 //! computes the `PROCTIME()` column, replaces the stream's watermark by the
 //! engine's [`Clock`](crate::clock::Clock): after every batch, and on the
-//! source's idle ticks ([`Operator::on_idle`]), it emits `now - 1` (every
+//! processing-time ticks ([`Operator::on_tick`]), it emits `now - 1` (every
 //! row computed later reads `now` or more, so none is late). The event-time
 //! watermarks of upstream generators are held back; the end of input
 //! ([`Watermark::MAX`]) passes, so a bounded input fires every window.
@@ -82,7 +82,7 @@ impl Operator for ProcessingTimeWatermarkOperator {
         Ok(None)
     }
 
-    async fn on_idle(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
+    async fn on_tick(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
         if self.current < Watermark::MAX {
             self.advance(ctx, out);
         }
@@ -122,9 +122,9 @@ mod tests {
         assert!(watermarks(&mut h).is_empty());
         // No rows, but the clock moved: the idle tick says so.
         clock.advance(500);
-        h.idle().await.unwrap();
+        h.tick().await.unwrap();
         assert_eq!(watermarks(&mut h), vec![1_499]);
-        h.idle().await.unwrap();
+        h.tick().await.unwrap();
         assert!(watermarks(&mut h).is_empty());
         // The end of input passes.
         h.watermark(Watermark::MAX).await.unwrap();

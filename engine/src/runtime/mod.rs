@@ -29,6 +29,7 @@ use tracing::info;
 
 pub use checkpoint::{CheckpointEvent, CheckpointSetup, TaskSnapshot};
 pub use input_gate::InputGate;
+pub use task::PROCESSING_TIME_TICK;
 
 use crate::clock::{Clock, system_clock};
 use crate::error::{Error, Result};

@@ -16,6 +16,11 @@ use crate::message::{CheckpointBarrier, CheckpointId, Message, Watermark};
 use crate::metrics::TaskMetrics;
 use crate::operator::{Collector, Emitted, Operator, OperatorContext, OperatorSnapshot, TaskInfo};
 
+/// How often a task with inputs lets its operators do processing-time work
+/// ([`Operator::on_tick`]): a mini-batch waits at most its latency plus
+/// this, a processing-time window closes at most this late.
+pub const PROCESSING_TIME_TICK: Duration = Duration::from_millis(200);
+
 pub(crate) enum Head {
     Source {
         source: Box<dyn Source>,
@@ -152,7 +157,7 @@ impl Task {
                     SourcePoll::Idle(wait) => {
                         metrics.set_bad_records(source.bad_records());
                         idle = Some(wait.min(Duration::from_millis(500)));
-                        self.idle_tick().await?;
+                        self.tick().await?;
                     }
                     SourcePoll::Finished => {
                         exhausted = true;
@@ -169,13 +174,14 @@ impl Task {
         self.close().await
     }
 
-    /// The source has nothing to read: lets the chain's operators do their
-    /// processing-time work ([`Operator::on_idle`]).
-    async fn idle_tick(&mut self) -> Result<()> {
+    /// Lets the chain's operators do their processing-time work
+    /// ([`Operator::on_tick`]): in a source's task when the source has
+    /// nothing to read, in others every [`PROCESSING_TIME_TICK`].
+    async fn tick(&mut self) -> Result<()> {
         for i in 0..self.operators.len() {
             let (op, ctx, _) = &mut self.operators[i];
             let mut out = Collector::new();
-            op.on_idle(ctx, &mut out).await?;
+            op.on_tick(ctx, &mut out).await?;
             if !out.is_empty() {
                 self.forward(i, out).await?;
             }
@@ -198,11 +204,17 @@ impl Task {
 
     async fn run_inputs(&mut self, mut gate: InputGate) -> Result<()> {
         let mut completed = self.checkpointing.as_ref().map(|c| c.completed.clone());
+        let mut ticks = tokio::time::interval(PROCESSING_TIME_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
                 biased;
                 _ = changed(&mut completed) => {
                     self.commit_completed().await?;
+                    continue;
+                }
+                _ = ticks.tick() => {
+                    self.tick().await?;
                     continue;
                 }
                 message = gate.next() => message,

@@ -478,6 +478,18 @@ impl Operator for UpdatingAggregateOperator {
         Ok(Some(watermark))
     }
 
+    /// A mini-batch whose oldest row has waited its latency goes out even
+    /// when no more input comes; idle state expires.
+    async fn on_tick(&mut self, ctx: &mut OperatorContext, out: &mut Collector) -> Result<()> {
+        if let Some(mini_batch) = self.mini_batch {
+            let waited = ctx.clock.now_millis() - self.buffered_since;
+            if !self.buffered.is_empty() && waited >= mini_batch.allow_latency_ms {
+                self.flush(ctx, out)?;
+            }
+        }
+        self.expire(ctx)
+    }
+
     /// What was buffered goes out ahead of the barrier: the checkpoint then
     /// holds no input that was not folded in.
     async fn handle_checkpoint(

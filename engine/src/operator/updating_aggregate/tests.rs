@@ -196,6 +196,30 @@ async fn a_mini_batch_folds_batches_in_at_once() {
 }
 
 #[tokio::test]
+async fn a_mini_batch_goes_out_on_a_tick_once_its_latency_passed() {
+    let clock = ManualClock::new(1_000);
+    let factory = operator(count_sum(&[("key", 0)]), ChangelogMode::AppendOnly).with_mini_batch(
+        Some(MiniBatch {
+            allow_latency_ms: 2_000,
+            size: 1_000,
+        }),
+    );
+    let mut h = OperatorHarness::new(create(&factory)).with_clock(clock.clone());
+    h.process(batch(&[(1, 0, 5), (2, 0, 2)])).await.unwrap();
+    clock.advance(1_500);
+    h.process(batch(&[(1, 0, 1)])).await.unwrap();
+    h.tick().await.unwrap();
+    assert!(h.take_batches().is_empty(), "the oldest row waited 1.5 s");
+    // No more input: the tick after the latency sends the batch out.
+    clock.advance(500);
+    h.tick().await.unwrap();
+    assert_eq!(kinds_and_rows(&mut h), vec!["+I,1,2,6", "+I,2,1,2"]);
+    clock.advance(5_000);
+    h.tick().await.unwrap();
+    assert!(h.take_batches().is_empty(), "nothing is buffered");
+}
+
+#[tokio::test]
 async fn idle_groups_expire_past_the_state_ttl() {
     let clock = ManualClock::new(1_000);
     let factory =
