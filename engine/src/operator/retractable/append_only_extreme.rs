@@ -12,7 +12,9 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 
-use super::{RetractableAccumulator, included, state_column};
+use super::{
+    RetractableAccumulator, decode_value_counts, encode_value_count, included, state_column,
+};
 use crate::error::{Error, Result};
 
 /// One value per group, `width` bytes each.
@@ -144,9 +146,7 @@ impl RetractableAccumulator for AppendOnlyExtreme {
         let encoded = groups.iter().map(|&g| {
             let mut out = Vec::new();
             if let Some(value) = self.value(g) {
-                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                out.extend_from_slice(value);
-                out.extend_from_slice(&1i64.to_le_bytes());
+                encode_value_count(&mut out, value, 1);
             }
             out
         });
@@ -159,17 +159,10 @@ impl RetractableAccumulator for AppendOnlyExtreme {
         let encoded = column
             .as_binary_opt::<i32>()
             .ok_or_else(|| Error::internal("checkpointed MIN/MAX values are not binary"))?;
-        let corrupt = || Error::internal("checkpointed MIN/MAX values are truncated");
         for (row, &group) in groups.iter().enumerate() {
             self.reset(group);
-            let mut input = encoded.value(row);
-            while !input.is_empty() {
-                let (len, rest) = input.split_first_chunk::<4>().ok_or_else(corrupt)?;
-                let len = u32::from_le_bytes(*len) as usize;
-                let (value, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
-                let (_count, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            for (value, _count) in decode_value_counts(encoded.value(row))? {
                 self.offer(group, value)?;
-                input = rest;
             }
         }
         Ok(())

@@ -162,6 +162,29 @@ fn state_column(state: &[ArrayRef], i: usize) -> Result<&ArrayRef> {
         .ok_or_else(|| Error::internal("checkpointed aggregate state lacks a column"))
 }
 
+/// Appends one entry of a group's checkpointed value counts: the value's
+/// length (u32 LE), the value in row format, its count (i64 LE).
+fn encode_value_count(out: &mut Vec<u8>, value: &[u8], count: i64) {
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(&count.to_le_bytes());
+}
+
+/// The entries [`encode_value_count`] wrote for one group.
+fn decode_value_counts(mut input: &[u8]) -> Result<Vec<(&[u8], i64)>> {
+    let corrupt = || Error::internal("checkpointed value counts are truncated");
+    let mut entries = Vec::new();
+    while !input.is_empty() {
+        let (len, rest) = input.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (value, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+        let (count, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        entries.push((value, i64::from_le_bytes(*count)));
+        input = rest;
+    }
+    Ok(entries)
+}
+
 /// `COUNT(x)` (non-null values) and `COUNT(*)`.
 #[derive(Debug, Default)]
 struct CountAccumulator {
@@ -518,9 +541,7 @@ impl<M: CountMap> ValueCounts<M> {
             .map(|&g| {
                 let mut out = Vec::new();
                 for (value, count) in self.groups[g].entries() {
-                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    out.extend_from_slice(value);
-                    out.extend_from_slice(&count.to_le_bytes());
+                    encode_value_count(&mut out, value, *count);
                 }
                 out
             })
@@ -536,17 +557,10 @@ impl<M: CountMap> ValueCounts<M> {
         let encoded = column
             .as_binary_opt::<i32>()
             .ok_or_else(|| Error::internal("checkpointed value counts are not binary"))?;
-        let corrupt = || Error::internal("checkpointed value counts are truncated");
         for (row, &group) in groups.iter().enumerate() {
             let mut map = M::default();
-            let mut input = encoded.value(row);
-            while !input.is_empty() {
-                let (len, rest) = input.split_first_chunk::<4>().ok_or_else(corrupt)?;
-                let len = u32::from_le_bytes(*len) as usize;
-                let (value, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
-                let (count, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-                map.add(value, i64::from_le_bytes(*count));
-                input = rest;
+            for (value, count) in decode_value_counts(encoded.value(row))? {
+                map.add(value, count);
             }
             self.groups[group] = map;
         }
