@@ -24,6 +24,7 @@ use weir_engine::operator::{
 
 use super::{
     LateRowsOutput, Lowered, Lowering, find_window_scan, over_updates, reads_only_bounded_tables,
+    scan_count,
 };
 use crate::error::{Construct, Result, SqlError};
 use crate::session::RuntimeMode;
@@ -61,7 +62,14 @@ impl Lowering<'_> {
                 "GROUPING SETS, CUBE and ROLLUP are not supported yet",
             ));
         }
-        let input = self.lower(input_plan)?;
+        // A window aggregate whose late rows go to a table reads whole rows
+        // (one table only, so that no union mixes passengers and none).
+        self.whole_late_rows = scan_count(input_plan) == 1
+            && find_window_scan(input_plan)
+                .is_some_and(|scan| self.late_records_sink(&scan.table).is_some());
+        let input = self.lower(input_plan);
+        self.whole_late_rows = false;
+        let input = input?;
         let group_exprs: Vec<Arc<dyn PhysicalExpr>> = spec_source
             .group_expr()
             .expr()

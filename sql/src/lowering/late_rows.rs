@@ -1,6 +1,8 @@
 //! Late rows into a sink table: the sink's columns are taken from the late
-//! rows by name (the columns the window read, `window_start`/`window_end`,
-//! `late_operator`, `late_watermark`), cast to the sink's types.
+//! rows by name, cast to the sink's types. A window aggregate's or window
+//! Top-N's late rows are the whole rows of the table it reads (carried as
+//! passengers, see [`PASSENGER_PREFIX`]), with the window's columns
+//! (`window_start`, `window_end`), `late_operator` and `late_watermark`.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use weir_engine::operator::ProjectionOperator;
 use weir_engine::sql_type_name;
 use weir_engine::suggest::closest;
 
-use super::LateRowsOutput;
+use super::{LateRowsOutput, PASSENGER_PREFIX};
 use crate::error::{Result, SqlError};
 
 /// The projection from `late`'s rows to the columns of sink table
@@ -21,12 +23,36 @@ pub fn late_rows_to_sink(
     sink: &SchemaRef,
     sink_name: &str,
 ) -> Result<ProjectionOperator> {
-    let names = || late.schema.fields().iter().map(|f| f.name().as_str());
+    // What the rows carry, by the names a sink table would use: a
+    // passenger (the table's own column) stands for the column it carries.
+    let mut carried: Vec<&str> = Vec::new();
+    for field in late.schema.fields() {
+        let name = field
+            .name()
+            .strip_prefix(PASSENGER_PREFIX)
+            .unwrap_or(field.name());
+        if !carried.contains(&name) {
+            carried.push(name);
+        }
+    }
+    let names = || carried.iter().copied();
+    let position = |want: &str| {
+        let passenger = format!("{PASSENGER_PREFIX}{want}");
+        let fields = late.schema.fields();
+        fields
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(&passenger))
+            .or_else(|| {
+                fields
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(want))
+            })
+    };
     let exprs = sink
         .fields()
         .iter()
         .map(|want| -> Result<Arc<dyn PhysicalExpr>> {
-            let Some(i) = names().position(|n| n.eq_ignore_ascii_case(want.name())) else {
+            let Some(i) = position(want.name()) else {
                 let hint = closest(want.name(), names())
                     .map(|c| format!(" (did you mean '{c}'?)"))
                     .unwrap_or_default();

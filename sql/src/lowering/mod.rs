@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -114,6 +114,10 @@ pub struct Lowering<'a> {
     streaming: StreamingConfig,
     /// Operators whose late rows go to a sink table.
     late_rows: Vec<LateRowsOutput>,
+    /// The next window scan lowered reads every column of its table and
+    /// carries it to the window aggregate as a passenger (see
+    /// [`PASSENGER_PREFIX`]), so that the aggregate's late rows are whole.
+    whole_late_rows: bool,
 }
 
 /// An operator's late rows, to be written to a sink table: the session
@@ -153,6 +157,7 @@ impl<'a> Lowering<'a> {
             bounds_output: true,
             streaming: StreamingConfig::default(),
             late_rows: Vec::new(),
+            whole_late_rows: false,
         }
     }
 
@@ -178,6 +183,24 @@ impl<'a> Lowering<'a> {
         self
     }
 
+    /// `lowered` without its passenger columns (see [`PASSENGER_PREFIX`]).
+    fn without_passengers(&mut self, lowered: Lowered) -> Result<Lowered> {
+        let kept: Vec<usize> = (0..lowered.schema.fields().len())
+            .filter(|&i| !lowered.schema.field(i).name().starts_with(PASSENGER_PREFIX))
+            .collect();
+        if kept.len() == lowered.schema.fields().len() {
+            return Ok(lowered);
+        }
+        let schema = Arc::new(lowered.schema.project(&kept)?);
+        let exprs = kept
+            .iter()
+            .map(|&i| {
+                Arc::new(Column::new(lowered.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        self.chain(&lowered, Arc::new(ProjectionOperator::new(exprs, schema)))
+    }
+
     fn chain(&mut self, input: &Lowered, op: Arc<dyn OperatorFactory>) -> Result<Lowered> {
         let schema = op.output_schema();
         let node = self.graph.add_operator(op, None);
@@ -194,7 +217,8 @@ impl<'a> Lowering<'a> {
         if let Some(p) = any.downcast_ref::<ProjectionExec>() {
             let input = self.lower(p.input())?;
             let exprs = p.expr().iter().map(|e| Arc::clone(&e.expr)).collect();
-            let (exprs, schema) = input.keeping_row_kind(exprs, p.schema())?;
+            let (exprs, schema) = with_passengers(&input.schema, exprs, p.schema());
+            let (exprs, schema) = input.keeping_row_kind(exprs, schema)?;
             return self.chain(&input, Arc::new(ProjectionOperator::new(exprs, schema)));
         }
         if let Some(f) = any.downcast_ref::<FilterExec>() {
@@ -290,6 +314,7 @@ impl<'a> Lowering<'a> {
                     Ok(Arc::new(Column::new(field.name(), idx)))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let (exprs, out) = with_passengers(&input.schema, exprs, out);
             let (exprs, out) = filtered.keeping_row_kind(exprs, out)?;
             return self.chain(&filtered, Arc::new(ProjectionOperator::new(exprs, out)));
         }
@@ -364,11 +389,15 @@ impl<'a> Lowering<'a> {
             .unwrap_or_else(|| (0..extended_len).collect());
         // Columns of the table needed: projected ones, the window's time column,
         // the watermark's column and what its expression reads.
+        let whole_rows = scan.window.is_some() && std::mem::take(&mut self.whole_late_rows);
         let mut needed: BTreeSet<usize> = projection
             .iter()
             .copied()
             .filter(|&i| i < full_len)
             .collect();
+        if whole_rows {
+            needed.extend(0..full_len);
+        }
         if let Some(w) = &scan.window {
             needed.insert(w.time_column);
         }
@@ -492,15 +521,37 @@ impl<'a> Lowering<'a> {
                 }
             })
             .collect::<Result<_>>()?;
+        // With whole late rows, every table column follows as a passenger.
+        let passengers: Vec<usize> = if whole_rows {
+            (0..full_len)
+                .map(|i| {
+                    position_of(i).ok_or_else(|| SqlError::Internal("table column missing".into()))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         if out_positions != (0..current.schema.fields().len()).collect::<Vec<_>>() {
-            let schema = Arc::new(scan.full_schema.project(&projection)?);
-            let exprs = out_positions
+            let mut schema = scan.full_schema.project(&projection)?;
+            let mut exprs: Vec<Arc<dyn PhysicalExpr>> = out_positions
                 .iter()
                 .map(|&p| {
                     Arc::new(Column::new(current.schema.field(p).name(), p))
                         as Arc<dyn PhysicalExpr>
                 })
                 .collect();
+            if !passengers.is_empty() {
+                let mut fields: Vec<Field> =
+                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                for &p in &passengers {
+                    let field = current.schema.field(p);
+                    let name = format!("{PASSENGER_PREFIX}{}", field.name());
+                    exprs.push(Arc::new(Column::new(&name, p)));
+                    fields.push(field.clone().with_name(name));
+                }
+                schema = Schema::new(fields);
+            }
+            let schema = Arc::new(schema);
             let (exprs, schema) = current.keeping_row_kind(exprs, schema)?;
             current = self.chain(&current, Arc::new(ProjectionOperator::new(exprs, schema)))?;
         }
@@ -601,6 +652,44 @@ impl<'a> Lowering<'a> {
 }
 
 /// The window scan feeding a plan, if any.
+/// The name prefix of a passenger column: a column of the table a window
+/// aggregate reads, carried (only when its late rows go to a table) from
+/// the scan to the aggregate, so that a late row is the whole row read.
+pub const PASSENGER_PREFIX: &str = "__late_row.";
+
+/// `exprs` and `schema` (a projection over `input`) with `input`'s
+/// passenger columns appended.
+fn with_passengers(
+    input: &SchemaRef,
+    mut exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+) -> (Vec<Arc<dyn PhysicalExpr>>, SchemaRef) {
+    let passengers: Vec<(usize, &Field)> = input
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name().starts_with(PASSENGER_PREFIX))
+        .map(|(i, f)| (i, f.as_ref()))
+        .collect();
+    if passengers.is_empty() {
+        return (exprs, schema);
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (i, field) in passengers {
+        exprs.push(Arc::new(Column::new(field.name(), i)));
+        fields.push(field.clone());
+    }
+    (exprs, Arc::new(Schema::new(fields)))
+}
+
+/// How many table scans `plan` reads.
+fn scan_count(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    if plan.is::<StreamScanExec>() {
+        return 1;
+    }
+    plan.children().into_iter().map(scan_count).sum()
+}
+
 fn find_window_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&StreamScanExec> {
     if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
         return scan.window.is_some().then_some(scan);

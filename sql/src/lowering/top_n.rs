@@ -26,8 +26,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use weir_engine::graph::EdgeKind;
 use weir_engine::operator::{OperatorFactory, ProjectionOperator, RankFunction, TopNFactory};
 
-use super::window_top_n::Ranking;
-use super::{Lowered, Lowering};
+use super::window_top_n::{Ranking, window_partition};
+use super::{Lowered, Lowering, find_window_scan, scan_count};
 use crate::error::{Construct, Result, SqlError};
 
 /// The name of a window expression's function (`row_number`, `rank`, …).
@@ -161,7 +161,15 @@ impl Lowering<'_> {
                 .collect::<Result<Vec<_>>>()?;
         // Over an updating input (the top N of a running GROUP BY) the
         // Top-N keeps every row, as Flink's RetractableTopN.
-        let input = self.lower(window_input)?;
+        // A window Top-N over a table function's rows whose late rows go to
+        // a table reads whole rows, as a window aggregate does.
+        self.whole_late_rows = scan_count(window_input) == 1
+            && window_partition(window_input, &partition_columns)?.is_some()
+            && find_window_scan(window_input)
+                .is_some_and(|scan| self.late_records_sink(&scan.table).is_some());
+        let input = self.lower(window_input);
+        self.whole_late_rows = false;
+        let input = input?;
         let ranking = Ranking {
             order: expr.order_by().to_vec(),
             rows,

@@ -108,7 +108,7 @@ fn window_column_of(
 
 /// Where a window Top-N finds its window: the column, what to add to it to
 /// get the window's end, and the other partition columns.
-struct WindowPartition {
+pub(super) struct WindowPartition {
     column: usize,
     end_offset_ms: i64,
     keys: Vec<usize>,
@@ -116,7 +116,7 @@ struct WindowPartition {
 
 /// The window a Top-N over `input` partitions by (`partition` are input
 /// columns), if it partitions by one; an error for a window it cannot rank.
-fn window_partition(
+pub(super) fn window_partition(
     input: &Arc<dyn ExecutionPlan>,
     partition: &[usize],
 ) -> Result<Option<WindowPartition>> {
@@ -220,6 +220,6 @@ impl Lowering<'_> {
             self.connect_keyed(input.clone(), factory, EdgeKind::Hash(window.keys))?
         };
         self.note_late_rows(&lowered, input, late_sink);
-        Ok(Some(lowered))
+        Ok(Some(self.without_passengers(lowered)?))
     }
 }
