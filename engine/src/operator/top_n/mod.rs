@@ -301,6 +301,64 @@ impl EvictableValue for Ranked {
     }
 }
 
+/// The keyed state of ranked rows (a Top-N's partitions, a window Top-N's
+/// windows): per row, its columns and its arrival number, by the key group
+/// of `key_columns`. [`decode_ranked_rows`] reads it back.
+pub(super) fn ranked_rows_state<'a>(
+    rows: &RowConverter,
+    ranked: impl Iterator<Item = &'a Ranked>,
+    key_columns: &[usize],
+    ctx: &OperatorContext,
+) -> Result<BTreeMap<crate::partition::KeyGroup, Vec<u8>>> {
+    let mut builder = KeyedStateBuilder::default();
+    let entries: Vec<(&RankKey, &Vec<u8>)> = ranked.flat_map(|r| r.iter()).collect();
+    if !entries.is_empty() {
+        let parser = rows.parser();
+        let mut columns = rows.convert_rows(entries.iter().map(|(_, row)| parser.parse(row)))?;
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            entries.iter().map(|((_, arrival), _)| *arrival),
+        )));
+        builder.add_rows(
+            &columns,
+            key_columns,
+            entries.len(),
+            ctx.task.max_key_groups,
+        )?;
+    }
+    builder.finish()
+}
+
+/// The rows of `schema` and their arrival numbers in one key group's
+/// [`ranked_rows_state`].
+pub(super) fn decode_ranked_rows(
+    bytes: &[u8],
+    schema: &SchemaRef,
+) -> Result<Vec<(RecordBatch, UInt64Array)>> {
+    let width = schema.fields().len();
+    decode_batches(bytes)?
+        .into_iter()
+        .map(|(columns, rows)| {
+            if columns.len() != width + 1 {
+                return Err(Error::internal(format!(
+                    "checkpointed ranked rows have {} columns, expected {}",
+                    columns.len(),
+                    width + 1
+                )));
+            }
+            let arrivals = columns[width]
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| Error::internal("checkpointed ranked rows lack arrivals"))?
+                .clone();
+            let batch = RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                columns[..width].to_vec(),
+                &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?;
+            Ok((batch, arrivals))
+        })
+        .collect()
+}
+
 /// Per partition touched by a batch: its key and its best rows before.
 type Before = Vec<(Vec<u8>, Vec<(RankKey, Vec<u8>)>)>;
 
@@ -684,25 +742,13 @@ impl Operator for TopNOperator {
         ctx: &mut OperatorContext,
         snapshot: &mut OperatorSnapshot,
     ) -> Result<()> {
-        let mut builder = KeyedStateBuilder::default();
-        let entries: Vec<(&RankKey, &Vec<u8>)> =
-            self.partitions.values().flat_map(|r| r.iter()).collect();
-        if !entries.is_empty() {
-            let parser = self.rows.parser();
-            let mut columns = self
-                .rows
-                .convert_rows(entries.iter().map(|(_, row)| parser.parse(row)))?;
-            columns.push(Arc::new(UInt64Array::from_iter_values(
-                entries.iter().map(|((_, arrival), _)| *arrival),
-            )));
-            builder.add_rows(
-                &columns,
-                &self.spec.partition_columns,
-                entries.len(),
-                ctx.task.max_key_groups,
-            )?;
-        }
-        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
+        let state = ranked_rows_state(
+            &self.rows,
+            self.partitions.values(),
+            &self.spec.partition_columns,
+            ctx,
+        )?;
+        snapshot.put_key_groups(ctx.task.key_groups(), state)?;
         snapshot.operator = Some(self.arrivals.to_le_bytes().to_vec());
         Ok(())
     }
@@ -716,22 +762,8 @@ impl Operator for TopNOperator {
                 .map_err(|_| Error::internal("checkpointed Top-N counter is not 8 bytes"))?;
             self.arrivals = self.arrivals.max(u64::from_le_bytes(counter));
         }
-        let width = self.spec.data_schema.fields().len();
         for (_, bytes) in restore.keyed {
-            for (columns, rows) in decode_batches(&bytes)? {
-                if columns.len() != width + 1 {
-                    return Err(Error::internal(format!(
-                        "checkpointed Top-N state has {} columns, expected {}",
-                        columns.len(),
-                        width + 1
-                    )));
-                }
-                let batch = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.spec.data_schema),
-                    columns[..width].to_vec(),
-                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
-                )?;
-                let arrivals = columns[width].as_primitive::<UInt64Type>().clone();
+            for (batch, arrivals) in decode_ranked_rows(&bytes, &self.spec.data_schema)? {
                 for (key, _) in self.apply(&batch, Some(&arrivals))?.0 {
                     if let Some(ranked) = self.partitions.get(&key) {
                         self.keyed.touch(&key, ranked.heap_size(), ctx);

@@ -42,8 +42,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
-use arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalSortExpr;
@@ -51,10 +51,11 @@ use datafusion::physical_expr::PhysicalSortExpr;
 use super::evictable::{EvictableKeys, EvictableValue, KeyGroupsOf};
 use super::late_rows::LateRows;
 use super::session_spill::key_groups_of;
-use super::snapshot::{
-    KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches, take_rows,
+use super::snapshot::{OperatorRestore, OperatorSnapshot, take_rows};
+use super::top_n::{
+    RankKey, Ranked, decode_ranked_rows, order_converter, order_label, rank_numbers,
+    ranked_rows_state,
 };
-use super::top_n::{RankKey, Ranked, order_converter, order_label, rank_numbers};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, RankFunction, TaskInfo};
 use crate::error::{Error, Result};
 use crate::message::Watermark;
@@ -628,25 +629,13 @@ impl Operator for WindowTopNOperator {
         ctx: &mut OperatorContext,
         snapshot: &mut OperatorSnapshot,
     ) -> Result<()> {
-        let mut builder = KeyedStateBuilder::default();
-        let entries: Vec<(&RankKey, &Vec<u8>)> =
-            self.state.values().flat_map(|r| r.iter()).collect();
-        if !entries.is_empty() {
-            let parser = self.rows.parser();
-            let mut columns = self
-                .rows
-                .convert_rows(entries.iter().map(|(_, row)| parser.parse(row)))?;
-            columns.push(Arc::new(UInt64Array::from_iter_values(
-                entries.iter().map(|((_, arrival), _)| *arrival),
-            )));
-            builder.add_rows(
-                &columns,
-                &self.spec.partition_columns,
-                entries.len(),
-                ctx.task.max_key_groups,
-            )?;
-        }
-        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
+        let state = ranked_rows_state(
+            &self.rows,
+            self.state.values(),
+            &self.spec.partition_columns,
+            ctx,
+        )?;
+        snapshot.put_key_groups(ctx.task.key_groups(), state)?;
         snapshot.operator = Some(encode_operator_state(self.watermark, self.arrivals));
         Ok(())
     }
@@ -655,26 +644,10 @@ impl Operator for WindowTopNOperator {
         let (watermark, arrivals) = decode_operator_state(&restore.operator)?;
         self.watermark = watermark;
         self.arrivals = arrivals;
-        let width = self.spec.input_schema.fields().len();
         for (_, bytes) in restore.keyed {
-            for (columns, rows) in decode_batches(&bytes)? {
-                if columns.len() != width + 1 {
-                    return Err(Error::internal(format!(
-                        "checkpointed window Top-N state has {} columns, expected {}",
-                        columns.len(),
-                        width + 1
-                    )));
-                }
-                let arrivals = columns[width]
-                    .as_primitive_opt::<UInt64Type>()
-                    .ok_or_else(|| Error::internal("checkpointed window Top-N lacks arrivals"))?;
-                let batch = RecordBatch::try_new_with_options(
-                    Arc::clone(&self.spec.input_schema),
-                    columns[..width].to_vec(),
-                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
-                )?;
+            for (batch, arrivals) in decode_ranked_rows(&bytes, &self.spec.input_schema)? {
                 let encoded = self.encode(&batch)?;
-                let (_, touched) = self.insert(&encoded, Some(arrivals), None);
+                let (_, touched) = self.insert(&encoded, Some(&arrivals), None);
                 for key in touched {
                     if let Some(ranked) = self.state.get(&key) {
                         self.keyed.touch(&key, ranked.heap_size(), ctx);

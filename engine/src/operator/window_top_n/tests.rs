@@ -240,7 +240,9 @@ async fn feed(
             Step::Rows(rows) => {
                 let rows = match task {
                     Some(task) => {
-                        let keys = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                        let keys = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                            rows.column(0),
+                        );
                         let mine = arrow::array::BooleanArray::from_iter(
                             keys.values().iter().map(|&k| Some(owned(task, k))),
                         );
