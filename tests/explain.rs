@@ -468,8 +468,9 @@ async fn messages_speak_sql() {
 }
 
 /// An updating aggregate of an unbounded stream, an aggregate of its
-/// changelog and a Top-N: each updating operator is marked, the aggregates
-/// name their input's mode, the settings show.
+/// changelog and Top-Ns: each updating operator is marked, the aggregates
+/// name their input's mode, the settings show; a Top-N without
+/// `PARTITION BY` over a changelog ranks hash buckets first.
 #[tokio::test]
 async fn explain_updating_aggregate_and_top_n() {
     let mut engine = engine().await;
@@ -488,6 +489,9 @@ async fn explain_updating_aggregate_and_top_n() {
          (SELECT id % 10 AS k, COUNT(*) AS c FROM ticks GROUP BY id % 10) GROUP BY c",
         "EXPLAIN SELECT id, price FROM (SELECT id, price, \
          ROW_NUMBER() OVER (PARTITION BY id ORDER BY price DESC) AS rn FROM ticks) WHERE rn <= 3",
+        // Without PARTITION BY over a changelog: the buckets rank first.
+        "EXPLAIN SELECT k, c, rn FROM (SELECT k, c, ROW_NUMBER() OVER (ORDER BY c DESC, k) AS rn \
+         FROM (SELECT id % 10 AS k, COUNT(*) AS c FROM ticks GROUP BY id % 10)) WHERE rn <= 3",
     ] {
         match engine.execute(sql).await {
             Ok(Executed::Explain(text)) => texts.push(text),

@@ -21,6 +21,9 @@ use arrow::datatypes::{
 };
 use arrow::row::{RowConverter, SortField};
 
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::ColumnarValue;
+
 use crate::error::Result;
 
 /// The default number of key groups of a job.
@@ -238,6 +241,78 @@ pub fn split_by_destination(
     Ok(out)
 }
 
+/// A row's hash bucket, `hash(columns) % buckets`, as an expression
+/// (`UInt32`, never null): equal rows land in the same bucket in every
+/// process. A Top-N without `PARTITION BY` over an updating input ranks
+/// each bucket first, so that its final ranking holds at most `buckets × N`
+/// rows rather than every row of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RowBucket {
+    columns: Vec<datafusion::physical_expr::expressions::Column>,
+    buckets: u32,
+}
+
+impl RowBucket {
+    /// The bucket of the values of `columns`, one of `buckets` (at least 1).
+    pub fn new(columns: Vec<datafusion::physical_expr::expressions::Column>, buckets: u32) -> Self {
+        Self {
+            columns,
+            buckets: buckets.max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for RowBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let columns: Vec<&str> = self.columns.iter().map(|c| c.name()).collect();
+        write!(f, "hash({}) % {}", columns.join(", "), self.buckets)
+    }
+}
+
+impl datafusion::physical_expr::PhysicalExpr for RowBucket {
+    fn data_type(&self, _input_schema: &arrow::datatypes::Schema) -> DfResult<DataType> {
+        Ok(DataType::UInt32)
+    }
+
+    fn nullable(&self, _input_schema: &arrow::datatypes::Schema) -> DfResult<bool> {
+        Ok(false)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for c in self.columns.iter().map(|c| c.index()) {
+            let column = batch.columns().get(c).ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "a row bucket reads column {c} of a batch of {}",
+                    batch.num_columns()
+                ))
+            })?;
+            columns.push(Arc::clone(column));
+        }
+        let hashes = hash_keys(&columns, batch.num_rows())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let buckets = u64::from(self.buckets);
+        Ok(ColumnarValue::Array(Arc::new(
+            UInt32Array::from_iter_values(hashes.into_iter().map(|h| (h % buckets) as u32)),
+        )))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    ) -> DfResult<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+        Ok(self)
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +355,26 @@ mod tests {
         for (_, part) in parts {
             assert_eq!(part.num_rows() % 2, 0, "equal keys travel together");
         }
+    }
+
+    #[test]
+    fn row_buckets_put_equal_rows_together_and_stay_in_range() {
+        use datafusion::physical_expr::PhysicalExpr;
+        let a: ArrayRef = Arc::new(Int64Array::from_iter_values(0..1000));
+        let b: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..1000).map(|i| (i % 7).to_string()),
+        ));
+        let batch = RecordBatch::try_from_iter([("a", a), ("b", b)]).unwrap();
+        use datafusion::physical_expr::expressions::Column;
+        let bucket = RowBucket::new(vec![Column::new("a", 0), Column::new("b", 1)], 16);
+        let once = bucket.evaluate(&batch).unwrap().into_array(1000).unwrap();
+        let twice = bucket.evaluate(&batch).unwrap().into_array(1000).unwrap();
+        assert_eq!(&once, &twice);
+        let buckets = once.as_primitive::<UInt32Type>();
+        assert!(buckets.values().iter().all(|&b| b < 16));
+        // A thousand rows spread over every bucket.
+        let used: std::collections::HashSet<u32> = buckets.values().iter().copied().collect();
+        assert_eq!(used.len(), 16);
+        assert_eq!(bucket.to_string(), "hash(a, b) % 16");
     }
 }

@@ -5,7 +5,8 @@
 //! exactly the hand-computed aggregate and the undisturbed (unspilled) run's
 //! windows and sessions. The updating aggregate evicts its groups and loads
 //! them back, and so does a Top-N over it its partitions; their changelogs
-//! net out to the hand-computed answers. The window Top-N evicts the
+//! net out to the hand-computed answers; so does a Top-N without
+//! `PARTITION BY`, whose first stage evicts its hash buckets. The window Top-N evicts the
 //! partitions of its open windows, loads them back for their rows and reads
 //! them back to fire: killed and rescaled, it ranks every window exactly
 //! once.
@@ -373,4 +374,84 @@ async fn window_top_n_evicted_keys_rescale_two_to_three_to_one() {
         seen = wait_for_checkpoints(&cluster, &jobs, &seen, 2).await;
     }
     check_spilled_top(&cluster, &jobs[0], out.path()).await;
+}
+
+/// Keys of the Top-N without `PARTITION BY`: three rows each.
+const GLOBAL_TOP_KEYS: u64 = 30_000;
+
+/// The three keys with the fewest rows so far (the largest keys first among
+/// equal counts), over a running count: every count goes 1, 2, 3, so the
+/// bottom three keep changing and rows deep in a bucket come back (key 0,
+/// last of its bucket, is in the bottom three near the end of the second
+/// pass).
+fn global_top_script(out: &Path) -> String {
+    format!(
+        "{source}
+        SET 'execution.runtime-mode' = 'streaming';
+        CREATE TABLE bottom (k BIGINT, c BIGINT, rn BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{bottom}', 'format' = 'debezium-json');
+        INSERT INTO bottom SELECT k, c, rn FROM (
+          SELECT k, c, ROW_NUMBER() OVER (ORDER BY c, k DESC) AS rn
+          FROM (SELECT id % {GLOBAL_TOP_KEYS} AS k, COUNT(*) AS c FROM src GROUP BY id % {GLOBAL_TOP_KEYS}))
+        WHERE rn <= 3;",
+        source = checkpointed_source(3 * GLOBAL_TOP_KEYS, 15_000, ""),
+        bottom = out.join("bottom").display(),
+    )
+}
+
+/// The final answer of [`global_top_script`], computed here.
+fn expected_global_top() -> BTreeMap<String, i64> {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for id in 1..=3 * GLOBAL_TOP_KEYS {
+        *counts.entry(id % GLOBAL_TOP_KEYS).or_default() += 1;
+    }
+    let mut ranked: Vec<(u64, u64)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+    ranked
+        .into_iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, (k, c))| {
+            let row = serde_json::json!({"k": k, "c": c, "rn": i + 1});
+            (row.to_string(), 1)
+        })
+        .collect()
+}
+
+/// A Top-N without `PARTITION BY` over a changelog ranks hash buckets of
+/// rows first: that stage is partitioned, so past the budget it evicts its
+/// buckets, and killed workers restore them. The second stage, one task,
+/// holds only the buckets' tops and never evicts; so every eviction logged
+/// by a Top-N here is the first stage's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_top_n_over_a_changelog_evicts_its_buckets_and_survives_worker_kills() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let jobs = submit_script(&cluster, &global_top_script(out.path()), 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 2).await;
+    assert!(landed >= 1, "no kill landed");
+    let client = cluster.client().await;
+    let summary = wait_for_end(&client, &jobs[0], std::time::Duration::from_secs(150)).await;
+    assert_eq!(
+        summary.state(),
+        pb::JobState::Finished,
+        "{}\n{}",
+        summary.failure,
+        cluster.logs()
+    );
+    assert!(summary.restarts >= 1, "{summary:?}");
+    let logs = cluster.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("task=TopN") && l.contains("passed its memory budget")),
+        "the Top-N's buckets were never evicted\n{logs}"
+    );
+    let expected = expected_global_top();
+    let got = net_rows(&out.path().join("bottom"));
+    assert!(
+        got == expected,
+        "bottom: {}",
+        difference_signed(&expected, &got)
+    );
 }

@@ -10,9 +10,31 @@
 //!   ProjectionExec* (renames rn)     ->       Projection*
 //!     BoundedWindowAggExec(row_number)          TopN  <-Hash(partition)-  input
 //! ```
+//!
+//! Without `PARTITION BY`, the Top-N is one task. Over an append-only
+//! input it keeps `N` rows. Over an updating input it would keep every row,
+//! since a retraction of a top row brings the next one in. So it ranks in
+//! two stages, a bound Flink's single `RetractableTopN` lacks. The first
+//! stage is a Top-N per hash bucket of the whole row ([`RowBucket`], with
+//! [`TOP_N_BUCKETS`] buckets). It is partitioned, so it runs in parallel
+//! and spills past its memory budget. It emits only the rows that enter and
+//! leave each bucket's top. The second stage ranks that changelog, which
+//! holds at most `buckets × N` rows.
+//!
+//! The two stages give the same ranking as one. A row in the top `N`
+//! overall is also in the top `N` of its own bucket, whose rows are a
+//! subset of all rows. This holds for `ROW_NUMBER`, `RANK` and `DENSE_RANK`
+//! alike, since a rank within a subset is never worse than the rank
+//! overall.
+//!
+//! ```text
+//! TopN(n) <-1- Projection(drop bucket) <- TopN(bucket, n, rank not emitted)
+//!                      <-Hash(bucket)- Projection(+ bucket) <- input
+//! ```
 
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_expr::PhysicalExpr;
@@ -23,12 +45,22 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec, WindowUDFExpr};
 use datafusion::sql::sqlparser::keywords::Keyword;
+use weir_engine::changelog::ROW_KIND_COLUMN;
 use weir_engine::graph::EdgeKind;
 use weir_engine::operator::{OperatorFactory, ProjectionOperator, RankFunction, TopNFactory};
+use weir_engine::partition::RowBucket;
 
 use super::window_top_n::{Ranking, window_partition};
 use super::{Lowered, Lowering, find_window_scan, scan_count};
 use crate::error::{Construct, Result, SqlError};
+
+/// How many hash buckets a Top-N without `PARTITION BY` over an updating
+/// input ranks first (see the module docs). Its final ranking then holds at
+/// most this many times `N` rows.
+pub const TOP_N_BUCKETS: u32 = 1024;
+
+/// The first stage's bucket column, dropped before the second.
+const BUCKET_COLUMN: &str = "__top_n_bucket";
 
 /// The name of a window expression's function (`row_number`, `rank`, …).
 fn window_function_name(expr: &Arc<dyn WindowExpr>) -> String {
@@ -181,6 +213,11 @@ impl Lowering<'_> {
         {
             return self.finish_top_n(filter, &projections, ranked).map(Some);
         }
+        let input = if partition_columns.is_empty() && input.changelog_mode().is_updating() {
+            self.rank_buckets(&input, &ranking)?
+        } else {
+            input
+        };
         let factory = TopNFactory::new(
             std::sync::Arc::clone(&input.schema),
             partition_columns.clone(),
@@ -203,6 +240,65 @@ impl Lowering<'_> {
             schema,
         };
         self.finish_top_n(filter, &projections, ranked).map(Some)
+    }
+
+    /// The first stage of a Top-N without `PARTITION BY` over the updating
+    /// `input`: the top rows of each hash bucket of whole rows, as a
+    /// changelog of `input`'s columns (see the module docs).
+    fn rank_buckets(&mut self, input: &Lowered, ranking: &Ranking) -> Result<Lowered> {
+        // The data columns, by their index in the input (the row kind aside).
+        let data: Vec<(usize, Field)> = input
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() != ROW_KIND_COLUMN)
+            .map(|(i, f)| (i, f.as_ref().clone()))
+            .collect();
+        let width = data.len();
+        let columns = |data: &[(usize, Field)]| -> Vec<Arc<dyn PhysicalExpr>> {
+            data.iter()
+                .map(|(i, f)| Arc::new(Column::new(f.name(), *i)) as Arc<dyn PhysicalExpr>)
+                .collect()
+        };
+        let metadata = input.schema.metadata().clone();
+        let data_fields: Vec<Field> = data.iter().map(|(_, f)| f.clone()).collect();
+
+        let mut exprs = columns(&data);
+        let inputs = data
+            .iter()
+            .map(|(i, f)| Column::new(f.name(), *i))
+            .collect();
+        exprs.push(Arc::new(RowBucket::new(inputs, TOP_N_BUCKETS)));
+        let mut fields = data_fields.clone();
+        fields.push(Field::new(BUCKET_COLUMN, DataType::UInt32, false));
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata.clone()));
+        let (exprs, schema) = input.keeping_row_kind(exprs, schema)?;
+        let bucketed = self.chain(input, Arc::new(ProjectionOperator::new(exprs, schema)))?;
+
+        let factory = TopNFactory::new(
+            Arc::clone(&bucketed.schema),
+            vec![width],
+            ranking.order.clone(),
+            ranking.rows,
+            ranking.rank_field.clone(),
+        )?
+        .with_state_ttl(self.streaming.state_ttl_ms)
+        .with_rank_function(ranking.function)
+        .without_rank_column();
+        let schema = factory.output_schema();
+        let node = self.graph.add_operator(Arc::new(factory), None);
+        self.graph
+            .connect(bucketed.node, node, EdgeKind::Hash(vec![width]))?;
+        let ranked = Lowered { node, schema };
+
+        // The bucket's rows: the data columns lead, in order.
+        let exprs = (0..width)
+            .map(|i| Arc::new(Column::new(data_fields[i].name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(data_fields, metadata));
+        let (exprs, schema) = ranked.keeping_row_kind(exprs, schema)?;
+        self.chain(&ranked, Arc::new(ProjectionOperator::new(exprs, schema)))
     }
 
     /// The projections between a Top-N's filter and its window function,

@@ -18,8 +18,11 @@
 //!
 //! Past the operator's memory budget the least recently touched partitions
 //! are evicted to RocksDB, each as one entry of its kept rows with their
-//! rank keys, and loaded back when touched (see [`super::evictable`]); the
-//! single partition of a Top-N without `PARTITION BY` stays in memory.
+//! rank keys, and loaded back when touched (see [`super::evictable`]). A
+//! Top-N without `PARTITION BY` has a single partition, which stays in
+//! memory. Over an updating input the planner therefore ranks hash buckets
+//! of rows first, with [`TopNFactory::without_rank_column`], and this
+//! partition holds only the buckets' tops.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -153,6 +156,9 @@ pub struct TopNFactory {
     label: String,
     state_ttl_ms: Option<i64>,
     function: RankFunction,
+    /// The output carries each row's rank; without it, only the rows that
+    /// enter (`+I`) and leave (`-D`) a partition's top are emitted.
+    rank_column: bool,
 }
 
 impl TopNFactory {
@@ -193,7 +199,19 @@ impl TopNFactory {
             label,
             state_ttl_ms: None,
             function: RankFunction::RowNumber,
+            rank_column: true,
         })
+    }
+
+    /// Emits the input's columns without the rank: `+I` for a row that
+    /// enters its partition's top, `-D` for one that leaves it, and nothing
+    /// for a row whose rank only moved (Flink's Top-N when the query does
+    /// not select the rank). One input row then gives at most two changes
+    /// rather than up to `N` updates.
+    pub fn without_rank_column(mut self) -> Self {
+        self.rank_column = false;
+        self.output_schema = updating_schema(&self.data_schema);
+        self
     }
 
     /// Numbers rows with `function` (`ROW_NUMBER` by default); with ties,
@@ -219,6 +237,9 @@ impl fmt::Display for TopNFactory {
         }
         if self.function != RankFunction::RowNumber {
             write!(f, ", {:?}", self.function)?;
+        }
+        if !self.rank_column {
+            write!(f, ", rank=not-emitted")?;
         }
         if let Some(ttl) = self.state_ttl_ms {
             write!(f, ", state-ttl={ttl}ms")?;
@@ -622,6 +643,30 @@ impl TopNOperator {
         }
     }
 
+    /// The changes from `old` to `new` by membership alone: a row that
+    /// left is deleted, one that came is inserted.
+    fn diff_by_membership<'a>(
+        old: &'a [(RankKey, Vec<u8>)],
+        new: &[(&'a RankKey, &'a Vec<u8>)],
+        picked: &mut Vec<&'a [u8]>,
+        kinds: &mut Vec<RowKind>,
+    ) {
+        let now: HashSet<&RankKey> = new.iter().map(|(k, _)| *k).collect();
+        let then: HashSet<&RankKey> = old.iter().map(|(k, _)| k).collect();
+        for (key, row) in old {
+            if !now.contains(key) {
+                picked.push(row);
+                kinds.push(RowKind::Delete);
+            }
+        }
+        for (key, row) in new {
+            if !then.contains(key) {
+                picked.push(row);
+                kinds.push(RowKind::Insert);
+            }
+        }
+    }
+
     fn emit(&self, before: &Before, out: &mut Collector) -> Result<()> {
         let mut picked: Vec<&[u8]> = Vec::new();
         let mut ranks: Vec<u64> = Vec::new();
@@ -633,6 +678,10 @@ impl TopNOperator {
                 .get(key)
                 .map(|ranked| top_rows(ranked, self.spec.limit, self.spec.function))
                 .unwrap_or_default();
+            if !self.spec.rank_column {
+                Self::diff_by_membership(old, &new, &mut picked, &mut kinds);
+                continue;
+            }
             if self.spec.function != RankFunction::RowNumber {
                 Self::diff_by_row(
                     old,
@@ -674,7 +723,9 @@ impl TopNOperator {
         let mut columns = self
             .rows
             .convert_rows(picked.iter().map(|r| parser.parse(r)))?;
-        columns.push(Arc::new(UInt64Array::from(ranks)));
+        if self.spec.rank_column {
+            columns.push(Arc::new(UInt64Array::from(ranks)));
+        }
         out.collect(with_row_kinds(&self.spec.output_schema, columns, kinds)?);
         Ok(())
     }

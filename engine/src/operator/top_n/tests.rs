@@ -139,6 +139,61 @@ async fn over_updates_a_retracted_top_row_brings_the_next_one_back() {
     assert_eq!(changes(&mut h3), vec!["-U,2,2,6,1", "+U,2,1,4,1"]);
 }
 
+/// Without the rank column only membership changes: a row whose rank
+/// moves emits nothing; one that enters is inserted, one that leaves
+/// deleted.
+#[tokio::test]
+async fn without_the_rank_column_only_rows_entering_and_leaving_emit() {
+    let order = vec![PhysicalSortExpr {
+        expr: Arc::new(Column::new("value", 2)),
+        options: SortOptions {
+            descending: true,
+            nulls_first: false,
+        },
+    }];
+    let factory = TopNFactory::new(
+        updating_schema(&input_schema()),
+        vec![0],
+        order,
+        2,
+        Field::new("rn", DataType::UInt64, false),
+    )
+    .unwrap()
+    .without_rank_column();
+    assert!(factory.to_string().contains("rank=not-emitted"));
+    assert_eq!(
+        factory.output_schema(),
+        updating_schema(&input_schema()),
+        "the input's columns, no rank"
+    );
+    let mut h = OperatorHarness::new(factory.create(&TaskInfo::single("topn")).unwrap());
+    h.process(updates(&[
+        (1, 10, 5, RowKind::Insert),
+        (1, 11, 7, RowKind::Insert),
+    ]))
+    .await
+    .unwrap();
+    // 9 comes first: 7 and 5 only move, or leave.
+    h.process(updates(&[(1, 12, 9, RowKind::Insert)]))
+        .await
+        .unwrap();
+    // 9 is taken back: 5 returns, 7 moves up silently.
+    h.process(updates(&[(1, 12, 9, RowKind::Delete)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        changes(&mut h),
+        vec![
+            "+I,1,11,7",
+            "+I,1,10,5",
+            "-D,1,10,5",
+            "+I,1,12,9",
+            "-D,1,12,9",
+            "+I,1,10,5",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn deduplication_keeps_the_first_row_on_ties() {
     let mut h = OperatorHarness::new(top(1, false));
