@@ -45,6 +45,8 @@ pub enum UnmatchedAt {
     UpdatingAggregate,
     /// The Top-N: a retraction of a row it does not hold.
     TopN,
+    /// A join: a retraction of a row its side does not hold.
+    Join,
 }
 
 impl UnmatchedAt {
@@ -58,6 +60,11 @@ impl UnmatchedAt {
             }
             Self::TopN => {
                 "the Top-N skipped retractions of rows it does not hold \
+                 (expired state, or a changelog source deleting rows it never inserted: \
+                 see 'table.exec.source.cdc-events-duplicate')"
+            }
+            Self::Join => {
+                "a join skipped retractions of rows it does not hold \
                  (expired state, or a changelog source deleting rows it never inserted: \
                  see 'table.exec.source.cdc-events-duplicate')"
             }

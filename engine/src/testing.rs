@@ -78,6 +78,15 @@ impl OperatorHarness {
         self.keep(out)
     }
 
+    /// Feeds a batch of input `input` (a join's right side is 1).
+    pub async fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<()> {
+        let mut out = Collector::new();
+        self.operator
+            .process_input_batch(input, batch, &mut self.ctx, &mut out)
+            .await?;
+        self.keep(out)
+    }
+
     /// Feeds a watermark; a forwarded watermark is recorded as output.
     pub async fn watermark(&mut self, watermark: Watermark) -> Result<()> {
         let mut out = Collector::new();

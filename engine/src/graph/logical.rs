@@ -202,6 +202,9 @@ pub struct LogicalEdge {
     /// Which of the upstream node's outputs it carries. Watermarks,
     /// barriers and the end of the stream go along every edge.
     pub port: OutputPort,
+    /// Which input of the downstream node it is, in the order the node's
+    /// inputs were connected: a join's left input is 0, its right 1.
+    pub input: usize,
 }
 
 /// Operators and edges, as a query lowers to them.
@@ -265,11 +268,13 @@ impl LogicalGraph {
                 )));
             }
         }
+        let input = self.edges.iter().filter(|e| e.to == to).count();
         self.edges.push(LogicalEdge {
             from,
             to,
             kind,
             port,
+            input,
         });
         Ok(())
     }

@@ -36,6 +36,9 @@ pub struct PhysicalEdge {
     pub kind: EdgeKind,
     /// Which output of the upstream vertex's last node it carries.
     pub port: OutputPort,
+    /// Which input of the downstream vertex's head node it is (see
+    /// [`super::LogicalEdge::input`]).
+    pub input: usize,
 }
 
 /// The deployable graph.
@@ -137,6 +140,7 @@ impl PhysicalGraph {
                     to,
                     kind,
                     port: e.port,
+                    input: e.input,
                 }
             })
             .collect();

@@ -47,6 +47,7 @@ mod filter;
 mod group_aggregate;
 mod group_slots;
 mod grouped_state;
+mod join;
 mod late_rows;
 mod limit;
 mod processing_time;
@@ -72,6 +73,7 @@ pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
 pub use grouped_state::{
     AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState,
 };
+pub use join::{JoinCondition, JoinFactory, JoinKind, JoinOperator, Side};
 pub use late_rows::{LATE_OPERATOR_COLUMN, LATE_WATERMARK_COLUMN, LateRows};
 pub use limit::LimitOperator;
 pub use processing_time::ProcessingTimeWatermarkOperator;
@@ -335,6 +337,21 @@ pub trait Operator: Send {
         ctx: &mut OperatorContext,
         out: &mut Collector,
     ) -> Result<()>;
+
+    /// Processes one batch of input `input` of an operator with several
+    /// inputs (a join: 0 is the left, 1 the right). Only batches of inputs
+    /// past the first come here; the default treats them as the first's
+    /// (a union).
+    async fn process_input_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let _ = input;
+        self.process_batch(batch, ctx, out).await
+    }
 
     /// Event time advanced to `watermark` (already combined across inputs).
     /// Emit what the watermark completes; return the watermark to forward,

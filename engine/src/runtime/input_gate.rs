@@ -1,7 +1,8 @@
 //! A task's inputs: receives from every upstream channel fairly, combines
 //! watermarks as the minimum over live inputs, and aligns checkpoint
 //! barriers (an input that delivered barrier `n` is not read again until
-//! every live input has delivered it).
+//! every live input has delivered it). Each channel belongs to one input of
+//! the task's head node (a join has two), and data says which.
 
 use std::future::poll_fn;
 use std::task::Poll;
@@ -12,6 +13,8 @@ use crate::message::{CheckpointBarrier, Message, Watermark};
 
 struct Input {
     receiver: Receiver<Message>,
+    /// The head node's input this channel feeds.
+    input: usize,
     watermark: Watermark,
     finished: bool,
     blocked: bool,
@@ -26,13 +29,19 @@ pub struct InputGate {
 }
 
 impl InputGate {
-    /// A gate over these channels.
+    /// A gate over these channels, all of the head node's first input.
     pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
+        Self::with_inputs(receivers.into_iter().map(|r| (0, r)).collect())
+    }
+
+    /// A gate over these channels, each with the head node's input it feeds.
+    pub fn with_inputs(receivers: Vec<(usize, Receiver<Message>)>) -> Self {
         Self {
             inputs: receivers
                 .into_iter()
-                .map(|receiver| Input {
+                .map(|(input, receiver)| Input {
                     receiver,
+                    input,
                     watermark: Watermark::MIN,
                     finished: false,
                     blocked: false,
@@ -79,9 +88,15 @@ impl InputGate {
     /// barrier, or `EndOfStream` once every input has ended. A channel closed
     /// without `EndOfStream` counts as ended (its sender failed, which fails the job).
     pub async fn next(&mut self) -> Message {
+        self.next_from().await.1
+    }
+
+    /// [`InputGate::next`], with the head node's input that data came from
+    /// (0 for everything else).
+    pub async fn next_from(&mut self) -> (usize, Message) {
         loop {
             if self.inputs.iter().all(|i| i.finished) {
-                return Message::EndOfStream;
+                return (0, Message::EndOfStream);
             }
             let (index, message) = poll_fn(|cx| {
                 let n = self.inputs.len();
@@ -100,29 +115,31 @@ impl InputGate {
             })
             .await;
             match message {
-                Some(Message::Data(batch)) => return Message::Data(batch),
+                Some(Message::Data(batch)) => {
+                    return (self.inputs[index].input, Message::Data(batch));
+                }
                 Some(Message::Watermark(w)) => {
                     let input = &mut self.inputs[index];
                     input.watermark = input.watermark.max(w);
                     if let Some(m) = self.advance_watermark() {
-                        return m;
+                        return (0, m);
                     }
                 }
                 Some(Message::Barrier(b)) => {
                     self.inputs[index].blocked = true;
                     self.pending_barrier.get_or_insert(b);
                     if let Some(m) = self.barrier_complete() {
-                        return m;
+                        return (0, m);
                     }
                 }
                 Some(Message::EndOfStream) | None => {
                     self.inputs[index].finished = true;
                     self.inputs[index].blocked = false;
                     if let Some(m) = self.barrier_complete() {
-                        return m;
+                        return (0, m);
                     }
                     if let Some(m) = self.advance_watermark() {
-                        return m;
+                        return (0, m);
                     }
                 }
             }

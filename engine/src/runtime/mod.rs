@@ -43,6 +43,9 @@ use checkpoint::TaskCheckpointing;
 use output::{EdgeOutput, OutputChannel, Outputs};
 use task::{Head, Task};
 
+/// A channel into a task, with the input of the task's head node it feeds.
+type InputChannel = (usize, Receiver<Message>);
+
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -378,7 +381,7 @@ impl LocalRuntime {
         let vertices = graph.vertices();
         let capacity = self.config.channel_capacity.max(1);
         // receivers[v][subtask], outputs[v][subtask]
-        let mut receivers: Vec<Vec<Vec<Receiver<Message>>>> = vertices
+        let mut receivers: Vec<Vec<Vec<InputChannel>>> = vertices
             .iter()
             .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
             .collect();
@@ -405,7 +408,7 @@ impl LocalRuntime {
                         (_, true, None) => {
                             let (tx, rx): (Sender<Message>, Receiver<Message>) = channel(capacity);
                             senders.push(OutputChannel::Local(tx));
-                            receivers[edge.to][j].push(rx);
+                            receivers[edge.to][j].push((edge.input, rx));
                         }
                         (Some(remote), true, Some(address)) => {
                             senders.push(OutputChannel::Remote {
@@ -417,7 +420,8 @@ impl LocalRuntime {
                         }
                         (Some(remote), false, None) => {
                             let key = channel_key(&remote.job_id, edge_index, i, j);
-                            receivers[edge.to][j].push(remote.exchange.receiver(&key));
+                            receivers[edge.to][j]
+                                .push((edge.input, remote.exchange.receiver(&key)));
                         }
                         _ => {}
                     }
@@ -477,7 +481,7 @@ impl LocalRuntime {
                             stop: stop.clone(),
                         }
                     }
-                    _ => Head::Inputs(InputGate::new(inputs)),
+                    _ => Head::Inputs(InputGate::with_inputs(inputs)),
                 };
                 let mut sink_metrics = None;
                 let mut operators = Vec::new();

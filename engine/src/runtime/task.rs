@@ -217,12 +217,16 @@ impl Task {
                     self.tick().await?;
                     continue;
                 }
-                message = gate.next() => message,
+                message = gate.next_from() => message,
             };
             match message {
-                Message::EndOfStream => return self.close().await,
-                Message::Barrier(barrier) => self.checkpoint(barrier, None).await?,
-                message => {
+                (_, Message::EndOfStream) => return self.close().await,
+                (_, Message::Barrier(barrier)) => self.checkpoint(barrier, None).await?,
+                (input, Message::Data(batch)) if input > 0 => {
+                    self.counters.add_in(batch.num_rows());
+                    self.push_input(input, batch).await?
+                }
+                (_, message) => {
                     if let Message::Data(batch) = &message {
                         self.counters.add_in(batch.num_rows());
                     }
@@ -353,6 +357,21 @@ impl Task {
             self.outputs.send(message).await?;
         }
         Ok(())
+    }
+
+    /// A batch from input `input` (not the first) of the chain's head
+    /// operator, which alone has several inputs; then what it emits down
+    /// the chain.
+    async fn push_input(&mut self, input: usize, batch: arrow::array::RecordBatch) -> Result<()> {
+        let Some((op, ctx, _)) = self.operators.first_mut() else {
+            return Err(Error::internal(format!(
+                "a batch for input {input} of a task without operators"
+            )));
+        };
+        let mut out = Collector::new();
+        ctx.metrics.add_in(batch.num_rows());
+        op.process_input_batch(input, batch, ctx, &mut out).await?;
+        self.forward(0, out).await
     }
 
     /// [`Task::push`], boxed: a chain pushes into itself when an operator

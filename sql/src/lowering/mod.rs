@@ -33,6 +33,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{CrossJoinExec, HashJoinExec, NestedLoopJoinExec};
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -54,6 +55,7 @@ use crate::error::{Construct, Result, SqlError};
 use crate::session::{CDC_EVENTS_DUPLICATE_KEY, StreamingConfig};
 
 mod aggregate;
+mod join;
 mod late_rows;
 mod sink_cast;
 mod top_n;
@@ -250,6 +252,12 @@ impl<'a> Lowering<'a> {
         }
         if let Some(sort) = any.downcast_ref::<SortExec>() {
             return self.lower_sort(sort);
+        }
+        if let Some(join) = any.downcast_ref::<HashJoinExec>() {
+            return self.lower_hash_join(join);
+        }
+        if any.is::<NestedLoopJoinExec>() || any.is::<CrossJoinExec>() {
+            return Err(join::join_without_equality());
         }
         if any.is::<CoalescePartitionsExec>()
             || any.is::<RepartitionExec>()
@@ -717,7 +725,7 @@ fn unsupported_node(name: &str) -> SqlError {
         ),
         n if n.contains("Join") => (
             Construct::Keyword(Keyword::JOIN),
-            "joins are not supported yet",
+            "this join is not supported on streams yet; an equi-join (ON a.k = b.k) is",
         ),
         "WindowAggExec" | "BoundedWindowAggExec" => (
             Construct::Keyword(Keyword::OVER),

@@ -1,0 +1,720 @@
+//! A regular equi-join of two streams, as Flink's `StreamingJoinOperator`:
+//! `INNER`, `LEFT`, `RIGHT` and `FULL OUTER`, and the semi and anti joins
+//! of `IN` / `EXISTS` subqueries, over append-only or updating inputs.
+//!
+//! Both inputs are hashed by the join key, so a key's rows of both sides
+//! meet in one subtask, which keeps them (see [`state::KeyRows`]): each
+//! distinct row with its copies and the number of rows of the other side
+//! it matches. A row from one side is joined with the other side's rows of
+//! its key that pass the join's extra condition, and then kept:
+//!
+//! - an insert (`+I`/`+U`) emits `+I` of each pair; a retraction (`-U`/`-D`)
+//!   takes one copy back and emits `-D` of each pair (a retraction of a row
+//!   the side does not hold is dropped and counted, as in the Top-N);
+//! - an outer join pads an unmatched row of a preserved side with nulls:
+//!   `+I` of the padded row while it matches nothing, `-D` of it when its
+//!   first match comes, `+I` again when its last match is retracted;
+//! - a semi join emits a row of its side once it has a match (and `-D` when
+//!   it has none left), an anti join while it has none.
+//!
+//! Rows whose key has a null never match (SQL's `=`); a preserved or anti
+//! side passes them through padded, unkept. The output is append-only for
+//! an inner or semi join of append-only inputs, and updating otherwise.
+//!
+//! State grows with the inputs unless `table.exec.state.ttl` bounds it:
+//! then a key untouched for the TTL is dropped, both sides, without
+//! retracting anything (Flink's semantics). Past the operator's memory
+//! budget the least recently touched keys are evicted to RocksDB and loaded
+//! back when touched ([`super::evictable`]). Checkpoints write every key by
+//! its key group.
+
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, Rows, SortField};
+use async_trait::async_trait;
+use datafusion::physical_expr::PhysicalExpr;
+
+use self::state::KeyRows;
+use super::evictable::{EvictableKeys, EvictableValue};
+use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
+use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
+use crate::changelog::{
+    ChangelogMode, RowKind, data_schema, split_row_kinds, updating_schema, with_row_kinds,
+};
+use crate::error::{Error, Result};
+use crate::message::CheckpointBarrier;
+
+/// One input of a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The first input (0).
+    Left,
+    /// The second input (1).
+    Right,
+}
+
+impl Side {
+    /// The input's index.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Left => 0,
+            Side::Right => 1,
+        }
+    }
+
+    /// The other input.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+/// Which rows a join emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Pairs of matching rows.
+    Inner,
+    /// Pairs, and left rows without a match padded with nulls.
+    Left,
+    /// Pairs, and right rows without a match padded with nulls.
+    Right,
+    /// Pairs, and rows of either side without a match padded with nulls.
+    Full,
+    /// Left rows with a match (`IN`, `EXISTS`).
+    LeftSemi,
+    /// Left rows without a match (`NOT EXISTS`).
+    LeftAnti,
+    /// Right rows with a match.
+    RightSemi,
+    /// Right rows without a match.
+    RightAnti,
+}
+
+impl JoinKind {
+    /// Whether rows of `side` without a match are emitted, padded.
+    fn preserves(self, side: Side) -> bool {
+        matches!(
+            (self, side),
+            (JoinKind::Full, _) | (JoinKind::Left, Side::Left) | (JoinKind::Right, Side::Right)
+        )
+    }
+
+    /// For a semi or anti join: the side whose rows it emits.
+    fn filtered_side(self) -> Option<Side> {
+        match self {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => Some(Side::Left),
+            JoinKind::RightSemi | JoinKind::RightAnti => Some(Side::Right),
+            _ => None,
+        }
+    }
+
+    fn is_anti(self) -> bool {
+        matches!(self, JoinKind::LeftAnti | JoinKind::RightAnti)
+    }
+
+    /// Whether it retracts output even over append-only inputs.
+    fn retracts(self) -> bool {
+        !matches!(
+            self,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        )
+    }
+}
+
+/// A join's condition beyond its key equality, over an intermediate row
+/// of some columns of each side (DataFusion's `JoinFilter`).
+#[derive(Debug, Clone)]
+pub struct JoinCondition {
+    /// The predicate, over `schema`.
+    pub expr: Arc<dyn PhysicalExpr>,
+    /// Where each column of `schema` comes from: a side and its column.
+    pub columns: Vec<(Side, usize)>,
+    /// The intermediate row's schema.
+    pub schema: SchemaRef,
+}
+
+/// Creates [`JoinOperator`]s.
+#[derive(Debug, Clone)]
+pub struct JoinFactory {
+    kind: JoinKind,
+    /// Each input's data columns (without the row kind).
+    data: [SchemaRef; 2],
+    /// Each input's key columns; the types of a key's columns agree.
+    keys: [Vec<usize>; 2],
+    condition: Option<JoinCondition>,
+    /// The joined rows' columns (the left's then the right's, or one
+    /// side's for a semi or anti join).
+    joined: SchemaRef,
+    output_schema: SchemaRef,
+    state_ttl_ms: Option<i64>,
+    label: String,
+}
+
+impl JoinFactory {
+    /// A `kind` join of inputs `left` and `right` (either may be updating)
+    /// on `left_keys[i] = right_keys[i]` and `condition`, emitting rows of
+    /// `joined` (as DataFusion's join schema: the left's columns then the
+    /// right's, nullable where padded; one side's for a semi or anti join).
+    pub fn new(
+        kind: JoinKind,
+        inputs: [&SchemaRef; 2],
+        keys: [Vec<usize>; 2],
+        condition: Option<JoinCondition>,
+        joined: SchemaRef,
+    ) -> Result<Self> {
+        let data = [data_schema(inputs[0]), data_schema(inputs[1])];
+        if keys[0].is_empty() || keys[0].len() != keys[1].len() {
+            return Err(Error::Config(
+                "a join needs at least one equality between its inputs".into(),
+            ));
+        }
+        for (l, r) in keys[0].iter().zip(&keys[1]) {
+            let (lt, rt) = (data[0].field(*l).data_type(), data[1].field(*r).data_type());
+            if lt != rt {
+                return Err(Error::internal(format!(
+                    "join keys of different types: {lt} and {rt}"
+                )));
+            }
+        }
+        let width = match kind.filtered_side() {
+            Some(side) => data[side.index()].fields().len(),
+            None => data[0].fields().len() + data[1].fields().len(),
+        };
+        if joined.fields().len() != width {
+            return Err(Error::internal(format!(
+                "a {kind:?} join emits {width} columns, not {}",
+                joined.fields().len()
+            )));
+        }
+        let updating = kind.retracts()
+            || ChangelogMode::of(inputs[0]).is_updating()
+            || ChangelogMode::of(inputs[1]).is_updating();
+        let output_schema = if updating {
+            updating_schema(&joined)
+        } else {
+            Arc::clone(&joined)
+        };
+        let names = |side: usize| -> Vec<&str> {
+            keys[side]
+                .iter()
+                .map(|&c| data[side].field(c).name().as_str())
+                .collect()
+        };
+        let on: Vec<String> = names(0)
+            .iter()
+            .zip(names(1))
+            .map(|(l, r)| format!("{l} = {r}"))
+            .collect();
+        let mut label = format!("kind={kind:?}, on=[{}]", on.join(", "));
+        if let Some(c) = &condition {
+            label.push_str(&format!(", condition={}", c.expr));
+        }
+        for (side, name) in [(0, "left"), (1, "right")] {
+            if ChangelogMode::of(inputs[side]).is_updating() {
+                label.push_str(&format!(", {name}=retract"));
+            }
+        }
+        Ok(Self {
+            kind,
+            data,
+            keys,
+            condition,
+            joined,
+            output_schema,
+            state_ttl_ms: None,
+            label,
+        })
+    }
+
+    /// Drops keys untouched for `ttl_ms` of processing time
+    /// (`table.exec.state.ttl`).
+    pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.state_ttl_ms = ttl_ms.filter(|&t| t > 0);
+        self
+    }
+
+    /// Whether the join's state can only grow: no state TTL bounds it.
+    pub fn state_is_unbounded(&self) -> bool {
+        self.state_ttl_ms.is_none()
+    }
+}
+
+impl fmt::Display for JoinFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Join: {}", self.label)?;
+        match self.state_ttl_ms {
+            Some(ttl) => write!(f, ", state-ttl={ttl}ms"),
+            None => write!(
+                f,
+                ", state=unbounded (keeps every row; set 'table.exec.state.ttl' to bound it)"
+            ),
+        }
+    }
+}
+
+impl OperatorFactory for JoinFactory {
+    fn name(&self) -> &str {
+        "Join"
+    }
+    fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.output_schema)
+    }
+    fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(JoinOperator::new(self.clone())?))
+    }
+}
+
+/// A row to emit: each side's row (`None`: padded with nulls, or not part
+/// of a semi or anti join's output), and its kind.
+type Emitted = (Option<Vec<u8>>, Option<Vec<u8>>, RowKind);
+
+/// Joins two hashed inputs by key; see the module docs.
+pub struct JoinOperator {
+    spec: JoinFactory,
+    /// Encodes key columns (of either side: their types agree).
+    key_rows: RowConverter,
+    /// Encodes each side's rows.
+    rows: [RowConverter; 2],
+    state: HashMap<Vec<u8>, KeyRows>,
+    keyed: EvictableKeys,
+}
+
+impl fmt::Debug for JoinOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinOperator")
+            .field("keys", &self.state.len())
+            .finish()
+    }
+}
+
+fn row_converter(schema: &Schema) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
+
+impl JoinOperator {
+    fn new(spec: JoinFactory) -> Result<Self> {
+        let key_rows = RowConverter::new(
+            spec.keys[0]
+                .iter()
+                .map(|&c| SortField::new(spec.data[0].field(c).data_type().clone()))
+                .collect(),
+        )?;
+        let rows = [row_converter(&spec.data[0])?, row_converter(&spec.data[1])?];
+        Ok(Self {
+            keyed: EvictableKeys::new(spec.state_ttl_ms),
+            spec,
+            key_rows,
+            rows,
+            state: HashMap::new(),
+        })
+    }
+
+    /// Per row of `data` (a batch of `side`): the indices, into the other
+    /// side's rows of its key, of those it joins with. The other side does
+    /// not change while a batch of this side is applied.
+    fn matches(
+        &self,
+        side: Side,
+        data: &RecordBatch,
+        keys: &Rows,
+        null_keys: &[bool],
+    ) -> Result<Vec<Vec<usize>>> {
+        let other = side.other();
+        let mut matched: Vec<Vec<usize>> = vec![Vec::new(); data.num_rows()];
+        // Candidate pairs: this row, the other side's entry.
+        let mut this_rows: Vec<u32> = Vec::new();
+        let mut other_rows: Vec<&[u8]> = Vec::new();
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (row, found) in matched.iter_mut().enumerate() {
+            if null_keys[row] {
+                continue;
+            }
+            let Some(entries) = self.state.get(keys.row(row).data()) else {
+                continue;
+            };
+            for (i, entry) in entries.side(other).iter().enumerate() {
+                match &self.spec.condition {
+                    None => found.push(i),
+                    Some(_) => {
+                        this_rows.push(row as u32);
+                        other_rows.push(&entry.row);
+                        pairs.push((row, i));
+                    }
+                }
+            }
+        }
+        let Some(condition) = &self.spec.condition else {
+            return Ok(matched);
+        };
+        if pairs.is_empty() {
+            return Ok(matched);
+        }
+        let this_columns = super::snapshot::take_rows(data.columns(), this_rows)?;
+        let parser = self.rows[other.index()].parser();
+        let other_columns =
+            self.rows[other.index()].convert_rows(other_rows.iter().map(|r| parser.parse(r)))?;
+        let columns: Vec<ArrayRef> = condition
+            .columns
+            .iter()
+            .map(|&(s, c)| {
+                let source = if s == side {
+                    &this_columns
+                } else {
+                    &other_columns
+                };
+                source.get(c).cloned().ok_or_else(|| {
+                    Error::internal(format!("a join condition reads column {c} of {s:?}"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let intermediate = RecordBatch::try_new(Arc::clone(&condition.schema), columns)?;
+        let passed = condition
+            .expr
+            .evaluate(&intermediate)?
+            .into_array(pairs.len())?;
+        let passed = passed
+            .as_boolean_opt()
+            .ok_or_else(|| Error::internal("a join condition is not a boolean"))?;
+        for (p, &(row, i)) in pairs.iter().enumerate() {
+            if passed.is_valid(p) && passed.value(p) {
+                matched[row].push(i);
+            }
+        }
+        Ok(matched)
+    }
+
+    /// Applies a batch of `side`; returns the rows to emit and how many
+    /// retractions found no row.
+    fn apply(
+        &mut self,
+        side: Side,
+        batch: &RecordBatch,
+        ctx: &mut OperatorContext,
+    ) -> Result<(Vec<Emitted>, usize)> {
+        let (data, kinds) = split_row_kinds(batch)?;
+        let key_columns: Vec<ArrayRef> = self.spec.keys[side.index()]
+            .iter()
+            .map(|&c| Arc::clone(data.column(c)))
+            .collect();
+        let keys = self.key_rows.convert_columns(&key_columns)?;
+        let null_keys: Vec<bool> = (0..data.num_rows())
+            .map(|row| key_columns.iter().any(|c| c.is_null(row)))
+            .collect();
+        if self.keyed.may_have_evicted() {
+            self.keyed.load(&mut self.state, &key_columns, &keys, ctx)?;
+        }
+        let matched = self.matches(side, &data, &keys, &null_keys)?;
+        let rows = self.rows[side.index()].convert_columns(data.columns())?;
+        let kind = self.spec.kind;
+        let other = side.other();
+        let mut out: Vec<Emitted> = Vec::new();
+        let mut unmatched = 0;
+        // A pair, or a row of one side alone (padded, or a semi or anti
+        // join's output).
+        let pair = |this: &[u8], that: Option<&[u8]>, k: RowKind| -> Emitted {
+            let (this, that) = (Some(this.to_vec()), that.map(<[u8]>::to_vec));
+            match side {
+                Side::Left => (this, that, k),
+                Side::Right => (that, this, k),
+            }
+        };
+        let alone = |s: Side, row: &[u8], k: RowKind| -> Emitted {
+            match s {
+                Side::Left => (Some(row.to_vec()), None, k),
+                Side::Right => (None, Some(row.to_vec()), k),
+            }
+        };
+        let mut touched: Vec<Vec<u8>> = Vec::new();
+        for (i, found) in matched.iter().enumerate() {
+            let row = rows.row(i);
+            let row = row.as_ref();
+            let accumulate = kinds
+                .as_ref()
+                .is_none_or(|k| matches!(k[i], RowKind::Insert | RowKind::UpdateAfter));
+            let (emit_kind, undo_kind) = if accumulate {
+                (RowKind::Insert, RowKind::Delete)
+            } else {
+                (RowKind::Delete, RowKind::Insert)
+            };
+            if null_keys[i] {
+                // Never matches, never kept.
+                let passes =
+                    kind.preserves(side) || (kind.is_anti() && kind.filtered_side() == Some(side));
+                if passes {
+                    out.push(alone(side, row, emit_kind));
+                }
+                continue;
+            }
+            let key = keys.row(i).data();
+            if !self.state.contains_key(key) {
+                self.state.insert(key.to_vec(), KeyRows::default());
+            }
+            let entries = self
+                .state
+                .get_mut(key)
+                .ok_or_else(|| Error::internal("a join key vanished while applied"))?;
+            if touched.last().is_none_or(|t| t.as_slice() != key) {
+                touched.push(key.to_vec());
+            }
+            if !accumulate && !entries.remove(side, row) {
+                unmatched += 1;
+                continue;
+            }
+            let others = entries.side_mut(other);
+            let match_count: u64 = found.iter().map(|&m| others[m].copies).sum();
+            match kind.filtered_side() {
+                None => {
+                    for &m in found {
+                        let that = &mut others[m];
+                        if kind.preserves(other) && accumulate && that.matches == 0 {
+                            for _ in 0..that.copies {
+                                out.push(alone(other, &that.row, RowKind::Delete));
+                            }
+                        }
+                        for _ in 0..that.copies {
+                            out.push(pair(row, Some(&that.row), emit_kind));
+                        }
+                        if kind.preserves(other) && !accumulate && that.matches == 1 {
+                            for _ in 0..that.copies {
+                                out.push(alone(other, &that.row, RowKind::Insert));
+                            }
+                        }
+                    }
+                    if kind.preserves(side) && found.is_empty() {
+                        out.push(pair(row, None, emit_kind));
+                    }
+                }
+                Some(s) if s == side => {
+                    if found.is_empty() == kind.is_anti() {
+                        out.push(alone(side, row, emit_kind));
+                    }
+                }
+                Some(_) => {
+                    // This side filters the other's rows.
+                    for &m in found {
+                        let that = &others[m];
+                        let flips = if accumulate {
+                            that.matches == 0
+                        } else {
+                            that.matches == 1
+                        };
+                        if flips {
+                            let k = if kind.is_anti() { undo_kind } else { emit_kind };
+                            for _ in 0..that.copies {
+                                out.push(alone(other, &that.row, k));
+                            }
+                        }
+                    }
+                }
+            }
+            for &m in found {
+                let that = &mut others[m];
+                that.matches = if accumulate {
+                    that.matches + 1
+                } else {
+                    that.matches.saturating_sub(1)
+                };
+            }
+            if accumulate {
+                entries.add(side, row, match_count);
+            }
+        }
+        for key in touched {
+            match self.state.get(&key) {
+                Some(entries) if entries.is_empty() => {
+                    self.state.remove(&key);
+                    self.keyed.forget(&key);
+                }
+                Some(entries) => self.keyed.touch(&key, entries.heap_size(), ctx),
+                None => {}
+            }
+        }
+        Ok((out, unmatched))
+    }
+
+    /// The columns of `side` for `rows` (`None`: nulls).
+    fn side_columns(&self, side: Side, rows: &[Option<&[u8]>]) -> Result<Vec<ArrayRef>> {
+        let present: Vec<&[u8]> = rows.iter().flatten().copied().collect();
+        let converter = &self.rows[side.index()];
+        let parser = converter.parser();
+        let columns = converter.convert_rows(present.iter().map(|r| parser.parse(r)))?;
+        if present.len() == rows.len() {
+            return Ok(columns);
+        }
+        let mut next = 0u32;
+        let indices: UInt32Array = rows
+            .iter()
+            .map(|r| {
+                r.map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        columns
+            .iter()
+            .map(|c| Ok(arrow::compute::take(c.as_ref(), &indices, None)?))
+            .collect()
+    }
+
+    fn emit(&self, emitted: Vec<Emitted>, out: &mut Collector) -> Result<()> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let lefts: Vec<Option<&[u8]>> = emitted.iter().map(|e| e.0.as_deref()).collect();
+        let rights: Vec<Option<&[u8]>> = emitted.iter().map(|e| e.1.as_deref()).collect();
+        let columns = match self.spec.kind.filtered_side() {
+            Some(Side::Left) => self.side_columns(Side::Left, &lefts)?,
+            Some(Side::Right) => self.side_columns(Side::Right, &rights)?,
+            None => {
+                let mut columns = self.side_columns(Side::Left, &lefts)?;
+                columns.extend(self.side_columns(Side::Right, &rights)?);
+                columns
+            }
+        };
+        let kinds: Vec<RowKind> = emitted.iter().map(|e| e.2).collect();
+        if ChangelogMode::of(&self.spec.output_schema).is_updating() {
+            out.collect(with_row_kinds(&self.spec.output_schema, columns, kinds)?);
+        } else {
+            if kinds.iter().any(|k| *k != RowKind::Insert) {
+                return Err(Error::internal("an append-only join retracted a row"));
+            }
+            out.collect(RecordBatch::try_new(
+                Arc::clone(&self.spec.joined),
+                columns,
+            )?);
+        }
+        Ok(())
+    }
+
+    async fn process(
+        &mut self,
+        side: Side,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.keyed
+            .sweep(&mut self.state, ctx, "dropped join keys")?;
+        let (emitted, unmatched) = self.apply(side, &batch, ctx)?;
+        if unmatched > 0 {
+            ctx.unmatched_retractions(crate::metrics::UnmatchedAt::Join, unmatched as u64);
+        }
+        self.emit(emitted, out)?;
+        self.keyed
+            .evict_if_over_budget(&mut self.state, &self.key_rows, ctx)
+    }
+}
+
+#[async_trait]
+impl Operator for JoinOperator {
+    async fn process_batch(
+        &mut self,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        self.process(Side::Left, batch, ctx, out).await
+    }
+
+    async fn process_input_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        match input {
+            0 => self.process(Side::Left, batch, ctx, out).await,
+            1 => self.process(Side::Right, batch, ctx, out).await,
+            other => Err(Error::internal(format!("a join has no input {other}"))),
+        }
+    }
+
+    async fn handle_checkpoint(
+        &mut self,
+        _barrier: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        self.keyed.sweep(&mut self.state, ctx, "dropped join keys")
+    }
+
+    /// Per key group: the key columns (for the key group), the encoded key
+    /// and the key's encoded rows.
+    async fn snapshot_state(
+        &mut self,
+        ctx: &mut OperatorContext,
+        snapshot: &mut OperatorSnapshot,
+    ) -> Result<()> {
+        let mut builder = KeyedStateBuilder::default();
+        if !self.state.is_empty() {
+            let keys: Vec<&Vec<u8>> = self.state.keys().collect();
+            let parser = self.key_rows.parser();
+            let mut columns = self
+                .key_rows
+                .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+            let width = columns.len();
+            columns.push(Arc::new(BinaryArray::from_iter_values(
+                keys.iter().map(|k| k.as_slice()),
+            )));
+            columns.push(Arc::new(BinaryArray::from_iter_values(
+                self.state.values().map(|v| {
+                    let mut bytes = Vec::new();
+                    v.encode(&mut bytes);
+                    bytes
+                }),
+            )));
+            let key_columns: Vec<usize> = (0..width).collect();
+            builder.add_rows(&columns, &key_columns, keys.len(), ctx.task.max_key_groups)?;
+        }
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
+        Ok(())
+    }
+
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+        let width = self.spec.keys[0].len();
+        for (_, bytes) in restore.keyed {
+            for (columns, rows) in decode_batches(&bytes)? {
+                let (Some(keys), Some(values)) = (columns.get(width), columns.get(width + 1))
+                else {
+                    return Err(Error::internal("checkpointed join state lacks its rows"));
+                };
+                let (Some(keys), Some(values)) =
+                    (keys.as_binary_opt::<i32>(), values.as_binary_opt::<i32>())
+                else {
+                    return Err(Error::internal("checkpointed join state is not binary"));
+                };
+                for row in 0..rows {
+                    let entries = KeyRows::decode(values.value(row))?;
+                    let key = keys.value(row);
+                    self.keyed.touch(key, entries.heap_size(), ctx);
+                    self.state.insert(key.to_vec(), entries);
+                }
+            }
+        }
+        // Keys evicted before the checkpoint were copied into the store by
+        // key group; they come back when touched.
+        self.keyed.restored(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
