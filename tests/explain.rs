@@ -626,3 +626,31 @@ async fn explain_cdc_events_duplicate_normalizes_a_changelog_source() {
     };
     assert!(!text.contains("ChangelogNormalize"), "{text}");
 }
+
+/// Regular joins: an inner join of two streams hashed by its key, whose
+/// state is unbounded (and says so); with a state TTL, a left join of a
+/// running aggregate with a computed key, its input marked as a changelog.
+#[tokio::test]
+async fn explain_regular_joins() {
+    let mut engine = engine().await;
+    let mut texts = Vec::new();
+    let unbounded = "EXPLAIN SELECT b.id, t.price FROM bids b JOIN ticks t ON b.auction = t.id AND b.price < t.price";
+    match engine.execute(unbounded).await {
+        Ok(Executed::Explain(text)) => texts.push(text),
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    }
+    engine
+        .execute_script("SET 'table.exec.state.ttl' = '1 h';")
+        .await
+        .expect("settings are valid");
+    let bounded = "EXPLAIN SELECT c.k, c.n, t.price FROM \
+         (SELECT id % 10 AS k, COUNT(*) AS n FROM ticks GROUP BY id % 10) c \
+         LEFT JOIN ticks t ON c.k = t.id + 1";
+    match engine.execute(bounded).await {
+        Ok(Executed::Explain(text)) => texts.push(text),
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    }
+    insta::assert_snapshot!(texts.join("\n"));
+}

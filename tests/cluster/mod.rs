@@ -3,6 +3,7 @@
 
 pub mod fault;
 pub mod harness;
+mod join;
 mod late_rows;
 mod moto;
 mod spill;

@@ -318,3 +318,42 @@ async fn evicted_keys_load_back_and_join_as_in_memory() {
     assert_eq!(a, b);
     assert!(spilled.context().metrics.snapshot().state_spilled_bytes > 0);
 }
+
+/// With a state TTL, a join over an endless stream of new keys keeps its
+/// checkpointed state under a fixed bound once the TTL moves on; without
+/// one the state only grows.
+#[tokio::test]
+async fn a_state_ttl_bounds_the_state_of_an_endless_join() {
+    async fn state_sizes(ttl: Option<i64>) -> Vec<usize> {
+        let clock = crate::clock::ManualClock::new(0);
+        let f = factory(JoinKind::Left, false).with_state_ttl(ttl);
+        let mut h = harness(&f).with_clock(clock.clone());
+        let mut sizes = Vec::new();
+        for step in 0..100i64 {
+            let rows: Vec<(i64, i64, i64)> = (0..40).map(|i| (step * 40 + i, step, i)).collect();
+            h.process(batch(&rows)).await.unwrap();
+            h.process_input(1, batch(&rows[..20])).await.unwrap();
+            clock.advance(100);
+            sizes.push(h.snapshot().await.unwrap().bytes());
+        }
+        // Every left row came out: matched or padded.
+        assert!(
+            h.take_batches()
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>()
+                >= 4_000
+        );
+        sizes
+    }
+    let bounded = state_sizes(Some(1_000)).await;
+    // After the TTL (10 steps) plus a sweep, the state holds at most ~12
+    // steps' keys; the unbounded one holds all 100.
+    let bound = bounded[15] * 2;
+    assert!(
+        bounded[20..].iter().all(|&s| s <= bound),
+        "state grew past {bound}: {bounded:?}"
+    );
+    let unbounded = state_sizes(None).await;
+    assert!(unbounded[99] > bounded[99] * 2, "{bounded:?} {unbounded:?}");
+}
