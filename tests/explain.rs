@@ -628,7 +628,8 @@ async fn explain_cdc_events_duplicate_normalizes_a_changelog_source() {
 }
 
 /// Regular joins: an inner join of two streams hashed by its key, whose
-/// state is unbounded (and says so); with a state TTL, a left join of a
+/// state is unbounded (and says so); an interval join, which drops rows as
+/// the watermark passes their interval; with a state TTL, a left join of a
 /// running aggregate with a computed key, its input marked as a changelog.
 #[tokio::test]
 async fn explain_regular_joins() {
@@ -636,6 +637,13 @@ async fn explain_regular_joins() {
     let mut texts = Vec::new();
     let unbounded = "EXPLAIN SELECT b.id, t.price FROM bids b JOIN ticks t ON b.auction = t.id AND b.price < t.price";
     match engine.execute(unbounded).await {
+        Ok(Executed::Explain(text)) => texts.push(text),
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    }
+    let interval = "EXPLAIN SELECT a.id, b.id FROM bids a LEFT JOIN bids b \
+         ON a.auction = b.auction AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND";
+    match engine.execute(interval).await {
         Ok(Executed::Explain(text)) => texts.push(text),
         Ok(_) => panic!("EXPLAIN returned no text"),
         Err(e) => panic!("EXPLAIN failed: {e}"),

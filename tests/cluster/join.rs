@@ -1,8 +1,9 @@
-//! Regular joins under faults, with real processes: a coordinator and three
-//! workers run an inner join of two generated streams (append-only, to a
-//! CSV sink) and a left join of two updating aggregates (a changelog, to a
-//! `debezium-json` sink), while workers are SIGKILLed or the jobs
-//! rescaled. The committed output must be exactly the answer computed
+//! Joins under faults, with real processes: a coordinator and three workers
+//! run an inner join of two generated streams (append-only, to a CSV sink),
+//! a left interval join of them (append-only: its outer rows come out as
+//! their intervals close) and a left join of two updating aggregates (a
+//! changelog, to a `debezium-json` sink), while workers are SIGKILLed or
+//! the jobs rescaled. The committed output must be exactly the answer computed
 //! here: the CSV rows as a multiset, the changelog netted out per row.
 
 use std::collections::BTreeMap;
@@ -26,7 +27,8 @@ fn script(out: &Path, source_options: &str) -> String {
     format!(
         "{source}
         SET 'execution.runtime-mode' = 'streaming';
-        CREATE TABLE src2 (id BIGINT)
+        CREATE TABLE src2 (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3),
+                           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
         WITH ('connector' = 'datagen', 'number-of-rows' = '{SECOND_ROWS}', 'rows-per-second' = '6000',
               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{SECOND_ROWS}',
               'scan.batch-size' = '500'{source_options});
@@ -37,10 +39,15 @@ fn script(out: &Path, source_options: &str) -> String {
         WITH ('connector' = 'filesystem', 'path' = '{lefts}', 'format' = 'debezium-json');
         INSERT INTO lefts SELECT a.k, a.n, b.m
         FROM (SELECT id % 500 AS k, COUNT(*) AS n FROM src GROUP BY id % 500) a
-        LEFT JOIN (SELECT id % 300 AS k, MAX(id) AS m FROM src2 GROUP BY id % 300) b ON a.k = b.k;",
+        LEFT JOIN (SELECT id % 300 AS k, MAX(id) AS m FROM src2 GROUP BY id % 300) b ON a.k = b.k;
+        CREATE TABLE near (a BIGINT, b BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{near}', 'format' = 'csv');
+        INSERT INTO near SELECT a.id, b.id FROM src a LEFT JOIN src2 b
+        ON a.id % 100 = b.id % 100 AND b.ts BETWEEN a.ts - INTERVAL '0.15' SECOND AND a.ts;",
         source = checkpointed_source(ROWS, 12_000, source_options),
         pairs = out.join("pairs").display(),
         lefts = out.join("lefts").display(),
+        near = out.join("near").display(),
     )
 }
 
@@ -50,6 +57,26 @@ fn expected_pairs() -> BTreeMap<String, usize> {
         .filter(|b| 3 * b <= ROWS)
         .map(|b| (format!("{},{b}", 3 * b), 1))
         .collect()
+}
+
+/// The interval join's rows: each id of the first stream with the ids of
+/// the second at most 150 ms (ids) before it with the same remainder by
+/// 100, that is itself and the id 100 before; padded when there is none.
+fn expected_near() -> BTreeMap<String, usize> {
+    let mut rows = BTreeMap::new();
+    for a in 1..=ROWS {
+        let matches: Vec<u64> = [a, a.wrapping_sub(100)]
+            .into_iter()
+            .filter(|b| (1..=SECOND_ROWS).contains(b))
+            .collect();
+        if matches.is_empty() {
+            *rows.entry(format!("{a},")).or_default() += 1;
+        }
+        for b in matches {
+            *rows.entry(format!("{a},{b}")).or_default() += 1;
+        }
+    }
+    rows
 }
 
 /// The left join's final rows: every key of the first aggregate, with the
@@ -88,6 +115,9 @@ async fn check(cluster: &TestCluster, jobs: &[String], out: &Path) {
     let expected = expected_pairs();
     let got = committed(&out.join("pairs"));
     assert!(got == expected, "pairs: {}", difference(&expected, &got));
+    let expected = expected_near();
+    let got = committed(&out.join("near"));
+    assert!(got == expected, "near: {}", difference(&expected, &got));
     let expected = expected_lefts();
     let got = net_rows(&out.join("lefts"));
     assert!(
@@ -103,7 +133,7 @@ async fn joins_survive_worker_kills_exactly_once() {
     let out = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start(3, 4).await;
     let jobs = submit_script(&cluster, &script(out.path(), ""), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0, 0], 1).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 1).await;
     let landed = kill_randomly(&mut cluster, &jobs, 3).await;
     assert!(landed >= 2, "only {landed} kills landed");
     check(&cluster, &jobs, out.path()).await;
@@ -123,7 +153,7 @@ async fn join_state_rescales_by_key_group() {
     let script = script(out.path(), ", 'scan.parallelism' = '2'");
     let jobs = submit_script(&cluster, &script, 2).await;
     let client = cluster.client().await;
-    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0], 1).await;
+    let mut seen = wait_for_checkpoints(&cluster, &jobs, &[0, 0, 0], 1).await;
     for parallelism in [3, 1] {
         for job in &jobs {
             client.rescale(job, parallelism).await.unwrap();

@@ -73,7 +73,7 @@ pub use group_aggregate::{GroupAggregateFactory, GroupAggregateOperator};
 pub use grouped_state::{
     AggregateInput, AggregateSpec, AggregateSpecRef, GroupedState, SingleGroupState,
 };
-pub use join::{JoinCondition, JoinFactory, JoinKind, JoinOperator, Side};
+pub use join::{IntervalBounds, JoinCondition, JoinFactory, JoinKind, JoinOperator, Side};
 pub use late_rows::{LATE_OPERATOR_COLUMN, LATE_WATERMARK_COLUMN, LateRows};
 pub use limit::LimitOperator;
 pub use processing_time::ProcessingTimeWatermarkOperator;

@@ -28,6 +28,7 @@ use weir_engine::operator::{
     JoinCondition, JoinFactory, JoinKind, OperatorFactory, ProjectionOperator, Side,
 };
 
+use super::interval_join::{interval_bounds, is_event_time};
 use super::{Lowered, Lowering};
 use crate::error::{Construct, Result, SqlError};
 
@@ -124,7 +125,7 @@ impl Lowering<'_> {
                 .collect(),
             schema: Arc::clone(filter.schema()),
         });
-        let factory = JoinFactory::new(
+        let mut factory = JoinFactory::new(
             kind,
             [&left.lowered.schema, &right.lowered.schema],
             [left.keys.clone(), right.keys.clone()],
@@ -132,6 +133,17 @@ impl Lowering<'_> {
             Arc::new(joined),
         )?
         .with_state_ttl(self.streaming.state_ttl_ms);
+        // On event-time columns of append-only inputs, time bounds make it
+        // an interval join.
+        let appends = !left.lowered.changelog_mode().is_updating()
+            && !right.lowered.changelog_mode().is_updating();
+        if let Some(bounds) = join.filter().and_then(interval_bounds)
+            && appends
+            && is_event_time(join.left(), bounds.left_time)
+            && is_event_time(join.right(), bounds.right_time)
+        {
+            factory = factory.with_interval(bounds)?;
+        }
         if factory.state_is_unbounded() {
             tracing::warn!(
                 "a {kind:?} join keeps every row of both inputs: its state grows without \

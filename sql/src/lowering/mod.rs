@@ -55,6 +55,7 @@ use crate::error::{Construct, Result, SqlError};
 use crate::session::{CDC_EVENTS_DUPLICATE_KEY, StreamingConfig};
 
 mod aggregate;
+mod interval_join;
 mod join;
 mod late_rows;
 mod sink_cast;

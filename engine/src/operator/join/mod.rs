@@ -21,6 +21,14 @@
 //! side passes them through padded, unkept. The output is append-only for
 //! an inner or semi join of append-only inputs, and updating otherwise.
 //!
+//! An *interval join* (Flink's: `a.ts BETWEEN b.ts - INTERVAL … AND b.ts +
+//! INTERVAL …` on event-time columns, [`IntervalBounds`]) reads append-only
+//! inputs and emits append-only output. A row is kept until the watermark
+//! passes the last time a row of the other side could match it. Then it is
+//! dropped, and for an outer or anti join it is emitted alone if it never
+//! matched, once its interval has closed. Its output watermark is held back
+//! by the interval, so those rows are not late downstream.
+//!
 //! State grows with the inputs unless `table.exec.state.ttl` bounds it:
 //! then a key untouched for the TTL is dropped, both sides, without
 //! retracting anything (Flink's semantics). Past the operator's memory
@@ -30,25 +38,25 @@
 
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt32Array};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalExpr;
 
 use self::state::KeyRows;
-use super::evictable::{EvictableKeys, EvictableValue};
+use super::evictable::{EvictableKeys, EvictableValue, KeyGroupsOf};
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{
     ChangelogMode, RowKind, data_schema, split_row_kinds, updating_schema, with_row_kinds,
 };
 use crate::error::{Error, Result};
-use crate::message::CheckpointBarrier;
+use crate::message::{CheckpointBarrier, Watermark};
 
 /// One input of a join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +149,78 @@ pub struct JoinCondition {
     pub schema: SchemaRef,
 }
 
+/// An interval join's bounds: a pair matches when `right_time - left_time`
+/// lies in `[lower_ms, upper_ms]` (the join's condition says so too; the
+/// bounds say when a row can match no more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalBounds {
+    /// The left input's event-time column.
+    pub left_time: usize,
+    /// The right input's event-time column.
+    pub right_time: usize,
+    /// The least `right_time - left_time` of a pair, in milliseconds.
+    pub lower_ms: i64,
+    /// The greatest `right_time - left_time` of a pair, in milliseconds.
+    pub upper_ms: i64,
+}
+
+impl IntervalBounds {
+    /// The time column of `side`.
+    fn time_column(&self, side: Side) -> usize {
+        match side {
+            Side::Left => self.left_time,
+            Side::Right => self.right_time,
+        }
+    }
+
+    /// The last event time at which a row of `side` at `time` can still
+    /// match a row of the other side.
+    fn expiry(&self, side: Side, time: i64) -> i64 {
+        match side {
+            Side::Left => time.saturating_add(self.upper_ms),
+            Side::Right => time.saturating_sub(self.lower_ms),
+        }
+    }
+
+    /// How far the output watermark trails the input's.
+    fn delay_ms(&self) -> i64 {
+        self.upper_ms.max(-self.lower_ms).max(0)
+    }
+}
+
+/// A join condition as EXPLAIN prints it: its columns as `left.name` and
+/// `right.name`.
+fn condition_label(condition: &JoinCondition, data: &[SchemaRef; 2]) -> String {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_expr::expressions::Column;
+    let named = Arc::clone(&condition.expr).transform_down(|e| {
+        let Some(column) = e.downcast_ref::<Column>() else {
+            return Ok(Transformed::no(e));
+        };
+        let Some(&(side, index)) = condition.columns.get(column.index()) else {
+            return Ok(Transformed::no(e));
+        };
+        let (prefix, schema) = match side {
+            Side::Left => ("left", &data[0]),
+            Side::Right => ("right", &data[1]),
+        };
+        let name = schema
+            .fields()
+            .get(index)
+            .map_or_else(|| format!("#{index}"), |f| f.name().clone());
+        Ok(Transformed::yes(
+            Arc::new(Column::new(&format!("{prefix}.{name}"), column.index()))
+                as Arc<dyn PhysicalExpr>,
+        ))
+    });
+    match named {
+        Ok(expr) => {
+            datafusion::physical_expr_common::physical_expr::fmt_sql(expr.data.as_ref()).to_string()
+        }
+        Err(_) => condition.expr.to_string(),
+    }
+}
+
 /// Creates [`JoinOperator`]s.
 #[derive(Debug, Clone)]
 pub struct JoinFactory {
@@ -155,6 +235,9 @@ pub struct JoinFactory {
     joined: SchemaRef,
     output_schema: SchemaRef,
     state_ttl_ms: Option<i64>,
+    interval: Option<IntervalBounds>,
+    /// Either input is a changelog.
+    updating_inputs: bool,
     label: String,
 }
 
@@ -194,9 +277,9 @@ impl JoinFactory {
                 joined.fields().len()
             )));
         }
-        let updating = kind.retracts()
-            || ChangelogMode::of(inputs[0]).is_updating()
+        let updating_inputs = ChangelogMode::of(inputs[0]).is_updating()
             || ChangelogMode::of(inputs[1]).is_updating();
+        let updating = kind.retracts() || updating_inputs;
         let output_schema = if updating {
             updating_schema(&joined)
         } else {
@@ -211,11 +294,11 @@ impl JoinFactory {
         let on: Vec<String> = names(0)
             .iter()
             .zip(names(1))
-            .map(|(l, r)| format!("{l} = {r}"))
+            .map(|(l, r)| format!("left.{l} = right.{r}"))
             .collect();
         let mut label = format!("kind={kind:?}, on=[{}]", on.join(", "));
         if let Some(c) = &condition {
-            label.push_str(&format!(", condition={}", c.expr));
+            label.push_str(&format!(", condition={}", condition_label(c, &data)));
         }
         for (side, name) in [(0, "left"), (1, "right")] {
             if ChangelogMode::of(inputs[side]).is_updating() {
@@ -230,8 +313,35 @@ impl JoinFactory {
             joined,
             output_schema,
             state_ttl_ms: None,
+            interval: None,
+            updating_inputs,
             label,
         })
+    }
+
+    /// Makes it an interval join (see the module docs): its inputs must be
+    /// append-only; its output is.
+    pub fn with_interval(mut self, bounds: IntervalBounds) -> Result<Self> {
+        if self.updating_inputs {
+            return Err(Error::Config(
+                "an interval join reads append-only inputs, not changelogs".into(),
+            ));
+        }
+        for (side, column) in [(0, bounds.left_time), (1, bounds.right_time)] {
+            let field = self.data[side].field(column);
+            if !matches!(
+                field.data_type(),
+                arrow::datatypes::DataType::Timestamp(_, _)
+            ) {
+                return Err(Error::Config(format!(
+                    "an interval join's time column {} is not a timestamp",
+                    field.name()
+                )));
+            }
+        }
+        self.output_schema = Arc::clone(&self.joined);
+        self.interval = Some(bounds);
+        Ok(self)
     }
 
     /// Drops keys untouched for `ttl_ms` of processing time
@@ -241,17 +351,29 @@ impl JoinFactory {
         self
     }
 
-    /// Whether the join's state can only grow: no state TTL bounds it.
+    /// Whether the join's state can only grow: no state TTL or interval
+    /// bounds it.
     pub fn state_is_unbounded(&self) -> bool {
-        self.state_ttl_ms.is_none()
+        self.state_ttl_ms.is_none() && self.interval.is_none()
     }
 }
 
 impl fmt::Display for JoinFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Join: {}", self.label)?;
+        if let Some(b) = &self.interval {
+            write!(
+                f,
+                ", interval=[{}, {}]ms of right.{} - left.{}, state dropped as the watermark passes it",
+                b.lower_ms,
+                b.upper_ms,
+                self.data[1].field(b.right_time).name(),
+                self.data[0].field(b.left_time).name(),
+            )?;
+        }
         match self.state_ttl_ms {
             Some(ttl) => write!(f, ", state-ttl={ttl}ms"),
+            None if self.interval.is_some() => Ok(()),
             None => write!(
                 f,
                 ", state=unbounded (keeps every row; set 'table.exec.state.ttl' to bound it)"
@@ -272,6 +394,31 @@ impl OperatorFactory for JoinFactory {
     }
 }
 
+/// Event times, in milliseconds, of a timestamp column (`None`: null).
+fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let zone = match column.data_type() {
+        DataType::Timestamp(_, zone) => zone.clone(),
+        other => {
+            return Err(Error::internal(format!(
+                "an interval join's time column is {other}, not a timestamp"
+            )));
+        }
+    };
+    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, zone))?;
+    let millis = millis
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| Error::internal("a cast to milliseconds gave another type"))?;
+    Ok(millis.iter().collect())
+}
+
+/// `row` of `side` alone: padded with nulls, or a semi or anti join's row.
+fn alone(side: Side, row: &[u8], kind: RowKind) -> Emitted {
+    match side {
+        Side::Left => (Some(row.to_vec()), None, kind),
+        Side::Right => (None, Some(row.to_vec()), kind),
+    }
+}
+
 /// A row to emit: each side's row (`None`: padded with nulls, or not part
 /// of a semi or anti join's output), and its kind.
 type Emitted = (Option<Vec<u8>>, Option<Vec<u8>>, RowKind);
@@ -285,6 +432,9 @@ pub struct JoinOperator {
     rows: [RowConverter; 2],
     state: HashMap<Vec<u8>, KeyRows>,
     keyed: EvictableKeys,
+    /// An interval join's keys by the event time their rows (some of them)
+    /// can match no more: the watermark passing it drops them.
+    expiries: BTreeMap<i64, HashSet<Vec<u8>>>,
 }
 
 impl fmt::Debug for JoinOperator {
@@ -320,6 +470,7 @@ impl JoinOperator {
             key_rows,
             rows,
             state: HashMap::new(),
+            expiries: BTreeMap::new(),
         })
     }
 
@@ -417,7 +568,22 @@ impl JoinOperator {
         if self.keyed.may_have_evicted() {
             self.keyed.load(&mut self.state, &key_columns, &keys, ctx)?;
         }
+        // An interval join's event times; a row without one matches nothing.
+        let times = match &self.spec.interval {
+            Some(b) => Some(event_times(data.column(b.time_column(side)))?),
+            None => None,
+        };
+        let null_keys: Vec<bool> = match &times {
+            Some(t) => null_keys
+                .iter()
+                .zip(t)
+                .map(|(null, time)| *null || time.is_none())
+                .collect(),
+            None => null_keys,
+        };
         let matched = self.matches(side, &data, &keys, &null_keys)?;
+        // An interval join emits a row alone only when its interval closes.
+        let deferred = self.spec.interval.is_some();
         let rows = self.rows[side.index()].convert_columns(data.columns())?;
         let kind = self.spec.kind;
         let other = side.other();
@@ -430,12 +596,6 @@ impl JoinOperator {
             match side {
                 Side::Left => (this, that, k),
                 Side::Right => (that, this, k),
-            }
-        };
-        let alone = |s: Side, row: &[u8], k: RowKind| -> Emitted {
-            match s {
-                Side::Left => (Some(row.to_vec()), None, k),
-                Side::Right => (None, Some(row.to_vec()), k),
             }
         };
         let mut touched: Vec<Vec<u8>> = Vec::new();
@@ -480,7 +640,7 @@ impl JoinOperator {
                 None => {
                     for &m in found {
                         let that = &mut others[m];
-                        if kind.preserves(other) && accumulate && that.matches == 0 {
+                        if kind.preserves(other) && accumulate && that.matches == 0 && !deferred {
                             for _ in 0..that.copies {
                                 out.push(alone(other, &that.row, RowKind::Delete));
                             }
@@ -494,12 +654,12 @@ impl JoinOperator {
                             }
                         }
                     }
-                    if kind.preserves(side) && found.is_empty() {
+                    if kind.preserves(side) && found.is_empty() && !deferred {
                         out.push(pair(row, None, emit_kind));
                     }
                 }
                 Some(s) if s == side => {
-                    if found.is_empty() == kind.is_anti() {
+                    if found.is_empty() == kind.is_anti() && !(deferred && kind.is_anti()) {
                         out.push(alone(side, row, emit_kind));
                     }
                 }
@@ -512,7 +672,7 @@ impl JoinOperator {
                         } else {
                             that.matches == 1
                         };
-                        if flips {
+                        if flips && !(deferred && kind.is_anti()) {
                             let k = if kind.is_anti() { undo_kind } else { emit_kind };
                             for _ in 0..that.copies {
                                 out.push(alone(other, &that.row, k));
@@ -531,6 +691,14 @@ impl JoinOperator {
             }
             if accumulate {
                 entries.add(side, row, match_count);
+                if let (Some(b), Some(Some(time))) =
+                    (&self.spec.interval, times.as_ref().map(|t| t[i]))
+                {
+                    self.expiries
+                        .entry(b.expiry(side, time))
+                        .or_default()
+                        .insert(key.to_vec());
+                }
             }
         }
         for key in touched {
@@ -601,6 +769,88 @@ impl JoinOperator {
         Ok(())
     }
 
+    /// Drops an interval join's rows that can match no more now that the
+    /// watermark is at `watermark`, emitting the outer or anti join's rows
+    /// that never matched.
+    fn expire(
+        &mut self,
+        watermark: i64,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let Some(bounds) = self.spec.interval else {
+            return Ok(());
+        };
+        let later = self.expiries.split_off(&watermark);
+        let due = std::mem::replace(&mut self.expiries, later);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = due.into_values().flatten().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if self.keyed.may_have_evicted() {
+            let missing: Vec<&[u8]> = keys
+                .iter()
+                .filter(|k| !self.state.contains_key(k.as_slice()))
+                .map(Vec::as_slice)
+                .collect();
+            let groups = self
+                .key_rows
+                .key_groups_of(&missing, ctx.task.max_key_groups)?;
+            let mut by_group: BTreeMap<crate::partition::KeyGroup, Vec<Vec<u8>>> = BTreeMap::new();
+            for (key, group) in missing.iter().zip(groups) {
+                by_group.entry(group).or_default().push(key.to_vec());
+            }
+            self.keyed.load_keys(&mut self.state, by_group, ctx)?;
+        }
+        let kind = self.spec.kind;
+        let mut emitted: Vec<Emitted> = Vec::new();
+        for key in keys {
+            let Some(entries) = self.state.get_mut(&key) else {
+                continue;
+            };
+            let mut next: Option<i64> = None;
+            for side in [Side::Left, Side::Right] {
+                let rows = entries.side(side);
+                if rows.is_empty() {
+                    continue;
+                }
+                let converter = &self.rows[side.index()];
+                let parser = converter.parser();
+                let columns = converter.convert_rows(rows.iter().map(|e| parser.parse(&e.row)))?;
+                let times = event_times(&columns[bounds.time_column(side)])?;
+                let emits_alone =
+                    kind.preserves(side) || (kind.is_anti() && kind.filtered_side() == Some(side));
+                let mut kept = Vec::with_capacity(rows.len());
+                for (entry, time) in rows.iter().zip(times) {
+                    let expiry = time.map_or(i64::MIN, |t| bounds.expiry(side, t));
+                    if expiry >= watermark {
+                        next = Some(next.map_or(expiry, |n| n.min(expiry)));
+                        kept.push(entry.clone());
+                    } else if emits_alone && entry.matches == 0 {
+                        for _ in 0..entry.copies {
+                            emitted.push(alone(side, &entry.row, RowKind::Insert));
+                        }
+                    }
+                }
+                entries.set_side(side, kept);
+            }
+            if entries.is_empty() {
+                self.state.remove(&key);
+                self.keyed.forget(&key);
+            } else {
+                self.keyed.touch(&key, entries.heap_size(), ctx);
+                if let Some(next) = next {
+                    self.expiries.entry(next).or_default().insert(key);
+                }
+            }
+        }
+        self.emit(emitted, out)?;
+        self.keyed
+            .evict_if_over_budget(&mut self.state, &self.key_rows, ctx)
+    }
+
     async fn process(
         &mut self,
         side: Side,
@@ -646,6 +896,26 @@ impl Operator for JoinOperator {
             1 => self.process(Side::Right, batch, ctx, out).await,
             other => Err(Error::internal(format!("a join has no input {other}"))),
         }
+    }
+
+    /// An interval join drops the rows the watermark closed, and holds its
+    /// output watermark back by the interval.
+    async fn handle_watermark(
+        &mut self,
+        watermark: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut Collector,
+    ) -> Result<Option<Watermark>> {
+        let Some(bounds) = self.spec.interval else {
+            return Ok(Some(watermark));
+        };
+        self.expire(watermark.0, ctx, out)?;
+        if watermark == Watermark::MAX {
+            return Ok(Some(watermark));
+        }
+        Ok(Some(Watermark(
+            watermark.0.saturating_sub(bounds.delay_ms()),
+        )))
     }
 
     async fn handle_checkpoint(
@@ -712,7 +982,18 @@ impl Operator for JoinOperator {
         }
         // Keys evicted before the checkpoint were copied into the store by
         // key group; they come back when touched.
-        self.keyed.restored(ctx)
+        self.keyed.restored(ctx)?;
+        if self.spec.interval.is_some() {
+            // Every key is looked at by the next watermark, which indexes
+            // its rows' expiries again.
+            let mut keys: HashSet<Vec<u8>> = self.state.keys().cloned().collect();
+            self.keyed.for_each_evicted_key(ctx, |key| {
+                keys.insert(key.to_vec());
+                Ok(())
+            })?;
+            self.expiries.insert(i64::MIN, keys);
+        }
+        Ok(())
     }
 }
 

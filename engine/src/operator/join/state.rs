@@ -63,6 +63,11 @@ impl KeyRows {
         true
     }
 
+    /// Replaces the rows of `side`.
+    pub fn set_side(&mut self, side: Side, rows: Vec<Entry>) {
+        self.sides[side.index()] = rows;
+    }
+
     /// Whether neither side holds a row.
     pub fn is_empty(&self) -> bool {
         self.sides.iter().all(Vec::is_empty)

@@ -7,6 +7,7 @@ use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 
 use super::*;
+use crate::message::Watermark;
 use crate::testing::OperatorHarness;
 use crate::testing::fixtures::{batch, input_schema};
 
@@ -249,7 +250,10 @@ async fn an_extra_condition_filters_pairs() {
         joined(JoinKind::Left),
     )
     .unwrap();
-    assert!(f.to_string().contains("condition=l@0 < r@1"), "{f}");
+    assert!(
+        f.to_string().contains("condition=left.value < right.value"),
+        "{f}"
+    );
     let mut h = harness(&f);
     h.process_input(1, batch(&[(1, 20, 50)])).await.unwrap();
     h.process(batch(&[(1, 10, 10), (1, 11, 90)])).await.unwrap();
@@ -356,4 +360,165 @@ async fn a_state_ttl_bounds_the_state_of_an_endless_join() {
     );
     let unbounded = state_sizes(None).await;
     assert!(unbounded[99] > bounded[99] * 2, "{bounded:?} {unbounded:?}");
+}
+
+/// `(key, ts, value)` with `ts` a millisecond timestamp.
+fn timed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("value", DataType::Int64, true),
+    ]))
+}
+
+fn timed(rows: &[(i64, i64, i64)]) -> RecordBatch {
+    RecordBatch::try_new(
+        timed_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(arrow::array::TimestampMillisecondArray::from_iter_values(
+                rows.iter().map(|r| r.1),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+/// A left interval join on `key` with `r.ts - l.ts` in `[-10, 20]` ms.
+fn interval_join(kind: JoinKind) -> JoinFactory {
+    let schema = timed_schema();
+    let mut fields: Vec<Field> = Vec::new();
+    if kind.filtered_side() != Some(Side::Right) {
+        fields.extend(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+    }
+    if kind.filtered_side() != Some(Side::Left) {
+        fields.extend(
+            schema
+                .fields()
+                .iter()
+                .map(|f| Field::new(format!("r_{}", f.name()), f.data_type().clone(), true)),
+        );
+    }
+    // r.ts - l.ts BETWEEN -10 AND 20, over an intermediate row (l.ts, r.ts)
+    // as Int64 milliseconds is what the bounds say; the condition here
+    // compares the values instead (l.value <= r.value), so the test shows
+    // the bounds alone decide when rows go.
+    let condition = JoinCondition {
+        expr: Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("l", 0)),
+            BinaryOp::LtEq,
+            Arc::new(Column::new("r", 1)),
+        )),
+        columns: vec![(Side::Left, 2), (Side::Right, 2)],
+        schema: Arc::new(Schema::new(vec![
+            Field::new("l", DataType::Int64, true),
+            Field::new("r", DataType::Int64, true),
+        ])),
+    };
+    JoinFactory::new(
+        kind,
+        [&schema, &schema],
+        [vec![0], vec![0]],
+        Some(condition),
+        Arc::new(Schema::new(fields)),
+    )
+    .unwrap()
+    .with_interval(IntervalBounds {
+        left_time: 1,
+        right_time: 1,
+        lower_ms: -10,
+        upper_ms: 20,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_interval_join_drops_closed_rows_and_pads_outer_ones_when_they_close() {
+    let f = interval_join(JoinKind::Left);
+    assert!(!ChangelogMode::of(&f.output_schema()).is_updating());
+    assert!(!f.state_is_unbounded());
+    assert!(f.to_string().contains("interval=[-10, 20]ms"), "{f}");
+    let mut h = harness(&f);
+    h.process(timed(&[(1, 100, 1), (2, 100, 2)])).await.unwrap();
+    h.process_input(1, timed(&[(1, 110, 5)])).await.unwrap();
+    // The left rows close at 120, the right one at 120 too (110 + 10).
+    h.watermark(Watermark(120)).await.unwrap();
+    let rows = h.rows_as_strings();
+    assert_eq!(
+        rows,
+        vec!["1,1970-01-01T00:00:00.100,1,1,1970-01-01T00:00:00.110,5"]
+    );
+    h.watermark(Watermark(121)).await.unwrap();
+    // Key 2 never matched: padded once its interval closed.
+    assert_eq!(
+        h.rows_as_strings(),
+        vec!["2,1970-01-01T00:00:00.100,2,NULL,NULL,NULL"]
+    );
+    // The output watermark trails by the interval (20 ms).
+    assert_eq!(h.take_watermarks(), vec![Watermark(100), Watermark(101)]);
+    assert_eq!(
+        h.snapshot().await.unwrap().bytes(),
+        0,
+        "every row was dropped"
+    );
+}
+
+#[tokio::test]
+async fn an_interval_anti_join_emits_unmatched_rows_when_they_close() {
+    let mut h = harness(&interval_join(JoinKind::LeftAnti));
+    h.process(timed(&[(1, 100, 1), (2, 100, 2)])).await.unwrap();
+    h.process_input(1, timed(&[(1, 95, 5)])).await.unwrap();
+    assert!(
+        h.take_batches().is_empty(),
+        "nothing before the interval closes"
+    );
+    h.watermark(Watermark::MAX).await.unwrap();
+    assert_eq!(h.rows_as_strings(), vec!["2,1970-01-01T00:00:00.100,2"]);
+}
+
+/// An interval join over an endless stream keeps its checkpointed state
+/// under a fixed bound as the watermark moves on.
+#[tokio::test]
+async fn an_interval_join_keeps_its_state_bounded_as_the_watermark_moves() {
+    let mut h = harness(&interval_join(JoinKind::Full));
+    let mut sizes = Vec::new();
+    let mut emitted = 0;
+    for step in 0..200i64 {
+        let base = step * 100;
+        let rows: Vec<(i64, i64, i64)> = (0..50).map(|i| (i % 7, base + i, i)).collect();
+        h.process(timed(&rows)).await.unwrap();
+        h.process_input(1, timed(&rows[..25])).await.unwrap();
+        h.watermark(Watermark(base + 50)).await.unwrap();
+        emitted += h
+            .take_batches()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>();
+        sizes.push(h.snapshot().await.unwrap().bytes());
+    }
+    assert!(sizes[10] > 0, "rows whose interval is open stay");
+    let bound = sizes[10] * 2;
+    assert!(
+        sizes[10..].iter().all(|&s| s <= bound),
+        "state grew past {bound}: {sizes:?}"
+    );
+    h.watermark(Watermark::MAX).await.unwrap();
+    emitted += h
+        .take_batches()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum::<usize>();
+    assert_eq!(h.snapshot().await.unwrap().bytes(), 0);
+    // Every row came out, paired or alone.
+    assert!(emitted >= 200 * 50, "{emitted}");
 }
