@@ -36,20 +36,26 @@
 //! back when touched ([`super::evictable`]). Checkpoints write every key by
 //! its key group.
 
+mod condition;
+mod interval;
 mod state;
+
+use condition::condition_label;
+pub use interval::IntervalBounds;
+use interval::event_times;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::physical_expr::PhysicalExpr;
 
 use self::state::KeyRows;
-use super::evictable::{EvictableKeys, EvictableValue, KeyGroupsOf};
+use super::evictable::{EvictableKeys, EvictableValue};
 use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
 use crate::changelog::{
@@ -147,78 +153,6 @@ pub struct JoinCondition {
     pub columns: Vec<(Side, usize)>,
     /// The intermediate row's schema.
     pub schema: SchemaRef,
-}
-
-/// An interval join's bounds: a pair matches when `right_time - left_time`
-/// lies in `[lower_ms, upper_ms]` (the join's condition says so too; the
-/// bounds say when a row can match no more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IntervalBounds {
-    /// The left input's event-time column.
-    pub left_time: usize,
-    /// The right input's event-time column.
-    pub right_time: usize,
-    /// The least `right_time - left_time` of a pair, in milliseconds.
-    pub lower_ms: i64,
-    /// The greatest `right_time - left_time` of a pair, in milliseconds.
-    pub upper_ms: i64,
-}
-
-impl IntervalBounds {
-    /// The time column of `side`.
-    fn time_column(&self, side: Side) -> usize {
-        match side {
-            Side::Left => self.left_time,
-            Side::Right => self.right_time,
-        }
-    }
-
-    /// The last event time at which a row of `side` at `time` can still
-    /// match a row of the other side.
-    fn expiry(&self, side: Side, time: i64) -> i64 {
-        match side {
-            Side::Left => time.saturating_add(self.upper_ms),
-            Side::Right => time.saturating_sub(self.lower_ms),
-        }
-    }
-
-    /// How far the output watermark trails the input's.
-    fn delay_ms(&self) -> i64 {
-        self.upper_ms.max(-self.lower_ms).max(0)
-    }
-}
-
-/// A join condition as EXPLAIN prints it: its columns as `left.name` and
-/// `right.name`.
-fn condition_label(condition: &JoinCondition, data: &[SchemaRef; 2]) -> String {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::physical_expr::expressions::Column;
-    let named = Arc::clone(&condition.expr).transform_down(|e| {
-        let Some(column) = e.downcast_ref::<Column>() else {
-            return Ok(Transformed::no(e));
-        };
-        let Some(&(side, index)) = condition.columns.get(column.index()) else {
-            return Ok(Transformed::no(e));
-        };
-        let (prefix, schema) = match side {
-            Side::Left => ("left", &data[0]),
-            Side::Right => ("right", &data[1]),
-        };
-        let name = schema
-            .fields()
-            .get(index)
-            .map_or_else(|| format!("#{index}"), |f| f.name().clone());
-        Ok(Transformed::yes(
-            Arc::new(Column::new(&format!("{prefix}.{name}"), column.index()))
-                as Arc<dyn PhysicalExpr>,
-        ))
-    });
-    match named {
-        Ok(expr) => {
-            datafusion::physical_expr_common::physical_expr::fmt_sql(expr.data.as_ref()).to_string()
-        }
-        Err(_) => condition.expr.to_string(),
-    }
 }
 
 /// Creates [`JoinOperator`]s.
@@ -394,23 +328,6 @@ impl OperatorFactory for JoinFactory {
     }
 }
 
-/// Event times, in milliseconds, of a timestamp column (`None`: null).
-fn event_times(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    let zone = match column.data_type() {
-        DataType::Timestamp(_, zone) => zone.clone(),
-        other => {
-            return Err(Error::internal(format!(
-                "an interval join's time column is {other}, not a timestamp"
-            )));
-        }
-    };
-    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, zone))?;
-    let millis = millis
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| Error::internal("a cast to milliseconds gave another type"))?;
-    Ok(millis.iter().collect())
-}
-
 /// `row` of `side` alone: padded with nulls, or a semi or anti join's row.
 fn alone(side: Side, row: &[u8], kind: RowKind) -> Emitted {
     match side {
@@ -472,80 +389,6 @@ impl JoinOperator {
             state: HashMap::new(),
             expiries: BTreeMap::new(),
         })
-    }
-
-    /// Per row of `data` (a batch of `side`): the indices, into the other
-    /// side's rows of its key, of those it joins with. The other side does
-    /// not change while a batch of this side is applied.
-    fn matches(
-        &self,
-        side: Side,
-        data: &RecordBatch,
-        keys: &Rows,
-        null_keys: &[bool],
-    ) -> Result<Vec<Vec<usize>>> {
-        let other = side.other();
-        let mut matched: Vec<Vec<usize>> = vec![Vec::new(); data.num_rows()];
-        // Candidate pairs: this row, the other side's entry.
-        let mut this_rows: Vec<u32> = Vec::new();
-        let mut other_rows: Vec<&[u8]> = Vec::new();
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
-        for (row, found) in matched.iter_mut().enumerate() {
-            if null_keys[row] {
-                continue;
-            }
-            let Some(entries) = self.state.get(keys.row(row).data()) else {
-                continue;
-            };
-            for (i, entry) in entries.side(other).iter().enumerate() {
-                match &self.spec.condition {
-                    None => found.push(i),
-                    Some(_) => {
-                        this_rows.push(row as u32);
-                        other_rows.push(&entry.row);
-                        pairs.push((row, i));
-                    }
-                }
-            }
-        }
-        let Some(condition) = &self.spec.condition else {
-            return Ok(matched);
-        };
-        if pairs.is_empty() {
-            return Ok(matched);
-        }
-        let this_columns = super::snapshot::take_rows(data.columns(), this_rows)?;
-        let parser = self.rows[other.index()].parser();
-        let other_columns =
-            self.rows[other.index()].convert_rows(other_rows.iter().map(|r| parser.parse(r)))?;
-        let columns: Vec<ArrayRef> = condition
-            .columns
-            .iter()
-            .map(|&(s, c)| {
-                let source = if s == side {
-                    &this_columns
-                } else {
-                    &other_columns
-                };
-                source.get(c).cloned().ok_or_else(|| {
-                    Error::internal(format!("a join condition reads column {c} of {s:?}"))
-                })
-            })
-            .collect::<Result<_>>()?;
-        let intermediate = RecordBatch::try_new(Arc::clone(&condition.schema), columns)?;
-        let passed = condition
-            .expr
-            .evaluate(&intermediate)?
-            .into_array(pairs.len())?;
-        let passed = passed
-            .as_boolean_opt()
-            .ok_or_else(|| Error::internal("a join condition is not a boolean"))?;
-        for (p, &(row, i)) in pairs.iter().enumerate() {
-            if passed.is_valid(p) && passed.value(p) {
-                matched[row].push(i);
-            }
-        }
-        Ok(matched)
     }
 
     /// Applies a batch of `side`; returns the rows to emit and how many
@@ -767,88 +610,6 @@ impl JoinOperator {
             )?);
         }
         Ok(())
-    }
-
-    /// Drops an interval join's rows that can match no more now that the
-    /// watermark is at `watermark`, emitting the outer or anti join's rows
-    /// that never matched.
-    fn expire(
-        &mut self,
-        watermark: i64,
-        ctx: &mut OperatorContext,
-        out: &mut Collector,
-    ) -> Result<()> {
-        let Some(bounds) = self.spec.interval else {
-            return Ok(());
-        };
-        let later = self.expiries.split_off(&watermark);
-        let due = std::mem::replace(&mut self.expiries, later);
-        if due.is_empty() {
-            return Ok(());
-        }
-        let mut keys: Vec<Vec<u8>> = due.into_values().flatten().collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if self.keyed.may_have_evicted() {
-            let missing: Vec<&[u8]> = keys
-                .iter()
-                .filter(|k| !self.state.contains_key(k.as_slice()))
-                .map(Vec::as_slice)
-                .collect();
-            let groups = self
-                .key_rows
-                .key_groups_of(&missing, ctx.task.max_key_groups)?;
-            let mut by_group: BTreeMap<crate::partition::KeyGroup, Vec<Vec<u8>>> = BTreeMap::new();
-            for (key, group) in missing.iter().zip(groups) {
-                by_group.entry(group).or_default().push(key.to_vec());
-            }
-            self.keyed.load_keys(&mut self.state, by_group, ctx)?;
-        }
-        let kind = self.spec.kind;
-        let mut emitted: Vec<Emitted> = Vec::new();
-        for key in keys {
-            let Some(entries) = self.state.get_mut(&key) else {
-                continue;
-            };
-            let mut next: Option<i64> = None;
-            for side in [Side::Left, Side::Right] {
-                let rows = entries.side(side);
-                if rows.is_empty() {
-                    continue;
-                }
-                let converter = &self.rows[side.index()];
-                let parser = converter.parser();
-                let columns = converter.convert_rows(rows.iter().map(|e| parser.parse(&e.row)))?;
-                let times = event_times(&columns[bounds.time_column(side)])?;
-                let emits_alone =
-                    kind.preserves(side) || (kind.is_anti() && kind.filtered_side() == Some(side));
-                let mut kept = Vec::with_capacity(rows.len());
-                for (entry, time) in rows.iter().zip(times) {
-                    let expiry = time.map_or(i64::MIN, |t| bounds.expiry(side, t));
-                    if expiry >= watermark {
-                        next = Some(next.map_or(expiry, |n| n.min(expiry)));
-                        kept.push(entry.clone());
-                    } else if emits_alone && entry.matches == 0 {
-                        for _ in 0..entry.copies {
-                            emitted.push(alone(side, &entry.row, RowKind::Insert));
-                        }
-                    }
-                }
-                entries.set_side(side, kept);
-            }
-            if entries.is_empty() {
-                self.state.remove(&key);
-                self.keyed.forget(&key);
-            } else {
-                self.keyed.touch(&key, entries.heap_size(), ctx);
-                if let Some(next) = next {
-                    self.expiries.entry(next).or_default().insert(key);
-                }
-            }
-        }
-        self.emit(emitted, out)?;
-        self.keyed
-            .evict_if_over_budget(&mut self.state, &self.key_rows, ctx)
     }
 
     async fn process(
