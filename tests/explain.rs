@@ -629,7 +629,8 @@ async fn explain_cdc_events_duplicate_normalizes_a_changelog_source() {
 
 /// Regular joins: an inner join of two streams hashed by its key, whose
 /// state is unbounded (and says so); an interval join, which drops rows as
-/// the watermark passes their interval; with a state TTL, a left join of a
+/// the watermark passes their interval; a window join of two window
+/// aggregates, which drops a window's rows when it closes; with a state TTL, a left join of a
 /// running aggregate with a computed key, its input marked as a changelog.
 #[tokio::test]
 async fn explain_regular_joins() {
@@ -644,6 +645,17 @@ async fn explain_regular_joins() {
     let interval = "EXPLAIN SELECT a.id, b.id FROM bids a LEFT JOIN bids b \
          ON a.auction = b.auction AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND";
     match engine.execute(interval).await {
+        Ok(Executed::Explain(text)) => texts.push(text),
+        Ok(_) => panic!("EXPLAIN returned no text"),
+        Err(e) => panic!("EXPLAIN failed: {e}"),
+    }
+    let window = "EXPLAIN SELECT a.bidder, a.n, b.n FROM \
+         (SELECT bidder, window_start, window_end, COUNT(*) AS n FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) \
+          GROUP BY bidder, window_start, window_end) a \
+         LEFT JOIN (SELECT auction, window_start, window_end, COUNT(*) AS n FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) \
+          GROUP BY auction, window_start, window_end) b \
+         ON a.bidder = b.auction AND a.window_start = b.window_start AND a.window_end = b.window_end";
+    match engine.execute(window).await {
         Ok(Executed::Explain(text)) => texts.push(text),
         Ok(_) => panic!("EXPLAIN returned no text"),
         Err(e) => panic!("EXPLAIN failed: {e}"),

@@ -6,6 +6,10 @@
 //! row only until the watermark passes its interval ([`IntervalBounds`]).
 //! The condition is still evaluated as written; the bounds only say when a
 //! row can match no more, so a strict `<` is bounded as `<=`.
+//!
+//! Window joins, likewise: a join of two windowed inputs (window table
+//! function rows, or window aggregates) on their `window_end` columns keeps
+//! a window's rows until the watermark passes its end.
 
 use std::sync::Arc;
 
@@ -14,6 +18,7 @@ use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, split_conjunction};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
@@ -165,6 +170,53 @@ pub(super) fn is_event_time(plan: &Arc<dyn ExecutionPlan>, column: usize) -> boo
             .children()
             .first()
             .is_some_and(|c| is_event_time(c, column));
+    }
+    false
+}
+
+/// Whether output column `column` of `plan` is the `window_end` of a window
+/// table function's rows, or of a window aggregate grouped by it, passed
+/// through unchanged: a window join on it may drop a window's rows once the
+/// watermark passes its end, when every row of the window is in.
+pub(super) fn is_window_end(plan: &Arc<dyn ExecutionPlan>, column: usize) -> bool {
+    if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
+        return scan.window.is_some()
+            && plan
+                .schema()
+                .fields()
+                .get(column)
+                .is_some_and(|f| f.name() == "window_end");
+    }
+    if let Some(a) = plan.downcast_ref::<AggregateExec>() {
+        return a
+            .group_expr()
+            .expr()
+            .get(column)
+            .and_then(|(e, _)| e.downcast_ref::<Column>())
+            .is_some_and(|c| is_window_end(a.input(), c.index()));
+    }
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        return p
+            .expr()
+            .get(column)
+            .and_then(|e| e.expr.downcast_ref::<Column>())
+            .is_some_and(|c| is_window_end(p.input(), c.index()));
+    }
+    if let Some(f) = plan.downcast_ref::<FilterExec>() {
+        let column = match f.projection() {
+            Some(p) => match p.get(column) {
+                Some(&c) => c,
+                None => return false,
+            },
+            None => column,
+        };
+        return is_window_end(f.input(), column);
+    }
+    if plan.is::<RepartitionExec>() || plan.is::<CoalescePartitionsExec>() {
+        return plan
+            .children()
+            .first()
+            .is_some_and(|c| is_window_end(c, column));
     }
     false
 }

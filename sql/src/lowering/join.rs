@@ -28,7 +28,7 @@ use weir_engine::operator::{
     JoinCondition, JoinFactory, JoinKind, OperatorFactory, ProjectionOperator, Side,
 };
 
-use super::interval_join::{interval_bounds, is_event_time};
+use super::interval_join::{interval_bounds, is_event_time, is_window_end};
 use super::{Lowered, Lowering};
 use crate::error::{Construct, Result, SqlError};
 
@@ -143,6 +143,15 @@ impl Lowering<'_> {
             && is_event_time(join.right(), bounds.right_time)
         {
             factory = factory.with_interval(bounds)?;
+        } else if let Some(i) = join.on().iter().position(|(l, r)| {
+            let (Some(l), Some(r)) = (l.downcast_ref::<Column>(), r.downcast_ref::<Column>())
+            else {
+                return false;
+            };
+            is_window_end(join.left(), l.index()) && is_window_end(join.right(), r.index())
+        }) && appends
+        {
+            factory = factory.with_window_end(left.keys[i], right.keys[i])?;
         }
         if factory.state_is_unbounded() {
             tracing::warn!(

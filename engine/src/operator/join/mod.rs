@@ -170,6 +170,9 @@ pub struct JoinFactory {
     output_schema: SchemaRef,
     state_ttl_ms: Option<i64>,
     interval: Option<IntervalBounds>,
+    /// The interval is a window's: both inputs' rows of a window are in
+    /// once the watermark passes its end.
+    window_join: bool,
     /// Either input is a changelog.
     updating_inputs: bool,
     label: String,
@@ -248,6 +251,7 @@ impl JoinFactory {
             output_schema,
             state_ttl_ms: None,
             interval: None,
+            window_join: false,
             updating_inputs,
             label,
         })
@@ -278,6 +282,22 @@ impl JoinFactory {
         Ok(self)
     }
 
+    /// Makes it a window join (Flink's): both inputs are windowed alike and
+    /// joined on their windows' ends, columns `left_end` and `right_end`.
+    /// A window's rows are kept until the watermark passes its end; then
+    /// an outer or anti join's rows that never matched come out, and the
+    /// window's rows are dropped.
+    pub fn with_window_end(self, left_end: usize, right_end: usize) -> Result<Self> {
+        let mut join = self.with_interval(IntervalBounds {
+            left_time: left_end,
+            right_time: right_end,
+            lower_ms: 0,
+            upper_ms: 0,
+        })?;
+        join.window_join = true;
+        Ok(join)
+    }
+
     /// Drops keys untouched for `ttl_ms` of processing time
     /// (`table.exec.state.ttl`).
     pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
@@ -295,7 +315,14 @@ impl JoinFactory {
 impl fmt::Display for JoinFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Join: {}", self.label)?;
-        if let Some(b) = &self.interval {
+        if let Some(b) = self.interval.as_ref().filter(|_| self.window_join) {
+            write!(
+                f,
+                ", window join on left.{} = right.{}, a window's rows dropped when it closes",
+                self.data[0].field(b.left_time).name(),
+                self.data[1].field(b.right_time).name(),
+            )?;
+        } else if let Some(b) = &self.interval {
             write!(
                 f,
                 ", interval=[{}, {}]ms of right.{} - left.{}, state dropped as the watermark passes it",
