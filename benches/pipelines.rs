@@ -7,8 +7,15 @@
 //! than wall time, so its throughput figure reads directly as **events per
 //! CPU-second**, the peers' metric.
 //!
+//! The `nexmark` group runs the Nexmark queries with joins of
+//! `benches/nexmark/` (q3, q4, q5, q7, q8, q9, q20) over the `nexmark`
+//! connector, `WEIR_BENCH_NEXMARK_EVENTS` events (default 2,000,000) at
+//! 100,000 events per second of event time; events count the whole
+//! stream (people, auctions and bids), as Nexmark's figures do.
+//!
 //! `cargo bench --bench pipelines` (`WEIR_BENCH_ROWS`, default 2,000,000 per
-//! run; `WEIR_BENCH_PARALLELISM`, default 1).
+//! run; `WEIR_BENCH_PARALLELISM`, default 1; `cargo bench --bench pipelines
+//! nexmark` for those alone).
 
 use std::time::Duration;
 
@@ -95,5 +102,57 @@ fn pipelines(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipelines);
+/// The Nexmark queries with joins, as `benches/nexmark/` writes them.
+const NEXMARK_QUERIES: [&str; 7] = ["q3", "q4", "q5", "q7", "q8", "q9", "q20"];
+
+fn nexmark(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let events: u64 = std::env::var("WEIR_BENCH_NEXMARK_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark");
+    let ddl = std::fs::read_to_string(dir.join("ddl.sql"))
+        .expect("benches/nexmark/ddl.sql")
+        .replace("${EVENTS}", &events.to_string())
+        .replace("${RATE}", "100000");
+    let mut group = c.benchmark_group(format!("nexmark_p{}", parallelism()));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events));
+    group.measurement_time(Duration::from_secs(20));
+    for name in NEXMARK_QUERIES {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.sql"))).expect("query file");
+        let streaming = text.split("\n-- batch:\n").next().unwrap_or_default();
+        let query: Vec<&str> = streaming.lines().filter(|l| !l.starts_with("--")).collect();
+        let script = format!(
+            "{ddl}\nSET 'execution.runtime-mode' = 'streaming';\n\
+             CREATE TABLE sink WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink {};",
+            query.join("\n")
+        );
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut cpu = Duration::ZERO;
+                for _ in 0..iterations {
+                    let before = cpu_time("self");
+                    runtime.block_on(async {
+                        let mut engine = weir::Engine::new(parallelism());
+                        engine
+                            .execute_script(&script)
+                            .await
+                            .expect("benchmark job runs");
+                    });
+                    cpu += cpu_time("self").saturating_sub(before);
+                }
+                cpu
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipelines, nexmark);
 criterion_main!(benches);

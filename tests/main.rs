@@ -18,6 +18,7 @@ mod cluster;
 mod common;
 mod explain;
 mod kafka;
+mod nexmark;
 mod oracle;
 mod pg;
 mod run;

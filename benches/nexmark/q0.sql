@@ -1,0 +1,3 @@
+-- q0: pass-through.
+-- batch: same
+SELECT auction, bidder, price, date_time FROM bid
