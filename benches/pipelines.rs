@@ -69,6 +69,26 @@ const QUERIES: [(&str, &str); 5] = [
     ),
 ];
 
+/// Runs `script` on a new embedded engine per iteration; the time measured
+/// is the process's CPU time.
+fn cpu_per_run(b: &mut criterion::Bencher<'_>, runtime: &tokio::runtime::Runtime, script: &str) {
+    b.iter_custom(|iterations| {
+        let mut cpu = Duration::ZERO;
+        for _ in 0..iterations {
+            let before = cpu_time("self");
+            runtime.block_on(async {
+                let mut engine = weir::Engine::new(parallelism());
+                engine
+                    .execute_script(script)
+                    .await
+                    .expect("benchmark job runs");
+            });
+            cpu += cpu_time("self").saturating_sub(before);
+        }
+        cpu
+    })
+}
+
 fn pipelines(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -80,24 +100,8 @@ fn pipelines(c: &mut Criterion) {
     group.throughput(Throughput::Elements(rows));
     group.measurement_time(Duration::from_secs(20));
     for (name, query) in QUERIES {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let mut cpu = Duration::ZERO;
-                for _ in 0..iterations {
-                    let script = format!("{}\n{query};", bid_table(rows));
-                    let before = cpu_time("self");
-                    runtime.block_on(async {
-                        let mut engine = weir::Engine::new(parallelism());
-                        engine
-                            .execute_script(&script)
-                            .await
-                            .expect("benchmark job runs");
-                    });
-                    cpu += cpu_time("self").saturating_sub(before);
-                }
-                cpu
-            })
-        });
+        let script = format!("{}\n{query};", bid_table(rows));
+        group.bench_function(name, |b| cpu_per_run(b, &runtime, &script));
     }
     group.finish();
 }
@@ -133,23 +137,7 @@ fn nexmark(c: &mut Criterion) {
              INSERT INTO sink {};",
             query.join("\n")
         );
-        group.bench_function(name, |b| {
-            b.iter_custom(|iterations| {
-                let mut cpu = Duration::ZERO;
-                for _ in 0..iterations {
-                    let before = cpu_time("self");
-                    runtime.block_on(async {
-                        let mut engine = weir::Engine::new(parallelism());
-                        engine
-                            .execute_script(&script)
-                            .await
-                            .expect("benchmark job runs");
-                    });
-                    cpu += cpu_time("self").saturating_sub(before);
-                }
-                cpu
-            })
-        });
+        group.bench_function(name, |b| cpu_per_run(b, &runtime, &script));
     }
     group.finish();
 }

@@ -136,24 +136,27 @@ pub(super) fn interval_bounds(filter: &JoinFilter) -> Option<IntervalBounds> {
     })
 }
 
-/// Whether output column `column` of `plan` is its table's event-time
-/// column (the one `WATERMARK FOR` names), passed through unchanged.
-pub(super) fn is_event_time(plan: &Arc<dyn ExecutionPlan>, column: usize) -> bool {
-    if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
-        return scan.window.is_none()
-            && scan.table.watermark.as_ref().is_some_and(|w| {
-                plan.schema()
-                    .fields()
-                    .get(column)
-                    .is_some_and(|f| f.name() == &w.column)
-            });
+/// What a plan node says about one of its output columns: `Some(answer)`,
+/// or `None` for a node it does not know.
+type ColumnTest = dyn Fn(&Arc<dyn ExecutionPlan>, usize) -> Option<bool>;
+
+/// Follows output column `column` of `plan` down through projections,
+/// filters and repartitions that pass it through unchanged, and asks `leaf`
+/// about the node where it stops (`None`: not a column it knows).
+fn traced(
+    plan: &Arc<dyn ExecutionPlan>,
+    column: usize,
+    leaf: &ColumnTest,
+) -> bool {
+    if let Some(answer) = leaf(plan, column) {
+        return answer;
     }
     if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
         return p
             .expr()
             .get(column)
             .and_then(|e| e.expr.downcast_ref::<Column>())
-            .is_some_and(|c| is_event_time(p.input(), c.index()));
+            .is_some_and(|c| traced(p.input(), c.index(), leaf));
     }
     if let Some(f) = plan.downcast_ref::<FilterExec>() {
         let column = match f.projection() {
@@ -163,15 +166,39 @@ pub(super) fn is_event_time(plan: &Arc<dyn ExecutionPlan>, column: usize) -> boo
             },
             None => column,
         };
-        return is_event_time(f.input(), column);
+        return traced(f.input(), column, leaf);
     }
     if plan.is::<RepartitionExec>() || plan.is::<CoalescePartitionsExec>() {
         return plan
             .children()
             .first()
-            .is_some_and(|c| is_event_time(c, column));
+            .is_some_and(|c| traced(c, column, leaf));
     }
     false
+}
+
+/// The name of output column `column` of `plan`.
+fn is_named(plan: &Arc<dyn ExecutionPlan>, column: usize, name: &str) -> bool {
+    plan.schema()
+        .fields()
+        .get(column)
+        .is_some_and(|f| f.name() == name)
+}
+
+/// Whether output column `column` of `plan` is its table's event-time
+/// column (the one `WATERMARK FOR` names), passed through unchanged.
+pub(super) fn is_event_time(plan: &Arc<dyn ExecutionPlan>, column: usize) -> bool {
+    traced(plan, column, &|node, column| {
+        let scan = node.downcast_ref::<StreamScanExec>()?;
+        Some(
+            scan.window.is_none()
+                && scan
+                    .table
+                    .watermark
+                    .as_ref()
+                    .is_some_and(|w| is_named(node, column, &w.column)),
+        )
+    })
 }
 
 /// Whether output column `column` of `plan` is the `window_end` of a window
@@ -179,44 +206,18 @@ pub(super) fn is_event_time(plan: &Arc<dyn ExecutionPlan>, column: usize) -> boo
 /// through unchanged: a window join on it may drop a window's rows once the
 /// watermark passes its end, when every row of the window is in.
 pub(super) fn is_window_end(plan: &Arc<dyn ExecutionPlan>, column: usize) -> bool {
-    if let Some(scan) = plan.downcast_ref::<StreamScanExec>() {
-        return scan.window.is_some()
-            && plan
-                .schema()
-                .fields()
+    traced(plan, column, &|node, column| {
+        if let Some(scan) = node.downcast_ref::<StreamScanExec>() {
+            return Some(scan.window.is_some() && is_named(node, column, "window_end"));
+        }
+        let aggregate = node.downcast_ref::<AggregateExec>()?;
+        Some(
+            aggregate
+                .group_expr()
+                .expr()
                 .get(column)
-                .is_some_and(|f| f.name() == "window_end");
-    }
-    if let Some(a) = plan.downcast_ref::<AggregateExec>() {
-        return a
-            .group_expr()
-            .expr()
-            .get(column)
-            .and_then(|(e, _)| e.downcast_ref::<Column>())
-            .is_some_and(|c| is_window_end(a.input(), c.index()));
-    }
-    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
-        return p
-            .expr()
-            .get(column)
-            .and_then(|e| e.expr.downcast_ref::<Column>())
-            .is_some_and(|c| is_window_end(p.input(), c.index()));
-    }
-    if let Some(f) = plan.downcast_ref::<FilterExec>() {
-        let column = match f.projection() {
-            Some(p) => match p.get(column) {
-                Some(&c) => c,
-                None => return false,
-            },
-            None => column,
-        };
-        return is_window_end(f.input(), column);
-    }
-    if plan.is::<RepartitionExec>() || plan.is::<CoalescePartitionsExec>() {
-        return plan
-            .children()
-            .first()
-            .is_some_and(|c| is_window_end(c, column));
-    }
-    false
+                .and_then(|(e, _)| e.downcast_ref::<Column>())
+                .is_some_and(|c| is_window_end(aggregate.input(), c.index())),
+        )
+    })
 }
