@@ -6,7 +6,8 @@
 //! windows and sessions. The updating aggregate evicts its groups and loads
 //! them back, and so does a Top-N over it its partitions; their changelogs
 //! net out to the hand-computed answers; so does a Top-N without
-//! `PARTITION BY`, whose first stage evicts its hash buckets. The window Top-N evicts the
+//! `PARTITION BY`, whose first stage evicts its hash buckets, and a join
+//! its keys, both sides. The window Top-N evicts the
 //! partitions of its open windows, loads them back for their rows and reads
 //! them back to fire: killed and rescaled, it ranks every window exactly
 //! once.
@@ -452,6 +453,73 @@ async fn global_top_n_over_a_changelog_evicts_its_buckets_and_survives_worker_ki
     assert!(
         got == expected,
         "bottom: {}",
+        difference_signed(&expected, &got)
+    );
+}
+
+/// Ids of the join's second input (the first has `GLOBAL_TOP_KEYS * 3`).
+const JOIN_RIGHT_ROWS: u64 = 40_000;
+
+/// A left join of two streams on their ids: every id is a key of its own,
+/// so with a 16 KiB budget nearly every key is evicted before the other
+/// side's row comes, which must load it back.
+fn join_script(out: &Path) -> String {
+    format!(
+        "{source}
+        SET 'execution.runtime-mode' = 'streaming';
+        CREATE TABLE src2 (id BIGINT)
+        WITH ('connector' = 'datagen', 'number-of-rows' = '{JOIN_RIGHT_ROWS}', 'rows-per-second' = '5000',
+              'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{JOIN_RIGHT_ROWS}',
+              'scan.batch-size' = '500');
+        CREATE TABLE joined (a BIGINT, b BIGINT)
+        WITH ('connector' = 'filesystem', 'path' = '{joined}', 'format' = 'debezium-json');
+        INSERT INTO joined SELECT a.id, b.id FROM src a LEFT JOIN src2 b ON a.id = b.id;",
+        source = checkpointed_source(3 * GLOBAL_TOP_KEYS, 15_000, ""),
+        joined = out.join("joined").display(),
+    )
+}
+
+/// Every id of the first input, with itself where the second has it.
+fn expected_joined() -> BTreeMap<String, i64> {
+    (1..=3 * GLOBAL_TOP_KEYS)
+        .map(|a| {
+            let b = (a <= JOIN_RIGHT_ROWS).then_some(a);
+            (serde_json::json!({"a": a, "b": b}).to_string(), 1)
+        })
+        .collect()
+}
+
+/// Join state past the budget is evicted by key, loaded back when the other
+/// side's row comes, and restored after worker kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_keys_past_the_memory_budget_are_evicted_and_survive_worker_kills() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let jobs = submit_script(&cluster, &join_script(out.path()), 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 2).await;
+    assert!(landed >= 1, "no kill landed");
+    let client = cluster.client().await;
+    let summary = wait_for_end(&client, &jobs[0], std::time::Duration::from_secs(150)).await;
+    assert_eq!(
+        summary.state(),
+        pb::JobState::Finished,
+        "{}\n{}",
+        summary.failure,
+        cluster.logs()
+    );
+    assert!(summary.state_spilled_bytes > 0, "{summary:?}");
+    let logs = cluster.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("task=Join") && l.contains("passed its memory budget")),
+        "the join evicted nothing\n{logs}"
+    );
+    let expected = expected_joined();
+    let got = net_rows(&out.path().join("joined"));
+    assert!(
+        got == expected,
+        "joined: {}",
         difference_signed(&expected, &got)
     );
 }
