@@ -204,15 +204,18 @@ impl Engine {
             },
             Outcome::Explain(m) => Executed::Explain(m),
             Outcome::Rows(b) => Executed::Rows(b),
-            Outcome::Job(plan) => match &self.backend {
-                Backend::Local(runtime) => Executed::Job(RunningJob::local(
-                    runtime.spawn(&plan.name, &plan.graph)?,
-                    plan.output,
-                )),
-                Backend::Cluster { client, .. } => {
-                    Executed::Job(self.submit(client, sql, &plan.name, plan.output).await?)
-                }
-            },
+            Outcome::Job(plan) => {
+                let warnings = plan.graph.logical().warnings().to_vec();
+                let job = match &self.backend {
+                    Backend::Local(runtime) => {
+                        RunningJob::local(runtime.spawn(&plan.name, &plan.graph)?, plan.output)
+                    }
+                    Backend::Cluster { client, .. } => {
+                        self.submit(client, sql, &plan.name, plan.output).await?
+                    }
+                };
+                Executed::Job(job.with_warnings(&warnings))
+            }
             Outcome::Query(q) => match &self.backend {
                 Backend::Local(runtime) => Executed::Query {
                     job: RunningJob::local(runtime.spawn(&q.job.name, &q.job.graph)?, q.job.output),

@@ -206,6 +206,9 @@ async fn run_script(
             Executed::Rows(b) => outln!("{}", pretty_format_batches(&[b])?)?,
             Executed::Job(job) => {
                 eprintln!("Job '{}' started, writing to {}.", job.name(), job.output());
+                for warning in job.warnings() {
+                    eprintln!("Warning: job '{}': {warning}.", job.name());
+                }
                 jobs.push(job);
             }
             Executed::Query {

@@ -20,6 +20,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct RunningJob {
     run: Run,
     output: JobOutput,
+    /// What planning warned about (a join whose state grows without bound).
+    warnings: Vec<String>,
 }
 
 /// Where a job runs.
@@ -59,7 +61,19 @@ impl RunningJob {
         Self {
             run: Run::Local(handle),
             output,
+            warnings: Vec::new(),
         }
+    }
+
+    /// The job, with the warnings its planning noted.
+    pub(crate) fn with_warnings(mut self, warnings: &[String]) -> Self {
+        self.warnings = warnings.to_vec();
+        self
+    }
+
+    /// What planning warned about: show them when the job starts.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub(crate) fn remote(client: Client, summary: pb::JobSummary, output: JobOutput) -> Self {
@@ -82,6 +96,7 @@ impl RunningJob {
                 poller,
             }),
             output,
+            warnings: Vec::new(),
         }
     }
 

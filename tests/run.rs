@@ -415,3 +415,41 @@ INSERT INTO out SELECT * FROM v;
     assert!(stderr.contains("line 5, column 25"), "{stderr}");
     assert!(stderr.contains("1 statement of"), "{stderr}");
 }
+
+/// A join whose state can only grow is named when its job starts, once;
+/// with a state TTL or a time bound it is not.
+#[test]
+fn a_join_whose_state_grows_without_bound_is_warned_about_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables =
+        "CREATE TABLE a (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '100',
+          'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '100');
+        CREATE TABLE b (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '100',
+          'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '100');
+        CREATE TABLE out WITH ('connector' = 'blackhole');";
+    let join = "INSERT INTO out SELECT a.id, b.id FROM a LEFT JOIN b ON a.id = b.id;";
+    let out = run(dir.path(), &format!("{tables}\n{join}"), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("Warning:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "Warning: job 'insert-into-out-1': a left outer join keeps every row of both inputs, \
+             so its state grows without bound; set 'table.exec.state.ttl' to drop keys idle that \
+             long, or bound it by time (an interval or window join)."
+        ],
+        "{stderr}"
+    );
+    let bounded = format!("{tables}\nSET 'table.exec.state.ttl' = '1 h';\n{join}");
+    let out = run(dir.path(), &bounded, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("Warning:"),
+        "{}",
+        text(&out.stderr)
+    );
+}

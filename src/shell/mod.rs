@@ -384,6 +384,9 @@ impl Shell {
                     job.name(),
                     job.id().unwrap_or("-")
                 ))?;
+                for warning in job.warnings() {
+                    self.message(&format!("Warning: {warning}."))?;
+                }
                 job.detach();
             }
             Executed::Query { job, rows, schema } => self.show_query(job, rows, schema).await?,

@@ -212,6 +212,9 @@ pub struct LogicalEdge {
 pub struct LogicalGraph {
     nodes: Vec<LogicalNode>,
     edges: Vec<LogicalEdge>,
+    /// What the user should know about the job before it runs (a join
+    /// whose state grows without bound).
+    warnings: Vec<String>,
 }
 
 impl LogicalGraph {
@@ -277,6 +280,19 @@ impl LogicalGraph {
             input,
         });
         Ok(())
+    }
+
+    /// Notes a warning for whoever submits the job.
+    pub fn warn(&mut self, warning: impl Into<String>) {
+        let warning = warning.into();
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
+    /// The warnings noted while the graph was built.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Every node.

@@ -143,11 +143,7 @@ type ColumnTest = dyn Fn(&Arc<dyn ExecutionPlan>, usize) -> Option<bool>;
 /// Follows output column `column` of `plan` down through projections,
 /// filters and repartitions that pass it through unchanged, and asks `leaf`
 /// about the node where it stops (`None`: not a column it knows).
-fn traced(
-    plan: &Arc<dyn ExecutionPlan>,
-    column: usize,
-    leaf: &ColumnTest,
-) -> bool {
+fn traced(plan: &Arc<dyn ExecutionPlan>, column: usize, leaf: &ColumnTest) -> bool {
     if let Some(answer) = leaf(plan, column) {
         return answer;
     }

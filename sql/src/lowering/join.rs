@@ -55,6 +55,18 @@ fn join_kind(join_type: JoinType) -> Result<JoinKind> {
     })
 }
 
+/// A join kind as the warning names it.
+fn join_words(kind: JoinKind) -> &'static str {
+    match kind {
+        JoinKind::Inner => "an inner join",
+        JoinKind::Left => "a left outer join",
+        JoinKind::Right => "a right outer join",
+        JoinKind::Full => "a full outer join",
+        JoinKind::LeftSemi | JoinKind::RightSemi => "a semi join (IN / EXISTS)",
+        JoinKind::LeftAnti | JoinKind::RightAnti => "an anti join (NOT EXISTS)",
+    }
+}
+
 /// One side of a join, lowered, with its key columns.
 struct JoinInput {
     lowered: Lowered,
@@ -154,10 +166,12 @@ impl Lowering<'_> {
             factory = factory.with_window_end(left.keys[i], right.keys[i])?;
         }
         if factory.state_is_unbounded() {
-            tracing::warn!(
-                "a {kind:?} join keeps every row of both inputs: its state grows without \
-                 bound; set 'table.exec.state.ttl' to drop keys idle that long"
-            );
+            self.graph.warn(format!(
+                "{} keeps every row of both inputs, so its state grows without bound; \
+                 set 'table.exec.state.ttl' to drop keys idle that long, or bound it by time \
+                 (an interval or window join)",
+                join_words(kind)
+            ));
         }
         let schema = factory.output_schema();
         let node = self.graph.add_operator(Arc::new(factory), None);
