@@ -16,9 +16,16 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
-use super::snapshot::{OperatorRestore, OperatorSnapshot, decode_batches, encode_batch};
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{AsArray, UInt64Array};
+use arrow::datatypes::UInt64Type;
+use arrow::row::{RowConverter, SortField};
+
+use super::evictable::{EvictableKeys, EvictableValue, corrupt};
+use super::snapshot::{KeyedStateBuilder, OperatorRestore, OperatorSnapshot, decode_batches};
 use super::{Collector, Operator, OperatorContext, OperatorFactory, TaskInfo};
-use crate::changelog::{Materialized, data_schema};
+use crate::changelog::{RowKind, data_schema, split_row_kinds};
 use crate::error::{Error, Result};
 
 /// When the snapshot is taken.
@@ -88,36 +95,141 @@ impl OperatorFactory for UpdatingLimitFactory {
         Arc::clone(&self.schema)
     }
     fn create(&self, _task: &TaskInfo) -> Result<Box<dyn Operator>> {
+        let rows = RowConverter::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
         Ok(Box::new(UpdatingLimitOperator {
             config: self.clone(),
-            result: Materialized::new(),
+            rows,
+            live: HashMap::new(),
+            live_rows: 0,
+            inserted: 0,
+            keyed: EvictableKeys::new(None),
             answered: false,
         }))
     }
 }
 
+/// One distinct row of the result: its live copies and when it was first
+/// inserted (the answer takes rows in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Copies {
+    count: u64,
+    position: u64,
+}
+
+/// The count, then the position (u64 BE each).
+impl EvictableValue for Copies {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let (count, position) = bytes
+            .split_first_chunk::<8>()
+            .and_then(|(c, rest)| Some((*c, *rest.first_chunk::<8>()?)))
+            .ok_or_else(|| corrupt("a limit's row count is truncated"))?;
+        Ok(Self {
+            count: u64::from_be_bytes(count),
+            position: u64::from_be_bytes(position),
+        })
+    }
+    fn heap_size(&self) -> usize {
+        16
+    }
+}
+
 /// Applies an updating result and emits a snapshot of some of its rows.
-#[derive(Debug)]
+/// The result's rows are keyed state: past the memory budget the least
+/// recently changed are evicted to RocksDB (see [`super::evictable`]), and
+/// the answer reads them from there, keeping only the rows it needs.
 pub struct UpdatingLimitOperator {
     config: UpdatingLimitFactory,
-    result: Materialized,
+    rows: RowConverter,
+    /// Per distinct row (encoded), in memory.
+    live: HashMap<Vec<u8>, Copies>,
+    /// Copies live in the result, in memory and evicted.
+    live_rows: u64,
+    /// Rows inserted so far: the next row's position.
+    inserted: u64,
+    keyed: EvictableKeys,
     /// The snapshot is out: nothing more is emitted.
     answered: bool,
 }
 
+impl fmt::Debug for UpdatingLimitOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdatingLimitOperator")
+            .field("live_rows", &self.live_rows)
+            .field("answered", &self.answered)
+            .finish()
+    }
+}
+
 impl UpdatingLimitOperator {
+    /// The first `skip + fetch` copies by position, from memory and disk,
+    /// keeping no more rows than that while reading.
+    fn first_rows(&self, ctx: &OperatorContext) -> Result<Vec<(u64, Vec<u8>, u64)>> {
+        let wanted = self.config.skip.saturating_add(self.config.fetch) as u64;
+        // By position: the row and its copies; trimmed to `wanted` copies.
+        let mut first: BTreeMap<u64, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut held = 0u64;
+        let mut offer = |row: &[u8], copies: Copies| {
+            if held >= wanted
+                && first
+                    .last_key_value()
+                    .is_some_and(|(&p, _)| p < copies.position)
+            {
+                return;
+            }
+            first.insert(copies.position, (row.to_vec(), copies.count));
+            held += copies.count;
+            while let Some((_, (_, last))) = first.last_key_value() {
+                if held - last < wanted {
+                    break;
+                }
+                held -= last;
+                first.pop_last();
+            }
+        };
+        for (row, copies) in &self.live {
+            offer(row, *copies);
+        }
+        self.keyed
+            .for_each_evicted_value(ctx, |row, copies: Copies| {
+                offer(row, copies);
+                Ok(())
+            })?;
+        Ok(first
+            .into_iter()
+            .map(|(position, (row, count))| (position, row, count))
+            .collect())
+    }
+
     fn answer(&mut self, ctx: &OperatorContext, out: &mut Collector) -> Result<()> {
         if self.answered {
             return Ok(());
         }
         self.answered = true;
-        if let Some(rows) = self.result.current()? {
-            let from = self.config.skip.min(rows.num_rows());
-            let len = self.config.fetch.min(rows.num_rows() - from);
-            let rows = rows.slice(from, len);
+        let first = self.first_rows(ctx)?;
+        let copies: Vec<&[u8]> = first
+            .iter()
+            .flat_map(|(_, row, count)| std::iter::repeat_n(row.as_slice(), *count as usize))
+            .skip(self.config.skip)
+            .take(self.config.fetch)
+            .collect();
+        if !copies.is_empty() {
+            let parser = self.rows.parser();
+            let columns = self
+                .rows
+                .convert_rows(copies.iter().map(|r| parser.parse(r)))?;
             out.collect(RecordBatch::try_new(
                 Arc::clone(&self.config.schema),
-                rows.columns().to_vec(),
+                columns,
             )?);
         }
         if self.config.ends_job && !ctx.job_stop.is_requested() {
@@ -129,8 +241,52 @@ impl UpdatingLimitOperator {
             ctx.job_stop.request();
         }
         // The rows are no longer needed.
-        self.result = Materialized::new();
+        self.live = HashMap::new();
         Ok(())
+    }
+
+    /// Applies a batch of changes.
+    fn apply(
+        &mut self,
+        data: &RecordBatch,
+        kinds: Option<&[RowKind]>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        let encoded = self.rows.convert_columns(data.columns())?;
+        if self.keyed.may_have_evicted() {
+            self.keyed
+                .load(&mut self.live, data.columns(), &encoded, ctx)?;
+        }
+        for (i, row) in encoded.iter().enumerate() {
+            let row = row.as_ref();
+            let kind = kinds.map_or(RowKind::Insert, |k| k[i]);
+            match kind {
+                RowKind::Insert | RowKind::UpdateAfter => {
+                    let position = self.inserted;
+                    self.inserted += 1;
+                    let copies = self
+                        .live
+                        .entry(row.to_vec())
+                        .or_insert(Copies { count: 0, position });
+                    copies.count += 1;
+                    self.live_rows += 1;
+                    self.keyed.touch(row, 16, ctx);
+                }
+                RowKind::UpdateBefore | RowKind::Delete => {
+                    let Some(copies) = self.live.get_mut(row) else {
+                        continue;
+                    };
+                    copies.count -= 1;
+                    self.live_rows -= 1;
+                    if copies.count == 0 {
+                        self.live.remove(row);
+                        self.keyed.forget(row);
+                    }
+                }
+            }
+        }
+        self.keyed
+            .evict_if_over_budget(&mut self.live, &self.rows, ctx)
     }
 }
 
@@ -145,9 +301,10 @@ impl Operator for UpdatingLimitOperator {
         if self.answered {
             return Ok(());
         }
-        self.result.apply(&batch)?;
-        let enough = self.config.skip.saturating_add(self.config.fetch);
-        if self.config.at == SnapshotAt::FirstRows && self.result.len() >= enough {
+        let (data, kinds) = split_row_kinds(&batch)?;
+        self.apply(&data, kinds.as_deref(), ctx)?;
+        let enough = self.config.skip.saturating_add(self.config.fetch) as u64;
+        if self.config.at == SnapshotAt::FirstRows && self.live_rows >= enough {
             self.answer(ctx, out)?;
         }
         Ok(())
@@ -157,36 +314,79 @@ impl Operator for UpdatingLimitOperator {
         self.answer(ctx, out)
     }
 
-    /// Operator state: whether the snapshot is out, then the result's rows.
+    /// Keyed state: the rows in memory with their copies and positions.
+    /// Operator state: whether the snapshot is out, the live copies and
+    /// the insertion counter.
     async fn snapshot_state(
         &mut self,
-        _ctx: &mut OperatorContext,
+        ctx: &mut OperatorContext,
         snapshot: &mut OperatorSnapshot,
     ) -> Result<()> {
-        let mut bytes = vec![u8::from(self.answered)];
-        if let Some(rows) = self.result.current()? {
-            bytes.extend(encode_batch(rows.columns().to_vec(), rows.num_rows())?);
+        let mut builder = KeyedStateBuilder::default();
+        if !self.live.is_empty() {
+            let parser = self.rows.parser();
+            let mut columns = self
+                .rows
+                .convert_rows(self.live.keys().map(|r| parser.parse(r)))?;
+            let width = columns.len();
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                self.live.values().map(|c| c.count),
+            )));
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                self.live.values().map(|c| c.position),
+            )));
+            let keys: Vec<usize> = (0..width).collect();
+            builder.add_rows(&columns, &keys, self.live.len(), ctx.task.max_key_groups)?;
         }
+        snapshot.put_key_groups(ctx.task.key_groups(), builder.finish()?)?;
+        let mut bytes = vec![u8::from(self.answered)];
+        bytes.extend_from_slice(&self.live_rows.to_be_bytes());
+        bytes.extend_from_slice(&self.inserted.to_be_bytes());
         snapshot.operator = Some(bytes);
         Ok(())
     }
 
-    fn restore_state(&mut self, _ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
+    fn restore_state(&mut self, ctx: &OperatorContext, restore: OperatorRestore) -> Result<()> {
         // Parallelism 1: at most one entry.
-        for (_, bytes) in restore.operator {
-            let Some((&answered, rows)) = bytes.split_first() else {
-                return Err(Error::internal("checkpointed limit state is empty"));
-            };
+        for (_, bytes) in &restore.operator {
+            let (&answered, rest) = bytes
+                .split_first()
+                .ok_or_else(|| Error::internal("checkpointed limit state is empty"))?;
+            let (live, inserted) = rest
+                .split_first_chunk::<8>()
+                .and_then(|(l, rest)| Some((*l, *rest.first_chunk::<8>()?)))
+                .ok_or_else(|| Error::internal("checkpointed limit state is truncated"))?;
             self.answered = answered != 0;
-            if rows.is_empty() {
-                continue;
-            }
-            for (columns, _) in decode_batches(rows)? {
-                let batch = RecordBatch::try_new(Arc::clone(&self.config.schema), columns)?;
-                self.result.apply(&batch)?;
+            self.live_rows = u64::from_be_bytes(live);
+            self.inserted = u64::from_be_bytes(inserted);
+        }
+        let width = self.config.schema.fields().len();
+        for (_, bytes) in restore.keyed {
+            for (columns, rows) in decode_batches(&bytes)? {
+                let counts = columns
+                    .get(width)
+                    .and_then(|c| c.as_primitive_opt::<UInt64Type>());
+                let positions = columns
+                    .get(width + 1)
+                    .and_then(|c| c.as_primitive_opt::<UInt64Type>());
+                let (Some(counts), Some(positions)) = (counts, positions) else {
+                    return Err(Error::internal("checkpointed limit rows lack their counts"));
+                };
+                let encoded = self.rows.convert_columns(&columns[..width])?;
+                for i in 0..rows {
+                    let row = encoded.row(i);
+                    let copies = Copies {
+                        count: counts.value(i),
+                        position: positions.value(i),
+                    };
+                    self.live.insert(row.as_ref().to_vec(), copies);
+                    self.keyed.touch(row.as_ref(), copies.heap_size(), ctx);
+                }
             }
         }
-        Ok(())
+        // Rows evicted before the checkpoint were copied into the store by
+        // key group; the answer reads them there.
+        self.keyed.restored(ctx)
     }
 }
 
@@ -260,5 +460,41 @@ mod tests {
         // Offset 1 of the rows [2, 3] in insertion order.
         assert_eq!(h.rows_as_strings(), ["3,7"]);
         assert!(!h.context().job_stop.is_requested());
+    }
+
+    /// Past the memory budget the result's rows are evicted, and the answer
+    /// (rows 100..150 by first insertion) is the in-memory one.
+    #[tokio::test]
+    async fn an_evicted_result_answers_as_in_memory() {
+        let limit = UpdatingLimitFactory::new(100, 50, SnapshotAt::EndOfInput, &input());
+        let store = crate::testing::TestStore::new();
+        let mut spilled = OperatorHarness::new(limit.create(&TaskInfo::single("l")).unwrap())
+            .with_spill(store.store.clone(), 256);
+        let mut in_memory = OperatorHarness::new(limit.create(&TaskInfo::single("l")).unwrap());
+        for h in [&mut spilled, &mut in_memory] {
+            for chunk in 0..20i64 {
+                let rows: Vec<(i64, i64, RowKind)> = (0..50)
+                    .map(|i| (chunk * 50 + i, 1, RowKind::Insert))
+                    .collect();
+                h.process(changes(&rows)).await.unwrap();
+                // Every third key of the chunk before is updated: its
+                // row moves to the end of the insertion order.
+                if chunk > 0 {
+                    let updates: Vec<(i64, i64, RowKind)> = (0..50)
+                        .step_by(3)
+                        .flat_map(|i| {
+                            let k = (chunk - 1) * 50 + i;
+                            [(k, 1, RowKind::UpdateBefore), (k, 2, RowKind::UpdateAfter)]
+                        })
+                        .collect();
+                    h.process(changes(&updates)).await.unwrap();
+                }
+            }
+            h.close().await.unwrap();
+        }
+        let answer = spilled.rows_as_strings();
+        assert_eq!(answer.len(), 50);
+        assert_eq!(answer, in_memory.rows_as_strings());
+        assert!(spilled.context().metrics.snapshot().state_spilled_bytes > 0);
     }
 }

@@ -422,6 +422,31 @@ impl EvictableKeys {
         )
     }
 
+    /// Calls `f` with every evicted key of this subtask and its value, read
+    /// from disk without loading it back (an operator that answers from all
+    /// of its state, keeping only what the answer needs).
+    pub(super) fn for_each_evicted_value<V: EvictableValue>(
+        &self,
+        ctx: &OperatorContext,
+        mut f: impl FnMut(&[u8], V) -> Result<()>,
+    ) -> Result<()> {
+        let Some(spill) = ctx.spill.as_ref().filter(|_| self.evicted) else {
+            return Ok(());
+        };
+        spill.store().for_each_evicted_group_below(
+            spill.node(),
+            spill.key_groups(),
+            None,
+            |entry, key, value| {
+                if spill.is_consumed(entry) {
+                    return Ok(());
+                }
+                let (_, encoded) = split_value(value)?;
+                f(key, V::decode(encoded)?)
+            },
+        )
+    }
+
     /// Past the memory budget, evicts the least recently touched keys of
     /// `state` (encoded by `converter`) until a quarter of the budget is
     /// free again.
