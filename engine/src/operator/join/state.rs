@@ -18,7 +18,9 @@ pub(super) struct Entry {
     pub matches: u64,
 }
 
-/// The rows of one join key, per side.
+/// The rows of one join key, per side, each side sorted by its rows'
+/// bytes, so that a row is found by binary search: a key may hold many rows
+/// (every auction of a window, in a window's join).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct KeyRows {
     sides: [Vec<Entry>; 2],
@@ -39,13 +41,16 @@ impl KeyRows {
     /// other side.
     pub fn add(&mut self, side: Side, row: &[u8], matches: u64) {
         let rows = &mut self.sides[side.index()];
-        match rows.iter_mut().find(|e| e.row == row) {
-            Some(entry) => entry.copies += 1,
-            None => rows.push(Entry {
-                row: row.to_vec(),
-                copies: 1,
-                matches,
-            }),
+        match rows.binary_search_by(|e| e.row.as_slice().cmp(row)) {
+            Ok(at) => rows[at].copies += 1,
+            Err(at) => rows.insert(
+                at,
+                Entry {
+                    row: row.to_vec(),
+                    copies: 1,
+                    matches,
+                },
+            ),
         }
     }
 
@@ -53,17 +58,17 @@ impl KeyRows {
     /// none.
     pub fn remove(&mut self, side: Side, row: &[u8]) -> bool {
         let rows = &mut self.sides[side.index()];
-        let Some(at) = rows.iter().position(|e| e.row == row) else {
+        let Ok(at) = rows.binary_search_by(|e| e.row.as_slice().cmp(row)) else {
             return false;
         };
         rows[at].copies -= 1;
         if rows[at].copies == 0 {
-            rows.swap_remove(at);
+            rows.remove(at);
         }
         true
     }
 
-    /// Replaces the rows of `side`.
+    /// Replaces the rows of `side` (in the same order, some dropped).
     pub fn set_side(&mut self, side: Side, rows: Vec<Entry>) {
         self.sides[side.index()] = rows;
     }
@@ -111,9 +116,13 @@ impl EvictableValue for KeyRows {
             let count = u32_of(&mut bytes)?;
             for _ in 0..count {
                 let len = u32_of(&mut bytes)?;
+                // Encoded in order; a row out of order is corrupt state.
                 let row = take(&mut bytes, len)?.to_vec();
                 let copies = u64_of(&mut bytes)?;
                 let matches = u64_of(&mut bytes)?;
+                if side.last().is_some_and(|last| last.row >= row) {
+                    return Err(corrupt("a join key's rows are out of order"));
+                }
                 side.push(Entry {
                     row,
                     copies,
