@@ -377,6 +377,35 @@ async fn window_top_n_evicted_keys_rescale_two_to_three_to_one() {
     check_spilled_top(&cluster, &jobs[0], out.path()).await;
 }
 
+/// Runs `script`'s one job on workers with a 16 KiB budget while two
+/// workers are killed: it must finish after restarting, having spilled, and
+/// operator `task` must have passed its memory budget.
+async fn spill_one_job_through_kills(script: &str, task: &str) {
+    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
+    let jobs = submit_script(&cluster, script, 3).await;
+    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
+    let landed = kill_randomly(&mut cluster, &jobs, 2).await;
+    assert!(landed >= 1, "no kill landed");
+    let client = cluster.client().await;
+    let summary = wait_for_end(&client, &jobs[0], std::time::Duration::from_secs(150)).await;
+    assert_eq!(
+        summary.state(),
+        pb::JobState::Finished,
+        "{}\n{}",
+        summary.failure,
+        cluster.logs()
+    );
+    assert!(summary.restarts >= 1, "{summary:?}");
+    assert!(summary.state_spilled_bytes > 0, "{summary:?}");
+    let logs = cluster.logs();
+    let marker = format!("task={task}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&marker) && l.contains("passed its memory budget")),
+        "{task} evicted nothing\n{logs}"
+    );
+}
+
 /// Keys of the Top-N without `PARTITION BY`: three rows each.
 const GLOBAL_TOP_KEYS: u64 = 30_000;
 
@@ -427,27 +456,7 @@ fn expected_global_top() -> BTreeMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_top_n_over_a_changelog_evicts_its_buckets_and_survives_worker_kills() {
     let out = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
-    let jobs = submit_script(&cluster, &global_top_script(out.path()), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
-    let landed = kill_randomly(&mut cluster, &jobs, 2).await;
-    assert!(landed >= 1, "no kill landed");
-    let client = cluster.client().await;
-    let summary = wait_for_end(&client, &jobs[0], std::time::Duration::from_secs(150)).await;
-    assert_eq!(
-        summary.state(),
-        pb::JobState::Finished,
-        "{}\n{}",
-        summary.failure,
-        cluster.logs()
-    );
-    assert!(summary.restarts >= 1, "{summary:?}");
-    let logs = cluster.logs();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("task=TopN") && l.contains("passed its memory budget")),
-        "the Top-N's buckets were never evicted\n{logs}"
-    );
+    spill_one_job_through_kills(&global_top_script(out.path()), "TopN").await;
     let expected = expected_global_top();
     let got = net_rows(&out.path().join("bottom"));
     assert!(
@@ -494,27 +503,7 @@ fn expected_joined() -> BTreeMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_keys_past_the_memory_budget_are_evicted_and_survive_worker_kills() {
     let out = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start_with_common_env(3, 4, &TINY_BUDGET).await;
-    let jobs = submit_script(&cluster, &join_script(out.path()), 3).await;
-    wait_for_checkpoints(&cluster, &jobs, &[0], 2).await;
-    let landed = kill_randomly(&mut cluster, &jobs, 2).await;
-    assert!(landed >= 1, "no kill landed");
-    let client = cluster.client().await;
-    let summary = wait_for_end(&client, &jobs[0], std::time::Duration::from_secs(150)).await;
-    assert_eq!(
-        summary.state(),
-        pb::JobState::Finished,
-        "{}\n{}",
-        summary.failure,
-        cluster.logs()
-    );
-    assert!(summary.state_spilled_bytes > 0, "{summary:?}");
-    let logs = cluster.logs();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("task=Join") && l.contains("passed its memory budget")),
-        "the join evicted nothing\n{logs}"
-    );
+    spill_one_job_through_kills(&join_script(out.path()), "Join").await;
     let expected = expected_joined();
     let got = net_rows(&out.path().join("joined"));
     assert!(

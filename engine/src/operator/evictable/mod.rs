@@ -399,36 +399,12 @@ impl EvictableKeys {
         Ok(())
     }
 
-    /// Calls `f` with every evicted key of this subtask (after a restore:
-    /// an operator that indexes its evicted keys rebuilds the index).
-    pub(super) fn for_each_evicted_key(
+    /// Calls `f` with every evicted key of this subtask and its stored
+    /// value (`[last touched][encoded value]`), skipping consumed entries.
+    fn for_each_evicted_entry(
         &self,
         ctx: &OperatorContext,
-        mut f: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let Some(spill) = ctx.spill.as_ref().filter(|_| self.evicted) else {
-            return Ok(());
-        };
-        spill.store().for_each_evicted_group_below(
-            spill.node(),
-            spill.key_groups(),
-            None,
-            |entry, key, _| {
-                if spill.is_consumed(entry) {
-                    return Ok(());
-                }
-                f(key)
-            },
-        )
-    }
-
-    /// Calls `f` with every evicted key of this subtask and its value, read
-    /// from disk without loading it back (an operator that answers from all
-    /// of its state, keeping only what the answer needs).
-    pub(super) fn for_each_evicted_value<V: EvictableValue>(
-        &self,
-        ctx: &OperatorContext,
-        mut f: impl FnMut(&[u8], V) -> Result<()>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
         let Some(spill) = ctx.spill.as_ref().filter(|_| self.evicted) else {
             return Ok(());
@@ -441,10 +417,33 @@ impl EvictableKeys {
                 if spill.is_consumed(entry) {
                     return Ok(());
                 }
-                let (_, encoded) = split_value(value)?;
-                f(key, V::decode(encoded)?)
+                f(key, value)
             },
         )
+    }
+
+    /// Calls `f` with every evicted key of this subtask (after a restore:
+    /// an operator that indexes its evicted keys rebuilds the index).
+    pub(super) fn for_each_evicted_key(
+        &self,
+        ctx: &OperatorContext,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_evicted_entry(ctx, |key, _| f(key))
+    }
+
+    /// Calls `f` with every evicted key of this subtask and its value, read
+    /// from disk without loading it back (an operator that answers from all
+    /// of its state, keeping only what the answer needs).
+    pub(super) fn for_each_evicted_value<V: EvictableValue>(
+        &self,
+        ctx: &OperatorContext,
+        mut f: impl FnMut(&[u8], V) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_evicted_entry(ctx, |key, value| {
+            let (_, encoded) = split_value(value)?;
+            f(key, V::decode(encoded)?)
+        })
     }
 
     /// Past the memory budget, evicts the least recently touched keys of
