@@ -218,6 +218,17 @@ SELECT 'snapshot', v % 3, COUNT(*) > 0 FROM endless GROUP BY v % 3 LIMIT 2;
         err.contains("pg_stat_activity") && err.contains("HINT:"),
         "{context}"
     );
+    // A join whose state can only grow is warned about as it starts.
+    let (_, join_err) = psql(
+        &pg,
+        "INSERT INTO sink SELECT a.id, b.k FROM t a JOIN t b ON a.id = b.id;",
+        None,
+    );
+    assert!(
+        join_err.contains("NOTICE:  warning: job ")
+            && join_err.contains("an inner join keeps every row of both inputs"),
+        "{join_err}"
+    );
     let job_id = err
         .lines()
         .find_map(|l| l.split("NOTICE:  job ").nth(1))

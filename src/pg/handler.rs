@@ -245,6 +245,9 @@ impl Connection {
                     Some(id) => format!("job {id} started ({})", job.name()),
                     None => format!("job '{}' started", job.name()),
                 });
+                for warning in job.warnings() {
+                    notices.push(format!("warning: job '{}': {warning}", job.name()));
+                }
                 // The pipeline runs on; this connection does not follow it.
                 job.detach();
                 Ok(Response::Execution(
