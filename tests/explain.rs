@@ -18,7 +18,12 @@ async fn engine() -> Engine {
 }
 
 async fn explain(sql: &str) -> String {
-    match engine().await.execute(sql).await {
+    explain_on(&mut engine().await, sql).await
+}
+
+/// `sql` (an EXPLAIN) on `engine`, whose settings it sees.
+async fn explain_on(engine: &mut Engine, sql: &str) -> String {
+    match engine.execute(sql).await {
         Ok(Executed::Explain(text)) => text,
         Ok(_) => panic!("EXPLAIN returned no text"),
         Err(e) => panic!("EXPLAIN failed: {e}"),
@@ -493,11 +498,7 @@ async fn explain_updating_aggregate_and_top_n() {
         "EXPLAIN SELECT k, c, rn FROM (SELECT k, c, ROW_NUMBER() OVER (ORDER BY c DESC, k) AS rn \
          FROM (SELECT id % 10 AS k, COUNT(*) AS c FROM ticks GROUP BY id % 10)) WHERE rn <= 3",
     ] {
-        match engine.execute(sql).await {
-            Ok(Executed::Explain(text)) => texts.push(text),
-            Ok(_) => panic!("EXPLAIN returned no text"),
-            Err(e) => panic!("EXPLAIN failed: {e}"),
-        }
+        texts.push(explain_on(&mut engine, sql).await);
     }
     insta::assert_snapshot!(texts.join("\n"));
 }
@@ -519,11 +520,7 @@ async fn explain_window_top_n() {
          FROM HOP(bids, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) \
          GROUP BY window_start, window_end, bidder)) WHERE r <= 2",
     ] {
-        match engine.execute(sql).await {
-            Ok(Executed::Explain(text)) => texts.push(text),
-            Ok(_) => panic!("EXPLAIN returned no text"),
-            Err(e) => panic!("EXPLAIN failed: {e}"),
-        }
+        texts.push(explain_on(&mut engine, sql).await);
     }
     insta::assert_snapshot!(texts.join("\n"));
 }
@@ -637,29 +634,17 @@ async fn explain_regular_joins() {
     let mut engine = engine().await;
     let mut texts = Vec::new();
     let unbounded = "EXPLAIN SELECT b.id, t.price FROM bids b JOIN ticks t ON b.auction = t.id AND b.price < t.price";
-    match engine.execute(unbounded).await {
-        Ok(Executed::Explain(text)) => texts.push(text),
-        Ok(_) => panic!("EXPLAIN returned no text"),
-        Err(e) => panic!("EXPLAIN failed: {e}"),
-    }
+    texts.push(explain_on(&mut engine, unbounded).await);
     let interval = "EXPLAIN SELECT a.id, b.id FROM bids a LEFT JOIN bids b \
          ON a.auction = b.auction AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND";
-    match engine.execute(interval).await {
-        Ok(Executed::Explain(text)) => texts.push(text),
-        Ok(_) => panic!("EXPLAIN returned no text"),
-        Err(e) => panic!("EXPLAIN failed: {e}"),
-    }
+    texts.push(explain_on(&mut engine, interval).await);
     let window = "EXPLAIN SELECT a.bidder, a.n, b.n FROM \
          (SELECT bidder, window_start, window_end, COUNT(*) AS n FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) \
           GROUP BY bidder, window_start, window_end) a \
          LEFT JOIN (SELECT auction, window_start, window_end, COUNT(*) AS n FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) \
           GROUP BY auction, window_start, window_end) b \
          ON a.bidder = b.auction AND a.window_start = b.window_start AND a.window_end = b.window_end";
-    match engine.execute(window).await {
-        Ok(Executed::Explain(text)) => texts.push(text),
-        Ok(_) => panic!("EXPLAIN returned no text"),
-        Err(e) => panic!("EXPLAIN failed: {e}"),
-    }
+    texts.push(explain_on(&mut engine, window).await);
     engine
         .execute_script("SET 'table.exec.state.ttl' = '1 h';")
         .await
@@ -667,10 +652,6 @@ async fn explain_regular_joins() {
     let bounded = "EXPLAIN SELECT c.k, c.n, t.price FROM \
          (SELECT id % 10 AS k, COUNT(*) AS n FROM ticks GROUP BY id % 10) c \
          LEFT JOIN ticks t ON c.k = t.id + 1";
-    match engine.execute(bounded).await {
-        Ok(Executed::Explain(text)) => texts.push(text),
-        Ok(_) => panic!("EXPLAIN returned no text"),
-        Err(e) => panic!("EXPLAIN failed: {e}"),
-    }
+    texts.push(explain_on(&mut engine, bounded).await);
     insta::assert_snapshot!(texts.join("\n"));
 }
